@@ -1,0 +1,26 @@
+"""keras_deepcluster: DeepCluster unsupervised pretraining for Keras 3.
+
+Runs unchanged on the TensorFlow, JAX and PyTorch backends (``KERAS_BACKEND``).
+"""
+
+from keras_deepcluster import backbones, clustering, evaluation
+from keras_deepcluster.clustering import cluster_features
+from keras_deepcluster.features import extract_features
+from keras_deepcluster.model import DeepCluster
+from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
+from keras_deepcluster.reclustering import Reclustering
+from keras_deepcluster.views import ImageViews
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DeepCluster",
+    "ImageViews",
+    "PseudoLabelDataset",
+    "Reclustering",
+    "backbones",
+    "cluster_features",
+    "clustering",
+    "evaluation",
+    "extract_features",
+]

@@ -1,0 +1,31 @@
+"""Backbones: the networks DeepCluster trains, and how to look them up by name."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_deepcluster.backbones.architectures import alexnet, alexnet_micro, lenet
+from keras_deepcluster.backbones.initialization import initialize_weights
+from keras_deepcluster.backbones.sobel import SobelFilter
+
+_BUILDERS = {"lenet": lenet, "alexnet_micro": alexnet_micro, "alexnet": alexnet}
+
+
+def names() -> list[str]:
+    """Names accepted by `get`."""
+    return sorted(_BUILDERS)
+
+
+def get(name: str, **kwargs) -> keras.Model:
+    """Builds the backbone called `name` (one of `names()`).
+
+    Example:
+    >>> get("lenet", seed=0).output.shape
+    (None, 84)
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"Unknown backbone {name!r}; known backbones: {', '.join(names())}.")
+    return _BUILDERS[name](**kwargs)
+
+
+__all__ = ["SobelFilter", "alexnet", "alexnet_micro", "get", "initialize_weights", "lenet", "names"]

@@ -1,0 +1,214 @@
+"""Feature preprocessing and k-means: the clustering half of a DeepCluster epoch.
+
+faiss-cpu is used when it can be imported; scikit-learn otherwise (or on
+request). Both paths return labels in ``0..k-1`` with every cluster non-empty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+try:  # faiss is a hard dependency, but a broken install should not stop us.
+    import faiss
+except ImportError:  # pragma: no cover - exercised only without faiss
+    faiss = None
+
+KMEANS_BACKENDS = ("auto", "faiss", "sklearn")
+PCA_BACKENDS = ("faiss", "sklearn")
+# Added to PCA eigenvalues so that directions with zero variance (dead ReLU
+# units) are not scaled by 0^-0.5 = inf.
+PCA_EPSILON = 1e-5
+
+
+@dataclasses.dataclass
+class Clustering:
+    """The outcome of clustering one epoch's features.
+
+    Attributes:
+        labels: int64 array (N,), values in ``0..k-1``, every cluster non-empty.
+        objective: Mean squared distance of a point to its centroid.
+        empty_clusters: Clusters k-means left empty that were refilled here.
+        seconds_pca: Wall time of PCA-whitening (0 when off).
+        seconds_kmeans: Wall time of k-means, L2 normalisation included.
+    """
+
+    labels: np.ndarray
+    objective: float
+    empty_clusters: int
+    seconds_pca: float
+    seconds_kmeans: float
+
+
+def pca_whiten(
+    features: np.ndarray, dim: int, backend: str = "faiss", seed: int = 0
+) -> np.ndarray:
+    """Projects `features` on their top `dim` principal axes with unit variance.
+
+    Args:
+        features: float32 array (N, d).
+        dim: Output dimension, ``1 <= dim <= d``.
+        backend: ``"faiss"`` (``PCAMatrix(eigen_power=-0.5)``, as the original
+            DeepCluster) or ``"sklearn"`` (``PCA(whiten=True)``, as the Deep
+            Dive code). The two differ only in a constant scale, which the L2
+            normalisation that follows removes.
+        seed: Random state for scikit-learn's solver.
+
+    Returns:
+        float32 array (N, dim).
+    """
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    d = features.shape[1]
+    if not 1 <= dim <= d:
+        raise ValueError(
+            f"PCA dimension must be between 1 and the feature dimension {d}; "
+            f"got {dim}."
+        )
+    if backend not in PCA_BACKENDS:
+        raise ValueError(f"Unknown PCA backend {backend!r}; use one of {PCA_BACKENDS}.")
+    if backend == "faiss" and faiss is not None:
+        pca = faiss.PCAMatrix(d, dim, -0.5)
+        pca.epsilon = PCA_EPSILON
+        pca.train(features)
+        return pca.apply_py(features)
+    from sklearn.decomposition import PCA
+
+    pca = PCA(dim, whiten=True, random_state=seed)
+    out = pca.fit_transform(features)
+    # sklearn divides by sqrt(variance); guard zero-variance components.
+    out[:, pca.explained_variance_ <= PCA_EPSILON] = 0.0
+    return out.astype(np.float32)
+
+
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+    """Divides each row by its L2 norm (computed in float64).
+
+    A row of zeros (every unit of the feature layer dead for that image; the
+    authors' code turns it into NaN and k-means crashes) stays zero.
+    """
+    norms = np.linalg.norm(features.astype(np.float64), axis=1, keepdims=True)
+    return (features / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def kmeans(
+    features: np.ndarray,
+    k: int,
+    seed: int,
+    iterations: int = 20,
+    backend: str = "auto",
+) -> tuple[np.ndarray, float]:
+    """k-means on every point.
+
+    Args:
+        features: float32 array (N, d), N >= k.
+        k: Number of clusters.
+        seed: Seed of the initial centroids.
+        iterations: Lloyd iterations (20 in both DeepCluster codes).
+        backend: ``"faiss"``, ``"sklearn"`` or ``"auto"`` (faiss if importable).
+
+    Returns:
+        ``(labels, objective)``: int64 labels (N,) in 0..k-1 (possibly with
+        empty clusters) and the mean squared distance to the assigned centroid.
+    """
+    if backend not in KMEANS_BACKENDS:
+        raise ValueError(
+            f"Unknown k-means backend {backend!r}; use one of {KMEANS_BACKENDS}."
+        )
+    n, d = features.shape
+    if not 2 <= k <= n:
+        raise ValueError(f"k-means needs 2 <= k <= N={n} points; got k={k}.")
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    if backend == "faiss" and faiss is None:
+        raise ImportError("k-means backend 'faiss' asked for, but faiss cannot be imported.")
+    if backend == "sklearn" or faiss is None:
+        from sklearn.cluster import KMeans
+
+        model = KMeans(k, max_iter=iterations, n_init=1, random_state=seed)
+        labels = model.fit_predict(features)
+        return labels.astype(np.int64), float(model.inertia_) / n
+    clus = faiss.Kmeans(
+        d,
+        k,
+        niter=iterations,
+        seed=int(seed),
+        # Cluster every point: by default faiss subsamples to 256 per centroid.
+        max_points_per_centroid=max(10_000_000, n // k + 1),
+        min_points_per_centroid=1,  # silence the "too few points" warning
+    )
+    clus.train(features)
+    distances, labels = clus.index.search(features, 1)
+    return labels[:, 0].astype(np.int64), float(distances.sum()) / n
+
+
+def fill_empty_clusters(
+    labels: np.ndarray, features: np.ndarray, k: int
+) -> tuple[np.ndarray, int]:
+    """Gives every empty cluster half of the currently largest cluster.
+
+    The largest cluster is split at the median of its projection on its first
+    principal axis (in index order when all its points coincide), which is
+    what faiss's own split approximates. Returns the repaired labels and the
+    number of clusters that were empty.
+    """
+    labels = labels.copy()
+    counts = np.bincount(labels, minlength=k)
+    empty = np.flatnonzero(counts == 0)
+    for cluster in empty:
+        largest = int(np.argmax(counts))
+        members = np.flatnonzero(labels == largest)
+        points = features[members].astype(np.float64)
+        points -= points.mean(axis=0)
+        axis = _principal_axis(points)
+        order = np.argsort(points @ axis, kind="stable")
+        moved = members[order[len(order) // 2 :]]
+        labels[moved] = cluster
+        counts[largest] -= len(moved)
+        counts[cluster] = len(moved)
+    return labels, len(empty)
+
+
+def _principal_axis(points: np.ndarray, iterations: int = 20) -> np.ndarray:
+    axis = np.ones(points.shape[1]) / np.sqrt(points.shape[1])
+    for _ in range(iterations):
+        nxt = points.T @ (points @ axis)
+        norm = np.linalg.norm(nxt)
+        if norm == 0:
+            return axis
+        axis = nxt / norm
+    return axis
+
+
+def cluster_features(
+    features: np.ndarray,
+    k: int,
+    seed: int,
+    pca_dim: int | None = None,
+    pca_backend: str = "faiss",
+    kmeans_backend: str = "auto",
+    iterations: int = 20,
+) -> Clustering:
+    """PCA-whiten (optional), L2-normalise and k-means `features`.
+
+    Example:
+    >>> x = np.random.default_rng(0).normal(size=(100, 8)).astype("float32")
+    >>> result = cluster_features(x, k=4, seed=0)
+    >>> sorted(np.unique(result.labels))
+    [0, 1, 2, 3]
+    """
+    if not np.all(np.isfinite(features)):
+        bad = int(np.count_nonzero(~np.isfinite(features).all(axis=1)))
+        raise FloatingPointError(
+            f"{bad} of {len(features)} feature rows contain NaN or inf; the "
+            "network has diverged (lower the learning rate)."
+        )
+    start = time.perf_counter()
+    if pca_dim is not None:
+        features = pca_whiten(features, pca_dim, pca_backend, seed)
+    seconds_pca = time.perf_counter() - start
+    start = time.perf_counter()
+    features = l2_normalize(features)
+    labels, objective = kmeans(features, k, seed, iterations, kmeans_backend)
+    labels, empty = fill_empty_clusters(labels, features, k)
+    return Clustering(labels, objective, empty, seconds_pca, time.perf_counter() - start)

@@ -1,0 +1,48 @@
+"""Feature extraction: a network's output on the fixed view of every image."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_deepcluster.views import ImageViews
+
+
+def extract_features(
+    model: keras.Model,
+    images: np.ndarray,
+    views: ImageViews,
+    batch_size: int = 256,
+    flip: bool = False,
+) -> np.ndarray:
+    """Runs `model` in inference mode over the fixed view of `images`.
+
+    Outputs are flattened and written batch by batch into one preallocated
+    float32 array (N, D). The last batch is zero-padded to `batch_size`, so the
+    compiled predict function sees a single input shape.
+
+    Args:
+        model: Any Keras model taking the views' images.
+        images: uint8 (N, H, W[, C]) or float in [0, 1].
+        views: Gives the fixed view (resize, centre crop, normalise).
+        batch_size: Images per forward pass.
+        flip: Flip the view horizontally (for flip-augmented probes).
+
+    Returns:
+        float32 array (N, D), D the product of the model's output dimensions.
+    """
+    n = len(images)
+    dim = int(np.prod(model.output.shape[1:]))
+    features = np.empty((n, dim), np.float32)
+    for start in range(0, n, batch_size):
+        batch = views.fixed(images[start : start + batch_size])
+        if flip:
+            batch = batch[:, :, ::-1]
+        count = len(batch)
+        if count < batch_size:
+            batch = np.concatenate(
+                [batch, np.zeros((batch_size - count,) + batch.shape[1:], batch.dtype)]
+            )
+        out = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
+        features[start : start + count] = out.reshape(batch_size, dim)[:count]
+    return features

@@ -1,0 +1,163 @@
+"""`DeepCluster`: a backbone plus a classifier head trained on pseudo-labels."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_deepcluster")
+class DeepCluster(keras.Model):
+    """A backbone and a ReLU -> Dense(k) head, trained with `fit` on cluster ids.
+
+    The model is trained with the ordinary `model.fit()` on a
+    `PseudoLabelDataset`, together with a `Reclustering` callback that
+    re-clusters the backbone's features and calls `reset_head` at the start
+    of every epoch. The training step is Keras's own on every backend: only
+    `compute_loss` is overridden (to add weight decay), so TensorFlow, JAX and
+    PyTorch share one code path.
+
+    Weight decay is PyTorch SGD's coupled ``weight_decay``: the loss gets
+    ``weight_decay / 2 * sum(w ** 2)`` over every trainable variable (batch
+    norm and biases included, as all parameters are in the authors' optimizer),
+    whose gradient adds ``weight_decay * w`` to each gradient before momentum.
+    The logged ``loss`` is the cross-entropy alone.
+
+    Args:
+        backbone: A functional `keras.Model` mapping images to features.
+        num_clusters: k, the number of clusters (the head's width), >= 2.
+        feature_layer: Name of the backbone layer whose output is the feature;
+            None uses the backbone's output.
+        weight_decay: Coupled L2 weight decay (PyTorch SGD semantics).
+        **kwargs: `keras.Model` arguments (``name``, ...).
+
+    Example:
+    >>> model = DeepCluster(backbones.lenet(seed=0), num_clusters=10)
+    >>> model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    >>> data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"))
+    >>> model.fit(data, epochs=5, callbacks=[Reclustering(data, seed=0)])
+    """
+
+    def __init__(
+        self,
+        backbone: keras.Model,
+        num_clusters: int,
+        feature_layer: str | None = None,
+        weight_decay: float = 0.0,
+        **kwargs,
+    ):
+        if not isinstance(backbone, keras.Model) or not hasattr(backbone, "inputs"):
+            raise ValueError(
+                "backbone must be a functional keras.Model (built from keras.Input); "
+                f"got {type(backbone).__name__}."
+            )
+        if isinstance(num_clusters, bool) or not isinstance(num_clusters, (int, np.integer)) or num_clusters < 2:
+            raise ValueError(f"num_clusters must be an integer >= 2; got {num_clusters!r}.")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0; got {weight_decay}.")
+        if feature_layer is not None:
+            backbone = _truncate(backbone, feature_layer)
+        head_relu = keras.layers.ReLU(name="head_relu")
+        flatten = keras.layers.Flatten(name="head_flatten")
+        head = keras.layers.Dense(
+            int(num_clusters),
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            name="head",
+        )
+        inputs = keras.Input(backbone.input_shape[1:], name="image")
+        features = backbone(inputs)
+        if len(features.shape) > 2:
+            features = flatten(features)
+        logits = head(head_relu(features))
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.backbone = backbone
+        self.head = head
+        self.num_clusters = int(num_clusters)
+        self.weight_decay = float(weight_decay)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(np.prod(self.backbone.output.shape[1:]))
+
+    def compile(self, optimizer="sgd", loss=None, **kwargs):
+        """`keras.Model.compile` with sparse cross-entropy on logits as the default loss."""
+        if loss is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def fit(self, x=None, y=None, callbacks=None, **kwargs):
+        """`keras.Model.fit`, checked for DeepCluster training.
+
+        A `PseudoLabelDataset` needs a `Reclustering` callback, and is never
+        shuffled by Keras: its sampler already shuffles, reproducibly from its
+        seed, whereas Keras would shuffle batches with Python's global RNG.
+        """
+        from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
+        from keras_deepcluster.reclustering import Reclustering
+
+        if isinstance(x, PseudoLabelDataset):
+            if not any(isinstance(c, Reclustering) for c in callbacks or []):
+                raise ValueError(
+                    "Training on a PseudoLabelDataset needs a Reclustering callback to "
+                    "set its labels: model.fit(data, callbacks=[Reclustering(data)])."
+                )
+            kwargs["shuffle"] = False
+        return super().fit(x, y, callbacks=callbacks, **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        if self.weight_decay and training:
+            loss = loss + self.weight_decay_penalty()
+        return loss
+
+    def weight_decay_penalty(self):
+        """``weight_decay / 2 * sum(w ** 2)`` over the trainable variables."""
+        squares = [ops.sum(ops.square(w)) for w in self.trainable_variables]
+        return 0.5 * self.weight_decay * ops.sum(ops.stack(squares))
+
+    def reset_head(self, seed: int) -> None:
+        """Re-draws the head (N(0, 0.01), bias 0) and zeroes its optimizer state.
+
+        Called at the start of every epoch: the cluster ids of a new clustering
+        have no relation to the previous ones, so the head and its momentum
+        start over. The backbone's optimizer state is kept.
+        """
+        rng = np.random.default_rng(seed)
+        kernel = self.head.kernel
+        kernel.assign(rng.normal(0.0, 0.01, kernel.shape).astype(kernel.dtype))
+        self.head.bias.assign(np.zeros(self.head.bias.shape, self.head.bias.dtype))
+        if getattr(self, "optimizer", None) is None or not self.optimizer.built:
+            return
+        # Keras names each slot "<variable path with _>_<slot>" (e.g. momentum).
+        prefixes = tuple(v.path.replace("/", "_") + "_" for v in self.head.weights)
+        for slot in self.optimizer.variables:
+            if slot.name.startswith(prefixes):
+                slot.assign(np.zeros(slot.shape, slot.dtype))
+
+    def get_config(self):
+        return {
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_clusters": self.num_clusters,
+            "weight_decay": self.weight_decay,
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def _truncate(backbone: keras.Model, layer_name: str) -> keras.Model:
+    names = [layer.name for layer in backbone.layers]
+    if layer_name not in names:
+        raise ValueError(
+            f"Backbone {backbone.name!r} has no layer {layer_name!r}; its layers "
+            f"are: {', '.join(names)}."
+        )
+    return keras.Model(
+        backbone.inputs, backbone.get_layer(layer_name).output, name=backbone.name
+    )

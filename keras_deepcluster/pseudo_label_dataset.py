@@ -1,0 +1,138 @@
+"""The training input of DeepCluster: augmented images with their cluster ids."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from keras_deepcluster.views import ImageViews
+
+
+def check_images(images: np.ndarray) -> np.ndarray:
+    """Validates an image array and returns it as NHWC (no copy when possible)."""
+    images = np.asarray(images)
+    if images.ndim not in (3, 4):
+        raise ValueError(
+            "Images must be an array of shape (N, H, W) or (N, H, W, C); got "
+            f"shape {images.shape}."
+        )
+    if images.ndim == 3:
+        images = images[..., None]
+    if len(images) == 0:
+        raise ValueError("Images must hold at least one image; got 0.")
+    if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(
+            "Images must be uint8 in [0, 255] or floating point in [0, 1]; got "
+            f"dtype {images.dtype}."
+        )
+    return images
+
+
+def uniform_cluster_sample(
+    labels: np.ndarray, length: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Indices drawing every non-empty cluster equally often, shuffled.
+
+    The sampler of DeepCluster (``UnifLabelSampler``): each non-empty cluster
+    contributes ``ceil(length / clusters)`` indices, drawn with replacement only
+    when the cluster is smaller than that; the result is shuffled and cut to
+    `length`, so cluster counts differ by at most one.
+    """
+    clusters = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    per_cluster = math.ceil(length / len(clusters))
+    picks = [
+        rng.choice(members, per_cluster, replace=len(members) < per_cluster)
+        for members in clusters
+    ]
+    indices = np.concatenate(picks)
+    rng.shuffle(indices)
+    return indices[:length]
+
+
+class PseudoLabelDataset(keras.utils.PyDataset):
+    """Batches of (randomly augmented image, pseudo-label), sampled uniformly over clusters.
+
+    The epoch length is fixed at ``ceil(N / batch_size)`` full batches, so
+    every batch has the same shape (no recompilation) and ``len()`` never
+    changes. Which images and crops a batch holds depends only on the seed,
+    the epoch and the batch index, so it is reproducible under any worker
+    order.
+
+    A `Reclustering` callback sets the labels at the start of every epoch via
+    `set_pseudo_labels`.
+
+    Args:
+        images: uint8 (N, H, W[, C]) in [0, 255] or float in [0, 1].
+        views: The `ImageViews` (crop size, normalisation, flip).
+        batch_size: Training batch size.
+        seed: Seed of the sampler and of the augmentation.
+        **kwargs: `keras.utils.PyDataset` arguments (``workers``, ...).
+
+    Example:
+    >>> data = PseudoLabelDataset(np.zeros((10, 28, 28), "uint8"),
+    ...     ImageViews.for_dataset("mnist"), batch_size=4)
+    >>> data.set_pseudo_labels(np.arange(10) % 2, epoch=0)
+    >>> [a.shape for a in data[0]]
+    [(4, 32, 32, 1), (4,)]
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        views: ImageViews,
+        batch_size: int = 256,
+        seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.images = check_images(images)
+        if self.images.shape[-1] != views.channels:
+            raise ValueError(
+                f"Images have {self.images.shape[-1]} channels but the views "
+                f"normalise {views.channels}-channel images."
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+        self.views = views
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pseudo_labels: np.ndarray | None = None
+        self.epoch = 0
+        self._order: np.ndarray | None = None
+
+    @property
+    def num_images(self) -> int:
+        return len(self.images)
+
+    def set_pseudo_labels(self, labels: np.ndarray, epoch: int) -> None:
+        """Uses `labels` (one int per image) and redraws the sampler for `epoch`."""
+        labels = np.asarray(labels)
+        if labels.shape != (self.num_images,):
+            raise ValueError(
+                f"Expected one pseudo-label per image, shape ({self.num_images},); "
+                f"got shape {labels.shape}."
+            )
+        self.pseudo_labels = labels.astype(np.int32)
+        self.epoch = epoch
+        rng = np.random.default_rng([self.seed, epoch, 0])
+        self._order = uniform_cluster_sample(
+            self.pseudo_labels, len(self) * self.batch_size, rng
+        )
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_images / self.batch_size)
+
+    def __getitem__(self, index: int):
+        if self._order is None:
+            # Keras reads one batch for its signature before any callback runs.
+            batch = np.arange(self.batch_size) % self.num_images
+            return self.views.fixed(self.images[batch]), np.zeros(self.batch_size, np.int32)
+        batch = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, self.epoch, 1, index])
+        return self.views.random(self.images[batch], rng), self.pseudo_labels[batch]
+
+    def fixed_view(self, start: int, stop: int) -> np.ndarray:
+        """The deterministic view of images ``start:stop`` (for feature extraction)."""
+        return self.views.fixed(self.images[start:stop])

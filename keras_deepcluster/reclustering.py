@@ -1,0 +1,214 @@
+"""`Reclustering`: the callback that makes a `fit` epoch a DeepCluster epoch."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from keras_deepcluster import clustering
+from keras_deepcluster.evaluation.cluster_metrics import label_entropy, nmi
+from keras_deepcluster.features import extract_features
+from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
+
+# Independent random streams derived from the run's seed, one per use.
+_KMEANS_STREAM, _HEAD_STREAM = 1, 2
+
+
+def derive_seed(seed: int, epoch: int, stream: int) -> int:
+    """A 31-bit seed that depends on (seed, epoch, stream) only."""
+    return int(np.random.default_rng([seed, epoch, stream]).integers(2**31 - 1))
+
+
+class Reclustering(keras.callbacks.Callback):
+    """Re-clusters the training set at the start of every epoch.
+
+    At the start of each epoch it extracts the backbone's features of every
+    training image (fixed view, inference mode), PCA-whitens them (optional),
+    L2-normalises them, runs k-means with a seed derived from ``(seed,
+    epoch)``, hands the labels to the `PseudoLabelDataset` for that same epoch,
+    and re-initialises the model's head and its optimizer state. After
+    `halt_after` epochs the pseudo-labels are frozen (the Deep Dive paper's
+    early stopping of the clustering) and only the sampler and the head are
+    renewed each epoch.
+
+    Each epoch's logs (and so the `History`) get:
+    ``nmi_previous`` (NMI with the previous epoch's labels; NaN in the first),
+    ``nmi_labels`` and ``label_entropy`` (only when `labels` are given),
+    ``clusters``, ``cluster_min``, ``cluster_max`` (sizes after repair),
+    ``empty_clusters`` (left empty by k-means and refilled),
+    ``kmeans_objective`` (mean squared distance; NaN when not clustered),
+    ``seconds_features``, ``seconds_pca``, ``seconds_kmeans`` and
+    ``clustered`` (1 if the epoch re-clustered, 0 once halted).
+
+    Args:
+        data: The `PseudoLabelDataset` passed to `fit`.
+        labels: Optional true labels (N,), used only for the metrics.
+        pca_dim: PCA-whitening dimension; None skips PCA.
+        pca_backend: ``"faiss"`` or ``"sklearn"``.
+        kmeans_backend: ``"auto"`` (faiss when importable), ``"faiss"`` or ``"sklearn"``.
+        kmeans_iterations: Lloyd iterations per clustering.
+        halt_after: Stop re-clustering after this many epochs (>= 1); None never stops.
+        seed: Seed from which every epoch's k-means and head seeds are derived.
+        feature_batch_size: Batch size of the feature extraction.
+
+    Example:
+    >>> callback = Reclustering(data, labels=y_train, halt_after=10, seed=0)
+    >>> history = model.fit(data, epochs=30, callbacks=[callback])
+    >>> history.history["nmi_labels"][-1]
+    """
+
+    def __init__(
+        self,
+        data: PseudoLabelDataset,
+        labels: np.ndarray | None = None,
+        pca_dim: int | None = None,
+        pca_backend: str = "faiss",
+        kmeans_backend: str = "auto",
+        kmeans_iterations: int = 20,
+        halt_after: int | None = None,
+        seed: int = 0,
+        feature_batch_size: int = 256,
+    ):
+        super().__init__()
+        if not isinstance(data, PseudoLabelDataset):
+            raise ValueError(
+                f"Reclustering needs the PseudoLabelDataset given to fit; got {type(data).__name__}."
+            )
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (data.num_images,):
+                raise ValueError(
+                    f"labels must hold one label per image, shape ({data.num_images},); "
+                    f"got shape {labels.shape}."
+                )
+        _check_optional_int("halt_after", halt_after)
+        _check_optional_int("pca_dim", pca_dim)
+        _check_optional_int("kmeans_iterations", kmeans_iterations)
+        _check_optional_int("feature_batch_size", feature_batch_size)
+        if pca_backend not in clustering.PCA_BACKENDS:
+            raise ValueError(f"pca_backend must be one of {clustering.PCA_BACKENDS}; got {pca_backend!r}.")
+        if kmeans_backend not in clustering.KMEANS_BACKENDS:
+            raise ValueError(
+                f"kmeans_backend must be one of {clustering.KMEANS_BACKENDS}; got {kmeans_backend!r}."
+            )
+        self.data = data
+        self.labels = labels
+        self.pca_dim = pca_dim
+        self.pca_backend = pca_backend
+        self.kmeans_backend = kmeans_backend
+        self.kmeans_iterations = kmeans_iterations
+        self.halt_after = halt_after
+        self.seed = seed
+        self.feature_batch_size = feature_batch_size
+        self.pseudo_labels: np.ndarray | None = None
+        self.previous_labels: np.ndarray | None = None
+        self._epoch_logs: dict[str, float] = {}
+
+    def on_train_begin(self, logs=None):
+        check_compatible(self.model, self.data, self.pca_dim)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        model = self.model
+        halted = self.halt_after is not None and epoch >= self.halt_after
+        if halted and self.pseudo_labels is not None:
+            labels, stats = self.pseudo_labels, _halted_stats()
+        else:
+            labels, stats = self._cluster(model, epoch)
+        self.previous_labels, self.pseudo_labels = self.pseudo_labels, labels
+        self.data.set_pseudo_labels(labels, epoch)
+        model.reset_head(derive_seed(self.seed, epoch, _HEAD_STREAM))
+        self._epoch_logs = {**stats, **self._label_stats(labels)}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self._epoch_logs)
+
+    def _cluster(self, model, epoch):
+        start = time.perf_counter()
+        features = extract_features(
+            model.backbone, self.data.images, self.data.views, self.feature_batch_size
+        )
+        seconds_features = time.perf_counter() - start
+        result = clustering.cluster_features(
+            features,
+            model.num_clusters,
+            seed=derive_seed(self.seed, epoch, _KMEANS_STREAM),
+            pca_dim=self.pca_dim,
+            pca_backend=self.pca_backend,
+            kmeans_backend=self.kmeans_backend,
+            iterations=self.kmeans_iterations,
+        )
+        stats = {
+            "clustered": 1.0,
+            "kmeans_objective": result.objective,
+            "empty_clusters": float(result.empty_clusters),
+            "seconds_features": seconds_features,
+            "seconds_pca": result.seconds_pca,
+            "seconds_kmeans": result.seconds_kmeans,
+        }
+        return result.labels, stats
+
+    def _label_stats(self, labels):
+        sizes = np.bincount(labels, minlength=self.model.num_clusters)
+        stats = {
+            "nmi_previous": (
+                nmi(labels, self.previous_labels) if self.previous_labels is not None else float("nan")
+            ),
+            "clusters": float(np.count_nonzero(sizes)),
+            "cluster_min": float(sizes[sizes > 0].min()),
+            "cluster_max": float(sizes.max()),
+        }
+        if self.labels is not None:
+            stats["nmi_labels"] = nmi(labels, self.labels)
+            stats["label_entropy"] = label_entropy(labels, self.labels)
+        return stats
+
+
+def _halted_stats():
+    nan = float("nan")
+    return {
+        "clustered": 0.0,
+        "kmeans_objective": nan,
+        "empty_clusters": 0.0,
+        "seconds_features": 0.0,
+        "seconds_pca": 0.0,
+        "seconds_kmeans": 0.0,
+    }
+
+
+def _check_optional_int(name, value):
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
+
+
+def check_compatible(model, data: PseudoLabelDataset, pca_dim: int | None = None) -> None:
+    """Raises ValueError when `model` cannot be trained on `data` by DeepCluster."""
+    for attribute in ("backbone", "num_clusters", "reset_head"):
+        if not hasattr(model, attribute):
+            raise ValueError(
+                f"Reclustering trains a keras_deepcluster.DeepCluster model; got a "
+                f"{type(model).__name__} without `{attribute}`."
+            )
+    k, n = model.num_clusters, data.num_images
+    if k > n:
+        raise ValueError(
+            f"num_clusters={k} is larger than the number of images ({n}); use at most {n}."
+        )
+    expected = tuple(model.input_shape[1:])
+    got = (data.views.size, data.views.size, data.images.shape[-1])
+    if expected != got:
+        raise ValueError(
+            f"The backbone takes images of shape {expected} (H, W, C) but the data "
+            f"gives {got}: {data.images.shape[-1]}-channel images viewed at "
+            f"{data.views.size}x{data.views.size}. Match the backbone's input_shape "
+            "to the data (channels, ImageViews size)."
+        )
+    if pca_dim is not None and pca_dim > model.feature_dim:
+        raise ValueError(
+            f"pca_dim={pca_dim} exceeds the feature dimension {model.feature_dim}; "
+            f"use at most {model.feature_dim} or None."
+        )
