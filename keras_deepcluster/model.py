@@ -6,6 +6,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
+from keras_deepcluster.reclustering import Reclustering, check_compatible
+
 
 @keras.saving.register_keras_serializable(package="keras_deepcluster")
 class DeepCluster(keras.Model):
@@ -86,6 +89,13 @@ class DeepCluster(keras.Model):
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras skips compiling on load when `compile` is overridden; ours only
+        # fills a default, so the saved compile config can be replayed as is.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def fit(self, x=None, y=None, callbacks=None, **kwargs):
         """`keras.Model.fit`, checked for DeepCluster training.
 
@@ -93,16 +103,17 @@ class DeepCluster(keras.Model):
         shuffled by Keras: its sampler already shuffles, reproducibly from its
         seed, whereas Keras would shuffle batches with Python's global RNG.
         """
-        from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
-        from keras_deepcluster.reclustering import Reclustering
-
+        reclusterings = [c for c in callbacks or [] if isinstance(c, Reclustering)]
         if isinstance(x, PseudoLabelDataset):
-            if not any(isinstance(c, Reclustering) for c in callbacks or []):
+            if not reclusterings:
                 raise ValueError(
                     "Training on a PseudoLabelDataset needs a Reclustering callback to "
                     "set its labels: model.fit(data, callbacks=[Reclustering(data)])."
                 )
             kwargs["shuffle"] = False
+        # Check before Keras builds anything, so bad input never reaches a trace.
+        for callback in reclusterings:
+            check_compatible(self, callback.data, callback.pca_dim)
         return super().fit(x, y, callbacks=callbacks, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

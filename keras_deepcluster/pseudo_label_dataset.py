@@ -54,9 +54,9 @@ def uniform_cluster_sample(
 class PseudoLabelDataset(keras.utils.PyDataset):
     """Batches of (randomly augmented image, pseudo-label), sampled uniformly over clusters.
 
-    The epoch length is fixed at ``ceil(N / batch_size)`` full batches, so
-    every batch has the same shape (no recompilation) and ``len()`` never
-    changes. Which images and crops a batch holds depends only on the seed,
+    The epoch length is fixed at ``ceil(epoch_length / batch_size)`` full
+    batches (``epoch_length`` defaults to N), so every batch has the same shape
+    (no recompilation) and ``len()`` never changes. Which images and crops a batch holds depends only on the seed,
     the epoch and the batch index, so it is reproducible under any worker
     order.
 
@@ -68,6 +68,9 @@ class PseudoLabelDataset(keras.utils.PyDataset):
         views: The `ImageViews` (crop size, normalisation, flip).
         batch_size: Training batch size.
         seed: Seed of the sampler and of the augmentation.
+        epoch_length: Images drawn per epoch; None means N. A multiple of N
+            trains longer on each clustering (the original code's
+            ``--reassign``), which small datasets need.
         **kwargs: `keras.utils.PyDataset` arguments (``workers``, ...).
 
     Example:
@@ -84,6 +87,7 @@ class PseudoLabelDataset(keras.utils.PyDataset):
         views: ImageViews,
         batch_size: int = 256,
         seed: int = 0,
+        epoch_length: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -95,6 +99,9 @@ class PseudoLabelDataset(keras.utils.PyDataset):
             )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+        if epoch_length is not None and (isinstance(epoch_length, bool) or epoch_length < 1):
+            raise ValueError(f"epoch_length must be >= 1 or None; got {epoch_length!r}.")
+        self.epoch_length = int(epoch_length or len(self.images))
         self.views = views
         self.batch_size = batch_size
         self.seed = seed
@@ -122,7 +129,7 @@ class PseudoLabelDataset(keras.utils.PyDataset):
         )
 
     def __len__(self) -> int:
-        return math.ceil(self.num_images / self.batch_size)
+        return math.ceil(self.epoch_length / self.batch_size)
 
     def __getitem__(self, index: int):
         if self._order is None:

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from keras_deepcluster import clustering
+
+
+def blobs(n=300, k=3, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 5, (k, d))
+    y = rng.integers(k, size=n)
+    return (centres[y] + rng.normal(0, 1, (n, d))).astype(np.float32), y
+
+
+@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
+def test_pca_whitening_gives_unit_variance(backend):
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(2000, 32)) * np.linspace(0.1, 10, 32)).astype(np.float32)
+    out = clustering.pca_whiten(x, 8, backend)
+    assert out.shape == (2000, 8) and out.dtype == np.float32
+    cov = np.cov(out.T)
+    # Whitened: uncorrelated with equal variances (faiss and sklearn differ in scale only).
+    np.testing.assert_allclose(np.diag(cov) / np.diag(cov).mean(), 1, atol=0.02)
+    assert np.abs(cov - np.diag(np.diag(cov))).max() < 0.02 * np.diag(cov).mean()
+
+
+def test_pca_whitening_of_dead_units_is_finite():
+    x = np.zeros((500, 20), np.float32)
+    x[:, :3] = np.random.default_rng(0).normal(size=(500, 3))  # rank 3, 17 dead units
+    for backend in clustering.PCA_BACKENDS:
+        assert np.isfinite(clustering.pca_whiten(x, 10, backend)).all()
+
+
+def test_l2_normalize_rows_and_zero_rows():
+    x = np.array([[3, 4], [0, 0], [1e-30, 0]], np.float32)
+    out = clustering.l2_normalize(x)
+    np.testing.assert_allclose(out[0], [0.6, 0.8], rtol=1e-6)
+    np.testing.assert_array_equal(out[1], [0, 0])
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
+def test_kmeans_finds_blobs_and_is_seeded(backend):
+    from keras_deepcluster.evaluation import nmi
+
+    x, y = blobs()
+    runs = [clustering.kmeans(x, 3, seed=s, backend=backend) for s in range(5)]
+    labels, objective = runs[1]
+    again, _ = clustering.kmeans(x, 3, seed=1, backend=backend)
+    assert labels.shape == (300,) and set(labels) <= {0, 1, 2}
+    np.testing.assert_array_equal(labels, again)
+    # One k-means run can stop in a local minimum; the best of five finds the blobs.
+    best_labels, _ = min(runs, key=lambda run: run[1])
+    assert nmi(best_labels, y) > 0.95
+    # The objective is the mean squared distance to the assigned centroid.
+    centroids = np.stack([x[labels == c].mean(0) for c in range(3)])
+    expected = np.mean(np.sum((x - centroids[labels]) ** 2, axis=1))
+    assert objective == pytest.approx(expected, rel=1e-3)
+
+
+def test_fill_empty_clusters_splits_the_largest():
+    x, _ = blobs(n=100, k=2)
+    labels = np.zeros(100, np.int64)
+    labels[:30] = 3  # clusters 1 and 2 empty
+    repaired, empty = clustering.fill_empty_clusters(labels, x, 4)
+    assert empty == 2
+    counts = np.bincount(repaired, minlength=4)
+    assert (counts > 0).all() and counts.sum() == 100
+    assert counts[3] == 30  # untouched clusters keep their points
+
+
+def test_fill_empty_clusters_with_identical_points():
+    x = np.ones((10, 4), np.float32)
+    repaired, empty = clustering.fill_empty_clusters(np.zeros(10, np.int64), x, 5)
+    assert empty == 4 and sorted(set(repaired)) == [0, 1, 2, 3, 4]
+
+
+def test_cluster_features_gives_contiguous_nonempty_labels():
+    x, _ = blobs(n=200, k=4, d=32)
+    result = clustering.cluster_features(x, 20, seed=0, pca_dim=8)
+    assert np.array_equal(np.unique(result.labels), np.arange(20))
+    assert result.seconds_pca > 0 and result.seconds_kmeans > 0
+    assert 0 < result.objective < 2  # points and centroids live near the unit sphere
+
+
+def test_cluster_features_rejects_nan_and_bad_arguments():
+    x, _ = blobs()
+    bad = x.copy()
+    bad[5, 2] = np.nan
+    with pytest.raises(FloatingPointError, match="1 of 300 feature rows contain NaN"):
+        clustering.cluster_features(bad, 3, seed=0)
+    with pytest.raises(ValueError, match="2 <= k <= N=300"):
+        clustering.kmeans(x, 301, seed=0)
+    with pytest.raises(ValueError, match="between 1 and the feature dimension 16"):
+        clustering.pca_whiten(x, 17)
+    with pytest.raises(ValueError, match="Unknown k-means backend 'gpu'"):
+        clustering.kmeans(x, 3, seed=0, backend="gpu")

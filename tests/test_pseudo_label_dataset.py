@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from keras_deepcluster import ImageViews, PseudoLabelDataset
+from keras_deepcluster.pseudo_label_dataset import uniform_cluster_sample
+
+
+def test_sampler_draws_clusters_equally_often():
+    labels = np.array([0] * 900 + [1] * 90 + [2] * 10)
+    picks = uniform_cluster_sample(labels, 1000, np.random.default_rng(0))
+    counts = np.bincount(labels[picks])
+    assert len(picks) == 1000 and counts.max() - counts.min() <= 1
+    # Large clusters are drawn without replacement, small ones with.
+    assert len(set(picks[labels[picks] == 0])) == counts[0]
+    assert len(set(picks[labels[picks] == 2])) == 10
+
+
+def test_sampler_skips_empty_cluster_ids():
+    labels = np.array([0] * 50 + [5] * 50)
+    picks = uniform_cluster_sample(labels, 100, np.random.default_rng(0))
+    assert sorted(set(labels[picks])) == [0, 5]
+
+
+def test_batches_have_fixed_shapes_and_constant_length():
+    images = np.random.default_rng(0).integers(0, 255, (103, 28, 28), dtype=np.uint8)
+    data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"), batch_size=16, seed=0)
+    assert len(data) == 7  # ceil(103 / 16), a constant epoch length of ~N
+    for epoch, k in enumerate([3, 10]):
+        data.set_pseudo_labels(np.arange(103) % k, epoch)
+        assert len(data) == 7
+        shapes = {(data[i][0].shape, data[i][1].shape) for i in range(len(data))}
+        assert shapes == {((16, 32, 32, 1), (16,))}
+
+
+def test_batches_pair_images_with_their_pseudo_labels():
+    # Image i is constant with value i, its label is i % 4.
+    images = np.repeat(np.arange(40, dtype=np.uint8)[:, None, None], 28, 1).repeat(28, 2)
+    views = ImageViews(size=32, resize=44, mean=(0.0,), std=(1.0,))
+    data = PseudoLabelDataset(images, views, batch_size=8, seed=3)
+    data.set_pseudo_labels(np.arange(40) % 4, epoch=0)
+    x, y = data[2]
+    ids = np.rint(x[:, 0, 0, 0] * 255).astype(int)
+    np.testing.assert_array_equal(y, ids % 4)
+
+
+def test_batches_depend_only_on_seed_epoch_and_index():
+    images = np.random.default_rng(0).integers(0, 255, (50, 28, 28), dtype=np.uint8)
+    views = ImageViews.for_dataset("mnist")
+    a, b = (PseudoLabelDataset(images, views, batch_size=10, seed=1) for _ in range(2))
+    a.set_pseudo_labels(np.arange(50) % 5, 2)
+    b.set_pseudo_labels(np.arange(50) % 5, 2)
+    np.testing.assert_array_equal(a[3][0], b[3][0])
+    b.set_pseudo_labels(np.arange(50) % 5, 3)
+    assert not np.array_equal(a[3][0], b[3][0])
+
+
+def test_epoch_length_multiplies_steps():
+    images = np.zeros((100, 28, 28), np.uint8)
+    data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"), batch_size=32, epoch_length=400)
+    assert len(data) == 13
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.zeros((4, 28), np.uint8), r"shape \(N, H, W\) or \(N, H, W, C\); got shape \(4, 28\)"),
+        (np.zeros((4, 28, 28), np.int64), "uint8 in \\[0, 255\\] or floating point"),
+        (np.zeros((0, 28, 28), np.uint8), "at least one image"),
+        (np.zeros((4, 28, 28, 3), np.uint8), "3 channels but the views normalise 1-channel"),
+    ],
+)
+def test_bad_images(images, message):
+    with pytest.raises(ValueError, match=message):
+        PseudoLabelDataset(images, ImageViews.for_dataset("mnist"))
+
+
+def test_bad_labels_and_batch_size():
+    views = ImageViews.for_dataset("mnist")
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        PseudoLabelDataset(np.zeros((4, 28, 28), np.uint8), views, batch_size=0)
+    data = PseudoLabelDataset(np.zeros((4, 28, 28), np.uint8), views, batch_size=2)
+    with pytest.raises(ValueError, match=r"one pseudo-label per image, shape \(4,\); got shape \(3,\)"):
+        data.set_pseudo_labels(np.zeros(3), 0)

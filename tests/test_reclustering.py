@@ -1,0 +1,157 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_deepcluster import DeepCluster, ImageViews, PseudoLabelDataset, Reclustering, backbones, extract_features
+from keras_deepcluster.evaluation import nmi
+from keras_deepcluster.reclustering import _HEAD_STREAM, derive_seed
+
+
+class Recorder(keras.callbacks.Callback):
+    """Keeps each epoch's pseudo-labels and the head kernel at the epoch's start."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.data, self.labels, self.heads = data, [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.labels.append(self.data.pseudo_labels.copy())
+        self.heads.append(keras.ops.convert_to_numpy(self.model.head.kernel).copy())
+
+
+def run(images, labels=None, k=4, epochs=2, lr=0.01, seed=0, epoch_length=None, scale=(0.08, 1.0), **kwargs):
+    views = ImageViews.for_dataset("mnist", scale=scale)
+    data = PseudoLabelDataset(images, views, batch_size=32, seed=seed, epoch_length=epoch_length)
+    model = DeepCluster(backbones.lenet(seed=seed), num_clusters=k, weight_decay=1e-4)
+    model.compile(optimizer=keras.optimizers.SGD(lr, momentum=0.9))
+    callback = Reclustering(data, labels=labels, seed=seed, **kwargs)
+    recorder = Recorder(data)
+    history = model.fit(data, epochs=epochs, callbacks=[callback, recorder], verbose=0)
+    return history.history, recorder, callback, model
+
+
+def test_training_raises_nmi_with_the_true_classes(shapes):
+    images, labels = shapes(600)
+    history, *_ = run(images, labels, k=8, epochs=5, lr=0.05, epoch_length=2400, scale=(0.3, 1.0))
+    nmis = history["nmi_labels"]
+    assert nmis[0] < 0.25  # random filters see position and size more than shape
+    assert nmis[-1] > nmis[0] + 0.1, nmis
+
+
+def test_same_seed_gives_identical_pseudo_labels_and_metrics(shapes):
+    images, labels = shapes(160)
+    first, rec1, *_ = run(images, labels, epochs=3)
+    second, rec2, *_ = run(images, labels, epochs=3)
+    for a, b in zip(rec1.labels, rec2.labels):
+        np.testing.assert_array_equal(a, b)
+    for key in ("loss", "nmi_labels", "nmi_previous", "kmeans_objective", "cluster_min"):
+        np.testing.assert_array_equal(first[key], second[key])
+
+
+def test_history_records_the_clustering_of_each_epoch(shapes):
+    images, labels = shapes(160)
+    history, recorder, callback, _ = run(images, labels, k=5, epochs=3)
+    expected_keys = {
+        "loss", "nmi_previous", "nmi_labels", "label_entropy", "clusters", "cluster_min",
+        "cluster_max", "empty_clusters", "kmeans_objective", "seconds_features",
+        "seconds_pca", "seconds_kmeans", "clustered",
+    }
+    assert expected_keys <= set(history)
+    assert all(len(v) == 3 for v in history.values())
+    assert np.isnan(history["nmi_previous"][0])
+    for t in range(3):
+        sizes = np.bincount(recorder.labels[t], minlength=5)
+        assert history["clusters"][t] == 5 == np.count_nonzero(sizes)
+        assert (history["cluster_min"][t], history["cluster_max"][t]) == (sizes.min(), sizes.max())
+        assert history["nmi_labels"][t] == pytest.approx(nmi(recorder.labels[t], labels))
+        assert 0 <= history["label_entropy"][t] <= np.log(4) + 1e-9
+        assert history["seconds_features"][t] > 0 and history["kmeans_objective"][t] > 0
+        if t:
+            assert history["nmi_previous"][t] == pytest.approx(nmi(recorder.labels[t], recorder.labels[t - 1]))
+    np.testing.assert_array_equal(callback.pseudo_labels, recorder.labels[-1])
+
+
+def test_no_labels_means_no_label_metrics(shapes):
+    images, _ = shapes(96)
+    history, *_ = run(images, None, epochs=1)
+    assert "nmi_labels" not in history and "label_entropy" not in history
+
+
+def test_halting_freezes_labels_but_renews_the_head(shapes):
+    images, labels = shapes(160)
+    history, recorder, *_ = run(images, labels, epochs=4, halt_after=2)
+    assert history["clustered"] == [1.0, 1.0, 0.0, 0.0]
+    np.testing.assert_array_equal(recorder.labels[2], recorder.labels[1])
+    np.testing.assert_array_equal(recorder.labels[3], recorder.labels[1])
+    assert history["nmi_previous"][2:] == [1.0, 1.0]
+    assert history["seconds_features"][2:] == [0.0, 0.0]
+    assert not np.allclose(recorder.heads[2], recorder.heads[3])
+
+
+def test_head_reset_reaches_the_trainer_on_every_backend(shapes):
+    # With lr = 0 nothing trains, so the head at the end of each epoch must be
+    # exactly that epoch's fresh draw; a trainer that kept stale state (JAX)
+    # would write back the previous epoch's head instead.
+    images, _ = shapes(96)
+    _, recorder, _, model = run(images, epochs=2, lr=0.0, seed=5)
+    expected = np.random.default_rng(derive_seed(5, 1, _HEAD_STREAM)).normal(0, 0.01, (84, 4))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.head.kernel), expected.astype("float32"))
+    np.testing.assert_allclose(recorder.heads[1], expected.astype("float32"))
+
+
+def test_extract_features_pads_the_last_batch(shapes):
+    images, _ = shapes(37)
+    views = ImageViews.for_dataset("mnist")
+    backbone = backbones.lenet(seed=0)
+    features = extract_features(backbone, images, views, batch_size=16)
+    assert features.shape == (37, 84) and features.dtype == np.float32
+    direct = keras.ops.convert_to_numpy(backbone(views.fixed(images), training=False))
+    np.testing.assert_allclose(features, direct, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(k=200), r"num_clusters=200 is larger than the number of images \(96\)"),
+        (dict(pca_dim=100), "pca_dim=100 exceeds the feature dimension 84"),
+        (dict(rgb=True), r"takes images of shape \(32, 32, 1\) .* gives \(32, 32, 3\)"),
+    ],
+)
+def test_bad_combinations_fail_before_training(shapes, change, message):
+    images, _ = shapes(96)
+    views = ImageViews.for_dataset("mnist")
+    if change.get("rgb"):
+        images = np.repeat(images[..., None], 3, axis=-1)
+        views = ImageViews.for_dataset("cifar10")
+    data = PseudoLabelDataset(images, views, batch_size=32)
+    model = DeepCluster(backbones.lenet(), num_clusters=change.get("k", 4))
+    model.compile()
+    callback = Reclustering(data, pca_dim=change.get("pca_dim"))
+    with pytest.raises(ValueError, match=message):
+        model.fit(data, epochs=1, callbacks=[callback], verbose=0)
+    assert data.pseudo_labels is None  # nothing ran
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(labels=np.zeros(5)), r"one label per image, shape \(96,\); got shape \(5,\)"),
+        (dict(halt_after=0), "halt_after must be a positive integer or None; got 0"),
+        (dict(pca_dim=-3), "pca_dim must be a positive integer"),
+        (dict(kmeans_backend="cuda"), "kmeans_backend must be one of"),
+    ],
+)
+def test_bad_callback_arguments(shapes, kwargs, message):
+    images, _ = shapes(96)
+    data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"))
+    with pytest.raises(ValueError, match=message):
+        Reclustering(data, **kwargs)
+
+
+def test_reclustering_needs_a_deepcluster_model(shapes):
+    images, _ = shapes(32)
+    data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"), batch_size=8)
+    plain = backbones.lenet()
+    plain.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="trains a keras_deepcluster.DeepCluster model"):
+        plain.fit(data, epochs=1, callbacks=[Reclustering(data)], verbose=0)

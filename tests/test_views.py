@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from keras_deepcluster import ImageViews
+
+
+def test_fixed_view_is_resize_then_centre_crop():
+    views = ImageViews(size=4, resize=4, mean=(0.0,), std=(1.0,))
+    images = np.arange(16, dtype=np.uint8).reshape(1, 4, 4)
+    np.testing.assert_allclose(views.fixed(images)[0, :, :, 0], images[0] / 255, atol=1e-6)
+    # Upsampling 28 -> 44 then cropping 32 keeps the centre pixel values' order.
+    fm = ImageViews.for_dataset("fashion_mnist")
+    out = fm.fixed(np.full((2, 28, 28), 255, np.uint8))
+    assert out.shape == (2, 32, 32, 1) and out.dtype == np.float32
+    np.testing.assert_allclose(out, (1 - 0.2860) / 0.3205, rtol=1e-5)
+
+
+def test_random_view_is_reproducible_and_varies():
+    views = ImageViews.for_dataset("mnist")
+    images = np.random.default_rng(0).integers(0, 255, (8, 28, 28), dtype=np.uint8)
+    a = views.random(images, np.random.default_rng(1))
+    b = views.random(images, np.random.default_rng(1))
+    c = views.random(images, np.random.default_rng(2))
+    assert a.shape == (8, 32, 32, 1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_random_view_stays_inside_the_image_range():
+    views = ImageViews(size=32, resize=44, mean=(0.0,), std=(1.0,))
+    images = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    out = views.random(images, np.random.default_rng(0))
+    assert out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
+
+
+def test_flip_mirrors_columns():
+    views = ImageViews(size=8, resize=8, mean=(0.0,), std=(1.0,), scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True)
+    image = np.tile(np.arange(8, dtype=np.uint8) * 30, (8, 1))[None]
+    outs = [views.random(image, np.random.default_rng(s))[0, 0, :, 0] for s in range(8)]
+    assert any(o[0] > o[-1] for o in outs) and any(o[0] < o[-1] for o in outs)
+
+
+def test_bad_views():
+    with pytest.raises(ValueError, match="No image views for dataset 'nope'; known: cifar10"):
+        ImageViews.for_dataset("nope")
+    with pytest.raises(ValueError, match="size <= resize"):
+        ImageViews(size=40, resize=32)
+    with pytest.raises(ValueError, match="3-channel"):
+        ImageViews.for_dataset("cifar10").fixed(np.zeros((1, 32, 32), np.uint8))
