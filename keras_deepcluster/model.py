@@ -170,5 +170,5 @@ def _truncate(backbone: keras.Model, layer_name: str) -> keras.Model:
             f"are: {', '.join(names)}."
         )
     return keras.Model(
-        backbone.inputs, backbone.get_layer(layer_name).output, name=backbone.name
+        backbone.input, backbone.get_layer(layer_name).output, name=backbone.name
     )

@@ -106,7 +106,7 @@ def linear_probe(
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1; got {epochs} and {batch_size}.")
     y_train, y_test = np.asarray(y_train, np.int64), np.asarray(y_test, np.int64)
-    tap = keras.Model(backbone.inputs, backbone.get_layer(layer).output)
+    tap = keras.Model(backbone.input, backbone.get_layer(layer).output)
 
     def features(x, flipped=False):
         return extract_features(tap, x, views, feature_batch_size, flip=flipped)
