@@ -96,14 +96,14 @@ class DeepCluster(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def fit(self, x=None, y=None, callbacks=None, **kwargs):
+    def fit(self, x=None, y=None, **kwargs):
         """`keras.Model.fit`, checked for DeepCluster training.
 
         A `PseudoLabelDataset` needs a `Reclustering` callback, and is never
         shuffled by Keras: its sampler already shuffles, reproducibly from its
         seed, whereas Keras would shuffle batches with Python's global RNG.
         """
-        reclusterings = [c for c in callbacks or [] if isinstance(c, Reclustering)]
+        reclusterings = [c for c in kwargs.get("callbacks") or [] if isinstance(c, Reclustering)]
         if isinstance(x, PseudoLabelDataset):
             if not reclusterings:
                 raise ValueError(
@@ -114,7 +114,7 @@ class DeepCluster(keras.Model):
         # Check before Keras builds anything, so bad input never reaches a trace.
         for callback in reclusterings:
             check_compatible(self, callback.data, callback.pca_dim)
-        return super().fit(x, y, callbacks=callbacks, **kwargs)
+        return super().fit(x, y, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)

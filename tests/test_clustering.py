@@ -94,3 +94,14 @@ def test_cluster_features_rejects_nan_and_bad_arguments():
         clustering.pca_whiten(x, 17)
     with pytest.raises(ValueError, match="Unknown k-means backend 'gpu'"):
         clustering.kmeans(x, 3, seed=0, backend="gpu")
+
+
+def test_auto_backend_falls_back_to_sklearn_without_faiss(monkeypatch):
+    x, _ = blobs()
+    expected, _ = clustering.kmeans(x, 3, seed=4, backend="sklearn")
+    monkeypatch.setattr(clustering, "faiss", None)
+    labels, _ = clustering.kmeans(x, 3, seed=4, backend="auto")
+    np.testing.assert_array_equal(labels, expected)
+    with pytest.raises(ImportError, match="'faiss' asked for, but faiss cannot be imported"):
+        clustering.kmeans(x, 3, seed=4, backend="faiss")
+    assert np.isfinite(clustering.pca_whiten(x, 4, "faiss")).all()  # sklearn PCA instead
