@@ -3,7 +3,7 @@
 Runs unchanged on the TensorFlow, JAX and PyTorch backends (``KERAS_BACKEND``).
 """
 
-from keras_deepcluster import backbones, clustering, evaluation
+from keras_deepcluster import backbones, clustering, data, evaluation
 from keras_deepcluster.clustering import cluster_features
 from keras_deepcluster.features import extract_features
 from keras_deepcluster.model import DeepCluster
@@ -21,6 +21,7 @@ __all__ = [
     "backbones",
     "cluster_features",
     "clustering",
+    "data",
     "evaluation",
     "extract_features",
 ]

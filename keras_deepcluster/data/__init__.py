@@ -1,0 +1,50 @@
+"""Data sources: where the images come from.
+
+Every loader returns an `ImageData` of uint8 NHWC arrays (labels optional).
+
+Example:
+>>> data = load("digits")
+>>> data.x_train.shape
+(1797, 8, 8, 1)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keras_deepcluster.data.arrays import load_digits, load_npz
+from keras_deepcluster.data.idx import load_idx, read_idx
+from keras_deepcluster.data.image_data import ImageData
+from keras_deepcluster.data.image_folder import load_image_folder
+from keras_deepcluster.data.tfds import load_tfds
+
+SOURCES = ("tfds", "idx", "npz", "folder", "digits")
+
+
+def load(source: str, name: str | None = None, path: str | Path | None = None) -> ImageData:
+    """Loads a dataset from one of `SOURCES`.
+
+    Args:
+        source: ``"tfds"`` (`name` is the TFDS name, `path` its data_dir),
+            ``"idx"`` (`path` a directory of MNIST-format files), ``"npz"``
+            (`path` the file), ``"folder"`` (`path` a folder of images) or
+            ``"digits"`` (scikit-learn's bundled digits; no path).
+        name: Dataset name (TFDS name for ``"tfds"``).
+        path: Directory or file, as above.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"Unknown data source {source!r}; known sources: {', '.join(SOURCES)}.")
+    if source == "digits":
+        return load_digits()
+    if source == "tfds":
+        if not name:
+            raise ValueError("The 'tfds' source needs a dataset name, e.g. 'fashion_mnist'.")
+        return load_tfds(name, None if path is None else str(path))
+    if path is None:
+        raise ValueError(f"The {source!r} source needs a path (data directory or file).")
+    loader = {"idx": load_idx, "npz": load_npz, "folder": load_image_folder}[source]
+    return loader(path, name or source)
+
+
+__all__ = ["ImageData", "SOURCES", "load", "load_digits", "load_idx", "load_image_folder",
+           "load_npz", "load_tfds", "read_idx"]

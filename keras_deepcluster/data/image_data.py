@@ -1,0 +1,39 @@
+"""`ImageData`: the arrays every data source returns."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class ImageData:
+    """Train (and optional test) images, labels optional.
+
+    Images are uint8 (N, H, W, C); labels int64 (N,) or None for unlabelled data.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray | None = None
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+    def __post_init__(self):
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x is None:
+                continue
+            if x.ndim == 3:
+                x = x[..., None]
+                setattr(self, f"x_{split}", x)
+            if y is not None and len(y) != len(x):
+                raise ValueError(
+                    f"{self.name}: the {split} split has {len(x)} images but {len(y)} labels."
+                )
+
+    def limit(self, n: int) -> "ImageData":
+        """The first `n` training images (and labels); the test split is kept."""
+        y = None if self.y_train is None else self.y_train[:n]
+        return dataclasses.replace(self, x_train=self.x_train[:n], y_train=y)
