@@ -16,7 +16,6 @@ Fashion-MNIST is read from the Debian package dataset-fashion-mnist
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -24,18 +23,10 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 import keras_deepcluster as kdc
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-def read_idx(path: Path) -> np.ndarray:
-    raw = gzip.open(path).read()
-    dims = raw[3]
-    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -59,18 +50,15 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.fashion_mnist:
-        images = read_idx(FASHION_MNIST / "train-images-idx3-ubyte.gz")[: args.fashion_mnist]
-        labels = read_idx(FASHION_MNIST / "train-labels-idx1-ubyte.gz")[: args.fashion_mnist]
+        fashion = kdc.data.load("idx", "fashion_mnist", FASHION_MNIST)
+        images, labels = fashion.x_train[: args.fashion_mnist], fashion.y_train[: args.fashion_mnist]
         views = kdc.ImageViews.for_dataset("fashion_mnist")
         settings = dict(lr=0.1, momentum=0.1, weight_decay=1e-3, batch_size=128,
                         epoch_length=args.epoch_length)
         dataset = f"fashion_mnist[:{len(images)}]"
     else:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = (digits.images * (255 / 16)).astype(np.uint8)  # 8x8, values 0..16
-        labels = digits.target
+        digits = kdc.data.load("digits")
+        images, labels = digits.x_train, digits.y_train
         views = kdc.ImageViews.for_dataset("mnist")
         settings = dict(lr=0.1, momentum=0.9, weight_decay=1e-3, batch_size=32, epoch_length=4 * len(images))
         dataset = "sklearn digits (1797, 8x8)"

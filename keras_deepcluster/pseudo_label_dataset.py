@@ -55,10 +55,10 @@ class PseudoLabelDataset(keras.utils.PyDataset):
     """Batches of (randomly augmented image, pseudo-label), sampled uniformly over clusters.
 
     The epoch length is fixed at ``ceil(epoch_length / batch_size)`` full
-    batches (``epoch_length`` defaults to N), so every batch has the same shape
-    (no recompilation) and ``len()`` never changes. Which images and crops a batch holds depends only on the seed,
-    the epoch and the batch index, so it is reproducible under any worker
-    order.
+    batches (``epoch_length`` defaults to N), so every batch has the same
+    shape (no recompilation) and ``len()`` never changes. Which images and
+    crops a batch holds depends only on the seed, the epoch and the batch
+    index, so it is reproducible under any worker order.
 
     A `Reclustering` callback sets the labels at the start of every epoch via
     `set_pseudo_labels`.

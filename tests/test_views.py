@@ -47,3 +47,12 @@ def test_bad_views():
         ImageViews(size=40, resize=32)
     with pytest.raises(ValueError, match="3-channel"):
         ImageViews.for_dataset("cifar10").fixed(np.zeros((1, 32, 32), np.uint8))
+
+
+def test_fixed_view_matches_torch_bilinear_resize():
+    torch = pytest.importorskip("torch")
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    views = ImageViews(size=32, resize=44, mean=(0.0,), std=(1.0,))
+    tensor = torch.tensor(images[:, None] / 255.0, dtype=torch.float32)
+    resized = torch.nn.functional.interpolate(tensor, size=(44, 44), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(views.fixed(images)[..., 0], resized[:, 0, 6:38, 6:38].numpy(), atol=1e-5)

@@ -53,10 +53,10 @@ def load_npz(path: str | Path, name: str = "npz") -> ImageData:
 def load_digits() -> ImageData:
     """scikit-learn's bundled handwritten digits: 1,797 8x8 images, 10 classes, offline.
 
-    Values 0..16 are scaled to 0..255; there is no test split.
+    Values 0..16 are scaled to 0..255 (truncated); there is no test split.
     """
     from sklearn.datasets import load_digits as sklearn_digits
 
     digits = sklearn_digits()
-    images = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    images = (digits.images * (255 / 16)).astype(np.uint8)
     return ImageData("digits", images, digits.target.astype(np.int64))

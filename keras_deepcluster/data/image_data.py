@@ -32,8 +32,3 @@ class ImageData:
                 raise ValueError(
                     f"{self.name}: the {split} split has {len(x)} images but {len(y)} labels."
                 )
-
-    def limit(self, n: int) -> "ImageData":
-        """The first `n` training images (and labels); the test split is kept."""
-        y = None if self.y_train is None else self.y_train[:n]
-        return dataclasses.replace(self, x_train=self.x_train[:n], y_train=y)
