@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 
@@ -14,6 +16,7 @@ def extract_features(
     views: ImageViews,
     batch_size: int = 256,
     flip: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Runs `model` in inference mode over the fixed view of `images`.
 
@@ -27,6 +30,8 @@ def extract_features(
         views: Gives the fixed view (resize, centre crop, normalise).
         batch_size: Images per forward pass.
         flip: Flip the view horizontally (for flip-augmented probes).
+        on_batch: Called as ``on_batch(images_done, images_total)`` after each
+            batch (progress display).
 
     Returns:
         float32 array (N, D), D the product of the model's output dimensions.
@@ -45,4 +50,6 @@ def extract_features(
             )
         out = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
         features[start : start + count] = out.reshape(batch_size, dim)[:count]
+        if on_batch is not None:
+            on_batch(start + count, n)
     return features

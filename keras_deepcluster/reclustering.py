@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -52,6 +53,10 @@ class Reclustering(keras.callbacks.Callback):
         halt_after: Stop re-clustering after this many epochs (>= 1); None never stops.
         seed: Seed from which every epoch's k-means and head seeds are derived.
         feature_batch_size: Batch size of the feature extraction.
+        on_progress: Called as ``on_progress(phase, done, total)`` while an
+            epoch re-clusters: phase ``"features"`` after every extraction
+            batch (images done of N), then ``"clustering"`` at the start (0 of
+            1) and end (1 of 1) of PCA + k-means. For progress displays.
 
     Example:
     >>> callback = Reclustering(data, labels=y_train, halt_after=10, seed=0)
@@ -70,6 +75,7 @@ class Reclustering(keras.callbacks.Callback):
         halt_after: int | None = None,
         seed: int = 0,
         feature_batch_size: int = 256,
+        on_progress: Callable[[str, int, int], None] | None = None,
     ):
         super().__init__()
         if not isinstance(data, PseudoLabelDataset):
@@ -102,6 +108,7 @@ class Reclustering(keras.callbacks.Callback):
         self.halt_after = halt_after
         self.seed = seed
         self.feature_batch_size = feature_batch_size
+        self.on_progress = on_progress or (lambda phase, done, total: None)
         self.pseudo_labels: np.ndarray | None = None
         self.previous_labels: np.ndarray | None = None
         self._epoch_logs: dict[str, float] = {}
@@ -128,9 +135,11 @@ class Reclustering(keras.callbacks.Callback):
     def _cluster(self, model, epoch):
         start = time.perf_counter()
         features = extract_features(
-            model.backbone, self.data.images, self.data.views, self.feature_batch_size
+            model.backbone, self.data.images, self.data.views, self.feature_batch_size,
+            on_batch=lambda done, total: self.on_progress("features", done, total),
         )
         seconds_features = time.perf_counter() - start
+        self.on_progress("clustering", 0, 1)
         result = clustering.cluster_features(
             features,
             model.num_clusters,
@@ -140,6 +149,7 @@ class Reclustering(keras.callbacks.Callback):
             kmeans_backend=self.kmeans_backend,
             iterations=self.kmeans_iterations,
         )
+        self.on_progress("clustering", 1, 1)
         stats = {
             "clustered": 1.0,
             "kmeans_objective": result.objective,

@@ -58,3 +58,6 @@ def test_sobel_filter_computes_sobel():
 def test_unknown_backbone():
     with pytest.raises(ValueError, match="Unknown backbone 'resnet'; known backbones: alexnet, alexnet_micro, lenet"):
         backbones.get("resnet")
+
+    with pytest.raises(ValueError, match="Backbone 'lenet' has no option 'sobel'; its options: input_shape"):
+        backbones.get("lenet", sobel=True)

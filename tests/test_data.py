@@ -115,6 +115,19 @@ def test_tfds_without_data_fails_fast_with_alternatives(tmp_path):
     assert time.perf_counter() - start < 30
 
 
+def test_unavailable_reason_looks_without_loading(tmp_path):
+    assert data.unavailable_reason("digits") is None
+    assert "no train-images-idx3-ubyte" in data.unavailable_reason("idx", path=tmp_path)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((2, 4, 4)))
+    assert data.unavailable_reason("idx", path=tmp_path) is None
+    assert data.unavailable_reason("folder", path=tmp_path).startswith("no images in")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
+    assert data.unavailable_reason("folder", path=tmp_path) is None
+    assert data.unavailable_reason("npz", path=tmp_path / "x.npz") == f"no file {tmp_path / 'x.npz'}"
+    assert "not prepared" in data.unavailable_reason("tfds", "mnist", tmp_path)
+    assert "unknown source" in data.unavailable_reason("web")
+
+
 def test_digits_and_bad_sources():
     digits = data.load("digits")
     assert digits.x_train.shape == (1797, 8, 8, 1) and digits.x_train.max() == 255

@@ -77,6 +77,16 @@ def test_no_labels_means_no_label_metrics(shapes):
     assert "nmi_labels" not in history and "label_entropy" not in history
 
 
+def test_progress_reports_each_phase(shapes):
+    images, _ = shapes(96)
+    calls = []
+    run(images, None, epochs=2, halt_after=1, feature_batch_size=40,
+        on_progress=lambda *call: calls.append(call))
+    # Epoch 0 extracts 96 images in batches of 40 and clusters; halted epoch 1 reports nothing.
+    assert calls == [("features", 40, 96), ("features", 80, 96), ("features", 96, 96),
+                     ("clustering", 0, 1), ("clustering", 1, 1)]
+
+
 def test_halting_freezes_labels_but_renews_the_head(shapes):
     images, labels = shapes(160)
     history, recorder, *_ = run(images, labels, epochs=4, halt_after=2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 
 from keras_deepcluster.backbones.architectures import alexnet, alexnet_micro, lenet
@@ -25,6 +27,13 @@ def get(name: str, **kwargs) -> keras.Model:
     """
     if name not in _BUILDERS:
         raise ValueError(f"Unknown backbone {name!r}; known backbones: {', '.join(names())}.")
+    accepted = inspect.signature(_BUILDERS[name]).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"Backbone {name!r} has no option {', '.join(map(repr, unknown))}; "
+            f"its options: {', '.join(accepted)}."
+        )
     return _BUILDERS[name](**kwargs)
 
 

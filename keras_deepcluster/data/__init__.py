@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from keras_deepcluster.data.arrays import load_digits, load_npz
-from keras_deepcluster.data.idx import load_idx, read_idx
+from keras_deepcluster.data.idx import idx_files, load_idx, read_idx
 from keras_deepcluster.data.image_data import ImageData
-from keras_deepcluster.data.image_folder import load_image_folder
-from keras_deepcluster.data.tfds import load_tfds
+from keras_deepcluster.data.image_folder import folder_images, load_image_folder
+from keras_deepcluster.data.tfds import load_tfds, tfds_unavailable_reason
 
 SOURCES = ("tfds", "idx", "npz", "folder", "digits")
 
@@ -46,5 +46,29 @@ def load(source: str, name: str | None = None, path: str | Path | None = None) -
     return loader(path, name or source)
 
 
-__all__ = ["ImageData", "SOURCES", "load", "load_digits", "load_idx", "load_image_folder",
+def unavailable_reason(source: str, name: str | None = None, path: str | Path | None = None) -> str | None:
+    """Why `load(source, name, path)` cannot find its data here; None if it can.
+
+    Cheap: looks for the files (and, for TFDS, whether the dataset is
+    prepared) without reading the images.
+    """
+    if source not in SOURCES:
+        return f"unknown source; known sources: {', '.join(SOURCES)}"
+    if source == "digits":
+        return None
+    if source == "tfds":
+        return tfds_unavailable_reason(name, None if path is None else str(path))
+    if path is None:
+        return f"needs a path ({'a .npz file' if source == 'npz' else 'a directory'})"
+    path = Path(path)
+    if source == "npz":
+        return None if path.is_file() else f"no file {path}"
+    if not path.is_dir():
+        return f"no directory {path}"
+    if source == "idx":
+        return None if idx_files(path) else f"no train-images-idx3-ubyte[.gz] in {path}"
+    return None if any(folder_images(path)) else f"no images in {path} or its sub-folders"
+
+
+__all__ = ["ImageData", "SOURCES", "load", "unavailable_reason", "load_digits", "load_idx", "load_image_folder",
            "load_npz", "load_tfds", "read_idx"]

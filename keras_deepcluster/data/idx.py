@@ -44,6 +44,20 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
+def idx_files(directory: Path) -> dict[str, Path]:
+    """The IDX files present in `directory`, by array name (``x_train``, ...).
+
+    Empty unless the training images are there.
+    """
+    found = {}
+    for key, stem in _FILES.items():
+        for candidate in (directory / f"{stem}.gz", directory / stem):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+    return found if "x_train" in found else {}
+
+
 def load_idx(directory: str | Path, name: str = "idx") -> ImageData:
     """Loads ``train-images-idx3-ubyte[.gz]`` and its siblings from `directory`.
 
@@ -54,12 +68,7 @@ def load_idx(directory: str | Path, name: str = "idx") -> ImageData:
     directory = Path(directory)
     if not directory.is_dir():
         raise ValueError(f"IDX data directory {directory} does not exist or is not a directory.")
-    arrays = {}
-    for key, stem in _FILES.items():
-        for candidate in (directory / f"{stem}.gz", directory / stem):
-            if candidate.exists():
-                arrays[key] = read_idx(candidate)
-                break
+    arrays = {key: read_idx(path) for key, path in idx_files(directory).items()}
     if "x_train" not in arrays:
         raise ValueError(
             f"No {_FILES['x_train']}[.gz] in {directory}; an IDX directory holds the four "

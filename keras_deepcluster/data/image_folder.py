@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,15 @@ import numpy as np
 from keras_deepcluster.data.image_data import ImageData
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def folder_images(directory: Path) -> Iterator[Path]:
+    """Image files directly in `directory` or one level down."""
+    for path in sorted(directory.iterdir()):
+        if path.is_dir():
+            yield from (f for f in sorted(path.iterdir()) if f.suffix.lower() in EXTENSIONS)
+        elif path.suffix.lower() in EXTENSIONS:
+            yield path
 
 
 def load_image_folder(directory: str | Path, name: str = "folder") -> ImageData:

@@ -42,3 +42,17 @@ def _to_numpy(tfds, split):
     batches = list(tfds.as_numpy(split.batch(4096)))
     images = np.concatenate([x for x, _ in batches]).astype(np.uint8)
     return images, np.concatenate([y for _, y in batches]).astype(np.int64)
+
+
+def tfds_unavailable_reason(name: str | None, data_dir: str | None = None) -> str | None:
+    """Why `load_tfds(name, data_dir)` would fail here; None if it is prepared."""
+    if not name:
+        return "needs a TFDS dataset name"
+    import tensorflow_datasets as tfds
+
+    try:
+        prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
+    except Exception as error:  # unknown name, unreadable directory, ...
+        return f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
+    where = data_dir or "TFDS's default data_dir"
+    return None if prepared else f"not prepared in {where} (downloading is off)"

@@ -1,0 +1,99 @@
+"""Rich progress display and metric tables for `deepcluster train`."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+# (history key, column title, format) of the per-epoch table.
+METRIC_COLUMNS = (
+    ("epoch", "epoch", "{:.0f}"),
+    ("loss", "loss", "{:.3f}"),
+    ("nmi_labels", "NMI labels", "{:.3f}"),
+    ("nmi_previous", "NMI t-1", "{:.3f}"),
+    ("label_entropy", "entropy", "{:.3f}"),
+    ("clusters", "clusters", "{:.0f}"),
+    ("cluster_min", "min", "{:.0f}"),
+    ("cluster_max", "max", "{:.0f}"),
+    ("seconds_features", "feat s", "{:.1f}"),
+    ("seconds_kmeans", "kmeans s", "{:.2f}"),
+    ("seconds_train", "train s", "{:.1f}"),
+    ("seconds_epoch", "epoch s", "{:.1f}"),
+)
+
+_PHASES = {"features": "extract features", "clustering": "cluster", "train": "train"}
+
+
+class TrainingProgress(keras.callbacks.Callback):
+    """Bars for the epochs and for the phase of the current epoch, with ETA.
+
+    Pass `on_progress` to the `Reclustering` callback so the extraction and
+    clustering phases show too; put this callback after it (and after the
+    run recorder) so each epoch's line holds the epoch's metrics.
+
+    Args:
+        console: Where to draw.
+        epochs: Number of epochs of the run.
+    """
+
+    def __init__(self, console: Console, epochs: int):
+        super().__init__()
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description:<17}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console, transient=True,
+        )
+        self.epochs_task = self.progress.add_task("epochs", total=epochs)
+        self.phase_task = self.progress.add_task("", total=1, visible=False)
+        self.phase = None
+
+    def on_progress(self, phase: str, done: int, total: int) -> None:
+        if phase != self.phase:
+            self.phase = phase
+            self.progress.reset(self.phase_task, total=total, description=_PHASES[phase], visible=True)
+        self.progress.update(self.phase_task, completed=done)
+
+    def on_train_begin(self, logs=None):
+        self.progress.start()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.progress.update(self.epochs_task, description=f"epoch {epoch}")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.phase != "train":
+            self.on_progress("train", 0, self.params.get("steps") or 1)
+        self.progress.update(self.phase_task, completed=batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.phase = None
+        self.progress.advance(self.epochs_task)
+        logs = logs or {}
+        parts = [f"epoch {epoch}"]
+        for key, title, fmt in METRIC_COLUMNS[1:5]:
+            if key in logs:
+                parts.append(f"{title} {fmt.format(logs[key])}")
+        self.console.print("  ".join(parts))
+
+    def on_train_end(self, logs=None):
+        self.progress.stop()
+
+
+def metrics_table(rows: list[dict], title: str = "per-epoch metrics") -> Table:
+    """A rich table of history rows (columns present in the rows only)."""
+    columns = [c for c in METRIC_COLUMNS if any(c[0] in row for row in rows)]
+    table = Table(title=title)
+    for _, name, _ in columns:
+        table.add_column(name, justify="right")
+    for row in rows:
+        cells = []
+        for key, _, fmt in columns:
+            value = row.get(key, math.nan)
+            cells.append("–" if value is None or math.isnan(value) else fmt.format(value))
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,220 @@
+"""Recipes: the complete, validated settings of a DeepCluster run, read from TOML.
+
+A recipe is a TOML file with a ``description`` and the sections ``[data]``,
+``[model]``, ``[training]``, ``[clustering]`` and ``[probe]``. The bundled ones
+live in the top-level ``recipes/`` folder (installed as package data); a path
+to any ``.toml`` file works too, e.g. the ``config.toml`` of an earlier run.
+Every key is checked on load: an unknown key, a wrong type or a value out of
+range is an error naming the key and the file. TOML has no null, so an
+optional setting (``pca``, ``halt_after``, ...) is off when its key is absent.
+
+This module does not import keras, so the CLI can read recipes before the
+backend is chosen.
+
+Example:
+>>> recipe = load_recipe("fashion_mnist").replace(clusters=10, epochs=3)
+>>> recipe.lr, recipe.clusters
+(0.1, 10)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+SECTIONS = ("data", "model", "training", "clustering", "probe")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used, with a message naming the file and key."""
+
+
+def _field(section: str | None, kind: type, rule: str = "", default: Any = None, required=False):
+    metadata = {"section": section, "kind": kind, "rule": rule}
+    if required:
+        return dataclasses.field(metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """Every setting of a run. Optional settings are None when off."""
+
+    name: str = _field(None, str, required=True)
+    origin: str = _field(None, str, required=True)  # the file it came from, for messages
+    description: str = _field(None, str, default="")
+    # [data]
+    dataset: str = _field("data", str, required=True)  # TFDS name / name of the data
+    source: str = _field("data", str, default="tfds")  # keras_deepcluster.data.SOURCES
+    data_dir: str | None = _field("data", str)
+    views: str | None = _field("data", str)  # ImageViews preset; default: `dataset`
+    limit: int | None = _field("data", int, ">= 1")  # first N training images
+    # [model]
+    backbone: str = _field("model", str, default="lenet")
+    batch_norm: bool = _field("model", bool, default=True)
+    sobel: bool | None = _field("model", bool)  # alexnet backbones only
+    clusters: int = _field("model", int, ">= 2", default=10)
+    # [training]
+    epochs: int = _field("training", int, ">= 1", default=10)
+    batch_size: int = _field("training", int, ">= 1", default=128)
+    lr: float = _field("training", float, "> 0", default=0.1)
+    momentum: float = _field("training", float, "in [0, 1)", default=0.9)
+    weight_decay: float = _field("training", float, ">= 0", default=0.0)
+    epoch_multiplier: int = _field("training", int, ">= 1", default=1)  # images per epoch / N
+    seed: int = _field("training", int, ">= 0", default=0)
+    # [clustering]
+    pca: int | None = _field("clustering", int, ">= 1")
+    kmeans: str = _field("clustering", str, default="auto")  # auto, faiss or sklearn
+    kmeans_iterations: int = _field("clustering", int, ">= 1", default=20)
+    halt_after: int | None = _field("clustering", int, ">= 1")
+    # [probe]
+    probe_layer: str | None = _field("probe", str)
+    probe_epochs: int = _field("probe", int, ">= 1", default=20)
+    probe_flip: bool = _field("probe", bool, default=False)
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            try:
+                check_value(field.name, getattr(self, field.name))
+            except RecipeError as error:
+                section = field.metadata["section"]
+                where = f"[{section}] {_toml_key(field.name)}" if section else field.name
+                raise RecipeError(f"{self.origin}: {where} {error}") from None
+            if field.metadata["kind"] is float:
+                object.__setattr__(self, field.name, float(getattr(self, field.name)))
+        if self.halt_after is not None and self.halt_after > self.epochs:
+            raise RecipeError(
+                f"{self.origin}: halt_after={self.halt_after} is larger than epochs={self.epochs}; "
+                "halting needs halt_after <= epochs (leave it out to never halt)."
+            )
+
+    def replace(self, **overrides) -> Recipe:
+        """A copy with some settings changed, validated again."""
+        changed = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
+        overrides.setdefault("origin", f"{self.origin} with {changed}")
+        return dataclasses.replace(self, **overrides)
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """The settings by TOML section and key (optional settings that are off left out)."""
+        result = {section: {} for section in SECTIONS}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.metadata["section"] and value is not None:
+                result[field.metadata["section"]][_toml_key(field.name)] = value
+        return result
+
+    def to_toml(self) -> str:
+        """The recipe as TOML; `load_recipe` reads it back to an equal recipe."""
+        lines = [f"description = {_toml_value(self.description)}"]
+        for section, settings in self.sections().items():
+            lines += ["", f"[{section}]"]
+            lines += [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
+        return "\n".join(lines) + "\n"
+
+
+def _toml_key(name: str) -> str:
+    return name.removeprefix("probe_") if name.startswith("probe_") else name
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+_RULES = {
+    ">= 0": lambda v: v >= 0,
+    ">= 1": lambda v: v >= 1,
+    ">= 2": lambda v: v >= 2,
+    "> 0": lambda v: v > 0,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+}
+
+
+def check_value(name: str, value) -> None:
+    """Raises RecipeError unless `value` has the type and range of setting `name`.
+
+    The message completes "<setting> ...", e.g. "must be >= 2; got 1."
+    """
+    field = _FIELDS[name]
+    kind, rule = field.metadata["kind"], field.metadata["rule"]
+    if value is None:
+        if field.default is None:
+            return  # an optional setting, off
+        raise RecipeError("is required.")
+    if kind is float:
+        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    else:
+        ok_type = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if not ok_type:
+        article = {"int": "an integer", "float": "a finite number", "str": "a string",
+                   "bool": "true or false"}[kind.__name__]
+        raise RecipeError(f"must be {article}; got {value!r}.")
+    if rule and not _RULES[rule](value):
+        raise RecipeError(f"must be {rule}; got {value!r}.")
+
+
+_FIELDS = {field.name: field for field in dataclasses.fields(Recipe)}
+
+
+def _bundled() -> Path:
+    return Path(str(importlib.resources.files("keras_deepcluster_cli.recipes")))
+
+
+def recipe_names() -> list[str]:
+    """Names of the bundled recipes."""
+    return sorted(path.stem for path in _bundled().glob("*.toml"))
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Reads and validates a bundled recipe (by name) or a TOML file (by path)."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text or "\\" in text:
+        path = Path(text)
+        if not path.is_file():
+            raise RecipeError(f"No recipe file {path}.")
+    else:
+        path = _bundled() / f"{text}.toml"
+        if not path.is_file():
+            raise RecipeError(
+                f"Unknown recipe {text!r}; known recipes: {', '.join(recipe_names())} "
+                "(or give the path of a .toml file)."
+            )
+    try:
+        document = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise RecipeError(f"{path}: not valid TOML ({error}).") from None
+    settings = _flatten(document, path)
+    if "dataset" not in settings:
+        raise RecipeError(f"{path}: [data] dataset is required (the name of the data).")
+    return Recipe(name=path.stem, origin=str(path), **settings)
+
+
+def _flatten(document: dict, path: Path) -> dict:
+    """TOML sections -> Recipe keyword arguments, refusing unknown keys."""
+    keys = {}
+    for key, value in document.items():
+        if key == "description":
+            keys[key] = value
+        elif key in SECTIONS and isinstance(value, dict):
+            for inner, inner_value in value.items():
+                name = f"probe_{inner}" if key == "probe" else inner
+                field = _FIELDS.get(name)
+                if field is None or field.metadata["section"] != key:
+                    known = [_toml_key(f.name) for f in _FIELDS.values() if f.metadata["section"] == key]
+                    raise RecipeError(
+                        f"{path}: unknown key {inner!r} in [{key}]; known keys: {', '.join(known)}."
+                    )
+                keys[name] = inner_value
+        else:
+            raise RecipeError(
+                f"{path}: unknown key {key!r}; a recipe has description and the sections "
+                f"{', '.join(f'[{s}]' for s in SECTIONS)}."
+            )
+    return keys

@@ -1,0 +1,176 @@
+"""The run directory: everything a `deepcluster train` run leaves behind.
+
+Layout::
+
+    config.toml                 the resolved recipe (``deepcluster train config.toml`` re-runs it)
+    history.csv                 one row per finished epoch: metrics, loss, seconds
+    pseudo_labels/epoch_000.npz the pseudo-labels each epoch trained on (``labels``)
+    model.keras                 the trained DeepCluster model
+    summary.json                written last: the run finished (final metrics, wall time)
+    probe.json, probe_random.json   written by ``deepcluster probe``
+
+Every file is written atomically (a temporary file in the same folder,
+flushed to disk, then renamed), so a crash never leaves a half-written file
+under its final name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+# history.csv columns, in this order; further keys follow alphabetically.
+HISTORY_COLUMNS = (
+    "epoch", "loss", "nmi_labels", "nmi_previous", "label_entropy", "clusters", "cluster_min",
+    "cluster_max", "empty_clusters", "kmeans_objective", "clustered", "seconds_features",
+    "seconds_pca", "seconds_kmeans", "seconds_train", "seconds_epoch",
+)
+
+
+class RunDirectoryError(ValueError):
+    """A run directory that cannot be used as asked."""
+
+
+class RunDirectory:
+    """Reads and writes the files of one run.
+
+    Args:
+        path: The directory (created by `create`).
+    """
+
+    CONFIG, HISTORY, MODEL, SUMMARY, LABELS = (
+        "config.toml", "history.csv", "model.keras", "summary.json", "pseudo_labels"
+    )
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def is_run(self) -> bool:
+        return (self.path / self.CONFIG).is_file()
+
+    @property
+    def is_finished(self) -> bool:
+        return (self.path / self.SUMMARY).is_file()
+
+    def check_writable(self, overwrite: bool = False) -> None:
+        """Raises RunDirectoryError unless a new run may be written here.
+
+        A missing or empty directory is fine; one holding a run only with
+        `overwrite`; anything else never (it is not ours to delete).
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirectoryError(f"{self.path} is a file, not a directory; choose another --out.")
+        if self.is_run and not overwrite:
+            state = "a finished run" if self.is_finished else "an unfinished run"
+            raise RunDirectoryError(
+                f"{self.path} already holds {state}; pass --overwrite to replace it, "
+                "or choose another --out."
+            )
+        if self.path.is_dir() and not self.is_run and any(self.path.iterdir()):
+            raise RunDirectoryError(
+                f"{self.path} is not empty and holds no run; choose an empty or new --out."
+            )
+        parent = next(p for p in (self.path, *self.path.parents) if p.exists())
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise RunDirectoryError(f"Cannot write to {parent}: permission denied; choose another --out.")
+
+    def create(self, config_toml: str, overwrite: bool = False) -> None:
+        """Starts a new run here (checked by `check_writable`), writing its config."""
+        self.check_writable(overwrite)
+        if self.is_run:
+            shutil.rmtree(self.path)
+        (self.path / self.LABELS).mkdir(parents=True, exist_ok=True)
+        self.write_text(self.CONFIG, config_toml)
+
+    def read_config(self) -> str:
+        if not self.is_run:
+            raise RunDirectoryError(f"{self.path} holds no run (no {self.CONFIG}).")
+        return (self.path / self.CONFIG).read_text()
+
+    def write_text(self, name: str, text: str) -> None:
+        self._write_atomic(name, lambda f: f.write(text.encode()))
+
+    def write_json(self, name: str, value: dict) -> None:
+        self.write_text(name, json.dumps(value, indent=2, default=_json_default) + "\n")
+
+    def read_json(self, name: str) -> dict:
+        return json.loads((self.path / name).read_text())
+
+    def write_history(self, rows: list[dict]) -> None:
+        """Writes history.csv with every row so far (one per epoch)."""
+        keys = {key for row in rows for key in row}
+        columns = [c for c in HISTORY_COLUMNS if c in keys] + sorted(keys - set(HISTORY_COLUMNS))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, columns, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        self.write_text(self.HISTORY, text.getvalue())
+
+    def read_history(self) -> list[dict[str, float]]:
+        path = self.path / self.HISTORY
+        if not path.is_file():
+            return []
+        with path.open() as f:
+            return [{k: float(v) if v != "" else float("nan") for k, v in row.items()}
+                    for row in csv.DictReader(f)]
+
+    def write_pseudo_labels(self, epoch: int, labels: np.ndarray) -> None:
+        self._write_atomic(
+            f"{self.LABELS}/epoch_{epoch:03d}.npz",
+            lambda f: np.savez_compressed(f, labels=np.asarray(labels, np.int32)),
+        )
+
+    def read_pseudo_labels(self, epoch: int) -> np.ndarray:
+        with np.load(self.path / self.LABELS / f"epoch_{epoch:03d}.npz") as npz:
+            return npz["labels"]
+
+    def save_model(self, model) -> None:
+        # Keras insists on the .keras suffix, so the temporary name keeps it.
+        final = self.path / self.MODEL
+        temporary = final.with_name(".partial-" + final.name)
+        model.save(temporary)
+        _fsync(temporary)
+        os.replace(temporary, final)
+
+    def _write_atomic(self, name: str, write: Callable) -> None:
+        final = self.path / name
+        descriptor, temporary = tempfile.mkstemp(dir=final.parent, prefix=".partial-")
+        try:
+            with os.fdopen(descriptor, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(temporary, _FILE_MODE)  # mkstemp makes it private
+            os.replace(temporary, final)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"Cannot write {type(value).__name__} to JSON.")

@@ -1,0 +1,206 @@
+"""From a recipe to a trained run directory, and the linear probe of a run.
+
+Importing this module imports keras: the CLI does so only after choosing the
+backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+
+import keras_deepcluster as kdc
+from keras_deepcluster.reclustering import check_compatible
+from keras_deepcluster_cli.recipe import Recipe, RecipeError
+from keras_deepcluster_cli.run_directory import RunDirectory
+
+# Images held out for the probe's test split when the data has none.
+PROBE_HOLDOUT = 0.2
+
+
+def load_data(recipe: Recipe) -> kdc.data.ImageData:
+    """The recipe's images (the first `limit` training images if set)."""
+    data = kdc.data.load(recipe.source, recipe.dataset, recipe.data_dir)
+    if recipe.limit is not None:
+        data.x_train = data.x_train[: recipe.limit]
+        data.y_train = None if data.y_train is None else data.y_train[: recipe.limit]
+    return data
+
+
+def image_views(recipe: Recipe) -> kdc.ImageViews:
+    return kdc.ImageViews.for_dataset(recipe.views or recipe.dataset)
+
+
+def build_backbone(recipe: Recipe, input_shape: tuple[int, int, int]) -> keras.Model:
+    """The untrained backbone; its weights depend on the recipe's seed only."""
+    kwargs = {"input_shape": input_shape, "batch_norm": recipe.batch_norm, "seed": recipe.seed}
+    if recipe.sobel is not None:
+        kwargs["sobel"] = recipe.sobel
+    return kdc.backbones.get(recipe.backbone, **kwargs)
+
+
+@dataclasses.dataclass
+class Pretraining:
+    """A DeepCluster run set up from a recipe, checked, ready to `fit`.
+
+    Attributes:
+        recipe: The settings.
+        model: The untrained, compiled `DeepCluster`.
+        dataset: Its `PseudoLabelDataset`.
+        reclustering: Its `Reclustering` callback (true labels, if any, for the metrics).
+    """
+
+    recipe: Recipe
+    model: kdc.DeepCluster
+    dataset: kdc.PseudoLabelDataset
+    reclustering: kdc.Reclustering
+
+    @classmethod
+    def build(
+        cls,
+        recipe: Recipe,
+        data: kdc.data.ImageData,
+        on_progress: Callable[[str, int, int], None] | None = None,
+    ) -> Pretraining:
+        """Builds and checks everything, so bad settings fail before anything is written."""
+        views = image_views(recipe)
+        images = data.x_train
+        keras.utils.set_random_seed(recipe.seed)
+        dataset = kdc.PseudoLabelDataset(
+            images, views, batch_size=recipe.batch_size, seed=recipe.seed,
+            epoch_length=recipe.epoch_multiplier * len(images),
+        )
+        model = kdc.DeepCluster(
+            build_backbone(recipe, (views.size, views.size, images.shape[-1])),
+            recipe.clusters, weight_decay=recipe.weight_decay,
+        )
+        model.compile(optimizer=keras.optimizers.SGD(recipe.lr, momentum=recipe.momentum))
+        reclustering = kdc.Reclustering(
+            dataset, labels=data.y_train, pca_dim=recipe.pca, kmeans_backend=recipe.kmeans,
+            kmeans_iterations=recipe.kmeans_iterations, halt_after=recipe.halt_after,
+            seed=recipe.seed, on_progress=on_progress,
+        )
+        check_compatible(model, dataset, recipe.pca)
+        return cls(recipe, model, dataset, reclustering)
+
+    def fit(
+        self, run: RunDirectory, callbacks: Sequence[keras.callbacks.Callback] = ()
+    ) -> keras.callbacks.History:
+        """Trains, recording every epoch into `run` (created by `RunDirectory.create`).
+
+        After each epoch its history row and pseudo-labels are on disk; at the
+        end the model and ``summary.json``.
+        """
+        recorder = RunRecorder(run, self.reclustering)
+        start = time.perf_counter()
+        history = self.model.fit(
+            self.dataset, epochs=self.recipe.epochs, verbose=0,
+            callbacks=[self.reclustering, recorder, *callbacks],
+        )
+        run.save_model(self.model)
+        last = recorder.rows[-1]
+        nmis = [row["nmi_labels"] for row in recorder.rows if "nmi_labels" in row]
+        run.write_json(RunDirectory.SUMMARY, {
+            "recipe": self.recipe.name,
+            "backend": keras.backend.backend(),
+            "epochs": self.recipe.epochs,
+            "images": self.dataset.num_images,
+            "wall_seconds": time.perf_counter() - start,
+            "final": last,
+            "best_nmi_labels": max(nmis) if nmis else None,
+            "versions": {"keras": keras.__version__, "python": platform.python_version()},
+        })
+        return history
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Writes each finished epoch's row and pseudo-labels into the run directory.
+
+    Goes after `Reclustering` in the callback list, so it sees the epoch's
+    metrics and times the training part of the epoch alone.
+    """
+
+    def __init__(self, run: RunDirectory, reclustering: kdc.Reclustering):
+        super().__init__()
+        self.run = run
+        self.reclustering = reclustering
+        self.rows: list[dict] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        logs["seconds_train"] = time.perf_counter() - self._start
+        logs["seconds_epoch"] = logs["seconds_train"] + sum(
+            logs.get(key, 0.0) for key in ("seconds_features", "seconds_pca", "seconds_kmeans")
+        )
+        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
+        self.run.write_pseudo_labels(epoch, self.reclustering.pseudo_labels)
+        self.run.write_history(self.rows)
+
+
+def probe(
+    recipe: Recipe,
+    data: kdc.data.ImageData,
+    run: RunDirectory,
+    layer: str | None = None,
+    epochs: int | None = None,
+    random: bool = False,
+) -> dict:
+    """Linear probe of a run's backbone (or, with `random`, of its untrained twin).
+
+    Trains on the training images the run used, with their true labels, and
+    reports accuracy on the test split; data without a test split hold out a
+    seeded `PROBE_HOLDOUT` of the training images instead.
+    """
+    layer = layer or recipe.probe_layer
+    if layer is None:
+        raise RecipeError(f"{recipe.origin}: no [probe] layer; pass --layer.")
+    if data.y_train is None:
+        raise ValueError(f"{data.name} has no labels; the linear probe needs labelled images.")
+    views = image_views(recipe)
+    if random:
+        backbone = build_backbone(recipe, (views.size, views.size, data.x_train.shape[-1]))
+    else:
+        if not (run.path / RunDirectory.MODEL).is_file():
+            raise ValueError(f"{run.path} holds no trained model ({RunDirectory.MODEL}); "
+                             "the run did not finish. Probe it with --random, or train it again.")
+        backbone = keras.saving.load_model(run.path / RunDirectory.MODEL).backbone
+    train_split, test_split, test_name = _probe_splits(data, recipe.seed)
+    start = time.perf_counter()
+    result = kdc.evaluation.linear_probe(
+        backbone, layer, train_split, test_split, views,
+        epochs=epochs or recipe.probe_epochs, flip=recipe.probe_flip, seed=recipe.seed,
+    )
+    report = {
+        "model": "random" if random else "trained",
+        "layer": result.layer,
+        "feature_dim": result.feature_dim,
+        "accuracy": result.accuracy,
+        "best_accuracy": result.best_accuracy,
+        "epoch_accuracies": result.epoch_accuracies,
+        "train_images": len(train_split[0]),
+        "test_images": len(test_split[0]),
+        "test_split": test_name,
+        "backend": keras.backend.backend(),
+        "seconds": time.perf_counter() - start,
+    }
+    run.write_json("probe_random.json" if random else "probe.json", report)
+    return report
+
+
+def _probe_splits(data, seed):
+    if data.x_test is not None and data.y_test is not None:
+        return (data.x_train, data.y_train), (data.x_test, data.y_test), "test"
+    order = np.random.default_rng(seed).permutation(len(data.x_train))
+    held = order[: int(round(PROBE_HOLDOUT * len(order)))]
+    kept = np.sort(order[len(held):])
+    held = np.sort(held)
+    return ((data.x_train[kept], data.y_train[kept]), (data.x_train[held], data.y_train[held]),
+            f"{PROBE_HOLDOUT:.0%} of train held out")

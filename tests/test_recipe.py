@@ -1,0 +1,84 @@
+import dataclasses
+
+import pytest
+
+from keras_deepcluster_cli.recipe import Recipe, RecipeError, load_recipe, recipe_names
+
+
+def test_bundled_recipes_hold_the_authors_settings():
+    assert recipe_names() == ["cifar10", "digits", "fashion_mnist", "mnist", "svhn"]
+    # Reference digest, section 2.4: (k, epochs, batch, momentum, pca, probe layer).
+    expected = {
+        "mnist": (5, 29, 64, 0.1, None, "conv_2"),
+        "fashion_mnist": (5, 49, 128, 0.1, None, "conv_2"),
+        "svhn": (200, 99, 64, 0.5, 256, "relu_5"),
+        "cifar10": (1000, 99, 64, 0.9, 256, "relu_5"),
+    }
+    for name, (k, epochs, batch, momentum, pca, layer) in expected.items():
+        r = load_recipe(name)
+        assert (r.clusters, r.epochs, r.batch_size, r.momentum, r.pca, r.probe_layer) == (
+            k, epochs, batch, momentum, pca, layer), name
+        assert (r.lr, r.weight_decay, r.batch_norm, r.source) == (0.1, 1e-3, True, "tfds")
+    assert load_recipe("svhn").dataset == "svhn_cropped" and load_recipe("svhn").sobel is True
+    assert load_recipe("fashion_mnist").probe_flip and load_recipe("fashion_mnist").seed == 61
+    assert load_recipe("digits").source == "digits"
+
+
+@pytest.mark.parametrize("name", ["digits", "svhn"])
+def test_toml_round_trip(tmp_path, name):
+    recipe = load_recipe(name).replace(halt_after=3, limit=100, lr=1)
+    assert isinstance(recipe.lr, float)
+    path = tmp_path / "config.toml"
+    path.write_text(recipe.to_toml())
+    again = load_recipe(path)
+    assert dataclasses.replace(again, name=recipe.name, origin=recipe.origin) == recipe
+
+
+def write(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[data]\ndataset = "x"\n[training]\nlrr = 0.1\n',
+         r"bad.toml: unknown key 'lrr' in \[training\]; known keys: epochs, .*lr"),
+        ('[data]\ndataset = "x"\n[training]\nlr = "fast"\n',
+         r"bad.toml: \[training\] lr must be a finite number; got 'fast'"),
+        ('[data]\ndataset = "x"\n[model]\nclusters = 2.5\n',
+         r"bad.toml: \[model\] clusters must be an integer; got 2.5"),
+        ('[data]\ndataset = "x"\n[model]\nclusters = true\n',
+         r"\[model\] clusters must be an integer; got True"),
+        ('[data]\ndataset = "x"\n[model]\nclusters = 1\n', r"\[model\] clusters must be >= 2; got 1"),
+        ('[data]\ndataset = "x"\n[training]\nmomentum = 1.0\n', r"momentum must be in \[0, 1\)"),
+        ('[data]\ndataset = "x"\n[training]\nepochs = 2\n[clustering]\nhalt_after = 3\n',
+         r"halt_after=3 is larger than epochs=2"),
+        ('[data]\nsource = "idx"\n', r"bad.toml: \[data\] dataset is required"),
+        ('[model]\nbackbone = "lenet"\nclusters = 5\n[[data]]\n', r"unknown key 'data'"),
+        ('seed = 3\n', r"bad.toml: unknown key 'seed'; a recipe has description and the sections"),
+        ('[data\n', r"bad.toml: not valid TOML"),
+    ],
+)
+def test_bad_recipes_name_the_file_and_key(tmp_path, text, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(write(tmp_path, text))
+
+
+def test_unknown_recipe_lists_the_known_ones(tmp_path):
+    with pytest.raises(RecipeError, match="Unknown recipe 'fmnist'; known recipes: cifar10, digits"):
+        load_recipe("fmnist")
+    with pytest.raises(RecipeError, match="No recipe file"):
+        load_recipe(tmp_path / "missing.toml")
+
+
+def test_replace_validates_and_says_what_changed():
+    recipe = load_recipe("digits")
+    with pytest.raises(RecipeError, match=r"digits.toml with lr=0: \[training\] lr must be > 0"):
+        recipe.replace(lr=0)
+    with pytest.raises(RecipeError, match="halt_after=9 is larger than epochs=5"):
+        recipe.replace(halt_after=9)
+    assert recipe.replace(pca=None).pca is None
+    with pytest.raises(TypeError):
+        Recipe(name="x", origin="x")  # dataset is required
