@@ -39,16 +39,15 @@ class TrainingProgress(keras.callbacks.Callback):
     Args:
         console: Where to draw.
         epochs: Number of epochs of the run.
+        progress: A running `progress_bars()` display to add the bars to (a
+            sweep's, whose own bar stays on top); None draws its own.
     """
 
-    def __init__(self, console: Console, epochs: int):
+    def __init__(self, console: Console, epochs: int, progress: Progress | None = None):
         super().__init__()
         self.console = console
-        self.progress = Progress(
-            TextColumn("{task.description:<17}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, transient=True,
-        )
+        self.owns_display = progress is None
+        self.progress = progress or progress_bars(console)
         self.epochs_task = self.progress.add_task("epochs", total=epochs)
         self.phase_task = self.progress.add_task("", total=1, visible=False)
         self.phase = None
@@ -60,7 +59,8 @@ class TrainingProgress(keras.callbacks.Callback):
         self.progress.update(self.phase_task, completed=done)
 
     def on_train_begin(self, logs=None):
-        self.progress.start()
+        if self.owns_display:
+            self.progress.start()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.progress.update(self.epochs_task, description=f"epoch {epoch}")
@@ -81,7 +81,20 @@ class TrainingProgress(keras.callbacks.Callback):
         self.console.print("  ".join(parts))
 
     def on_train_end(self, logs=None):
-        self.progress.stop()
+        if self.owns_display:
+            self.progress.stop()
+        else:
+            self.progress.remove_task(self.epochs_task)
+            self.progress.remove_task(self.phase_task)
+
+
+def progress_bars(console: Console) -> Progress:
+    """The progress display: description, bar, count, elapsed time and ETA."""
+    return Progress(
+        TextColumn("{task.description:<17}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console, transient=True,
+    )
 
 
 def metrics_table(rows: list[dict], title: str = "per-epoch metrics") -> Table:

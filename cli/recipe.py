@@ -1,6 +1,7 @@
 """Recipes: the complete, validated settings of a DeepCluster run, read from TOML.
 
-A recipe is a TOML file with a ``description`` and the sections ``[data]``,
+A recipe is a TOML file with a ``description`` (and optionally a ``name``;
+by default the file's stem) and the sections ``[data]``,
 ``[model]``, ``[training]``, ``[clustering]`` and ``[probe]``. The bundled ones
 live in the top-level ``recipes/`` folder (installed as package data); a path
 to any ``.toml`` file works too, e.g. the ``config.toml`` of an earlier run.
@@ -71,6 +72,8 @@ class Recipe:
     kmeans: str = _field("clustering", str, default="auto")  # auto, faiss or sklearn
     kmeans_iterations: int = _field("clustering", int, ">= 1", default=20)
     halt_after: int | None = _field("clustering", int, ">= 1")
+    halt_when_stable: float | None = _field("clustering", float, "in (0, 1]")  # NMI(t, t-1)
+    halt_patience: int = _field("clustering", int, ">= 1", default=3)
     # [probe]
     probe_layer: str | None = _field("probe", str)
     probe_epochs: int = _field("probe", int, ">= 1", default=20)
@@ -84,7 +87,7 @@ class Recipe:
                 section = field.metadata["section"]
                 where = f"[{section}] {_toml_key(field.name)}" if section else field.name
                 raise RecipeError(f"{self.origin}: {where} {error}") from None
-            if field.metadata["kind"] is float:
+            if field.metadata["kind"] is float and getattr(self, field.name) is not None:
                 object.__setattr__(self, field.name, float(getattr(self, field.name)))
         if self.halt_after is not None and self.halt_after > self.epochs:
             raise RecipeError(
@@ -109,7 +112,7 @@ class Recipe:
 
     def to_toml(self) -> str:
         """The recipe as TOML; `load_recipe` reads it back to an equal recipe."""
-        lines = [f"description = {_toml_value(self.description)}"]
+        lines = [f"name = {_toml_value(self.name)}", f"description = {_toml_value(self.description)}"]
         for section, settings in self.sections().items():
             lines += ["", f"[{section}]"]
             lines += [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
@@ -134,6 +137,7 @@ _RULES = {
     ">= 2": lambda v: v >= 2,
     "> 0": lambda v: v > 0,
     "in [0, 1)": lambda v: 0 <= v < 1,
+    "in (0, 1]": lambda v: 0 < v <= 1,
 }
 
 
@@ -193,14 +197,15 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     settings = _flatten(document, path)
     if "dataset" not in settings:
         raise RecipeError(f"{path}: [data] dataset is required (the name of the data).")
-    return Recipe(name=path.stem, origin=str(path), **settings)
+    settings.setdefault("name", path.stem)
+    return Recipe(origin=str(path), **settings)
 
 
 def _flatten(document: dict, path: Path) -> dict:
     """TOML sections -> Recipe keyword arguments, refusing unknown keys."""
     keys = {}
     for key, value in document.items():
-        if key == "description":
+        if key in ("name", "description"):  # a run's config.toml names its recipe
             keys[key] = value
         elif key in SECTIONS and isinstance(value, dict):
             for inner, inner_value in value.items():
@@ -214,7 +219,7 @@ def _flatten(document: dict, path: Path) -> dict:
                 keys[name] = inner_value
         else:
             raise RecipeError(
-                f"{path}: unknown key {key!r}; a recipe has description and the sections "
+                f"{path}: unknown key {key!r}; a recipe has name, description and the sections "
                 f"{', '.join(f'[{s}]' for s in SECTIONS)}."
             )
     return keys

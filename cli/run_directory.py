@@ -31,7 +31,7 @@ import numpy as np
 HISTORY_COLUMNS = (
     "epoch", "loss", "nmi_labels", "nmi_previous", "label_entropy", "clusters", "cluster_min",
     "cluster_max", "empty_clusters", "kmeans_objective", "clustered", "seconds_features",
-    "seconds_pca", "seconds_kmeans", "seconds_train", "seconds_epoch",
+    "seconds_pca", "seconds_kmeans", "seconds_train", "seconds_epoch", "halt_reason",
 )
 
 
@@ -91,6 +91,23 @@ class RunDirectory:
         (self.path / self.LABELS).mkdir(parents=True, exist_ok=True)
         self.write_text(self.CONFIG, config_toml)
 
+    def open(self, config_toml: str, overwrite: bool = False) -> bool:
+        """Reopens the run here if it has exactly this config (True), else creates it.
+
+        What a resumable command (``space``, ``sweep``) calls: the same
+        settings continue where they stopped; other settings are refused
+        unless `overwrite`.
+        """
+        if self.is_run and not overwrite:
+            if self.read_config() == config_toml:
+                return True
+            raise RunDirectoryError(
+                f"{self.path} holds a run of other settings ({self.path / self.CONFIG}); "
+                "pass --overwrite to replace it, or choose another --out."
+            )
+        self.create(config_toml, overwrite)
+        return False
+
     def read_config(self) -> str:
         if not self.is_run:
             raise RunDirectoryError(f"{self.path} holds no run (no {self.CONFIG}).")
@@ -115,13 +132,13 @@ class RunDirectory:
         writer.writerows(rows)
         self.write_text(self.HISTORY, text.getvalue())
 
-    def read_history(self) -> list[dict[str, float]]:
+    def read_history(self) -> list[dict[str, float | str]]:
+        """The rows of history.csv: numbers as floats (blank: NaN), text as is."""
         path = self.path / self.HISTORY
         if not path.is_file():
             return []
         with path.open() as f:
-            return [{k: float(v) if v != "" else float("nan") for k, v in row.items()}
-                    for row in csv.DictReader(f)]
+            return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
     def write_pseudo_labels(self, epoch: int, labels: np.ndarray) -> None:
         self._write_atomic(
@@ -154,6 +171,13 @@ class RunDirectory:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+
+def _cell(text: str) -> float | str:
+    try:
+        return float(text) if text != "" else float("nan")
+    except ValueError:
+        return text
 
 
 def _umask() -> int:

@@ -83,6 +83,7 @@ class Pretraining:
         reclustering = kdc.Reclustering(
             dataset, labels=data.y_train, pca_dim=recipe.pca, kmeans_backend=recipe.kmeans,
             kmeans_iterations=recipe.kmeans_iterations, halt_after=recipe.halt_after,
+            halt_when_stable=recipe.halt_when_stable, halt_patience=recipe.halt_patience,
             seed=recipe.seed, on_progress=on_progress,
         )
         check_compatible(model, dataset, recipe.pca)
@@ -113,6 +114,8 @@ class Pretraining:
             "wall_seconds": time.perf_counter() - start,
             "final": last,
             "best_nmi_labels": max(nmis) if nmis else None,
+            "clustering_stopped": None if self.reclustering.halted_at is None else {
+                "epoch": self.reclustering.halted_at, "reason": self.reclustering.halt_reason},
             "versions": {"keras": keras.__version__, "python": platform.python_version()},
         })
         return history
@@ -140,7 +143,10 @@ class RunRecorder(keras.callbacks.Callback):
         logs["seconds_epoch"] = logs["seconds_train"] + sum(
             logs.get(key, 0.0) for key in ("seconds_features", "seconds_pca", "seconds_kmeans")
         )
-        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
+        row = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
+        if self.reclustering.halted_at == epoch:  # the first epoch on frozen labels
+            row["halt_reason"] = self.reclustering.halt_reason
+        self.rows.append(row)
         self.run.write_pseudo_labels(epoch, self.reclustering.pseudo_labels)
         self.run.write_history(self.rows)
 

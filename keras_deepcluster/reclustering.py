@@ -22,6 +22,11 @@ def derive_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.default_rng([seed, epoch, stream]).integers(2**31 - 1))
 
 
+def kmeans_seed(seed: int, epoch: int) -> int:
+    """The k-means seed of `epoch` in a run seeded with `seed`."""
+    return derive_seed(seed, epoch, _KMEANS_STREAM)
+
+
 class Reclustering(keras.callbacks.Callback):
     """Re-clusters the training set at the start of every epoch.
 
@@ -32,7 +37,10 @@ class Reclustering(keras.callbacks.Callback):
     and re-initialises the model's head and its optimizer state. After
     `halt_after` epochs the pseudo-labels are frozen (the Deep Dive paper's
     early stopping of the clustering) and only the sampler and the head are
-    renewed each epoch.
+    renewed each epoch. With `halt_when_stable`, the clustering also stops by
+    itself once NMI(t, t-1) has stayed at or above that threshold for
+    `halt_patience` consecutive clusterings (see `stable_since`);
+    `halted_at` and `halt_reason` then say when and why.
 
     Each epoch's logs (and so the `History`) get:
     ``nmi_previous`` (NMI with the previous epoch's labels; NaN in the first),
@@ -45,12 +53,16 @@ class Reclustering(keras.callbacks.Callback):
 
     Args:
         data: The `PseudoLabelDataset` passed to `fit`.
-        labels: Optional true labels (N,), used only for the metrics.
+        labels: Optional true labels (N,), used only for the metrics. Negative
+            entries mark images without a label, left out of the metrics.
         pca_dim: PCA-whitening dimension; None skips PCA.
         pca_backend: ``"faiss"`` or ``"sklearn"``.
         kmeans_backend: ``"auto"`` (faiss when importable), ``"faiss"`` or ``"sklearn"``.
         kmeans_iterations: Lloyd iterations per clustering.
         halt_after: Stop re-clustering after this many epochs (>= 1); None never stops.
+        halt_when_stable: Stop re-clustering once NMI(t, t-1) >= this threshold
+            (in (0, 1]) for `halt_patience` clusterings in a row; None never does.
+        halt_patience: Consecutive stable clusterings `halt_when_stable` needs.
         seed: Seed from which every epoch's k-means and head seeds are derived.
         feature_batch_size: Batch size of the feature extraction.
         on_progress: Called as ``on_progress(phase, done, total)`` while an
@@ -73,6 +85,8 @@ class Reclustering(keras.callbacks.Callback):
         kmeans_backend: str = "auto",
         kmeans_iterations: int = 20,
         halt_after: int | None = None,
+        halt_when_stable: float | None = None,
+        halt_patience: int = 3,
         seed: int = 0,
         feature_batch_size: int = 256,
         on_progress: Callable[[str, int, int], None] | None = None,
@@ -90,6 +104,11 @@ class Reclustering(keras.callbacks.Callback):
                     f"got shape {labels.shape}."
                 )
         _check_optional_int("halt_after", halt_after)
+        _check_optional_int("halt_patience", halt_patience)
+        if halt_when_stable is not None and not 0 < halt_when_stable <= 1:
+            raise ValueError(
+                f"halt_when_stable must be a threshold in (0, 1] or None; got {halt_when_stable!r}."
+            )
         _check_optional_int("pca_dim", pca_dim)
         _check_optional_int("kmeans_iterations", kmeans_iterations)
         _check_optional_int("feature_batch_size", feature_batch_size)
@@ -106,6 +125,12 @@ class Reclustering(keras.callbacks.Callback):
         self.kmeans_backend = kmeans_backend
         self.kmeans_iterations = kmeans_iterations
         self.halt_after = halt_after
+        self.halt_when_stable = halt_when_stable
+        self.halt_patience = halt_patience
+        # The first epoch that does not re-cluster, and why.
+        self.halted_at: int | None = halt_after
+        self.halt_reason: str | None = None if halt_after is None else f"halt_after={halt_after}"
+        self._stability: list[float] = []
         self.seed = seed
         self.feature_batch_size = feature_batch_size
         self.on_progress = on_progress or (lambda phase, done, total: None)
@@ -118,7 +143,7 @@ class Reclustering(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         model = self.model
-        halted = self.halt_after is not None and epoch >= self.halt_after
+        halted = self.halted_at is not None and epoch >= self.halted_at
         if halted and self.pseudo_labels is not None:
             labels, stats = self.pseudo_labels, _halted_stats()
         else:
@@ -127,6 +152,14 @@ class Reclustering(keras.callbacks.Callback):
         self.data.set_pseudo_labels(labels, epoch)
         model.reset_head(derive_seed(self.seed, epoch, _HEAD_STREAM))
         self._epoch_logs = {**stats, **self._label_stats(labels)}
+        if not halted and self.halt_when_stable is not None:
+            self._stability.append(self._epoch_logs["nmi_previous"])
+            if stable_since(self._stability, self.halt_when_stable, self.halt_patience):
+                self.halted_at = epoch + 1
+                self.halt_reason = (
+                    f"NMI(t, t-1) >= {self.halt_when_stable} for {self.halt_patience} "
+                    f"clusterings in a row (epochs {epoch + 1 - self.halt_patience}-{epoch})"
+                )
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -143,7 +176,7 @@ class Reclustering(keras.callbacks.Callback):
         result = clustering.cluster_features(
             features,
             model.num_clusters,
-            seed=derive_seed(self.seed, epoch, _KMEANS_STREAM),
+            seed=kmeans_seed(self.seed, epoch),
             pca_dim=self.pca_dim,
             pca_backend=self.pca_backend,
             kmeans_backend=self.kmeans_backend,
@@ -170,10 +203,24 @@ class Reclustering(keras.callbacks.Callback):
             "cluster_min": float(sizes[sizes > 0].min()),
             "cluster_max": float(sizes.max()),
         }
-        if self.labels is not None:
-            stats["nmi_labels"] = nmi(labels, self.labels)
-            stats["label_entropy"] = label_entropy(labels, self.labels)
+        known = None if self.labels is None else self.labels >= 0
+        if known is not None and known.any():
+            stats["nmi_labels"] = nmi(labels[known], self.labels[known])
+            stats["label_entropy"] = label_entropy(labels[known], self.labels[known])
         return stats
+
+
+def stable_since(nmi_previous: list[float], threshold: float, patience: int) -> bool:
+    """Whether the last `patience` values of NMI(t, t-1) are all >= `threshold`.
+
+    NaN (the first clustering has no predecessor) never counts as stable.
+
+    Example:
+    >>> stable_since([float("nan"), 0.8, 0.93, 0.95, 0.96], threshold=0.9, patience=3)
+    True
+    """
+    recent = nmi_previous[-patience:]
+    return len(recent) == patience and all(value >= threshold for value in recent)
 
 
 def _halted_stats():

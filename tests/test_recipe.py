@@ -31,7 +31,8 @@ def test_toml_round_trip(tmp_path, name):
     path = tmp_path / "config.toml"
     path.write_text(recipe.to_toml())
     again = load_recipe(path)
-    assert dataclasses.replace(again, name=recipe.name, origin=recipe.origin) == recipe
+    assert again.name == name  # the name is kept, not the file's stem
+    assert dataclasses.replace(again, origin=recipe.origin) == recipe
 
 
 def write(tmp_path, text):
@@ -57,7 +58,7 @@ def write(tmp_path, text):
          r"halt_after=3 is larger than epochs=2"),
         ('[data]\nsource = "idx"\n', r"bad.toml: \[data\] dataset is required"),
         ('[model]\nbackbone = "lenet"\nclusters = 5\n[[data]]\n', r"unknown key 'data'"),
-        ('seed = 3\n', r"bad.toml: unknown key 'seed'; a recipe has description and the sections"),
+        ('seed = 3\n', r"bad.toml: unknown key 'seed'; a recipe has name, description and the sections"),
         ('[data\n', r"bad.toml: not valid TOML"),
     ],
 )

@@ -1,6 +1,7 @@
 """Evaluation: cluster agreement metrics and the linear probe."""
 
 from keras_deepcluster.evaluation.cluster_metrics import label_entropy, label_noise, nmi
+from keras_deepcluster.evaluation.filter_quality import FilterQuality, filter_quality
 from keras_deepcluster.evaluation.linear_probe import InverseSqrtDecay, ProbeResult, linear_probe
 
-__all__ = ["InverseSqrtDecay", "ProbeResult", "label_entropy", "label_noise", "linear_probe", "nmi"]
+__all__ = ["FilterQuality", "InverseSqrtDecay", "ProbeResult", "filter_quality", "label_entropy", "label_noise", "linear_probe", "nmi"]

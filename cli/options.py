@@ -1,0 +1,155 @@
+"""What the commands share: option types and decorators, the backend switch, errors.
+
+Nothing here imports keras: `--backend` must act before its first import.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from keras_deepcluster_cli.recipe import Recipe, RecipeError, check_value, load_recipe
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def make_console() -> Console:
+    # Rich draws 80 columns when not on a terminal; logs and CI get room for the tables.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+class OptionalInt(click.ParamType):
+    """An integer, or "none" to switch a setting off."""
+
+    name = "integer|none"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value is None:
+            return value
+        if str(value).lower() == "none":
+            return "none"
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither an integer nor 'none'.", param, ctx)
+
+
+class IntList(click.ParamType):
+    """Comma-separated integers and ranges ("5,10,50", "0-99", "1-3,7"); with
+    `allow_none`, "none" too (a setting switched off)."""
+
+    name = "list"
+
+    def __init__(self, allow_none: bool = False):
+        self.allow_none = allow_none
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        values = []
+        for part in str(value).split(","):
+            part = part.strip()
+            try:
+                if self.allow_none and part.lower() == "none":
+                    values.append(None)
+                elif "-" in part.lstrip("-"):
+                    low, high = (int(x) for x in part.split("-", 1))
+                    if high < low:
+                        self.fail(f"range {part!r} is empty (it runs backwards).", param, ctx)
+                    values.append(range(low, high + 1))
+                else:
+                    values.append(int(part))
+            except ValueError:
+                kinds = "integers, ranges like 0-9" + (" or 'none'" if self.allow_none else "")
+                self.fail(f"{part!r} in {value!r} is not an integer; give {kinds}, comma-separated.",
+                          param, ctx)
+        flat = [v for item in values for v in (item if isinstance(item, range) else [item])]
+        if not flat:
+            self.fail(f"{value!r} holds no values.", param, ctx)
+        return list(dict.fromkeys(flat))  # keep order, drop repeats
+
+
+def checked(ctx, param, value):
+    """Validates a recipe override with the recipe's own rules (type and range)."""
+    if value is None:
+        return None
+    for setting in value if isinstance(value, list) else [value]:
+        try:
+            check_value(param.name, None if setting == "none" else setting)
+        except RecipeError as error:
+            raise click.BadParameter(str(error), ctx, param) from None
+    return value
+
+
+def override(*names, **kwargs):
+    """An option that overrides the recipe setting named by its destination."""
+    return click.option(*names, default=None, callback=checked, **kwargs)
+
+
+def backend_option(command):
+    return click.option("--backend", type=click.Choice(BACKENDS),
+                        help="Keras backend (default: $KERAS_BACKEND, else tensorflow).")(command)
+
+
+def data_options(command):
+    """--limit, --source and --data-dir: where the images come from."""
+    for option in reversed([
+        override("--limit", type=OptionalInt(), help="Use the first N training images ('none': all)."),
+        override("--source", type=str, help="Data source: tfds, idx, npz, folder or digits."),
+        override("--data-dir", "data_dir", type=click.Path(exists=True, readable=True),
+                 help="Data directory (TFDS data_dir, IDX folder, image folder) or the .npz file."),
+    ]):
+        command = option(command)
+    return command
+
+
+def output_options(command):
+    command = click.option("--overwrite", is_flag=True,
+                           help="Replace what --out already holds (a run of other settings).")(command)
+    return click.option("--out", type=click.Path(path_type=Path), help="Output directory.")(command)
+
+
+def use_backend(backend: str | None) -> None:
+    """Sets KERAS_BACKEND; too late once keras is imported with another backend."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if backend is None:
+        return
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].backend.backend()
+        if current != backend:
+            raise click.UsageError(
+                f"--backend {backend}: keras is already running on {current} in this process; "
+                f"set KERAS_BACKEND={backend} before starting Python instead."
+            )
+    os.environ["KERAS_BACKEND"] = backend
+
+
+def resolve_recipe(name: str, overrides: dict) -> Recipe:
+    """The recipe called `name` with the given options (None: not given) applied."""
+    try:
+        recipe = load_recipe(name)
+    except RecipeError as error:
+        raise click.BadParameter(str(error), param_hint="RECIPE") from None
+    changes = {k: (None if v == "none" else v) for k, v in overrides.items() if v is not None}
+    if "data_dir" in changes:
+        changes["data_dir"] = str(Path(changes["data_dir"]).resolve())
+    try:
+        return recipe.replace(**changes) if changes else recipe
+    except RecipeError as error:
+        raise click.UsageError(str(error)) from None
+
+
+class user_errors:
+    """Turns the library's input errors into a one-line CLI error (no traceback)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None and issubclass(kind, (ValueError, FloatingPointError, OSError)):
+            raise click.ClickException(str(error)) from None
+        return False

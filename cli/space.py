@@ -1,0 +1,112 @@
+"""`deepcluster space`: the quality of the random filters of many seeds (paper §4.4)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from keras_deepcluster_cli.options import (IntList, backend_option, checked, data_options,
+                                           make_console, output_options, resolve_recipe,
+                                           use_backend, user_errors)
+from keras_deepcluster_cli.run_directory import RunDirectory
+
+RESULTS = "space.csv"
+HISTOGRAM = "space_nmi.png"
+COLUMNS = ("seed", "nmi", "label_entropy", "label_noise", "seconds")
+
+
+@click.command()
+@click.argument("recipe")
+@click.option("--seeds", required=True, type=IntList(),
+              help="Seeds to score: integers and ranges, e.g. 0-99 or 1,5,9-12.")
+@click.option("--clusters", "-k", type=int, callback=checked, help="k (default: the recipe's).")
+@backend_option
+@data_options
+@output_options
+def space(recipe, seeds, clusters, backend, out, overwrite, **data):
+    """Random-filter quality: for each seed, cluster the features of the
+    untrained network once and score the clusters against the labels (NMI,
+    mean per-cluster label entropy and noise). Writes space.csv and a
+    histogram; resumable: run it again and it scores only the missing seeds.
+
+    The k-means of a seed is the first clustering of `deepcluster train` with
+    that seed, so NMI here is that run's epoch-0 NMI.
+
+    \b
+    Examples:
+      deepcluster space fashion_mnist --seeds 0-99 --source idx \\
+          --data-dir /usr/share/datasets/fashion-mnist
+      deepcluster space digits --seeds 0-19 -k 10 --out runs/space-digits
+    """
+    use_backend(backend)
+    if any(seed < 0 for seed in seeds):
+        raise click.BadParameter("seeds must be >= 0.", param_hint="--seeds")
+    recipe = resolve_recipe(recipe, {"clusters": clusters, **data})
+    from keras_deepcluster_cli import plots, training
+
+    import keras
+    import keras_deepcluster as kdc
+
+    console = make_console()
+    out = out or Path("runs") / f"space-{recipe.name}-k{recipe.clusters}"
+    run = RunDirectory(out)
+    with user_errors():
+        data_ = training.load_data(recipe)
+        if data_.y_train is None:
+            raise ValueError(f"{recipe.dataset} has no labels; `space` scores clusters against labels.")
+        resumed = run.open(recipe.replace(seed=0).to_toml(), overwrite)
+        done = {int(row["seed"]): row for row in read_results(run)}
+        todo = [seed for seed in seeds if seed not in done]
+        console.print(f"space: {recipe.name}, k={recipe.clusters}, {len(data_.x_train)} images; "
+                      f"{len(seeds) - len(todo)} of {len(seeds)} seeds already scored"
+                      + (" (resumed)" if resumed else ""))
+        views = training.image_views(recipe)
+        shape = (views.size, views.size, data_.x_train.shape[-1])
+        with console.status("") as status:
+            for i, seed in enumerate(todo):
+                status.update(f"seed {seed} ({i + 1} of {len(todo)})")
+                keras.utils.clear_session()
+                quality = kdc.evaluation.filter_quality(
+                    training.build_backbone(recipe.replace(seed=seed), shape), data_.x_train,
+                    data_.y_train, views, recipe.clusters, seed, recipe.pca, recipe.kmeans,
+                )
+                done[seed] = {"seed": seed, "nmi": quality.nmi, "label_entropy": quality.label_entropy,
+                              "label_noise": quality.label_noise, "seconds": quality.seconds}
+                write_results(run, done.values())
+        rows = [done[seed] for seed in seeds]
+        plots.space_histogram(rows, run.path / HISTOGRAM,
+                              f"{recipe.name}: random-filter quality, k={recipe.clusters}")
+    console.print(results_table(rows, f"space {recipe.name} k={recipe.clusters}"))
+    nmis = sorted(row["nmi"] for row in rows)
+    console.print(f"NMI over {len(rows)} seeds: mean {sum(nmis) / len(nmis):.4f}, min {nmis[0]:.4f}, "
+                  f"max {nmis[-1]:.4f}; written to {out / RESULTS} and {out / HISTOGRAM}")
+
+
+def read_results(run: RunDirectory) -> list[dict]:
+    path = run.path / RESULTS
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_results(run: RunDirectory, rows) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda row: row["seed"]))
+    run.write_text(RESULTS, text.getvalue())
+
+
+def results_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("seed", "NMI", "label entropy", "label noise", "seconds"):
+        table.add_column(column, justify="right")
+    for row in sorted(rows, key=lambda r: -r["nmi"]):
+        table.add_row(f"{row['seed']:.0f}", f"{row['nmi']:.4f}", f"{row['label_entropy']:.3f}",
+                      f"{row['label_noise']:.3f}", f"{row['seconds']:.1f}")
+    return table
