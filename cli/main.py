@@ -13,7 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from keras_deepcluster_cli import report, space, sweep
+from keras_deepcluster_cli import report, selection, space, sweep
 from keras_deepcluster_cli.options import (OptionalInt, backend_option, data_options, make_console,
                                            output_options, override, resolve_recipe, use_backend,
                                            user_errors)
@@ -194,7 +194,7 @@ def _print_config(console: Console, recipe: Recipe, backend: str, out: Path) -> 
     console.print(f"run directory: {out}")
 
 
-for _command in (space.space, sweep.sweep, report.report):
+for _command in (space.space, sweep.sweep, report.report, selection.select):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -98,15 +98,23 @@ class RunDirectory:
         settings continue where they stopped; other settings are refused
         unless `overwrite`.
         """
+        self.check_replaceable(config_toml, overwrite)
         if self.is_run and not overwrite:
-            if self.read_config() == config_toml:
-                return True
+            return True
+        self.create(config_toml, overwrite)
+        return False
+
+    def holds(self, config_toml: str) -> bool:
+        """Whether a finished run of exactly this config is here."""
+        return self.is_finished and self.read_config() == config_toml
+
+    def check_replaceable(self, config_toml: str, overwrite: bool = False) -> None:
+        """Refuses (unless `overwrite`) a run here of settings other than `config_toml`."""
+        if self.is_run and not overwrite and self.read_config() != config_toml:
             raise RunDirectoryError(
                 f"{self.path} holds a run of other settings ({self.path / self.CONFIG}); "
                 "pass --overwrite to replace it, or choose another --out."
             )
-        self.create(config_toml, overwrite)
-        return False
 
     def read_config(self) -> str:
         if not self.is_run:

@@ -59,7 +59,7 @@ def space(recipe, seeds, clusters, backend, out, overwrite, **data):
         if data_.y_train is None:
             raise ValueError(f"{recipe.dataset} has no labels; `space` scores clusters against labels.")
         resumed = run.open(recipe.replace(seed=0).to_toml(), overwrite)
-        done = {int(row["seed"]): row for row in read_results(run)}
+        done = {row["seed"]: row for row in read_results(run)}
         todo = [seed for seed in seeds if seed not in done]
         console.print(f"space: {recipe.name}, k={recipe.clusters}, {len(data_.x_train)} images; "
                       f"{len(seeds) - len(todo)} of {len(seeds)} seeds already scored"
@@ -91,7 +91,8 @@ def read_results(run: RunDirectory) -> list[dict]:
     if not path.is_file():
         return []
     with path.open() as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{**{k: float(v) for k, v in row.items()}, "seed": int(row["seed"])}
+                for row in csv.DictReader(f)]
 
 
 def write_results(run: RunDirectory, rows) -> None:

@@ -70,9 +70,7 @@ def sweep(recipe, clusters, seed, halt_after, pca, probe, probe_random, probe_ep
             raise ValueError(f"{out} is a file, not a directory; choose another --out.")
         runs = [RunDirectory(out / run_name(r)) for r in recipes]
         for run, r in zip(runs, recipes):  # refuse other settings before any work
-            if run.is_run and not overwrite and run.read_config() != r.to_toml():
-                raise ValueError(f"{run.path} holds a run of other settings; pass --overwrite "
-                                 "to replace it, or choose another --out.")
+            run.check_replaceable(r.to_toml(), overwrite)
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.json").write_text(json.dumps(
             {"recipe": base.name, "grid": grid, "runs": [run.path.name for run in runs]}, indent=1))
@@ -84,7 +82,7 @@ def sweep(recipe, clusters, seed, halt_after, pca, probe, probe_random, probe_ep
         with bars:
             for run, r in zip(runs, recipes):
                 bars.update(grid_task, description=run.path.name[:17])
-                if not run.is_finished or run.read_config() != r.to_toml():
+                if not run.holds(r.to_toml()):
                     progress = TrainingProgress(console, r.epochs, progress=bars)
                     pretraining = training.Pretraining.build(r, data, on_progress=progress.on_progress)
                     run.create(r.to_toml(), overwrite=True)  # same settings, or --overwrite

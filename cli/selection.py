@@ -1,0 +1,178 @@
+"""`deepcluster select`: choose seed, k and halt epoch with a few labelled images.
+
+The Deep Dive paper's proposal (digest §4.8), made concrete:
+
+1. **seed** — the candidate whose untrained network clusters the labelled
+   images best (NMI of one k-means, `filter_quality`);
+2. **k** — a short trial run per candidate k with that seed; each trial's
+   backbone gets a linear probe trained on one part of the labelled images
+   and scored on the rest (held out); the best held-out accuracy wins;
+3. **halt epoch** — in the winning trial, the epoch whose pseudo-labels agree
+   best with the labelled images (NMI on them); halt after it, or never if
+   the agreement still rose at the trial's last epoch;
+
+then it trains with the chosen settings. Only the `--labelled` images' labels
+are used for choosing; the final run's history reports NMI against all labels
+when the data has them, for the record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.table import Table
+
+from keras_deepcluster_cli.options import (IntList, backend_option, checked, data_options,
+                                           make_console, output_options, override,
+                                           resolve_recipe, use_backend, user_errors)
+from keras_deepcluster_cli.run_directory import RunDirectory
+
+
+@click.command()
+@click.argument("recipe")
+@click.option("--labelled", required=True, type=click.IntRange(min=10),
+              help="How many training images may be used with their labels.")
+@click.option("--seeds", "seed", type=IntList(), callback=checked, default="0-9",
+              show_default=True, help="Candidate seeds.")
+@click.option("--clusters", "-k", type=IntList(), callback=checked,
+              help="Candidate k (default: the recipe's k, half and double it).")
+@click.option("--trial-epochs", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Epochs of each trial run.")
+@click.option("--holdout", type=click.FloatRange(0.1, 0.9), default=0.5, show_default=True,
+              help="Fraction of the labelled images held out to score the trial probes.")
+@override("--epochs", type=int, help="Epochs of the final run (default: the recipe's).")
+@click.option("--probe", is_flag=True, help="Linear-probe the final run (all labels, probe.json).")
+@backend_option
+@data_options
+@output_options
+def select(recipe, labelled, seed, clusters, trial_epochs, holdout, probe, backend, out,
+           overwrite, **overrides):
+    """Choose the seed, k and halt epoch of RECIPE with only --labelled labelled
+    images, say why, and train with them. Trials and the final run are run
+    directories under --out; selection.json records every score. Resumable.
+
+    \b
+    Examples:
+      deepcluster select fashion_mnist --labelled 1000 --seeds 0-19 -k 5,10,50 \\
+          --source idx --data-dir /usr/share/datasets/fashion-mnist --epochs 15
+      deepcluster select digits --labelled 200 --seeds 0-4 --trial-epochs 3
+    """
+    use_backend(backend)
+    base = resolve_recipe(recipe, overrides)
+    candidates_k = clusters or sorted({max(2, base.clusters // 2), base.clusters, 2 * base.clusters})
+    if trial_epochs > base.epochs:
+        raise click.BadParameter(f"{trial_epochs} is more than the final run's {base.epochs} epochs.",
+                                 param_hint="--trial-epochs")
+    from keras_deepcluster_cli import training
+
+    import keras
+    import keras_deepcluster as kdc
+
+    console = make_console()
+    out = out or Path("runs") / f"select-{base.name}-n{labelled}"
+    with user_errors():
+        data = training.load_data(base)
+        if data.y_train is None:
+            raise ValueError(f"{base.dataset} has no labels; `select` needs --labelled of them.")
+        if labelled > len(data.x_train):
+            raise ValueError(f"--labelled {labelled} is more than the {len(data.x_train)} training images.")
+        rng = np.random.default_rng(base.seed)
+        chosen = np.sort(rng.choice(len(data.x_train), labelled, replace=False))
+        held = np.zeros(labelled, bool)
+        held[rng.choice(labelled, round(holdout * labelled), replace=False)] = True
+        partial = np.full(len(data.x_train), -1, np.int64)
+        partial[chosen] = data.y_train[chosen]
+        known = dataclasses.replace(data, y_train=partial, x_test=None, y_test=None)
+        views = training.image_views(base)
+        shape = (views.size, views.size, data.x_train.shape[-1])
+        out.mkdir(parents=True, exist_ok=True)
+
+        # 1. The seed: filter quality on the labelled images.
+        seed_scores = {}
+        with console.status("scoring the seeds' random filters on the labelled images"):
+            for s in seed:
+                keras.utils.clear_session()
+                seed_scores[s] = kdc.evaluation.filter_quality(
+                    training.build_backbone(base.replace(seed=s), shape), data.x_train[chosen],
+                    data.y_train[chosen], views, base.clusters, s, base.pca, base.kmeans).nmi
+        best_seed = max(seed_scores, key=seed_scores.get)
+
+        # 2. k: trial runs, probed on the held-out labelled images.
+        trials = {}
+        for k in candidates_k:
+            trial = base.replace(seed=best_seed, clusters=k, epochs=trial_epochs, halt_after=None,
+                                 halt_when_stable=None)
+            run = RunDirectory(out / f"trial-k{k}")
+            run.check_replaceable(trial.to_toml(), overwrite)
+            if not run.holds(trial.to_toml()):
+                with console.status(f"trial run k={k}, {trial_epochs} epochs"):
+                    pretraining = training.Pretraining.build(trial, known)
+                    run.create(trial.to_toml(), overwrite=True)
+                    pretraining.fit(run)
+            if not (run.path / "probe_labelled.json").is_file():
+                with console.status(f"probing trial k={k} on the labelled images"):
+                    result = kdc.evaluation.linear_probe(
+                        keras.saving.load_model(run.path / RunDirectory.MODEL).backbone,
+                        base.probe_layer, (data.x_train[chosen][~held], data.y_train[chosen][~held]),
+                        (data.x_train[chosen][held], data.y_train[chosen][held]), views,
+                        epochs=base.probe_epochs, flip=base.probe_flip, seed=best_seed)
+                    run.write_json("probe_labelled.json", {"accuracy": result.accuracy})
+            nmis = [row["nmi_labels"] for row in run.read_history()]
+            trials[k] = {"probe_heldout": run.read_json("probe_labelled.json")["accuracy"],
+                         "nmi_labelled": nmis}
+        best_k = max(trials, key=lambda k: trials[k]["probe_heldout"])
+
+        # 3. The halt epoch: where the pseudo-labels agreed best with the labelled images.
+        nmis = trials[best_k]["nmi_labelled"]
+        peak = int(np.argmax(nmis))
+        halt = peak + 1 if peak + 1 < len(nmis) else None
+        final = base.replace(seed=best_seed, clusters=best_k, halt_after=halt)
+        reasons = {
+            "seed": f"seed {best_seed}: NMI {seed_scores[best_seed]:.4f} of k-means (k={base.clusters}) "
+                    f"on its random features of the {labelled} labelled images, best of {len(seed)}",
+            "clusters": f"k={best_k}: held-out probe accuracy {trials[best_k]['probe_heldout']:.2%} "
+                        f"after {trial_epochs} trial epochs, best of k in {candidates_k}",
+            "halt_after": (f"halt after {halt} epochs: NMI with the labelled images peaked at "
+                           f"epoch {peak} ({nmis[peak]:.4f}) of the trial" if halt else
+                           f"never halt: NMI with the labelled images still peaked at the trial's "
+                           f"last epoch ({nmis[peak]:.4f})"),
+        }
+        selection = {"labelled": labelled, "holdout": holdout, "seed_nmi": seed_scores,
+                     "trials": trials, "chosen": {"seed": best_seed, "clusters": best_k,
+                                                  "halt_after": halt}, "why": reasons}
+        (out / "selection.json").write_text(json.dumps(selection, indent=1, default=str))
+        console.print(_table(seed_scores, trials))
+        for line in reasons.values():
+            console.print(f"[bold]chosen[/bold] {line}")
+
+        # 4. The final run.
+        run = RunDirectory(out / "final")
+        run.check_replaceable(final.to_toml(), overwrite)
+        if not run.holds(final.to_toml()):
+            from keras_deepcluster_cli.progress import TrainingProgress
+
+            progress = TrainingProgress(console, final.epochs)
+            pretraining = training.Pretraining.build(final, data, on_progress=progress.on_progress)
+            run.create(final.to_toml(), overwrite=True)
+            pretraining.fit(run, callbacks=[progress])
+        if probe and not (run.path / "probe.json").is_file():
+            with console.status("probing the final run"):
+                training.probe(final, data, run)
+    summary = run.read_json(RunDirectory.SUMMARY)
+    console.print(f"final run {run.path}: {summary['wall_seconds']:.0f} s"
+                  + (f", probe {run.read_json('probe.json')['accuracy']:.2%}" if probe else ""))
+
+
+def _table(seed_scores: dict, trials: dict) -> Table:
+    table = Table(title="candidates")
+    for column in ("candidate", "score", "on"):
+        table.add_column(column, justify="right")
+    for s, score in sorted(seed_scores.items(), key=lambda item: -item[1]):
+        table.add_row(f"seed {s}", f"{score:.4f}", "NMI, random filters")
+    for k, trial in trials.items():
+        table.add_row(f"k={k}", f"{trial['probe_heldout']:.2%}", "held-out probe accuracy")
+    return table
