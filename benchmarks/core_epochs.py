@@ -27,8 +27,15 @@ from keras_deepcluster_cli import training
 from keras_deepcluster_cli.recipe import load_recipe
 from keras_deepcluster_cli.run_directory import RunDirectory
 
-OVERRIDES = {"limit": int, "epochs": int, "clusters": int, "seed": int, "epoch_multiplier": int,
-             "source": str, "data_dir": str}
+OVERRIDES = {
+    "limit": int,
+    "epochs": int,
+    "clusters": int,
+    "seed": int,
+    "epoch_multiplier": int,
+    "source": str,
+    "data_dir": str,
+}
 
 
 def main() -> None:
@@ -56,19 +63,44 @@ def main() -> None:
     print("epoch  recluster_s  train_s  nmi_labels  nmi_previous  loss")
     for h in history:
         recluster = h["seconds_features"] + h["seconds_pca"] + h["seconds_kmeans"]
-        rows.append(dict(epoch=int(h["epoch"]), recluster_s=recluster, train_s=h["seconds_train"],
-                         **{k: h.get(k) for k in ("nmi_labels", "nmi_previous", "loss",
-                                                  "seconds_features", "seconds_kmeans")}))
-        print(f"{int(h['epoch']):5d}  {recluster:11.2f}  {h['seconds_train']:7.2f}  "
-              f"{h.get('nmi_labels', float('nan')):10.4f}  {h['nmi_previous']:12.4f}  {h['loss']:.3f}")
+        rows.append(
+            dict(
+                epoch=int(h["epoch"]),
+                recluster_s=recluster,
+                train_s=h["seconds_train"],
+                **{
+                    k: h.get(k)
+                    for k in (
+                        "nmi_labels",
+                        "nmi_previous",
+                        "loss",
+                        "seconds_features",
+                        "seconds_kmeans",
+                    )
+                },
+            )
+        )
+        print(
+            f"{int(h['epoch']):5d}  {recluster:11.2f}  {h['seconds_train']:7.2f}  "
+            f"{h.get('nmi_labels', float('nan')):10.4f}  {h['nmi_previous']:12.4f}  {h['loss']:.3f}"
+        )
     print(f"wall {wall:.1f} s")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(dict(
-            backend=keras.backend.backend(), recipe=recipe.sections(), images=len(data.x_train),
-            wall_s=wall, epochs=rows, machine=platform.processor() or platform.machine(),
-            cpus=os.cpu_count(),
-        ), indent=1))
+        args.out.write_text(
+            json.dumps(
+                dict(
+                    backend=keras.backend.backend(),
+                    recipe=recipe.sections(),
+                    images=len(data.x_train),
+                    wall_s=wall,
+                    epochs=rows,
+                    machine=platform.processor() or platform.machine(),
+                    cpus=os.cpu_count(),
+                ),
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ backend, images/s of:
 * ``plain``: the same network as a plain functional `keras.Model`, compiled
   with sparse cross-entropy, no weight decay (the floor any route can reach).
 
-    KERAS_BACKEND=torch python benchmarks/train_step_routes.py --out docs/benchmarks/train_step_torch.json
+    KERAS_BACKEND=torch python benchmarks/train_step_routes.py \
+        --out docs/benchmarks/train_step_torch.json
 """
 
 from __future__ import annotations
@@ -47,10 +48,16 @@ def main() -> None:
     backbone = kdc.backbones.lenet(seed=0)
     logits = keras.layers.Dense(10)(keras.layers.ReLU()(backbone.output))
     plain = keras.Model(backbone.input, logits)
-    plain.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    plain.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
 
-    result = {"backend": keras.backend.backend(), "images": args.images, "batch_size": args.batch_size}
+    result = {
+        "backend": keras.backend.backend(),
+        "images": args.images,
+        "batch_size": args.batch_size,
+    }
     # Interleave the two so that machine noise hits both alike.
     models = {"deepcluster": deepcluster, "plain": plain}
     for model in models.values():
@@ -61,7 +68,9 @@ def main() -> None:
             runs[name].append(images_per_second(model, x, y, args.batch_size))
     for name, values in runs.items():
         result[f"{name}_images_per_s"] = float(np.median(values))
-    result["overhead_percent"] = 100 * (result["plain_images_per_s"] / result["deepcluster_images_per_s"] - 1)
+    result["overhead_percent"] = 100 * (
+        result["plain_images_per_s"] / result["deepcluster_images_per_s"] - 1
+    )
     print(json.dumps(result))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

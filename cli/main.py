@@ -14,15 +14,25 @@ from rich.console import Console
 from rich.table import Table
 
 from keras_deepcluster_cli import report, selection, space, sweep
-from keras_deepcluster_cli.options import (OptionalInt, backend_option, data_options, make_console,
-                                           output_options, override, resolve_recipe, use_backend,
-                                           user_errors)
+from keras_deepcluster_cli.options import (
+    OptionalInt,
+    backend_option,
+    data_options,
+    interruptible,
+    make_console,
+    output_options,
+    override,
+    resolve_recipe,
+    use_backend,
+    user_errors,
+)
 from keras_deepcluster_cli.recipe import Recipe, load_recipe, recipe_names
 from keras_deepcluster_cli.run_directory import RunDirectory
 
 # The TFDS names the `datasets` command looks for.
 TFDS_DATASETS = ("mnist", "fashion_mnist", "svhn_cropped", "cifar10")
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="keras-deepcluster")
@@ -43,19 +53,36 @@ def main():
 @backend_option
 @override("--clusters", "-k", type=int, help="Number of clusters k.")
 @override("--epochs", type=int, help="Epochs (one clustering + one training pass each).")
-@override("--halt-after", "halt_after", type=OptionalInt(),
-          help="Freeze the pseudo-labels after this many epochs ('none': never).")
-@override("--halt-when-stable", "halt_when_stable", type=float,
-          help="Freeze the pseudo-labels once NMI(t, t-1) stays >= this for --halt-patience epochs.")
-@override("--halt-patience", "halt_patience", type=int,
-          help="Consecutive stable clusterings --halt-when-stable needs (default 3).")
+@override(
+    "--halt-after",
+    "halt_after",
+    type=OptionalInt(),
+    help="Freeze the pseudo-labels after this many epochs ('none': never).",
+)
+@override(
+    "--halt-when-stable",
+    "halt_when_stable",
+    type=float,
+    help="Freeze the pseudo-labels once NMI(t, t-1) stays >= this for --halt-patience epochs.",
+)
+@override(
+    "--halt-patience",
+    "halt_patience",
+    type=int,
+    help="Consecutive stable clusterings --halt-when-stable needs (default 3).",
+)
 @override("--seed", type=int, help="Seed of the weights, sampler, augmentation and k-means.")
 @override("--batch-size", "batch_size", type=int, help="Training batch size.")
 @override("--lr", type=float, help="SGD learning rate.")
 @override("--pca", type=OptionalInt(), help="PCA-whitening dimension ('none': no PCA).")
 @data_options
 @output_options
-def train(recipe, backend, out, overwrite, **overrides):
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path),
+    help="Continue the unfinished run in this directory, with its own settings.",
+)
+def train(recipe, backend, out, overwrite, resume, **overrides):
     """Pretrain with DeepCluster as RECIPE says (a recipe name or a .toml file).
 
     Options override the recipe. Writes a run directory: config.toml,
@@ -68,29 +95,51 @@ def train(recipe, backend, out, overwrite, **overrides):
       deepcluster train fashion_mnist --source idx \\
           --data-dir /usr/share/datasets/fashion-mnist --epochs 3 --backend jax
       deepcluster train mnist -k 10 --halt-after 5 --limit 10000 --out runs/mnist-k10
+      deepcluster train digits --resume runs/digits-tensorflow-k10-seed61   # after a crash
     """
     use_backend(backend)
     recipe = resolve_recipe(recipe, overrides)
+    if resume is not None:
+        with user_errors():
+            recipe = _resumable(RunDirectory(resume), recipe, overrides)
+        out = resume
+    import keras
+
     from keras_deepcluster_cli import training  # imports keras, after the backend is set
     from keras_deepcluster_cli.progress import TrainingProgress, metrics_table
-
-    import keras
 
     console = make_console()
     backend = keras.backend.backend()
     out = out or Path("runs") / f"{recipe.name}-{backend}-k{recipe.clusters}-seed{recipe.seed}"
     run = RunDirectory(out)
     with user_errors():
-        run.check_writable(overwrite)
+        if resume is None:
+            run.check_writable(overwrite)
         _print_config(console, recipe, backend, out)
         with console.status(f"loading {recipe.dataset} ({recipe.source})"):
             data = training.load_data(recipe)
-        console.print(f"data: {len(data.x_train)} training images {data.x_train.shape[1:]}"
-                      + ("" if data.y_train is not None else ", unlabelled"))
+        console.print(
+            f"data: {len(data.x_train)} training images {data.x_train.shape[1:]}"
+            + ("" if data.y_train is not None else ", unlabelled")
+        )
         progress = TrainingProgress(console, recipe.epochs)
         pretraining = training.Pretraining.build(recipe, data, on_progress=progress.on_progress)
-        run.create(recipe.to_toml(), overwrite)
-        pretraining.fit(run, callbacks=[progress])
+        if resume is None:
+            run.create(recipe.to_toml(), overwrite)
+        else:
+            checkpoint = run.read_checkpoint()
+            console.print(
+                f"resuming after epoch {checkpoint['epoch']}"
+                if checkpoint
+                else "resuming from the start (no epoch had finished)"
+            )
+        with interruptible(
+            console, f"continue with: deepcluster train {recipe.name} --resume {out}"
+        ):
+            try:
+                pretraining.fit(run, callbacks=[progress], resume=resume is not None)
+            finally:
+                progress.progress.stop()
     rows = run.read_history()
     console.print(metrics_table(rows, title=f"{recipe.name} on {backend}"))
     summary = run.read_json(RunDirectory.SUMMARY)
@@ -101,8 +150,11 @@ def train(recipe, backend, out, overwrite, **overrides):
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--layer", help="Layer to tap (default: the recipe's [probe] layer).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Probe epochs (default: the recipe's).")
-@click.option("--random", is_flag=True,
-             help="Probe the untrained network of the same seed instead of the trained one.")
+@click.option(
+    "--random",
+    is_flag=True,
+    help="Probe the untrained network of the same seed instead of the trained one.",
+)
 def probe(run_dir, layer, epochs, random):
     """Linear probe of the run in RUN_DIR: test accuracy of a linear classifier
     trained on a frozen layer. Writes probe.json (probe_random.json with --random).
@@ -141,22 +193,50 @@ def recipes():
     """
     console = make_console()
     table = Table(title="recipes (deepcluster train NAME)", box=box.SIMPLE_HEAD)
-    for column in ("name", "dataset", "source", "backbone", "k", "epochs", "batch", "lr",
-                   "momentum", "wd", "pca", "seed", "probe"):
+    for column in (
+        "name",
+        "dataset",
+        "source",
+        "backbone",
+        "k",
+        "epochs",
+        "batch",
+        "lr",
+        "momentum",
+        "wd",
+        "pca",
+        "seed",
+        "probe",
+    ):
         table.add_column(column, no_wrap=True)
     loaded = [load_recipe(name) for name in recipe_names()]
     for r in loaded:
-        table.add_row(r.name, r.dataset, r.source, r.backbone, str(r.clusters), str(r.epochs),
-                      str(r.batch_size), f"{r.lr:g}", f"{r.momentum:g}", f"{r.weight_decay:g}",
-                      str(r.pca or "–"), str(r.seed), r.probe_layer or "–")
+        table.add_row(
+            r.name,
+            r.dataset,
+            r.source,
+            r.backbone,
+            str(r.clusters),
+            str(r.epochs),
+            str(r.batch_size),
+            f"{r.lr:g}",
+            f"{r.momentum:g}",
+            f"{r.weight_decay:g}",
+            str(r.pca or "–"),
+            str(r.seed),
+            r.probe_layer or "–",
+        )
     console.print(table)
     for r in loaded:
         console.print(f"[bold]{r.name}[/bold]: {r.description}")
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(path_type=Path),
-             help="Also check this location (TFDS data_dir, IDX or image folder, .npz file).")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Also check this location (TFDS data_dir, IDX or image folder, .npz file).",
+)
 def datasets(data_dir):
     """Each data source and whether it can be loaded here right now.
 
@@ -181,9 +261,31 @@ def datasets(data_dir):
         for source, name, path in checks:
             reason = data.unavailable_reason(source, name, path)
             where = str(path) if path else ("bundled" if source == "digits" else "default")
-            table.add_row(source, name or "–", where,
-                          "[green]yes[/green]" if reason is None else f"[red]no[/red]: {reason}")
+            table.add_row(
+                source,
+                name or "–",
+                where,
+                "[green]yes[/green]" if reason is None else f"[red]no[/red]: {reason}",
+            )
     console.print(table)
+
+
+def _resumable(run: RunDirectory, requested: Recipe, overrides: dict) -> Recipe:
+    """The settings of the unfinished run to resume; the options given must agree."""
+    if not run.is_run:
+        raise ValueError(f"{run.path} holds no run ({RunDirectory.CONFIG}); nothing to resume.")
+    if run.is_finished:
+        raise ValueError(f"{run.path} holds a run that already finished; nothing to resume.")
+    saved = load_recipe(run.path / RunDirectory.CONFIG)
+    if saved.name != requested.name:
+        raise ValueError(f"{run.path} is a run of recipe {saved.name!r}, not {requested.name!r}.")
+    for key, value in overrides.items():
+        if value is not None and getattr(requested, key) != getattr(saved, key):
+            raise ValueError(
+                f"{key}={getattr(requested, key)!r} differs from the run's {key}="
+                f"{getattr(saved, key)!r}; a resumed run keeps its settings (leave the option out)."
+            )
+    return saved
 
 
 def _print_config(console: Console, recipe: Recipe, backend: str, out: Path) -> None:

@@ -5,8 +5,11 @@ Nothing here imports keras: `--backend` must act before its first import.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -65,8 +68,11 @@ class IntList(click.ParamType):
                     values.append(int(part))
             except ValueError:
                 kinds = "integers, ranges like 0-9" + (" or 'none'" if self.allow_none else "")
-                self.fail(f"{part!r} in {value!r} is not an integer; give {kinds}, comma-separated.",
-                          param, ctx)
+                self.fail(
+                    f"{part!r} in {value!r} is not an integer; give {kinds}, comma-separated.",
+                    param,
+                    ctx,
+                )
         flat = [v for item in values for v in (item if isinstance(item, range) else [item])]
         if not flat:
             self.fail(f"{value!r} holds no values.", param, ctx)
@@ -91,25 +97,39 @@ def override(*names, **kwargs):
 
 
 def backend_option(command):
-    return click.option("--backend", type=click.Choice(BACKENDS),
-                        help="Keras backend (default: $KERAS_BACKEND, else tensorflow).")(command)
+    return click.option(
+        "--backend",
+        type=click.Choice(BACKENDS),
+        help="Keras backend (default: $KERAS_BACKEND, else tensorflow).",
+    )(command)
 
 
 def data_options(command):
     """--limit, --source and --data-dir: where the images come from."""
-    for option in reversed([
-        override("--limit", type=OptionalInt(), help="Use the first N training images ('none': all)."),
-        override("--source", type=str, help="Data source: tfds, idx, npz, folder or digits."),
-        override("--data-dir", "data_dir", type=click.Path(exists=True, readable=True),
-                 help="Data directory (TFDS data_dir, IDX folder, image folder) or the .npz file."),
-    ]):
+    for option in reversed(
+        [
+            override(
+                "--limit", type=OptionalInt(), help="Use the first N training images ('none': all)."
+            ),
+            override("--source", type=str, help="Data source: tfds, idx, npz, folder or digits."),
+            override(
+                "--data-dir",
+                "data_dir",
+                type=click.Path(exists=True, readable=True),
+                help="Data directory (TFDS data_dir, IDX folder, image folder) or the .npz file.",
+            ),
+        ]
+    ):
         command = option(command)
     return command
 
 
 def output_options(command):
-    command = click.option("--overwrite", is_flag=True,
-                           help="Replace what --out already holds (a run of other settings).")(command)
+    command = click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Replace what --out already holds (a run of other settings).",
+    )(command)
     return click.option("--out", type=click.Path(path_type=Path), help="Output directory.")(command)
 
 
@@ -141,6 +161,47 @@ def resolve_recipe(name: str, overrides: dict) -> Recipe:
         return recipe.replace(**changes) if changes else recipe
     except RecipeError as error:
         raise click.UsageError(str(error)) from None
+
+
+# What an interrupted resumable command (space, sweep, select) tells the user.
+RUN_AGAIN = "run the same command again to continue; what finished is kept"
+_interrupted = threading.Event()
+
+
+def interrupt_requested() -> bool:
+    """Whether SIGINT or SIGTERM arrived inside `interruptible` (see `StopOnInterrupt`)."""
+    return _interrupted.is_set()
+
+
+@contextlib.contextmanager
+def interruptible(console: Console, how_to_continue: str):
+    """Ctrl-C (SIGINT) and SIGTERM end the command with a short message and exit 130.
+
+    Whatever finished is on disk already (atomic writes); `how_to_continue`
+    tells the user how to go on. The signal also sets a flag, because native
+    code can swallow the KeyboardInterrupt it raises; training re-raises it at
+    the next batch or epoch boundary (`training.StopOnInterrupt`).
+    """
+
+    def interrupt(signum, frame):
+        _interrupted.set()
+        raise KeyboardInterrupt
+
+    _interrupted.clear()
+    previous = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[number] = signal.signal(number, interrupt)
+        except ValueError:  # not the main thread: leave the handlers alone
+            pass
+    try:
+        yield
+    except KeyboardInterrupt:
+        console.print(f"interrupted; {how_to_continue}")
+        sys.exit(130)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 class user_errors:

@@ -59,12 +59,22 @@ def probe_against_k(runs: list[dict], path: Path) -> Path:
         by_k[run["clusters"]].append(100 * run["probe"])
         axis.scatter(run["clusters"], 100 * run["probe"], color="tab:blue", alpha=0.6)
     ks = sorted(by_k)
-    axis.plot(ks, [sum(by_k[k]) / len(by_k[k]) for k in ks], color="tab:blue", label="DeepCluster (mean)")
-    random = [(run["clusters"], 100 * run["probe_random"]) for run in runs if run.get("probe_random") is not None]
+    axis.plot(
+        ks, [sum(by_k[k]) / len(by_k[k]) for k in ks], color="tab:blue", label="DeepCluster (mean)"
+    )
+    random = [
+        (run["clusters"], 100 * run["probe_random"])
+        for run in runs
+        if run.get("probe_random") is not None
+    ]
     if random:
         axis.scatter(*zip(*random), marker="x", color="tab:gray", label="random init, same seed")
-    axis.set(xscale="log", title="Linear probe against the number of clusters",
-             xlabel="k (log scale)", ylabel="test accuracy (%)")
+    axis.set(
+        xscale="log",
+        title="Linear probe against the number of clusters",
+        xlabel="k (log scale)",
+        ylabel="test accuracy (%)",
+    )
     axis.legend()
     return _save(figure, path)
 
@@ -75,10 +85,18 @@ def probe_against_initial_nmi(runs: list[dict], path: Path) -> Path:
     for run in runs:
         x, y = run["initial_nmi"], 100 * run["probe"]
         axis.scatter(x, y, color="tab:blue")
-        axis.annotate(f"seed {run['seed']}, k={run['clusters']}", (x, y), fontsize=7,
-                      xytext=(3, 3), textcoords="offset points")
-    axis.set(title="Does filter quality predict the result?",
-             xlabel="NMI of the first clustering (random filters)", ylabel="test accuracy (%)")
+        axis.annotate(
+            f"seed {run['seed']}, k={run['clusters']}",
+            (x, y),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    axis.set(
+        title="Does filter quality predict the result?",
+        xlabel="NMI of the first clustering (random filters)",
+        ylabel="test accuracy (%)",
+    )
     return _save(figure, path)
 
 
@@ -90,19 +108,41 @@ def halting(groups: dict[str, list[dict]], path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(7, 4.5 + 0.25 * len(groups)))
     time_axis = axis.twinx()
     axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    for color, (label, runs) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], groups.items()):
+    for color, (label, runs) in zip(
+        plt.rcParams["axes.prop_cycle"].by_key()["color"], groups.items()
+    ):
         runs = sorted(runs, key=lambda run: run["halted_at"])
         x = [run["halted_at"] for run in runs]
-        axis.plot(x, [100 * run["probe"] for run in runs], "o-", color=color,
-                  label=f"{label}: probe accuracy")
-        time_axis.plot(x, [run["wall_seconds"] for run in runs], "s--", color=color, alpha=0.6,
-                       label=f"{label}: wall time")
-    axis.set(title="Stopping the clustering early", ylabel="test accuracy (%) (solid)",
-             xlabel="clustering epochs before the labels froze (= all epochs: never halted)")
+        axis.plot(
+            x,
+            [100 * run["probe"] for run in runs],
+            "o-",
+            color=color,
+            label=f"{label}: probe accuracy",
+        )
+        time_axis.plot(
+            x,
+            [run["wall_seconds"] for run in runs],
+            "s--",
+            color=color,
+            alpha=0.6,
+            label=f"{label}: wall time",
+        )
+    axis.set(
+        title="Stopping the clustering early",
+        ylabel="test accuracy (%) (solid)",
+        xlabel="clustering epochs before the labels froze (= all epochs: never halted)",
+    )
     time_axis.set_ylabel("wall time of the run (s) (dashed)")
     lines = axis.get_legend_handles_labels()[0] + time_axis.get_legend_handles_labels()[0]
-    axis.legend(lines, [line.get_label() for line in lines], fontsize=7, ncol=2,
-                loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    axis.legend(
+        lines,
+        [line.get_label() for line in lines],
+        fontsize=7,
+        ncol=2,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.15),
+    )
     return _save(figure, path)
 
 

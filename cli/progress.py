@@ -6,8 +6,14 @@ import math
 
 import keras
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 # (history key, column title, format) of the per-epoch table.
@@ -55,7 +61,9 @@ class TrainingProgress(keras.callbacks.Callback):
     def on_progress(self, phase: str, done: int, total: int) -> None:
         if phase != self.phase:
             self.phase = phase
-            self.progress.reset(self.phase_task, total=total, description=_PHASES[phase], visible=True)
+            self.progress.reset(
+                self.phase_task, total=total, description=_PHASES[phase], visible=True
+            )
         self.progress.update(self.phase_task, completed=done)
 
     def on_train_begin(self, logs=None):
@@ -91,9 +99,14 @@ class TrainingProgress(keras.callbacks.Callback):
 def progress_bars(console: Console) -> Progress:
     """The progress display: description, bar, count, elapsed time and ETA."""
     return Progress(
-        TextColumn("{task.description:<17}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console, transient=True,
+        TextColumn("{task.description:<17}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     )
 
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import math
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 SECTIONS = ("data", "model", "training", "clustering", "probe")
 
@@ -112,7 +113,10 @@ class Recipe:
 
     def to_toml(self) -> str:
         """The recipe as TOML; `load_recipe` reads it back to an equal recipe."""
-        lines = [f"name = {_toml_value(self.name)}", f"description = {_toml_value(self.description)}"]
+        lines = [
+            f"name = {_toml_value(self.name)}",
+            f"description = {_toml_value(self.description)}",
+        ]
         for section, settings in self.sections().items():
             lines += ["", f"[{section}]"]
             lines += [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
@@ -153,12 +157,18 @@ def check_value(name: str, value) -> None:
             return  # an optional setting, off
         raise RecipeError("is required.")
     if kind is float:
-        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok_type = (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
     else:
         ok_type = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
     if not ok_type:
-        article = {"int": "an integer", "float": "a finite number", "str": "a string",
-                   "bool": "true or false"}[kind.__name__]
+        article = {
+            "int": "an integer",
+            "float": "a finite number",
+            "str": "a string",
+            "bool": "true or false",
+        }[kind.__name__]
         raise RecipeError(f"must be {article}; got {value!r}.")
     if rule and not _RULES[rule](value):
         raise RecipeError(f"must be {rule}; got {value!r}.")
@@ -212,7 +222,9 @@ def _flatten(document: dict, path: Path) -> dict:
                 name = f"probe_{inner}" if key == "probe" else inner
                 field = _FIELDS.get(name)
                 if field is None or field.metadata["section"] != key:
-                    known = [_toml_key(f.name) for f in _FIELDS.values() if f.metadata["section"] == key]
+                    known = [
+                        _toml_key(f.name) for f in _FIELDS.values() if f.metadata["section"] == key
+                    ]
                     raise RecipeError(
                         f"{path}: unknown key {inner!r} in [{key}]; known keys: {', '.join(known)}."
                     )

@@ -18,12 +18,21 @@ from keras_deepcluster_cli.run_directory import RunDirectory
 
 # (key, title, format) of the run table and its CSV / Markdown files.
 COLUMNS = (
-    ("name", "run", "{}"), ("recipe", "recipe", "{}"), ("backend", "backend", "{}"),
-    ("images", "images", "{}"), ("clusters", "k", "{}"), ("seed", "seed", "{}"),
-    ("pca", "pca", "{}"), ("epochs", "epochs", "{}"), ("halted_at", "halted at", "{}"),
-    ("initial_nmi", "NMI epoch 0", "{:.4f}"), ("best_nmi", "NMI best", "{:.4f}"),
-    ("last_nmi", "NMI last", "{:.4f}"), ("probe", "probe acc", "{:.4f}"),
-    ("probe_random", "random-init acc", "{:.4f}"), ("wall_seconds", "wall s", "{:.1f}"),
+    ("name", "run", "{}"),
+    ("recipe", "recipe", "{}"),
+    ("backend", "backend", "{}"),
+    ("images", "images", "{}"),
+    ("clusters", "k", "{}"),
+    ("seed", "seed", "{}"),
+    ("pca", "pca", "{}"),
+    ("epochs", "epochs", "{}"),
+    ("halted_at", "halted at", "{}"),
+    ("initial_nmi", "NMI epoch 0", "{:.4f}"),
+    ("best_nmi", "NMI best", "{:.4f}"),
+    ("last_nmi", "NMI last", "{:.4f}"),
+    ("probe", "probe acc", "{:.4f}"),
+    ("probe_random", "random-init acc", "{:.4f}"),
+    ("wall_seconds", "wall s", "{:.1f}"),
 )
 
 
@@ -44,13 +53,22 @@ def _record(run: RunDirectory, root: Path) -> dict:
     nmis = [row["nmi_labels"] for row in history if "nmi_labels" in row]
     stopped = summary.get("clustering_stopped")
     record = {
-        "name": str(run.path.relative_to(root.parent)), "recipe": recipe.name,
-        "backend": summary["backend"], "images": summary["images"], "clusters": recipe.clusters,
-        "seed": recipe.seed, "pca": recipe.pca, "epochs": recipe.epochs,
+        "name": str(run.path.relative_to(root.parent)),
+        "recipe": recipe.name,
+        "backend": summary["backend"],
+        "images": summary["images"],
+        "clusters": recipe.clusters,
+        "seed": recipe.seed,
+        "pca": recipe.pca,
+        "epochs": recipe.epochs,
         "halted_at": stopped["epoch"] if stopped else recipe.epochs,
-        "initial_nmi": nmis[0] if nmis else None, "best_nmi": max(nmis) if nmis else None,
-        "last_nmi": nmis[-1] if nmis else None, "wall_seconds": summary["wall_seconds"],
-        "history": history, "probe": None, "probe_random": None,
+        "initial_nmi": nmis[0] if nmis else None,
+        "best_nmi": max(nmis) if nmis else None,
+        "last_nmi": nmis[-1] if nmis else None,
+        "wall_seconds": summary["wall_seconds"],
+        "history": history,
+        "probe": None,
+        "probe_random": None,
     }
     for name in ("probe", "probe_random"):
         if (run.path / f"{name}.json").is_file():
@@ -59,10 +77,17 @@ def _record(run: RunDirectory, root: Path) -> dict:
 
 
 @click.command()
-@click.argument("directories", nargs=-1, required=True,
-                type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path),
-              help="Where to write the tables and plots (default: DIRECTORY/report).")
+@click.argument(
+    "directories",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Where to write the tables and plots (default: DIRECTORY/report).",
+)
 def report(directories, out):
     """Tables (terminal, CSV, Markdown) and PNG plots of the finished runs and
     `space` results found under DIRECTORIES. Trains nothing.
@@ -93,8 +118,13 @@ def report(directories, out):
         for directory in spaces:
             rows = space.read_results(RunDirectory(directory))
             console.print(space.results_table(rows, f"space: {directory}"))
-            written.append(plots.space_histogram(
-                rows, out / f"space_{directory.name}.png", f"random-filter quality: {directory.name}"))
+            written.append(
+                plots.space_histogram(
+                    rows,
+                    out / f"space_{directory.name}.png",
+                    f"random-filter quality: {directory.name}",
+                )
+            )
     if runs:
         console.print(table(runs, COLUMNS, f"{len(runs)} runs"))
         console.print(table(group_summary(runs), GROUP_COLUMNS, "seeds pooled (mean, sample sd)"))
@@ -119,11 +149,20 @@ def group_summary(runs: list[dict]) -> list[dict]:
     """Runs that differ only in their seed, pooled: mean and spread of the probes."""
     groups = defaultdict(list)
     for r in runs:
-        groups[(r["recipe"], r["images"], r["clusters"], r["pca"], r["epochs"], r["halted_at"])].append(r)
+        groups[
+            (r["recipe"], r["images"], r["clusters"], r["pca"], r["epochs"], r["halted_at"])
+        ].append(r)
     rows = []
     for (recipe, images, k, pca, epochs, halted_at), members in groups.items():
-        row = {"recipe": recipe, "images": images, "clusters": k, "pca": pca, "epochs": epochs,
-               "halted_at": halted_at, "seeds": len(members)}
+        row = {
+            "recipe": recipe,
+            "images": images,
+            "clusters": k,
+            "pca": pca,
+            "epochs": epochs,
+            "halted_at": halted_at,
+            "seeds": len(members),
+        }
         for key in ("initial_nmi", "last_nmi", "probe", "probe_random", "wall_seconds"):
             values = [m[key] for m in members if plots.finite(m[key])]
             row[key], row[f"{key}_sd"] = mean_and_spread(values) if values else (None, None)
@@ -132,26 +171,44 @@ def group_summary(runs: list[dict]) -> list[dict]:
 
 
 GROUP_COLUMNS = (
-    ("recipe", "recipe", "{}"), ("images", "images", "{}"), ("clusters", "k", "{}"),
-    ("pca", "pca", "{}"), ("epochs", "epochs", "{}"), ("halted_at", "halted at", "{}"),
-    ("seeds", "seeds", "{}"), ("initial_nmi", "NMI epoch 0", "{:.4f}"),
-    ("last_nmi", "NMI last", "{:.4f}"), ("probe", "probe acc", "{:.4f}"),
-    ("probe_sd", "± sd", "{:.4f}"), ("probe_random", "random-init acc", "{:.4f}"),
-    ("probe_random_sd", "± sd", "{:.4f}"), ("wall_seconds", "wall s", "{:.1f}"),
+    ("recipe", "recipe", "{}"),
+    ("images", "images", "{}"),
+    ("clusters", "k", "{}"),
+    ("pca", "pca", "{}"),
+    ("epochs", "epochs", "{}"),
+    ("halted_at", "halted at", "{}"),
+    ("seeds", "seeds", "{}"),
+    ("initial_nmi", "NMI epoch 0", "{:.4f}"),
+    ("last_nmi", "NMI last", "{:.4f}"),
+    ("probe", "probe acc", "{:.4f}"),
+    ("probe_sd", "± sd", "{:.4f}"),
+    ("probe_random", "random-init acc", "{:.4f}"),
+    ("probe_random_sd", "± sd", "{:.4f}"),
+    ("wall_seconds", "wall s", "{:.1f}"),
 )
 
 
 def write_tables(runs: list[dict], out: Path) -> list[Path]:
     """runs.csv/.md (one row per run) and groups.csv/.md (seeds pooled)."""
     written = []
-    for name, rows, columns in (("runs", runs, COLUMNS), ("groups", group_summary(runs), GROUP_COLUMNS)):
+    for name, rows, columns in (
+        ("runs", runs, COLUMNS),
+        ("groups", group_summary(runs), GROUP_COLUMNS),
+    ):
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow([key for key, _, _ in columns])
-        writer.writerows([[_cell(r, key, fmt).replace("–", "") for key, _, fmt in columns] for r in rows])
+        writer.writerows(
+            [[_cell(r, key, fmt).replace("–", "") for key, _, fmt in columns] for r in rows]
+        )
         (out / f"{name}.csv").write_text(text.getvalue())
-        lines = ["| " + " | ".join(title for _, title, _ in columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(_cell(r, key, fmt) for key, _, fmt in columns) + " |" for r in rows]
+        lines = [
+            "| " + " | ".join(title for _, title, _ in columns) + " |",
+            "|" + "---|" * len(columns),
+        ]
+        lines += [
+            "| " + " | ".join(_cell(r, key, fmt) for key, _, fmt in columns) + " |" for r in rows
+        ]
         (out / f"{name}.md").write_text("\n".join(lines) + "\n")
         written += [out / f"{name}.csv", out / f"{name}.md"]
     return written
@@ -170,7 +227,9 @@ def draw_plots(runs: list[dict], out: Path) -> list[Path]:
         written.append(plots.probe_against_initial_nmi(with_nmi, out / "probe_vs_initial_nmi.png"))
     groups = defaultdict(list)
     for r in probed:
-        groups[f"seed {r['seed']}, k={r['clusters']}" + (f", PCA {r['pca']}" if r["pca"] else "")].append(r)
+        groups[
+            f"seed {r['seed']}, k={r['clusters']}" + (f", PCA {r['pca']}" if r["pca"] else "")
+        ].append(r)
     groups = {label: rs for label, rs in groups.items() if len({r["halted_at"] for r in rs}) >= 2}
     if groups:
         written.append(plots.halting(groups, out / "halting.png"))

@@ -3,6 +3,8 @@
 Layout::
 
     config.toml                 the resolved recipe (``deepcluster train config.toml`` re-runs it)
+    checkpoint.json             the last finished epoch and the state to resume after it,
+    checkpoint_epoch_NNN.keras  with the model and optimizer of that epoch (removed when done)
     history.csv                 one row per finished epoch: metrics, loss, seconds
     pseudo_labels/epoch_000.npz the pseudo-labels each epoch trained on (``labels``)
     model.keras                 the trained DeepCluster model
@@ -29,9 +31,23 @@ import numpy as np
 
 # history.csv columns, in this order; further keys follow alphabetically.
 HISTORY_COLUMNS = (
-    "epoch", "loss", "nmi_labels", "nmi_previous", "label_entropy", "clusters", "cluster_min",
-    "cluster_max", "empty_clusters", "kmeans_objective", "clustered", "seconds_features",
-    "seconds_pca", "seconds_kmeans", "seconds_train", "seconds_epoch", "halt_reason",
+    "epoch",
+    "loss",
+    "nmi_labels",
+    "nmi_previous",
+    "label_entropy",
+    "clusters",
+    "cluster_min",
+    "cluster_max",
+    "empty_clusters",
+    "kmeans_objective",
+    "clustered",
+    "seconds_features",
+    "seconds_pca",
+    "seconds_kmeans",
+    "seconds_train",
+    "seconds_epoch",
+    "halt_reason",
 )
 
 
@@ -46,8 +62,13 @@ class RunDirectory:
         path: The directory (created by `create`).
     """
 
-    CONFIG, HISTORY, MODEL, SUMMARY, LABELS = (
-        "config.toml", "history.csv", "model.keras", "summary.json", "pseudo_labels"
+    CONFIG, HISTORY, MODEL, SUMMARY, LABELS, CHECKPOINT = (
+        "config.toml",
+        "history.csv",
+        "model.keras",
+        "summary.json",
+        "pseudo_labels",
+        "checkpoint.json",
     )
 
     def __init__(self, path: str | Path):
@@ -61,6 +82,36 @@ class RunDirectory:
     def is_finished(self) -> bool:
         return (self.path / self.SUMMARY).is_file()
 
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / self.CHECKPOINT).is_file()
+
+    def save_checkpoint(self, model, epoch: int, state: dict) -> None:
+        """Saves the model (with its optimizer) after `epoch`, then commits it.
+
+        checkpoint.json is written last and names the model file, so a crash at
+        any point leaves the previous checkpoint whole and in charge.
+        """
+        name = f"checkpoint_epoch_{epoch:03d}.keras"
+        final = self.path / name
+        temporary = final.with_name(".partial-" + name)
+        model.save(temporary)
+        _fsync(temporary)
+        os.replace(temporary, final)
+        self.write_json(self.CHECKPOINT, {"epoch": epoch, "model": name, **state})
+        for old in self.path.glob("checkpoint_epoch_*.keras"):
+            if old.name != name:
+                old.unlink()
+
+    def read_checkpoint(self) -> dict | None:
+        """The last checkpoint's state (``epoch``, ``model`` file, ...), or None."""
+        return self.read_json(self.CHECKPOINT) if self.has_checkpoint else None
+
+    def remove_checkpoint(self) -> None:
+        for path in self.path.glob("checkpoint_epoch_*.keras"):
+            path.unlink()
+        (self.path / self.CHECKPOINT).unlink(missing_ok=True)
+
     def check_writable(self, overwrite: bool = False) -> None:
         """Raises RunDirectoryError unless a new run may be written here.
 
@@ -68,12 +119,18 @@ class RunDirectory:
         `overwrite`; anything else never (it is not ours to delete).
         """
         if self.path.exists() and not self.path.is_dir():
-            raise RunDirectoryError(f"{self.path} is a file, not a directory; choose another --out.")
-        if self.is_run and not overwrite:
-            state = "a finished run" if self.is_finished else "an unfinished run"
             raise RunDirectoryError(
-                f"{self.path} already holds {state}; pass --overwrite to replace it, "
-                "or choose another --out."
+                f"{self.path} is a file, not a directory; choose another --out."
+            )
+        if self.is_run and not overwrite:
+            if self.is_finished:
+                raise RunDirectoryError(
+                    f"{self.path} already holds a finished run; pass --overwrite to replace it, "
+                    "or choose another --out."
+                )
+            raise RunDirectoryError(
+                f"{self.path} holds an unfinished run; continue it with --resume {self.path}, "
+                "replace it with --overwrite, or choose another --out."
             )
         if self.path.is_dir() and not self.is_run and any(self.path.iterdir()):
             raise RunDirectoryError(
@@ -81,7 +138,9 @@ class RunDirectory:
             )
         parent = next(p for p in (self.path, *self.path.parents) if p.exists())
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise RunDirectoryError(f"Cannot write to {parent}: permission denied; choose another --out.")
+            raise RunDirectoryError(
+                f"Cannot write to {parent}: permission denied; choose another --out."
+            )
 
     def create(self, config_toml: str, overwrite: bool = False) -> None:
         """Starts a new run here (checked by `check_writable`), writing its config."""

@@ -26,31 +26,79 @@ import click
 import numpy as np
 from rich.table import Table
 
-from keras_deepcluster_cli.options import (IntList, backend_option, checked, data_options,
-                                           make_console, output_options, override,
-                                           resolve_recipe, use_backend, user_errors)
+from keras_deepcluster_cli.options import (
+    RUN_AGAIN,
+    IntList,
+    backend_option,
+    checked,
+    data_options,
+    interruptible,
+    make_console,
+    output_options,
+    override,
+    resolve_recipe,
+    use_backend,
+    user_errors,
+)
 from keras_deepcluster_cli.run_directory import RunDirectory
 
 
 @click.command()
 @click.argument("recipe")
-@click.option("--labelled", required=True, type=click.IntRange(min=10),
-              help="How many training images may be used with their labels.")
-@click.option("--seeds", "seed", type=IntList(), callback=checked, default="0-9",
-              show_default=True, help="Candidate seeds.")
-@click.option("--clusters", "-k", type=IntList(), callback=checked,
-              help="Candidate k (default: the recipe's k, half and double it).")
-@click.option("--trial-epochs", type=click.IntRange(min=2), default=5, show_default=True,
-              help="Epochs of each trial run.")
-@click.option("--holdout", type=click.FloatRange(0.1, 0.9), default=0.5, show_default=True,
-              help="Fraction of the labelled images held out to score the trial probes.")
+@click.option(
+    "--labelled",
+    required=True,
+    type=click.IntRange(min=10),
+    help="How many training images may be used with their labels.",
+)
+@click.option(
+    "--seeds",
+    "seed",
+    type=IntList(),
+    callback=checked,
+    default="0-9",
+    show_default=True,
+    help="Candidate seeds.",
+)
+@click.option(
+    "--clusters",
+    "-k",
+    type=IntList(),
+    callback=checked,
+    help="Candidate k (default: the recipe's k, half and double it).",
+)
+@click.option(
+    "--trial-epochs",
+    type=click.IntRange(min=2),
+    default=5,
+    show_default=True,
+    help="Epochs of each trial run.",
+)
+@click.option(
+    "--holdout",
+    type=click.FloatRange(0.1, 0.9),
+    default=0.5,
+    show_default=True,
+    help="Fraction of the labelled images held out to score the trial probes.",
+)
 @override("--epochs", type=int, help="Epochs of the final run (default: the recipe's).")
 @click.option("--probe", is_flag=True, help="Linear-probe the final run (all labels, probe.json).")
 @backend_option
 @data_options
 @output_options
-def select(recipe, labelled, seed, clusters, trial_epochs, holdout, probe, backend, out,
-           overwrite, **overrides):
+def select(
+    recipe,
+    labelled,
+    seed,
+    clusters,
+    trial_epochs,
+    holdout,
+    probe,
+    backend,
+    out,
+    overwrite,
+    **overrides,
+):
     """Choose the seed, k and halt epoch of RECIPE with only --labelled labelled
     images, say why, and train with them. Trials and the final run are run
     directories under --out; selection.json records every score. Resumable.
@@ -63,23 +111,29 @@ def select(recipe, labelled, seed, clusters, trial_epochs, holdout, probe, backe
     """
     use_backend(backend)
     base = resolve_recipe(recipe, overrides)
-    candidates_k = clusters or sorted({max(2, base.clusters // 2), base.clusters, 2 * base.clusters})
+    candidates_k = clusters or sorted(
+        {max(2, base.clusters // 2), base.clusters, 2 * base.clusters}
+    )
     if trial_epochs > base.epochs:
-        raise click.BadParameter(f"{trial_epochs} is more than the final run's {base.epochs} epochs.",
-                                 param_hint="--trial-epochs")
-    from keras_deepcluster_cli import training
-
+        raise click.BadParameter(
+            f"{trial_epochs} is more than the final run's {base.epochs} epochs.",
+            param_hint="--trial-epochs",
+        )
     import keras
+
     import keras_deepcluster as kdc
+    from keras_deepcluster_cli import training
 
     console = make_console()
     out = out or Path("runs") / f"select-{base.name}-n{labelled}"
-    with user_errors():
+    with user_errors(), interruptible(console, RUN_AGAIN):
         data = training.load_data(base)
         if data.y_train is None:
             raise ValueError(f"{base.dataset} has no labels; `select` needs --labelled of them.")
         if labelled > len(data.x_train):
-            raise ValueError(f"--labelled {labelled} is more than the {len(data.x_train)} training images.")
+            raise ValueError(
+                f"--labelled {labelled} is more than the {len(data.x_train)} training images."
+            )
         rng = np.random.default_rng(base.seed)
         chosen = np.sort(rng.choice(len(data.x_train), labelled, replace=False))
         held = np.zeros(labelled, bool)
@@ -97,15 +151,27 @@ def select(recipe, labelled, seed, clusters, trial_epochs, holdout, probe, backe
             for s in seed:
                 keras.utils.clear_session()
                 seed_scores[s] = kdc.evaluation.filter_quality(
-                    training.build_backbone(base.replace(seed=s), shape), data.x_train[chosen],
-                    data.y_train[chosen], views, base.clusters, s, base.pca, base.kmeans).nmi
+                    training.build_backbone(base.replace(seed=s), shape),
+                    data.x_train[chosen],
+                    data.y_train[chosen],
+                    views,
+                    base.clusters,
+                    s,
+                    base.pca,
+                    base.kmeans,
+                ).nmi
         best_seed = max(seed_scores, key=seed_scores.get)
 
         # 2. k: trial runs, probed on the held-out labelled images.
         trials = {}
         for k in candidates_k:
-            trial = base.replace(seed=best_seed, clusters=k, epochs=trial_epochs, halt_after=None,
-                                 halt_when_stable=None)
+            trial = base.replace(
+                seed=best_seed,
+                clusters=k,
+                epochs=trial_epochs,
+                halt_after=None,
+                halt_when_stable=None,
+            )
             run = RunDirectory(out / f"trial-k{k}")
             run.check_replaceable(trial.to_toml(), overwrite)
             if not run.holds(trial.to_toml()):
@@ -117,13 +183,20 @@ def select(recipe, labelled, seed, clusters, trial_epochs, holdout, probe, backe
                 with console.status(f"probing trial k={k} on the labelled images"):
                     result = kdc.evaluation.linear_probe(
                         keras.saving.load_model(run.path / RunDirectory.MODEL).backbone,
-                        base.probe_layer, (data.x_train[chosen][~held], data.y_train[chosen][~held]),
-                        (data.x_train[chosen][held], data.y_train[chosen][held]), views,
-                        epochs=base.probe_epochs, flip=base.probe_flip, seed=best_seed)
+                        base.probe_layer,
+                        (data.x_train[chosen][~held], data.y_train[chosen][~held]),
+                        (data.x_train[chosen][held], data.y_train[chosen][held]),
+                        views,
+                        epochs=base.probe_epochs,
+                        flip=base.probe_flip,
+                        seed=best_seed,
+                    )
                     run.write_json("probe_labelled.json", {"accuracy": result.accuracy})
             nmis = [row["nmi_labels"] for row in run.read_history()]
-            trials[k] = {"probe_heldout": run.read_json("probe_labelled.json")["accuracy"],
-                         "nmi_labelled": nmis}
+            trials[k] = {
+                "probe_heldout": run.read_json("probe_labelled.json")["accuracy"],
+                "nmi_labelled": nmis,
+            }
         best_k = max(trials, key=lambda k: trials[k]["probe_heldout"])
 
         # 3. The halt epoch: where the pseudo-labels agreed best with the labelled images.
@@ -132,18 +205,31 @@ def select(recipe, labelled, seed, clusters, trial_epochs, holdout, probe, backe
         halt = peak + 1 if peak + 1 < len(nmis) else None
         final = base.replace(seed=best_seed, clusters=best_k, halt_after=halt)
         reasons = {
-            "seed": f"seed {best_seed}: NMI {seed_scores[best_seed]:.4f} of k-means (k={base.clusters}) "
-                    f"on its random features of the {labelled} labelled images, best of {len(seed)}",
-            "clusters": f"k={best_k}: held-out probe accuracy {trials[best_k]['probe_heldout']:.2%} "
-                        f"after {trial_epochs} trial epochs, best of k in {candidates_k}",
-            "halt_after": (f"halt after {halt} epochs: NMI with the labelled images peaked at "
-                           f"epoch {peak} ({nmis[peak]:.4f}) of the trial" if halt else
-                           f"never halt: NMI with the labelled images still peaked at the trial's "
-                           f"last epoch ({nmis[peak]:.4f})"),
+            "seed": (
+                f"seed {best_seed}: NMI {seed_scores[best_seed]:.4f} of k-means "
+                f"(k={base.clusters}) on its random features of the {labelled} labelled "
+                f"images, best of {len(seed)}"
+            ),
+            "clusters": (
+                f"k={best_k}: held-out probe accuracy {trials[best_k]['probe_heldout']:.2%} "
+                f"after {trial_epochs} trial epochs, best of k in {candidates_k}"
+            ),
+            "halt_after": (
+                f"halt after {halt} epochs: NMI with the labelled images peaked at "
+                f"epoch {peak} ({nmis[peak]:.4f}) of the trial"
+                if halt
+                else f"never halt: NMI with the labelled images still peaked at the trial's "
+                f"last epoch ({nmis[peak]:.4f})"
+            ),
         }
-        selection = {"labelled": labelled, "holdout": holdout, "seed_nmi": seed_scores,
-                     "trials": trials, "chosen": {"seed": best_seed, "clusters": best_k,
-                                                  "halt_after": halt}, "why": reasons}
+        selection = {
+            "labelled": labelled,
+            "holdout": holdout,
+            "seed_nmi": seed_scores,
+            "trials": trials,
+            "chosen": {"seed": best_seed, "clusters": best_k, "halt_after": halt},
+            "why": reasons,
+        }
         (out / "selection.json").write_text(json.dumps(selection, indent=1, default=str))
         console.print(_table(seed_scores, trials))
         for line in reasons.values():
@@ -163,8 +249,10 @@ def select(recipe, labelled, seed, clusters, trial_epochs, holdout, probe, backe
             with console.status("probing the final run"):
                 training.probe(final, data, run)
     summary = run.read_json(RunDirectory.SUMMARY)
-    console.print(f"final run {run.path}: {summary['wall_seconds']:.0f} s"
-                  + (f", probe {run.read_json('probe.json')['accuracy']:.2%}" if probe else ""))
+    console.print(
+        f"final run {run.path}: {summary['wall_seconds']:.0f} s"
+        + (f", probe {run.read_json('probe.json')['accuracy']:.2%}" if probe else "")
+    )
 
 
 def _table(seed_scores: dict, trials: dict) -> Table:

@@ -9,9 +9,19 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from keras_deepcluster_cli.options import (IntList, backend_option, checked, data_options,
-                                           make_console, output_options, resolve_recipe,
-                                           use_backend, user_errors)
+from keras_deepcluster_cli.options import (
+    RUN_AGAIN,
+    IntList,
+    backend_option,
+    checked,
+    data_options,
+    interruptible,
+    make_console,
+    output_options,
+    resolve_recipe,
+    use_backend,
+    user_errors,
+)
 from keras_deepcluster_cli.run_directory import RunDirectory
 
 RESULTS = "space.csv"
@@ -21,8 +31,12 @@ COLUMNS = ("seed", "nmi", "label_entropy", "label_noise", "seconds")
 
 @click.command()
 @click.argument("recipe")
-@click.option("--seeds", required=True, type=IntList(),
-              help="Seeds to score: integers and ranges, e.g. 0-99 or 1,5,9-12.")
+@click.option(
+    "--seeds",
+    required=True,
+    type=IntList(),
+    help="Seeds to score: integers and ranges, e.g. 0-99 or 1,5,9-12.",
+)
 @click.option("--clusters", "-k", type=int, callback=checked, help="k (default: the recipe's).")
 @backend_option
 @data_options
@@ -46,10 +60,10 @@ def space(recipe, seeds, clusters, backend, out, overwrite, **data):
     if any(seed < 0 for seed in seeds):
         raise click.BadParameter("seeds must be >= 0.", param_hint="--seeds")
     recipe = resolve_recipe(recipe, {"clusters": clusters, **data})
-    from keras_deepcluster_cli import plots, training
-
     import keras
+
     import keras_deepcluster as kdc
+    from keras_deepcluster_cli import plots, training
 
     console = make_console()
     out = out or Path("runs") / f"space-{recipe.name}-k{recipe.clusters}"
@@ -57,33 +71,51 @@ def space(recipe, seeds, clusters, backend, out, overwrite, **data):
     with user_errors():
         data_ = training.load_data(recipe)
         if data_.y_train is None:
-            raise ValueError(f"{recipe.dataset} has no labels; `space` scores clusters against labels.")
+            raise ValueError(
+                f"{recipe.dataset} has no labels; `space` scores clusters against labels."
+            )
         resumed = run.open(recipe.replace(seed=0).to_toml(), overwrite)
         done = {row["seed"]: row for row in read_results(run)}
         todo = [seed for seed in seeds if seed not in done]
-        console.print(f"space: {recipe.name}, k={recipe.clusters}, {len(data_.x_train)} images; "
-                      f"{len(seeds) - len(todo)} of {len(seeds)} seeds already scored"
-                      + (" (resumed)" if resumed else ""))
+        console.print(
+            f"space: {recipe.name}, k={recipe.clusters}, {len(data_.x_train)} images; "
+            f"{len(seeds) - len(todo)} of {len(seeds)} seeds already scored"
+            + (" (resumed)" if resumed else "")
+        )
         views = training.image_views(recipe)
         shape = (views.size, views.size, data_.x_train.shape[-1])
-        with console.status("") as status:
+        with interruptible(console, RUN_AGAIN), console.status("") as status:
             for i, seed in enumerate(todo):
                 status.update(f"seed {seed} ({i + 1} of {len(todo)})")
                 keras.utils.clear_session()
                 quality = kdc.evaluation.filter_quality(
-                    training.build_backbone(recipe.replace(seed=seed), shape), data_.x_train,
-                    data_.y_train, views, recipe.clusters, seed, recipe.pca, recipe.kmeans,
+                    training.build_backbone(recipe.replace(seed=seed), shape),
+                    data_.x_train,
+                    data_.y_train,
+                    views,
+                    recipe.clusters,
+                    seed,
+                    recipe.pca,
+                    recipe.kmeans,
                 )
-                done[seed] = {"seed": seed, "nmi": quality.nmi, "label_entropy": quality.label_entropy,
-                              "label_noise": quality.label_noise, "seconds": quality.seconds}
+                done[seed] = {
+                    "seed": seed,
+                    "nmi": quality.nmi,
+                    "label_entropy": quality.label_entropy,
+                    "label_noise": quality.label_noise,
+                    "seconds": quality.seconds,
+                }
                 write_results(run, done.values())
         rows = [done[seed] for seed in seeds]
-        plots.space_histogram(rows, run.path / HISTOGRAM,
-                              f"{recipe.name}: random-filter quality, k={recipe.clusters}")
+        plots.space_histogram(
+            rows, run.path / HISTOGRAM, f"{recipe.name}: random-filter quality, k={recipe.clusters}"
+        )
     console.print(results_table(rows, f"space {recipe.name} k={recipe.clusters}"))
     nmis = sorted(row["nmi"] for row in rows)
-    console.print(f"NMI over {len(rows)} seeds: mean {sum(nmis) / len(nmis):.4f}, min {nmis[0]:.4f}, "
-                  f"max {nmis[-1]:.4f}; written to {out / RESULTS} and {out / HISTOGRAM}")
+    console.print(
+        f"NMI over {len(rows)} seeds: mean {sum(nmis) / len(nmis):.4f}, min {nmis[0]:.4f}, "
+        f"max {nmis[-1]:.4f}; written to {out / RESULTS} and {out / HISTOGRAM}"
+    )
 
 
 def read_results(run: RunDirectory) -> list[dict]:
@@ -91,8 +123,10 @@ def read_results(run: RunDirectory) -> list[dict]:
     if not path.is_file():
         return []
     with path.open() as f:
-        return [{**{k: float(v) for k, v in row.items()}, "seed": int(row["seed"])}
-                for row in csv.DictReader(f)]
+        return [
+            {**{k: float(v) for k, v in row.items()}, "seed": int(row["seed"])}
+            for row in csv.DictReader(f)
+        ]
 
 
 def write_results(run: RunDirectory, rows) -> None:
@@ -108,6 +142,11 @@ def results_table(rows: list[dict], title: str) -> Table:
     for column in ("seed", "NMI", "label entropy", "label noise", "seconds"):
         table.add_column(column, justify="right")
     for row in sorted(rows, key=lambda r: -r["nmi"]):
-        table.add_row(f"{row['seed']:.0f}", f"{row['nmi']:.4f}", f"{row['label_entropy']:.3f}",
-                      f"{row['label_noise']:.3f}", f"{row['seconds']:.1f}")
+        table.add_row(
+            f"{row['seed']:.0f}",
+            f"{row['nmi']:.4f}",
+            f"{row['label_entropy']:.3f}",
+            f"{row['label_noise']:.3f}",
+            f"{row['seconds']:.1f}",
+        )
     return table

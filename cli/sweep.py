@@ -8,40 +8,92 @@ from pathlib import Path
 
 import click
 
-from keras_deepcluster_cli.options import (IntList, backend_option, checked, data_options,
-                                           make_console, output_options, override,
-                                           resolve_recipe, use_backend, user_errors)
+from keras_deepcluster_cli.options import (
+    RUN_AGAIN,
+    IntList,
+    backend_option,
+    checked,
+    data_options,
+    interruptible,
+    make_console,
+    output_options,
+    override,
+    resolve_recipe,
+    use_backend,
+    user_errors,
+)
 from keras_deepcluster_cli.recipe import Recipe, RecipeError
 from keras_deepcluster_cli.run_directory import RunDirectory
 
 
 def run_name(recipe: Recipe) -> str:
     return f"k{recipe.clusters}-seed{recipe.seed}-halt{recipe.halt_after}-pca{recipe.pca}".replace(
-        "None", "none")
+        "None", "none"
+    )
 
 
 @click.command()
 @click.argument("recipe")
-@click.option("--clusters", "-k", type=IntList(), callback=checked,
-              help="Values of k, e.g. 5,10,50,200 (default: the recipe's).")
-@click.option("--seeds", "seed", type=IntList(), callback=checked,
-              help="Seeds, e.g. 0-4 or 6,39,61 (default: the recipe's).")
-@click.option("--halt-after", "halt_after", type=IntList(allow_none=True), callback=checked,
-              help="Halt epochs, e.g. 1,5,10,none (default: the recipe's).")
-@click.option("--pca", type=IntList(allow_none=True), callback=checked,
-              help="PCA dimensions, e.g. 64,256,none (default: the recipe's).")
+@click.option(
+    "--clusters",
+    "-k",
+    type=IntList(),
+    callback=checked,
+    help="Values of k, e.g. 5,10,50,200 (default: the recipe's).",
+)
+@click.option(
+    "--seeds",
+    "seed",
+    type=IntList(),
+    callback=checked,
+    help="Seeds, e.g. 0-4 or 6,39,61 (default: the recipe's).",
+)
+@click.option(
+    "--halt-after",
+    "halt_after",
+    type=IntList(allow_none=True),
+    callback=checked,
+    help="Halt epochs, e.g. 1,5,10,none (default: the recipe's).",
+)
+@click.option(
+    "--pca",
+    type=IntList(allow_none=True),
+    callback=checked,
+    help="PCA dimensions, e.g. 64,256,none (default: the recipe's).",
+)
 @override("--epochs", type=int, help="Epochs of every run.")
-@override("--halt-when-stable", "halt_when_stable", type=float,
-          help="Also stop each run's clustering once NMI(t, t-1) stays >= this.")
+@override(
+    "--halt-when-stable",
+    "halt_when_stable",
+    type=float,
+    help="Also stop each run's clustering once NMI(t, t-1) stays >= this.",
+)
 @click.option("--probe", is_flag=True, help="Linear-probe every finished run (probe.json).")
-@click.option("--probe-random", is_flag=True,
-              help="Also probe each run's untrained network (probe_random.json).")
-@click.option("--probe-epochs", type=click.IntRange(min=1), help="Probe epochs (default: the recipe's).")
+@click.option(
+    "--probe-random",
+    is_flag=True,
+    help="Also probe each run's untrained network (probe_random.json).",
+)
+@click.option(
+    "--probe-epochs", type=click.IntRange(min=1), help="Probe epochs (default: the recipe's)."
+)
 @backend_option
 @data_options
 @output_options
-def sweep(recipe, clusters, seed, halt_after, pca, probe, probe_random, probe_epochs, backend, out,
-          overwrite, **overrides):
+def sweep(
+    recipe,
+    clusters,
+    seed,
+    halt_after,
+    pca,
+    probe,
+    probe_random,
+    probe_epochs,
+    backend,
+    out,
+    overwrite,
+    **overrides,
+):
     """Train RECIPE for every combination of the given k, seeds, halt epochs and
     PCA dimensions: one run directory each under --out. Resumable: finished
     runs (and probes) are kept, unfinished ones start again.
@@ -54,10 +106,16 @@ def sweep(recipe, clusters, seed, halt_after, pca, probe, probe_random, probe_ep
     """
     use_backend(backend)
     base = resolve_recipe(recipe, overrides)
-    grid = {"clusters": clusters or [base.clusters], "seed": seed or [base.seed],
-            "halt_after": halt_after or [base.halt_after], "pca": pca or [base.pca]}
+    grid = {
+        "clusters": clusters or [base.clusters],
+        "seed": seed or [base.seed],
+        "halt_after": halt_after or [base.halt_after],
+        "pca": pca or [base.pca],
+    }
     try:
-        recipes = [base.replace(**dict(zip(grid, values))) for values in itertools.product(*grid.values())]
+        recipes = [
+            base.replace(**dict(zip(grid, values))) for values in itertools.product(*grid.values())
+        ]
     except RecipeError as error:
         raise click.UsageError(str(error)) from None
     from keras_deepcluster_cli import training
@@ -72,19 +130,25 @@ def sweep(recipe, clusters, seed, halt_after, pca, probe, probe_random, probe_ep
         for run, r in zip(runs, recipes):  # refuse other settings before any work
             run.check_replaceable(r.to_toml(), overwrite)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "sweep.json").write_text(json.dumps(
-            {"recipe": base.name, "grid": grid, "runs": [run.path.name for run in runs]}, indent=1))
+        (out / "sweep.json").write_text(
+            json.dumps(
+                {"recipe": base.name, "grid": grid, "runs": [run.path.name for run in runs]},
+                indent=1,
+            )
+        )
         with console.status(f"loading {base.dataset} ({base.source})"):
             data = training.load_data(base)
         console.print(f"sweep {base.name}: {len(runs)} runs on {len(data.x_train)} images -> {out}")
         bars = progress_bars(console)
         grid_task = bars.add_task("sweep", total=len(runs))
-        with bars:
+        with interruptible(console, RUN_AGAIN), bars:
             for run, r in zip(runs, recipes):
                 bars.update(grid_task, description=run.path.name[:17])
                 if not run.holds(r.to_toml()):
                     progress = TrainingProgress(console, r.epochs, progress=bars)
-                    pretraining = training.Pretraining.build(r, data, on_progress=progress.on_progress)
+                    pretraining = training.Pretraining.build(
+                        r, data, on_progress=progress.on_progress
+                    )
                     run.create(r.to_toml(), overwrite=True)  # same settings, or --overwrite
                     pretraining.fit(run, callbacks=[progress])
                 if probe and not (run.path / "probe.json").is_file():
@@ -94,7 +158,9 @@ def sweep(recipe, clusters, seed, halt_after, pca, probe, probe_random, probe_ep
                 summary = run.read_json(RunDirectory.SUMMARY)
                 console.print(_line(run, summary))
                 bars.advance(grid_task)
-    console.print(f"done: {len(runs)} runs in {out}; `deepcluster report {out}` tabulates and plots them")
+    console.print(
+        f"done: {len(runs)} runs in {out}; `deepcluster report {out}` tabulates and plots them"
+    )
 
 
 def _line(run: RunDirectory, summary: dict) -> str:

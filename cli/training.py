@@ -16,6 +16,7 @@ import numpy as np
 
 import keras_deepcluster as kdc
 from keras_deepcluster.reclustering import check_compatible
+from keras_deepcluster_cli.options import interrupt_requested
 from keras_deepcluster_cli.recipe import Recipe, RecipeError
 from keras_deepcluster_cli.run_directory import RunDirectory
 
@@ -72,57 +73,125 @@ class Pretraining:
         images = data.x_train
         keras.utils.set_random_seed(recipe.seed)
         dataset = kdc.PseudoLabelDataset(
-            images, views, batch_size=recipe.batch_size, seed=recipe.seed,
+            images,
+            views,
+            batch_size=recipe.batch_size,
+            seed=recipe.seed,
             epoch_length=recipe.epoch_multiplier * len(images),
         )
         model = kdc.DeepCluster(
             build_backbone(recipe, (views.size, views.size, images.shape[-1])),
-            recipe.clusters, weight_decay=recipe.weight_decay,
+            recipe.clusters,
+            weight_decay=recipe.weight_decay,
         )
         model.compile(optimizer=keras.optimizers.SGD(recipe.lr, momentum=recipe.momentum))
         reclustering = kdc.Reclustering(
-            dataset, labels=data.y_train, pca_dim=recipe.pca, kmeans_backend=recipe.kmeans,
-            kmeans_iterations=recipe.kmeans_iterations, halt_after=recipe.halt_after,
-            halt_when_stable=recipe.halt_when_stable, halt_patience=recipe.halt_patience,
-            seed=recipe.seed, on_progress=on_progress,
+            dataset,
+            labels=data.y_train,
+            pca_dim=recipe.pca,
+            kmeans_backend=recipe.kmeans,
+            kmeans_iterations=recipe.kmeans_iterations,
+            halt_after=recipe.halt_after,
+            halt_when_stable=recipe.halt_when_stable,
+            halt_patience=recipe.halt_patience,
+            seed=recipe.seed,
+            on_progress=on_progress,
         )
         check_compatible(model, dataset, recipe.pca)
         return cls(recipe, model, dataset, reclustering)
 
     def fit(
-        self, run: RunDirectory, callbacks: Sequence[keras.callbacks.Callback] = ()
+        self,
+        run: RunDirectory,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        resume: bool = False,
     ) -> keras.callbacks.History:
         """Trains, recording every epoch into `run` (created by `RunDirectory.create`).
 
-        After each epoch its history row and pseudo-labels are on disk; at the
-        end the model and ``summary.json``.
+        After each epoch its pseudo-labels, history row and a checkpoint (model,
+        optimizer, re-clustering state) are on disk; at the end the model and
+        ``summary.json``. With `resume`, training continues after the run's
+        last checkpoint (from the start if it has none) and gives the same
+        pseudo-labels and metrics as an uninterrupted run on the same backend
+        and machine: every random draw derives from (seed, epoch).
+
+        Raises:
+            FloatingPointError: the loss or the features became NaN or inf; the
+                message names the epoch (and step); the last checkpoint stays.
         """
         recorder = RunRecorder(run, self.reclustering)
+        checkpoint = run.read_checkpoint() if resume else None
+        initial_epoch = 0
+        if checkpoint is not None:
+            self.model = keras.saving.load_model(run.path / checkpoint["model"])
+            initial_epoch = checkpoint["epoch"] + 1
+            recorder.rows = run.read_history()[:initial_epoch]
+            self.reclustering.restore(checkpoint, run.read_pseudo_labels(checkpoint["epoch"]))
         start = time.perf_counter()
         history = self.model.fit(
-            self.dataset, epochs=self.recipe.epochs, verbose=0,
-            callbacks=[self.reclustering, recorder, *callbacks],
+            self.dataset,
+            epochs=self.recipe.epochs,
+            initial_epoch=initial_epoch,
+            verbose=0,
+            callbacks=[self.reclustering, StopOnNaN(), recorder, StopOnInterrupt(), *callbacks],
         )
         run.save_model(self.model)
         last = recorder.rows[-1]
         nmis = [row["nmi_labels"] for row in recorder.rows if "nmi_labels" in row]
-        run.write_json(RunDirectory.SUMMARY, {
-            "recipe": self.recipe.name,
-            "backend": keras.backend.backend(),
-            "epochs": self.recipe.epochs,
-            "images": self.dataset.num_images,
-            "wall_seconds": time.perf_counter() - start,
-            "final": last,
-            "best_nmi_labels": max(nmis) if nmis else None,
-            "clustering_stopped": None if self.reclustering.halted_at is None else {
-                "epoch": self.reclustering.halted_at, "reason": self.reclustering.halt_reason},
-            "versions": {"keras": keras.__version__, "python": platform.python_version()},
-        })
+        run.write_json(
+            RunDirectory.SUMMARY,
+            {
+                "recipe": self.recipe.name,
+                "backend": keras.backend.backend(),
+                "epochs": self.recipe.epochs,
+                "images": self.dataset.num_images,
+                "wall_seconds": time.perf_counter() - start,
+                "final": last,
+                "best_nmi_labels": max(nmis) if nmis else None,
+                "clustering_stopped": None
+                if self.reclustering.halted_at is None
+                else {
+                    "epoch": self.reclustering.halted_at,
+                    "reason": self.reclustering.halt_reason,
+                },
+                "versions": {"keras": keras.__version__, "python": platform.python_version()},
+                "resumed_at_epoch": initial_epoch or None,
+            },
+        )
+        run.remove_checkpoint()
         return history
 
 
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Re-raises a Ctrl-C / SIGTERM that native code swallowed, at the next boundary.
+
+    Goes after the `RunRecorder`, so an epoch that finished is checkpointed first.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        if interrupt_requested():
+            raise KeyboardInterrupt
+
+    on_epoch_begin = on_epoch_end = on_train_batch_end
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training with a FloatingPointError naming the epoch and step of a NaN/inf loss."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not np.isfinite(loss):
+            raise FloatingPointError(
+                f"The training loss is NaN or inf at epoch {self.epoch}, step {batch}: the "
+                "network diverged (lower --lr). Epochs before it are kept in the run directory."
+            )
+
+
 class RunRecorder(keras.callbacks.Callback):
-    """Writes each finished epoch's row and pseudo-labels into the run directory.
+    """Writes each finished epoch's row, pseudo-labels and checkpoint into the run directory.
 
     Goes after `Reclustering` in the callback list, so it sees the epoch's
     metrics and times the training part of the epoch alone.
@@ -149,6 +218,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.rows.append(row)
         self.run.write_pseudo_labels(epoch, self.reclustering.pseudo_labels)
         self.run.write_history(self.rows)
+        self.run.save_checkpoint(self.model, epoch, self.reclustering.state())
 
 
 def probe(
@@ -175,14 +245,22 @@ def probe(
         backbone = build_backbone(recipe, (views.size, views.size, data.x_train.shape[-1]))
     else:
         if not (run.path / RunDirectory.MODEL).is_file():
-            raise ValueError(f"{run.path} holds no trained model ({RunDirectory.MODEL}); "
-                             "the run did not finish. Probe it with --random, or train it again.")
+            raise ValueError(
+                f"{run.path} holds no trained model ({RunDirectory.MODEL}); "
+                "the run did not finish. Probe it with --random, or train it again."
+            )
         backbone = keras.saving.load_model(run.path / RunDirectory.MODEL).backbone
     train_split, test_split, test_name = _probe_splits(data, recipe.seed)
     start = time.perf_counter()
     result = kdc.evaluation.linear_probe(
-        backbone, layer, train_split, test_split, views,
-        epochs=epochs or recipe.probe_epochs, flip=recipe.probe_flip, seed=recipe.seed,
+        backbone,
+        layer,
+        train_split,
+        test_split,
+        views,
+        epochs=epochs or recipe.probe_epochs,
+        flip=recipe.probe_flip,
+        seed=recipe.seed,
     )
     report = {
         "model": "random" if random else "trained",
@@ -206,7 +284,10 @@ def _probe_splits(data, seed):
         return (data.x_train, data.y_train), (data.x_test, data.y_test), "test"
     order = np.random.default_rng(seed).permutation(len(data.x_train))
     held = order[: int(round(PROBE_HOLDOUT * len(order)))]
-    kept = np.sort(order[len(held):])
+    kept = np.sort(order[len(held) :])
     held = np.sort(held)
-    return ((data.x_train[kept], data.y_train[kept]), (data.x_train[held], data.y_train[held]),
-            f"{PROBE_HOLDOUT:.0%} of train held out")
+    return (
+        (data.x_train[kept], data.y_train[kept]),
+        (data.x_train[held], data.y_train[held]),
+        f"{PROBE_HOLDOUT:.0%} of train held out",
+    )

@@ -42,9 +42,7 @@ class Clustering:
     seconds_kmeans: float
 
 
-def pca_whiten(
-    features: np.ndarray, dim: int, backend: str = "faiss", seed: int = 0
-) -> np.ndarray:
+def pca_whiten(features: np.ndarray, dim: int, backend: str = "faiss", seed: int = 0) -> np.ndarray:
     """Projects `features` on their top `dim` principal axes with unit variance.
 
     Args:
@@ -63,8 +61,7 @@ def pca_whiten(
     d = features.shape[1]
     if not 1 <= dim <= d:
         raise ValueError(
-            f"PCA dimension must be between 1 and the feature dimension {d}; "
-            f"got {dim}."
+            f"PCA dimension must be between 1 and the feature dimension {d}; got {dim}."
         )
     if backend not in PCA_BACKENDS:
         raise ValueError(f"Unknown PCA backend {backend!r}; use one of {PCA_BACKENDS}.")
@@ -113,9 +110,7 @@ def kmeans(
         empty clusters) and the mean squared distance to the assigned centroid.
     """
     if backend not in KMEANS_BACKENDS:
-        raise ValueError(
-            f"Unknown k-means backend {backend!r}; use one of {KMEANS_BACKENDS}."
-        )
+        raise ValueError(f"Unknown k-means backend {backend!r}; use one of {KMEANS_BACKENDS}.")
     n, d = features.shape
     if not 2 <= k <= n:
         raise ValueError(f"k-means needs 2 <= k <= N={n} points; got k={k}.")
@@ -142,9 +137,7 @@ def kmeans(
     return labels[:, 0].astype(np.int64), float(distances.sum()) / n
 
 
-def fill_empty_clusters(
-    labels: np.ndarray, features: np.ndarray, k: int
-) -> tuple[np.ndarray, int]:
+def fill_empty_clusters(labels: np.ndarray, features: np.ndarray, k: int) -> tuple[np.ndarray, int]:
     """Gives every empty cluster half of the currently largest cluster.
 
     The largest cluster is split at the median of its projection on its first

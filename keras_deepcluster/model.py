@@ -55,7 +55,11 @@ class DeepCluster(keras.Model):
                 "backbone must be a functional keras.Model (built from keras.Input); "
                 f"got {type(backbone).__name__}."
             )
-        if isinstance(num_clusters, bool) or not isinstance(num_clusters, (int, np.integer)) or num_clusters < 2:
+        if (
+            isinstance(num_clusters, bool)
+            or not isinstance(num_clusters, (int, np.integer))
+            or num_clusters < 2
+        ):
             raise ValueError(f"num_clusters must be an integer >= 2; got {num_clusters!r}.")
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0; got {weight_decay}.")
@@ -169,6 +173,4 @@ def _truncate(backbone: keras.Model, layer_name: str) -> keras.Model:
             f"Backbone {backbone.name!r} has no layer {layer_name!r}; its layers "
             f"are: {', '.join(names)}."
         )
-    return keras.Model(
-        backbone.input, backbone.get_layer(layer_name).output, name=backbone.name
-    )
+    return keras.Model(backbone.input, backbone.get_layer(layer_name).output, name=backbone.name)

@@ -15,8 +15,7 @@ def check_images(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim not in (3, 4):
         raise ValueError(
-            "Images must be an array of shape (N, H, W) or (N, H, W, C); got "
-            f"shape {images.shape}."
+            f"Images must be an array of shape (N, H, W) or (N, H, W, C); got shape {images.shape}."
         )
     if images.ndim == 3:
         images = images[..., None]
@@ -30,9 +29,7 @@ def check_images(images: np.ndarray) -> np.ndarray:
     return images
 
 
-def uniform_cluster_sample(
-    labels: np.ndarray, length: int, rng: np.random.Generator
-) -> np.ndarray:
+def uniform_cluster_sample(labels: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
     """Indices drawing every non-empty cluster equally often, shuffled.
 
     The sampler of DeepCluster (``UnifLabelSampler``): each non-empty cluster
@@ -43,8 +40,7 @@ def uniform_cluster_sample(
     clusters = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     per_cluster = math.ceil(length / len(clusters))
     picks = [
-        rng.choice(members, per_cluster, replace=len(members) < per_cluster)
-        for members in clusters
+        rng.choice(members, per_cluster, replace=len(members) < per_cluster) for members in clusters
     ]
     indices = np.concatenate(picks)
     rng.shuffle(indices)
@@ -124,9 +120,7 @@ class PseudoLabelDataset(keras.utils.PyDataset):
         self.pseudo_labels = labels.astype(np.int32)
         self.epoch = epoch
         rng = np.random.default_rng([self.seed, epoch, 0])
-        self._order = uniform_cluster_sample(
-            self.pseudo_labels, len(self) * self.batch_size, rng
-        )
+        self._order = uniform_cluster_sample(self.pseudo_labels, len(self) * self.batch_size, rng)
 
     def __len__(self) -> int:
         return math.ceil(self.epoch_length / self.batch_size)

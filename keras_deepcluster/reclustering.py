@@ -94,7 +94,8 @@ class Reclustering(keras.callbacks.Callback):
         super().__init__()
         if not isinstance(data, PseudoLabelDataset):
             raise ValueError(
-                f"Reclustering needs the PseudoLabelDataset given to fit; got {type(data).__name__}."
+                "Reclustering needs the PseudoLabelDataset given to fit; got "
+                f"{type(data).__name__}."
             )
         if labels is not None:
             labels = np.asarray(labels)
@@ -113,10 +114,13 @@ class Reclustering(keras.callbacks.Callback):
         _check_optional_int("kmeans_iterations", kmeans_iterations)
         _check_optional_int("feature_batch_size", feature_batch_size)
         if pca_backend not in clustering.PCA_BACKENDS:
-            raise ValueError(f"pca_backend must be one of {clustering.PCA_BACKENDS}; got {pca_backend!r}.")
+            raise ValueError(
+                f"pca_backend must be one of {clustering.PCA_BACKENDS}; got {pca_backend!r}."
+            )
         if kmeans_backend not in clustering.KMEANS_BACKENDS:
             raise ValueError(
-                f"kmeans_backend must be one of {clustering.KMEANS_BACKENDS}; got {kmeans_backend!r}."
+                f"kmeans_backend must be one of {clustering.KMEANS_BACKENDS}; "
+                f"got {kmeans_backend!r}."
             )
         self.data = data
         self.labels = labels
@@ -140,6 +144,20 @@ class Reclustering(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         check_compatible(self.model, self.data, self.pca_dim)
+
+    def state(self) -> dict:
+        """What a checkpoint needs besides the pseudo-labels (JSON-serialisable)."""
+        return {
+            "halted_at": self.halted_at,
+            "halt_reason": self.halt_reason,
+            "stability": list(self._stability),
+        }
+
+    def restore(self, state: dict, pseudo_labels: np.ndarray) -> None:
+        """Continues after a checkpoint: `state()` and the last epoch's pseudo-labels."""
+        self.halted_at, self.halt_reason = state["halted_at"], state["halt_reason"]
+        self._stability = list(state["stability"])
+        self.pseudo_labels, self.previous_labels = np.asarray(pseudo_labels), None
 
     def on_epoch_begin(self, epoch, logs=None):
         model = self.model
@@ -168,20 +186,26 @@ class Reclustering(keras.callbacks.Callback):
     def _cluster(self, model, epoch):
         start = time.perf_counter()
         features = extract_features(
-            model.backbone, self.data.images, self.data.views, self.feature_batch_size,
+            model.backbone,
+            self.data.images,
+            self.data.views,
+            self.feature_batch_size,
             on_batch=lambda done, total: self.on_progress("features", done, total),
         )
         seconds_features = time.perf_counter() - start
         self.on_progress("clustering", 0, 1)
-        result = clustering.cluster_features(
-            features,
-            model.num_clusters,
-            seed=kmeans_seed(self.seed, epoch),
-            pca_dim=self.pca_dim,
-            pca_backend=self.pca_backend,
-            kmeans_backend=self.kmeans_backend,
-            iterations=self.kmeans_iterations,
-        )
+        try:
+            result = clustering.cluster_features(
+                features,
+                model.num_clusters,
+                seed=kmeans_seed(self.seed, epoch),
+                pca_dim=self.pca_dim,
+                pca_backend=self.pca_backend,
+                kmeans_backend=self.kmeans_backend,
+                iterations=self.kmeans_iterations,
+            )
+        except FloatingPointError as error:
+            raise FloatingPointError(f"Epoch {epoch}, re-clustering: {error}") from None
         self.on_progress("clustering", 1, 1)
         stats = {
             "clustered": 1.0,
@@ -197,7 +221,9 @@ class Reclustering(keras.callbacks.Callback):
         sizes = np.bincount(labels, minlength=self.model.num_clusters)
         stats = {
             "nmi_previous": (
-                nmi(labels, self.previous_labels) if self.previous_labels is not None else float("nan")
+                nmi(labels, self.previous_labels)
+                if self.previous_labels is not None
+                else float("nan")
             ),
             "clusters": float(np.count_nonzero(sizes)),
             "cluster_min": float(sizes[sizes > 0].min()),

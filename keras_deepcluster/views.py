@@ -22,9 +22,7 @@ _PRESETS = {
     "fashion_mnist": dict(resize=44, mean=(0.2860,), std=(0.3205,)),
     "svhn": dict(resize=45, mean=(0.437, 0.443, 0.472), std=(0.198, 0.201, 0.197)),
     "cifar10": dict(resize=45, mean=(0.437, 0.443, 0.472), std=(0.198, 0.201, 0.197)),
-    "imagenet": dict(
-        size=224, resize=256, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
-    ),
+    "imagenet": dict(size=224, resize=256, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
 }
 
 
@@ -63,13 +61,11 @@ class ImageViews:
     def __post_init__(self):
         if self.size < 1 or self.resize < self.size:
             raise ValueError(
-                f"ImageViews needs 1 <= size <= resize; got size={self.size}, "
-                f"resize={self.resize}."
+                f"ImageViews needs 1 <= size <= resize; got size={self.size}, resize={self.resize}."
             )
         if len(self.mean) != len(self.std) or min(self.std) <= 0:
             raise ValueError(
-                "ImageViews needs one positive std per mean; got "
-                f"mean={self.mean}, std={self.std}."
+                f"ImageViews needs one positive std per mean; got mean={self.mean}, std={self.std}."
             )
 
     @classmethod
@@ -77,8 +73,7 @@ class ImageViews:
         """The authors' views for `name` (one of `ImageViews.presets()`)."""
         if name not in _PRESETS:
             raise ValueError(
-                f"No image views for dataset {name!r}; known: "
-                f"{', '.join(sorted(_PRESETS))}."
+                f"No image views for dataset {name!r}; known: {', '.join(sorted(_PRESETS))}."
             )
         return cls(**{**_PRESETS[name], **overrides})
 
@@ -138,9 +133,7 @@ def _as_nhwc(images: np.ndarray) -> np.ndarray:
 
 def _interpolation(n_in: int, n_out: int) -> np.ndarray:
     """Bilinear resampling matrix (n_out, n_in), half-pixel centres."""
-    return _window_interpolation(
-        np.zeros(1, np.int64), np.full(1, n_in), n_in, n_out
-    )[0]
+    return _window_interpolation(np.zeros(1, np.int64), np.full(1, n_in), n_in, n_out)[0]
 
 
 def _window_interpolation(start, length, n_in: int, n_out: int) -> np.ndarray:

@@ -47,7 +47,9 @@ def test_stable_since_fires_only_on_a_stable_run():
 
 
 def test_space_scores_seeds_and_resumes_after_a_kill(tmp_path, monkeypatch):
-    whole = invoke("space", "digits", "--seeds", "0-3", "-k", "5", *DIGITS, "--out", tmp_path / "whole")
+    whole = invoke(
+        "space", "digits", "--seeds", "0-3", "-k", "5", *DIGITS, "--out", tmp_path / "whole"
+    )
     assert whole.exit_code == 0, whole.output
     rows = read_csv(tmp_path / "whole" / "space.csv")
     assert [row["seed"] for row in rows] == ["0", "1", "2", "3"]
@@ -55,24 +57,43 @@ def test_space_scores_seeds_and_resumes_after_a_kill(tmp_path, monkeypatch):
     assert (tmp_path / "whole" / "space_nmi.png").stat().st_size > 10_000
 
     interrupt_after(monkeypatch, kdc.evaluation, "filter_quality", 2)
-    killed = invoke("space", "digits", "--seeds", "0-3", "-k", "5", *DIGITS, "--out", tmp_path / "resumed")
+    killed = invoke(
+        "space", "digits", "--seeds", "0-3", "-k", "5", *DIGITS, "--out", tmp_path / "resumed"
+    )
     assert killed.exit_code != 0 and len(read_csv(tmp_path / "resumed" / "space.csv")) == 2
     monkeypatch.undo()
-    resumed = invoke("space", "digits", "--seeds", "0-3", "-k", "5", *DIGITS, "--out", tmp_path / "resumed")
+    resumed = invoke(
+        "space", "digits", "--seeds", "0-3", "-k", "5", *DIGITS, "--out", tmp_path / "resumed"
+    )
     assert resumed.exit_code == 0 and "2 of 4 seeds already scored (resumed)" in resumed.output
     assert read_csv(tmp_path / "resumed" / "space.csv") == rows
 
-    other = invoke("space", "digits", "--seeds", "0-3", "-k", "6", *DIGITS, "--out", tmp_path / "whole")
+    other = invoke(
+        "space", "digits", "--seeds", "0-3", "-k", "6", *DIGITS, "--out", tmp_path / "whole"
+    )
     assert other.exit_code == 1 and "holds a run of other settings" in other.output
 
 
 def test_space_nmi_is_the_first_clustering_of_training(tmp_path):
     invoke("space", "digits", "--seeds", "7", "-k", "5", *DIGITS, "--out", tmp_path / "space")
-    train = invoke("train", "digits", "--seed", "7", "-k", "5", "--epochs", "1", *DIGITS,
-                   "--out", tmp_path / "run")
+    train = invoke(
+        "train",
+        "digits",
+        "--seed",
+        "7",
+        "-k",
+        "5",
+        "--epochs",
+        "1",
+        *DIGITS,
+        "--out",
+        tmp_path / "run",
+    )
     assert train.exit_code == 0, train.output
     space_nmi = float(read_csv(tmp_path / "space" / "space.csv")[0]["nmi"])
-    assert space_nmi == pytest.approx(RunDirectory(tmp_path / "run").read_history()[0]["nmi_labels"])
+    assert space_nmi == pytest.approx(
+        RunDirectory(tmp_path / "run").read_history()[0]["nmi_labels"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -90,8 +111,20 @@ def test_space_bad_input(tmp_path, args, message):
 
 
 def test_sweep_runs_the_grid_and_resumes_after_a_kill(tmp_path, monkeypatch):
-    args = ["sweep", "digits", "--clusters", "3,4", "--seeds", "0", "--epochs", "2", *DIGITS,
-            "--probe", "--probe-epochs", "1"]
+    args = [
+        "sweep",
+        "digits",
+        "--clusters",
+        "3,4",
+        "--seeds",
+        "0",
+        "--epochs",
+        "2",
+        *DIGITS,
+        "--probe",
+        "--probe-epochs",
+        "1",
+    ]
     whole = invoke(*args, "--out", tmp_path / "whole")
     assert whole.exit_code == 0, whole.output
     names = sorted(p.name for p in (tmp_path / "whole").iterdir() if p.is_dir())
@@ -104,25 +137,44 @@ def test_sweep_runs_the_grid_and_resumes_after_a_kill(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert invoke(*args, "--out", tmp_path / "resumed").exit_code == 0
     for name in names:
-        first, again = RunDirectory(tmp_path / "whole" / name), RunDirectory(tmp_path / "resumed" / name)
+        first, again = (
+            RunDirectory(tmp_path / "whole" / name),
+            RunDirectory(tmp_path / "resumed" / name),
+        )
         np.testing.assert_array_equal(first.read_pseudo_labels(1), again.read_pseudo_labels(1))
         assert [r["nmi_labels"] for r in first.read_history()] == [
-            r["nmi_labels"] for r in again.read_history()]
-        assert first.read_json("probe.json")["accuracy"] == again.read_json("probe.json")["accuracy"]
+            r["nmi_labels"] for r in again.read_history()
+        ]
+        assert (
+            first.read_json("probe.json")["accuracy"] == again.read_json("probe.json")["accuracy"]
+        )
 
 
 def test_sweep_bad_grid(tmp_path):
     result = invoke("sweep", "digits", "--clusters", "5,x", "--out", tmp_path / "s")
     assert result.exit_code == 2 and "'x' in '5,x' is not an integer" in result.output
-    result = invoke("sweep", "digits", "--epochs", "3", "--halt-after", "2,4", "--out", tmp_path / "s")
+    result = invoke(
+        "sweep", "digits", "--epochs", "3", "--halt-after", "2,4", "--out", tmp_path / "s"
+    )
     assert result.exit_code == 2 and "halt_after=4 is larger than epochs=3" in result.output
     assert not (tmp_path / "s").exists()
 
 
 def test_automatic_halt_is_recorded(tmp_path):
     out = tmp_path / "run"
-    result = invoke("train", "digits", "--epochs", "3", "--halt-when-stable", "0.01",
-                    "--halt-patience", "1", *DIGITS, "--out", out)
+    result = invoke(
+        "train",
+        "digits",
+        "--epochs",
+        "3",
+        "--halt-when-stable",
+        "0.01",
+        "--halt-patience",
+        "1",
+        *DIGITS,
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     run = RunDirectory(out)
     history = run.read_history()
@@ -134,19 +186,45 @@ def test_automatic_halt_is_recorded(tmp_path):
 
 def test_report_draws_every_plot_from_saved_runs(tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
-    result = invoke("sweep", "digits", "--clusters", "3,4", "--seeds", "0,1", "--halt-after", "1,none",
-                    "--epochs", "2", *DIGITS, "--probe", "--probe-epochs", "1", "--out", sweep)
+    result = invoke(
+        "sweep",
+        "digits",
+        "--clusters",
+        "3,4",
+        "--seeds",
+        "0,1",
+        "--halt-after",
+        "1,none",
+        "--epochs",
+        "2",
+        *DIGITS,
+        "--probe",
+        "--probe-epochs",
+        "1",
+        "--out",
+        sweep,
+    )
     assert result.exit_code == 0, result.output
     invoke("space", "digits", "--seeds", "0-2", "-k", "3", *DIGITS, "--out", tmp_path / "space")
     interrupt_after(monkeypatch, training.Pretraining, "fit", 0)  # report must not train
     result = invoke("report", sweep, tmp_path / "space", "--out", tmp_path / "report")
     assert result.exit_code == 0, result.output
-    for name in ("runs.csv", "runs.md", "groups.csv", "nmi_curves.png", "probe_vs_k.png",
-                 "probe_vs_initial_nmi.png", "halting.png", "space_space.png"):
+    for name in (
+        "runs.csv",
+        "runs.md",
+        "groups.csv",
+        "nmi_curves.png",
+        "probe_vs_k.png",
+        "probe_vs_initial_nmi.png",
+        "halting.png",
+        "space_space.png",
+    ):
         assert (tmp_path / "report" / name).stat().st_size > 0, name
     runs = read_csv(tmp_path / "report" / "runs.csv", drop=())
     assert len(runs) == 8 and {r["clusters"] for r in runs} == {"3", "4"}
-    assert {r["halted_at"] for r in runs} == {"1", "2"} and all(0 <= float(r["probe"]) <= 1 for r in runs)
+    assert {r["halted_at"] for r in runs} == {"1", "2"} and all(
+        0 <= float(r["probe"]) <= 1 for r in runs
+    )
     groups = read_csv(tmp_path / "report" / "groups.csv", drop=())
     assert len(groups) == 4 and all(g["seeds"] == "2" for g in groups)
 
@@ -158,8 +236,23 @@ def test_report_needs_runs(tmp_path):
 
 def test_select_chooses_and_trains(tmp_path):
     out = tmp_path / "select"
-    result = invoke("select", "digits", "--labelled", "60", "--seeds", "0-1", "-k", "3,4",
-                    "--trial-epochs", "2", "--epochs", "2", *DIGITS, "--out", out)
+    result = invoke(
+        "select",
+        "digits",
+        "--labelled",
+        "60",
+        "--seeds",
+        "0-1",
+        "-k",
+        "3,4",
+        "--trial-epochs",
+        "2",
+        "--epochs",
+        "2",
+        *DIGITS,
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     selection = json.loads((out / "selection.json").read_text())
     chosen = selection["chosen"]
@@ -176,4 +269,7 @@ def test_select_bad_input(tmp_path):
     result = invoke("select", "digits", "--labelled", "5", "--out", tmp_path / "s")
     assert result.exit_code == 2 and "--labelled" in result.output
     result = invoke("select", "digits", "--labelled", "500", *DIGITS, "--out", tmp_path / "s")
-    assert result.exit_code == 1 and "--labelled 500 is more than the 150 training images" in result.output
+    assert (
+        result.exit_code == 1
+        and "--labelled 500 is more than the 150 training images" in result.output
+    )

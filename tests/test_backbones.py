@@ -18,7 +18,9 @@ def test_paper_backbones(name, shape, features, probe_layer, probe_shape):
     assert model.input_shape[1:] == shape
     assert model.output_shape == (None, features)
     assert model.get_layer(probe_layer).output.shape[1:] == probe_shape
-    out = model.predict_on_batch(np.random.default_rng(0).normal(size=(2,) + shape).astype("float32"))
+    out = model.predict_on_batch(
+        np.random.default_rng(0).normal(size=(2,) + shape).astype("float32")
+    )
     assert out.shape == (2, features) and np.isfinite(out).all()
 
 
@@ -56,8 +58,13 @@ def test_sobel_filter_computes_sobel():
 
 
 def test_unknown_backbone():
-    with pytest.raises(ValueError, match="Unknown backbone 'resnet'; known backbones: alexnet, alexnet_micro, lenet"):
+    with pytest.raises(
+        ValueError,
+        match="Unknown backbone 'resnet'; known backbones: alexnet, alexnet_micro, lenet",
+    ):
         backbones.get("resnet")
 
-    with pytest.raises(ValueError, match="Backbone 'lenet' has no option 'sobel'; its options: input_shape"):
+    with pytest.raises(
+        ValueError, match="Backbone 'lenet' has no option 'sobel'; its options: input_shape"
+    ):
         backbones.get("lenet", sobel=True)

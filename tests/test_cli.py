@@ -2,11 +2,11 @@
 
 import json
 import os
-import tomllib
 
 import keras
 import numpy as np
 import pytest
+import tomllib
 from click.testing import CliRunner
 from PIL import Image
 
@@ -38,8 +38,17 @@ def test_train_writes_a_complete_run(digits_run):
     run = RunDirectory(out)
     rows = run.read_history()
     assert [r["epoch"] for r in rows] == [0, 1]
-    for key in ("loss", "nmi_labels", "nmi_previous", "label_entropy", "kmeans_objective",
-                "seconds_features", "seconds_kmeans", "seconds_train", "seconds_epoch"):
+    for key in (
+        "loss",
+        "nmi_labels",
+        "nmi_previous",
+        "label_entropy",
+        "kmeans_objective",
+        "seconds_features",
+        "seconds_kmeans",
+        "seconds_train",
+        "seconds_epoch",
+    ):
         assert key in rows[0], key
     assert 0 < rows[1]["nmi_labels"] <= 1 and 0 < rows[1]["nmi_previous"] <= 1
     assert rows[0]["seconds_epoch"] >= rows[0]["seconds_train"] > 0
@@ -59,9 +68,12 @@ def test_same_seed_same_run(digits_run, tmp_path):
     assert result.exit_code == 0, result.output
     first, again = RunDirectory(out), RunDirectory(tmp_path / "again")
     for epoch in (0, 1):
-        np.testing.assert_array_equal(first.read_pseudo_labels(epoch), again.read_pseudo_labels(epoch))
+        np.testing.assert_array_equal(
+            first.read_pseudo_labels(epoch), again.read_pseudo_labels(epoch)
+        )
     assert [r["nmi_labels"] for r in first.read_history()] == [
-        r["nmi_labels"] for r in again.read_history()]
+        r["nmi_labels"] for r in again.read_history()
+    ]
 
 
 def test_probe_trained_and_random(digits_run):
@@ -88,9 +100,22 @@ def test_refuses_to_overwrite_a_run(digits_run, tmp_path):
     assert "already holds a finished run; pass --overwrite" in result.output
     assert (out / "history.csv").read_bytes() == before
     copy = tmp_path / "copy"
-    assert invoke("train", "digits", "--limit", "100", "--epochs", "1", "--out", copy).exit_code == 0
-    result = invoke("train", "digits", "--limit", "100", "--epochs", "1", "-k", "4",
-                    "--out", copy, "--overwrite")
+    assert (
+        invoke("train", "digits", "--limit", "100", "--epochs", "1", "--out", copy).exit_code == 0
+    )
+    result = invoke(
+        "train",
+        "digits",
+        "--limit",
+        "100",
+        "--epochs",
+        "1",
+        "-k",
+        "4",
+        "--out",
+        copy,
+        "--overwrite",
+    )
     assert result.exit_code == 0, result.output
     assert tomllib.loads((copy / "config.toml").read_text())["model"]["clusters"] == 4
 
@@ -119,7 +144,8 @@ def test_unknown_recipe_lists_known_ones(tmp_path):
     result = invoke("train", "fmnist", "--out", tmp_path / "run")
     assert result.exit_code == 2
     assert "Unknown recipe 'fmnist'; known recipes: cifar10, digits, fashion_mnist" in " ".join(
-        result.output.split())
+        result.output.split()
+    )
 
 
 def test_bad_recipe_file_names_key_and_file(tmp_path):
@@ -133,12 +159,19 @@ def test_bad_recipe_file_names_key_and_file(tmp_path):
 def test_unloadable_data_writes_nothing(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = invoke("train", "digits", "--source", "idx", "--data-dir", empty, "--out", tmp_path / "run")
+    result = invoke(
+        "train", "digits", "--source", "idx", "--data-dir", empty, "--out", tmp_path / "run"
+    )
     assert result.exit_code == 1
-    assert "No train-images-idx3-ubyte[.gz] in" in result.output and "Traceback" not in result.output
+    assert (
+        "No train-images-idx3-ubyte[.gz] in" in result.output and "Traceback" not in result.output
+    )
     assert not (tmp_path / "run").exists()
     result = invoke("train", "digits", "--source", "pickle", "--out", tmp_path / "run")
-    assert "Unknown data source 'pickle'; known sources: tfds, idx, npz, folder, digits" in result.output
+    assert (
+        "Unknown data source 'pickle'; known sources: tfds, idx, npz, folder, digits"
+        in result.output
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -153,8 +186,18 @@ def test_backend_cannot_change_after_keras_is_imported(tmp_path):
     other = next(b for b in ("tensorflow", "jax", "torch") if b != keras.backend.backend())
     result = invoke("train", "digits", "--backend", other, "--out", tmp_path / "run")
     assert result.exit_code == 2 and f"set KERAS_BACKEND={other}" in result.output
-    same = invoke("train", "digits", "--backend", keras.backend.backend(), "--limit", "64",
-                  "--epochs", "1", "--out", tmp_path / "run")
+    same = invoke(
+        "train",
+        "digits",
+        "--backend",
+        keras.backend.backend(),
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "run",
+    )
     assert same.exit_code == 0, same.output
 
 
@@ -167,21 +210,37 @@ def write_pngs(folder, images):
 def test_train_on_an_unlabelled_image_folder(tmp_path, shapes):
     write_pngs(tmp_path / "images", shapes(40)[0])
     out = tmp_path / "run"
-    result = invoke("train", "digits", "--source", "folder", "--data-dir", tmp_path / "images",
-                    "-k", "3", "--epochs", "2", "--out", out)
+    result = invoke(
+        "train",
+        "digits",
+        "--source",
+        "folder",
+        "--data-dir",
+        tmp_path / "images",
+        "-k",
+        "3",
+        "--epochs",
+        "2",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert "40 training images" in result.output and "unlabelled" in result.output
     rows = RunDirectory(out).read_history()
     assert len(rows) == 2 and "nmi_labels" not in rows[0] and rows[1]["nmi_previous"] > 0
     result = invoke("probe", out)
-    assert result.exit_code == 1 and "has no labels; the linear probe needs labelled images" in result.output
+    assert (
+        result.exit_code == 1
+        and "has no labels; the linear probe needs labelled images" in result.output
+    )
 
 
 def test_tfds_recipe_with_mock_data(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=64):
-        result = invoke("train", "mnist", "--limit", "64", "--epochs", "1", "-k", "3",
-                        "--out", tmp_path / "run")
+        result = invoke(
+            "train", "mnist", "--limit", "64", "--epochs", "1", "-k", "3", "--out", tmp_path / "run"
+        )
     assert result.exit_code == 0, result.output
     assert RunDirectory(tmp_path / "run").read_pseudo_labels(0).shape == (64,)
 
@@ -189,8 +248,20 @@ def test_tfds_recipe_with_mock_data(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason="needs Debian's dataset-fashion-mnist")
 def test_fashion_mnist_from_idx(tmp_path):
     out = tmp_path / "run"
-    result = invoke("train", "fashion_mnist", "--source", "idx", "--data-dir", FASHION_MNIST,
-                    "--limit", "1000", "--epochs", "1", "--out", out)
+    result = invoke(
+        "train",
+        "fashion_mnist",
+        "--source",
+        "idx",
+        "--data-dir",
+        FASHION_MNIST,
+        "--limit",
+        "1000",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     nmi = RunDirectory(out).read_history()[0]["nmi_labels"]
     assert 0.2 < nmi < 0.7  # random LeNet features, k=5: the authors measure 0.31-0.43

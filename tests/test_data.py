@@ -22,7 +22,10 @@ def write_idx(path, array, compress=True, truncate=0):
 @pytest.mark.parametrize("compress", [True, False])
 def test_idx_directory_round_trip(tmp_path, compress):
     rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8), rng.integers(0, 10, 12, dtype=np.uint8)
+    x, y = (
+        rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, 12, dtype=np.uint8),
+    )
     suffix = ".gz" if compress else ""
     write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", x, compress)
     write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", y, compress)
@@ -34,7 +37,9 @@ def test_idx_directory_round_trip(tmp_path, compress):
 
 def test_idx_errors(tmp_path):
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((4, 5, 5)), truncate=3)
-    with pytest.raises(ValueError, match=r"truncated or corrupt: its header promises 100 bytes .* holds 97"):
+    with pytest.raises(
+        ValueError, match=r"truncated or corrupt: its header promises 100 bytes .* holds 97"
+    ):
         data.load("idx", path=tmp_path)
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
     with pytest.raises(ValueError, match="Cannot read IDX file"):
@@ -76,7 +81,9 @@ def test_image_folder_labelled_and_unlabelled(tmp_path):
     for cls, value in (("cat", 10), ("dog", 200)):
         (tmp_path / "labelled" / cls).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(np.full((9, 7), value + i, np.uint8)).save(tmp_path / "labelled" / cls / f"{i}.png")
+            Image.fromarray(np.full((9, 7), value + i, np.uint8)).save(
+                tmp_path / "labelled" / cls / f"{i}.png"
+            )
     labelled = data.load("folder", path=tmp_path / "labelled")
     assert labelled.x_train.shape == (6, 9, 7, 1)
     np.testing.assert_array_equal(labelled.y_train, [0, 0, 0, 1, 1, 1])
@@ -95,7 +102,9 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "mixed").mkdir()
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "mixed" / "a.png")
     Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "mixed" / "b.png")
-    with pytest.raises(ValueError, match=r"differ in size or mode: a.png is \(5, 5\), b.png is \(5, 5, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"differ in size or mode: a.png is \(5, 5\), b.png is \(5, 5, 3\)"
+    ):
         data.load("folder", path=tmp_path / "mixed")
 
 
@@ -123,7 +132,9 @@ def test_unavailable_reason_looks_without_loading(tmp_path):
     assert data.unavailable_reason("folder", path=tmp_path).startswith("no images in")
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
     assert data.unavailable_reason("folder", path=tmp_path) is None
-    assert data.unavailable_reason("npz", path=tmp_path / "x.npz") == f"no file {tmp_path / 'x.npz'}"
+    assert (
+        data.unavailable_reason("npz", path=tmp_path / "x.npz") == f"no file {tmp_path / 'x.npz'}"
+    )
     assert "not prepared" in data.unavailable_reason("tfds", "mnist", tmp_path)
     assert "unknown source" in data.unavailable_reason("web")
 
@@ -138,7 +149,9 @@ def test_digits_and_bad_sources():
         data.load("npz")
 
 
-@pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason="needs apt-get install dataset-fashion-mnist")
+@pytest.mark.skipif(
+    not os.path.isdir(FASHION_MNIST), reason="needs apt-get install dataset-fashion-mnist"
+)
 def test_real_fashion_mnist_from_the_debian_package():
     fm = data.load("idx", "fashion_mnist", FASHION_MNIST)
     assert fm.x_train.shape == (60000, 28, 28, 1) and fm.x_test.shape == (10000, 28, 28, 1)

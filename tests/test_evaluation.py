@@ -3,7 +3,13 @@ import numpy as np
 import pytest
 
 from keras_deepcluster import ImageViews, backbones
-from keras_deepcluster.evaluation import InverseSqrtDecay, label_entropy, label_noise, linear_probe, nmi
+from keras_deepcluster.evaluation import (
+    InverseSqrtDecay,
+    label_entropy,
+    label_noise,
+    linear_probe,
+    nmi,
+)
 
 
 def test_cluster_metrics_on_hand_computed_cases():
@@ -21,14 +27,18 @@ def test_cluster_metrics_on_hand_computed_cases():
 def test_inverse_sqrt_decay():
     schedule = InverseSqrtDecay(0.01, 1e-4)
     assert float(keras.ops.convert_to_numpy(schedule(0))) == pytest.approx(0.01)
-    assert float(keras.ops.convert_to_numpy(schedule(10_000))) == pytest.approx(0.01 / np.sqrt(1.01), rel=1e-5)
+    assert float(keras.ops.convert_to_numpy(schedule(10_000))) == pytest.approx(
+        0.01 / np.sqrt(1.01), rel=1e-5
+    )
 
 
 def test_linear_probe_on_a_random_network_beats_chance(shapes):
     x, y = shapes(400, seed=0)
     x_test, y_test = shapes(200, seed=1)
     views = ImageViews.for_dataset("mnist")
-    result = linear_probe(backbones.lenet(seed=0), "conv_2", (x, y), (x_test, y_test), views, epochs=3, flip=True)
+    result = linear_probe(
+        backbones.lenet(seed=0), "conv_2", (x, y), (x_test, y_test), views, epochs=3, flip=True
+    )
     assert result.feature_dim == 1600 and len(result.epoch_accuracies) == 3
     assert result.accuracy > 0.4  # four balanced classes: chance is 0.25
     assert result.best_accuracy >= result.accuracy

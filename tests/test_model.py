@@ -64,9 +64,12 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, DeepCluster)
     assert loaded.num_clusters == 6 and loaded.weight_decay == pytest.approx(1e-3)
-    assert [l.name for l in loaded.backbone.layers] == [l.name for l in model.backbone.layers]
+    names = [layer.name for layer in model.backbone.layers]
+    assert [layer.name for layer in loaded.backbone.layers] == names
     x = np.random.default_rng(1).normal(size=(4, 32, 32, 1)).astype("float32")
-    np.testing.assert_allclose(to_np(loaded.predict_on_batch(x)), to_np(model.predict_on_batch(x)), atol=1e-6)
+    np.testing.assert_allclose(
+        to_np(loaded.predict_on_batch(x)), to_np(model.predict_on_batch(x)), atol=1e-6
+    )
     assert isinstance(loaded.optimizer, keras.optimizers.SGD)
 
 
@@ -75,7 +78,10 @@ def test_save_and_load_round_trip(tmp_path):
     [
         (dict(num_clusters=1), "num_clusters must be an integer >= 2; got 1"),
         (dict(num_clusters=2.5), "num_clusters must be an integer >= 2; got 2.5"),
-        (dict(num_clusters=5, feature_layer="conv_9"), "has no layer 'conv_9'; its layers are: image, conv_1"),
+        (
+            dict(num_clusters=5, feature_layer="conv_9"),
+            "has no layer 'conv_9'; its layers are: image, conv_1",
+        ),
         (dict(num_clusters=5, weight_decay=-1.0), "weight_decay must be >= 0"),
     ],
 )
@@ -92,6 +98,8 @@ def test_backbone_must_be_a_functional_model():
 def test_fit_on_pseudo_labels_needs_reclustering():
     model = DeepCluster(backbones.lenet(), num_clusters=3)
     model.compile()
-    data = PseudoLabelDataset(np.zeros((8, 28, 28), np.uint8), ImageViews.for_dataset("mnist"), batch_size=4)
+    data = PseudoLabelDataset(
+        np.zeros((8, 28, 28), np.uint8), ImageViews.for_dataset("mnist"), batch_size=4
+    )
     with pytest.raises(ValueError, match="needs a Reclustering callback"):
         model.fit(data, epochs=1)

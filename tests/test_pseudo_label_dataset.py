@@ -56,7 +56,9 @@ def test_batches_depend_only_on_seed_epoch_and_index():
 
 def test_epoch_length_multiplies_steps():
     images = np.zeros((100, 28, 28), np.uint8)
-    data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"), batch_size=32, epoch_length=400)
+    data = PseudoLabelDataset(
+        images, ImageViews.for_dataset("mnist"), batch_size=32, epoch_length=400
+    )
     assert len(data) == 13
 
 
@@ -79,5 +81,7 @@ def test_bad_labels_and_batch_size():
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         PseudoLabelDataset(np.zeros((4, 28, 28), np.uint8), views, batch_size=0)
     data = PseudoLabelDataset(np.zeros((4, 28, 28), np.uint8), views, batch_size=2)
-    with pytest.raises(ValueError, match=r"one pseudo-label per image, shape \(4,\); got shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"one pseudo-label per image, shape \(4,\); got shape \(3,\)"
+    ):
         data.set_pseudo_labels(np.zeros(3), 0)

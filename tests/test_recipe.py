@@ -17,7 +17,13 @@ def test_bundled_recipes_hold_the_authors_settings():
     for name, (k, epochs, batch, momentum, pca, layer) in expected.items():
         r = load_recipe(name)
         assert (r.clusters, r.epochs, r.batch_size, r.momentum, r.pca, r.probe_layer) == (
-            k, epochs, batch, momentum, pca, layer), name
+            k,
+            epochs,
+            batch,
+            momentum,
+            pca,
+            layer,
+        ), name
         assert (r.lr, r.weight_decay, r.batch_norm, r.source) == (0.1, 1e-3, True, "tfds")
     assert load_recipe("svhn").dataset == "svhn_cropped" and load_recipe("svhn").sobel is True
     assert load_recipe("fashion_mnist").probe_flip and load_recipe("fashion_mnist").seed == 61
@@ -44,22 +50,38 @@ def write(tmp_path, text):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('[data]\ndataset = "x"\n[training]\nlrr = 0.1\n',
-         r"bad.toml: unknown key 'lrr' in \[training\]; known keys: epochs, .*lr"),
-        ('[data]\ndataset = "x"\n[training]\nlr = "fast"\n',
-         r"bad.toml: \[training\] lr must be a finite number; got 'fast'"),
-        ('[data]\ndataset = "x"\n[model]\nclusters = 2.5\n',
-         r"bad.toml: \[model\] clusters must be an integer; got 2.5"),
-        ('[data]\ndataset = "x"\n[model]\nclusters = true\n',
-         r"\[model\] clusters must be an integer; got True"),
-        ('[data]\ndataset = "x"\n[model]\nclusters = 1\n', r"\[model\] clusters must be >= 2; got 1"),
+        (
+            '[data]\ndataset = "x"\n[training]\nlrr = 0.1\n',
+            r"bad.toml: unknown key 'lrr' in \[training\]; known keys: epochs, .*lr",
+        ),
+        (
+            '[data]\ndataset = "x"\n[training]\nlr = "fast"\n',
+            r"bad.toml: \[training\] lr must be a finite number; got 'fast'",
+        ),
+        (
+            '[data]\ndataset = "x"\n[model]\nclusters = 2.5\n',
+            r"bad.toml: \[model\] clusters must be an integer; got 2.5",
+        ),
+        (
+            '[data]\ndataset = "x"\n[model]\nclusters = true\n',
+            r"\[model\] clusters must be an integer; got True",
+        ),
+        (
+            '[data]\ndataset = "x"\n[model]\nclusters = 1\n',
+            r"\[model\] clusters must be >= 2; got 1",
+        ),
         ('[data]\ndataset = "x"\n[training]\nmomentum = 1.0\n', r"momentum must be in \[0, 1\)"),
-        ('[data]\ndataset = "x"\n[training]\nepochs = 2\n[clustering]\nhalt_after = 3\n',
-         r"halt_after=3 is larger than epochs=2"),
+        (
+            '[data]\ndataset = "x"\n[training]\nepochs = 2\n[clustering]\nhalt_after = 3\n',
+            r"halt_after=3 is larger than epochs=2",
+        ),
         ('[data]\nsource = "idx"\n', r"bad.toml: \[data\] dataset is required"),
         ('[model]\nbackbone = "lenet"\nclusters = 5\n[[data]]\n', r"unknown key 'data'"),
-        ('seed = 3\n', r"bad.toml: unknown key 'seed'; a recipe has name, description and the sections"),
-        ('[data\n', r"bad.toml: not valid TOML"),
+        (
+            "seed = 3\n",
+            r"bad.toml: unknown key 'seed'; a recipe has name, description and the sections",
+        ),
+        ("[data\n", r"bad.toml: not valid TOML"),
     ],
 )
 def test_bad_recipes_name_the_file_and_key(tmp_path, text, message):
@@ -68,7 +90,9 @@ def test_bad_recipes_name_the_file_and_key(tmp_path, text, message):
 
 
 def test_unknown_recipe_lists_the_known_ones(tmp_path):
-    with pytest.raises(RecipeError, match="Unknown recipe 'fmnist'; known recipes: cifar10, digits"):
+    with pytest.raises(
+        RecipeError, match="Unknown recipe 'fmnist'; known recipes: cifar10, digits"
+    ):
         load_recipe("fmnist")
     with pytest.raises(RecipeError, match="No recipe file"):
         load_recipe(tmp_path / "missing.toml")

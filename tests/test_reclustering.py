@@ -2,7 +2,14 @@ import keras
 import numpy as np
 import pytest
 
-from keras_deepcluster import DeepCluster, ImageViews, PseudoLabelDataset, Reclustering, backbones, extract_features
+from keras_deepcluster import (
+    DeepCluster,
+    ImageViews,
+    PseudoLabelDataset,
+    Reclustering,
+    backbones,
+    extract_features,
+)
 from keras_deepcluster.evaluation import nmi
 from keras_deepcluster.reclustering import _HEAD_STREAM, derive_seed
 
@@ -19,7 +26,17 @@ class Recorder(keras.callbacks.Callback):
         self.heads.append(keras.ops.convert_to_numpy(self.model.head.kernel).copy())
 
 
-def run(images, labels=None, k=4, epochs=2, lr=0.01, seed=0, epoch_length=None, scale=(0.08, 1.0), **kwargs):
+def run(
+    images,
+    labels=None,
+    k=4,
+    epochs=2,
+    lr=0.01,
+    seed=0,
+    epoch_length=None,
+    scale=(0.08, 1.0),
+    **kwargs,
+):
     views = ImageViews.for_dataset("mnist", scale=scale)
     data = PseudoLabelDataset(images, views, batch_size=32, seed=seed, epoch_length=epoch_length)
     model = DeepCluster(backbones.lenet(seed=seed), num_clusters=k, weight_decay=1e-4)
@@ -52,9 +69,19 @@ def test_history_records_the_clustering_of_each_epoch(shapes):
     images, labels = shapes(160)
     history, recorder, callback, _ = run(images, labels, k=5, epochs=3)
     expected_keys = {
-        "loss", "nmi_previous", "nmi_labels", "label_entropy", "clusters", "cluster_min",
-        "cluster_max", "empty_clusters", "kmeans_objective", "seconds_features",
-        "seconds_pca", "seconds_kmeans", "clustered",
+        "loss",
+        "nmi_previous",
+        "nmi_labels",
+        "label_entropy",
+        "clusters",
+        "cluster_min",
+        "cluster_max",
+        "empty_clusters",
+        "kmeans_objective",
+        "seconds_features",
+        "seconds_pca",
+        "seconds_kmeans",
+        "clustered",
     }
     assert expected_keys <= set(history)
     assert all(len(v) == 3 for v in history.values())
@@ -67,7 +94,9 @@ def test_history_records_the_clustering_of_each_epoch(shapes):
         assert 0 <= history["label_entropy"][t] <= np.log(4) + 1e-9
         assert history["seconds_features"][t] > 0 and history["kmeans_objective"][t] > 0
         if t:
-            assert history["nmi_previous"][t] == pytest.approx(nmi(recorder.labels[t], recorder.labels[t - 1]))
+            assert history["nmi_previous"][t] == pytest.approx(
+                nmi(recorder.labels[t], recorder.labels[t - 1])
+            )
     np.testing.assert_array_equal(callback.pseudo_labels, recorder.labels[-1])
 
 
@@ -80,11 +109,22 @@ def test_no_labels_means_no_label_metrics(shapes):
 def test_progress_reports_each_phase(shapes):
     images, _ = shapes(96)
     calls = []
-    run(images, None, epochs=2, halt_after=1, feature_batch_size=40,
-        on_progress=lambda *call: calls.append(call))
+    run(
+        images,
+        None,
+        epochs=2,
+        halt_after=1,
+        feature_batch_size=40,
+        on_progress=lambda *call: calls.append(call),
+    )
     # Epoch 0 extracts 96 images in batches of 40 and clusters; halted epoch 1 reports nothing.
-    assert calls == [("features", 40, 96), ("features", 80, 96), ("features", 96, 96),
-                     ("clustering", 0, 1), ("clustering", 1, 1)]
+    assert calls == [
+        ("features", 40, 96),
+        ("features", 80, 96),
+        ("features", 96, 96),
+        ("clustering", 0, 1),
+        ("clustering", 1, 1),
+    ]
 
 
 def test_halting_freezes_labels_but_renews_the_head(shapes):
@@ -105,7 +145,9 @@ def test_head_reset_reaches_the_trainer_on_every_backend(shapes):
     images, _ = shapes(96)
     _, recorder, _, model = run(images, epochs=2, lr=0.0, seed=5)
     expected = np.random.default_rng(derive_seed(5, 1, _HEAD_STREAM)).normal(0, 0.01, (84, 4))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.head.kernel), expected.astype("float32"))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model.head.kernel), expected.astype("float32")
+    )
     np.testing.assert_allclose(recorder.heads[1], expected.astype("float32"))
 
 

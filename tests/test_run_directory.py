@@ -13,8 +13,12 @@ def test_new_run_files(tmp_path):
     run.check_writable()
     run.create("description = 'x'\n")
     assert run.is_run and not run.is_finished
-    run.write_history([{"epoch": 0, "loss": 2.0, "seconds_train": 1.5, "zeta": 1.0, "nmi_labels": 0.3},
-                       {"epoch": 1, "loss": 1.5, "seconds_train": 1.2, "nmi_labels": 0.4}])
+    run.write_history(
+        [
+            {"epoch": 0, "loss": 2.0, "seconds_train": 1.5, "zeta": 1.0, "nmi_labels": 0.3},
+            {"epoch": 1, "loss": 1.5, "seconds_train": 1.2, "nmi_labels": 0.4},
+        ]
+    )
     header = (run.path / "history.csv").read_text().splitlines()[0]
     assert header == "epoch,loss,nmi_labels,seconds_train,zeta"  # known order first, then extra
     rows = run.read_history()
@@ -29,7 +33,9 @@ def test_new_run_files(tmp_path):
 def test_refuses_to_replace_or_mix_runs(tmp_path):
     run = RunDirectory(tmp_path / "run")
     run.create("a = 1\n")
-    with pytest.raises(RunDirectoryError, match="already holds an unfinished run; pass --overwrite"):
+    with pytest.raises(
+        RunDirectoryError, match="holds an unfinished run; continue it with --resume"
+    ):
         run.check_writable()
     run.write_json(RunDirectory.SUMMARY, {"done": True})
     with pytest.raises(RunDirectoryError, match="already holds a finished run"):

@@ -34,7 +34,9 @@ def test_random_view_stays_inside_the_image_range():
 
 
 def test_flip_mirrors_columns():
-    views = ImageViews(size=8, resize=8, mean=(0.0,), std=(1.0,), scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True)
+    views = ImageViews(
+        size=8, resize=8, mean=(0.0,), std=(1.0,), scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True
+    )
     image = np.tile(np.arange(8, dtype=np.uint8) * 30, (8, 1))[None]
     outs = [views.random(image, np.random.default_rng(s))[0, 0, :, 0] for s in range(8)]
     assert any(o[0] > o[-1] for o in outs) and any(o[0] < o[-1] for o in outs)
@@ -54,5 +56,9 @@ def test_fixed_view_matches_torch_bilinear_resize():
     images = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
     views = ImageViews(size=32, resize=44, mean=(0.0,), std=(1.0,))
     tensor = torch.tensor(images[:, None] / 255.0, dtype=torch.float32)
-    resized = torch.nn.functional.interpolate(tensor, size=(44, 44), mode="bilinear", align_corners=False)
-    np.testing.assert_allclose(views.fixed(images)[..., 0], resized[:, 0, 6:38, 6:38].numpy(), atol=1e-5)
+    resized = torch.nn.functional.interpolate(
+        tensor, size=(44, 44), mode="bilinear", align_corners=False
+    )
+    np.testing.assert_allclose(
+        views.fixed(images)[..., 0], resized[:, 0, 6:38, 6:38].numpy(), atol=1e-5
+    )

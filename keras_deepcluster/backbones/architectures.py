@@ -39,12 +39,18 @@ class _Stack:
     def conv(self, filters, kernel, stride=1, padding=0):
         if padding:
             self.add("zero_pad", lambda n: keras.layers.ZeroPadding2D(padding, name=n))
-        self.add("conv", lambda n: keras.layers.Conv2D(
-            filters, kernel, stride, kernel_initializer=conv_initializer(), name=n))
+        self.add(
+            "conv",
+            lambda n: keras.layers.Conv2D(
+                filters, kernel, stride, kernel_initializer=conv_initializer(), name=n
+            ),
+        )
         if self.batch_norm:
             # PyTorch BatchNorm2d: momentum 0.1 (Keras 0.9), eps 1e-5.
-            self.add("batch_norm", lambda n: keras.layers.BatchNormalization(
-                momentum=0.9, epsilon=1e-5, name=n))
+            self.add(
+                "batch_norm",
+                lambda n: keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=n),
+            )
         self.add("relu", lambda n: keras.layers.ReLU(name=n))
 
     def max_pool(self, size, stride):
@@ -56,8 +62,10 @@ class _Stack:
     def linear(self, units, relu):
         if len(self.x.shape) > 2:
             self.x = keras.layers.Flatten(name="flatten")(self.x)
-        self.add("linear", lambda n: keras.layers.Dense(
-            units, kernel_initializer=dense_initializer(), name=n))
+        self.add(
+            "linear",
+            lambda n: keras.layers.Dense(units, kernel_initializer=dense_initializer(), name=n),
+        )
         if relu:
             self.add("relu", lambda n: keras.layers.ReLU(name=n))
 
@@ -67,9 +75,7 @@ def _model(stack, inputs, name, seed):
     return model if seed is None else initialize_weights(model, seed)
 
 
-def lenet(
-    input_shape=(32, 32, 1), batch_norm: bool = True, seed: int | None = None
-) -> keras.Model:
+def lenet(input_shape=(32, 32, 1), batch_norm: bool = True, seed: int | None = None) -> keras.Model:
     """LeNet-5 with batch norm, the MNIST / Fashion-MNIST network (84-d features).
 
     Probe tap of the paper: ``conv_2`` (16x10x10 = 1600, before batch norm).

@@ -40,7 +40,10 @@ def initialize_weights(model: keras.Model, seed: int) -> keras.Model:
             layer.kernel.assign(rng.normal(0, 0.01, layer.kernel.shape).astype("float32"))
         elif isinstance(layer, keras.layers.BatchNormalization):
             for name, value in (
-                ("gamma", 1.0), ("beta", 0.0), ("moving_mean", 0.0), ("moving_variance", 1.0)
+                ("gamma", 1.0),
+                ("beta", 0.0),
+                ("moving_mean", 0.0),
+                ("moving_variance", 1.0),
             ):
                 variable = getattr(layer, name, None)
                 if variable is not None:

@@ -46,7 +46,9 @@ def load(source: str, name: str | None = None, path: str | Path | None = None) -
     return loader(path, name or source)
 
 
-def unavailable_reason(source: str, name: str | None = None, path: str | Path | None = None) -> str | None:
+def unavailable_reason(
+    source: str, name: str | None = None, path: str | Path | None = None
+) -> str | None:
     """Why `load(source, name, path)` cannot find its data here; None if it can.
 
     Cheap: looks for the files (and, for TFDS, whether the dataset is
@@ -70,5 +72,15 @@ def unavailable_reason(source: str, name: str | None = None, path: str | Path | 
     return None if any(folder_images(path)) else f"no images in {path} or its sub-folders"
 
 
-__all__ = ["ImageData", "SOURCES", "load", "unavailable_reason", "load_digits", "load_idx", "load_image_folder",
-           "load_npz", "load_tfds", "read_idx"]
+__all__ = [
+    "ImageData",
+    "SOURCES",
+    "load",
+    "unavailable_reason",
+    "load_digits",
+    "load_idx",
+    "load_image_folder",
+    "load_npz",
+    "load_tfds",
+    "read_idx",
+]

@@ -16,7 +16,12 @@ def _as_uint8(x: np.ndarray, where: str) -> np.ndarray:
         raise ValueError(f"{where}: images must be (N, H, W) or (N, H, W, C); got shape {x.shape}.")
     if x.dtype == np.uint8:
         return x
-    if np.issubdtype(x.dtype, np.floating) and np.isfinite(x).all() and 0 <= x.min() and x.max() <= 1:
+    if (
+        np.issubdtype(x.dtype, np.floating)
+        and np.isfinite(x).all()
+        and 0 <= x.min()
+        and x.max() <= 1
+    ):
         return np.round(x * 255).astype(np.uint8)
     raise ValueError(f"{where}: images must be uint8, or float in [0, 1]; got {x.dtype}.")
 

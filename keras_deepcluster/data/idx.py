@@ -33,7 +33,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     dims = raw[3]
     header = 4 + 4 * dims
     if len(raw) < header:
-        raise ValueError(f"{path} is truncated: its header needs {header} bytes, the file has {len(raw)}.")
+        raise ValueError(
+            f"{path} is truncated: its header needs {header} bytes, the file has {len(raw)}."
+        )
     shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
     size = int(np.prod(shape))
     if len(raw) - header != size:

@@ -36,7 +36,11 @@ def load_image_folder(directory: str | Path, name: str = "folder") -> ImageData:
     classes = sorted(p.name for p in directory.iterdir() if p.is_dir())
     files = [(f, None) for f in sorted(directory.iterdir()) if f.suffix.lower() in EXTENSIONS]
     for label, cls in enumerate(classes):
-        files += [(f, label) for f in sorted((directory / cls).iterdir()) if f.suffix.lower() in EXTENSIONS]
+        files += [
+            (f, label)
+            for f in sorted((directory / cls).iterdir())
+            if f.suffix.lower() in EXTENSIONS
+        ]
     if not files:
         raise ValueError(f"No images ({', '.join(EXTENSIONS)}) in {directory} or its sub-folders.")
     if classes and any(label is None for _, label in files):

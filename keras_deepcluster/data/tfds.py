@@ -21,7 +21,10 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = False) ->
 
     try:
         train, test = tfds.load(
-            name, split=["train", "test"], data_dir=data_dir, download=download,
+            name,
+            split=["train", "test"],
+            data_dir=data_dir,
+            download=download,
             as_supervised=True,
         )
     except Exception as error:  # TFDS raises AssertionError, DatasetNotFoundError, ...

@@ -4,4 +4,13 @@ from keras_deepcluster.evaluation.cluster_metrics import label_entropy, label_no
 from keras_deepcluster.evaluation.filter_quality import FilterQuality, filter_quality
 from keras_deepcluster.evaluation.linear_probe import InverseSqrtDecay, ProbeResult, linear_probe
 
-__all__ = ["FilterQuality", "InverseSqrtDecay", "ProbeResult", "filter_quality", "label_entropy", "label_noise", "linear_probe", "nmi"]
+__all__ = [
+    "FilterQuality",
+    "InverseSqrtDecay",
+    "ProbeResult",
+    "filter_quality",
+    "label_entropy",
+    "label_noise",
+    "linear_probe",
+    "nmi",
+]

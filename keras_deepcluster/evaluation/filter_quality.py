@@ -64,11 +64,16 @@ def filter_quality(
     start = time.perf_counter()
     features = extract_features(backbone, images, views, feature_batch_size)
     result = clustering.cluster_features(
-        features, num_clusters, seed=kmeans_seed(seed, 0), pca_dim=pca_dim,
+        features,
+        num_clusters,
+        seed=kmeans_seed(seed, 0),
+        pca_dim=pca_dim,
         kmeans_backend=kmeans_backend,
     )
     seconds = time.perf_counter() - start
     return FilterQuality(
-        nmi(result.labels, labels), label_entropy(result.labels, labels),
-        label_noise(result.labels, labels), seconds,
+        nmi(result.labels, labels),
+        label_entropy(result.labels, labels),
+        label_noise(result.labels, labels),
+        seconds,
     )

@@ -93,10 +93,11 @@ def linear_probe(
     ...     (x_test, y_test), ImageViews.for_dataset("fashion_mnist"))
     >>> result.accuracy
     """
-    names = [l.name for l in backbone.layers]
+    names = [each.name for each in backbone.layers]
     if layer not in names:
         raise ValueError(
-            f"Backbone {backbone.name!r} has no layer {layer!r}; its layers are: {', '.join(names)}."
+            f"Backbone {backbone.name!r} has no layer {layer!r}; its layers are: "
+            f"{', '.join(names)}."
         )
     (x_train, y_train), (x_test, y_test) = train, test
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
@@ -117,7 +118,9 @@ def linear_probe(
     classes = int(max(y_train.max(), y_test.max())) + 1
     classifier = _linear_classifier(dim, classes, weight_decay, seed)
     classifier.compile(
-        optimizer=keras.optimizers.SGD(InverseSqrtDecay(learning_rate, weight_decay), momentum=momentum),
+        optimizer=keras.optimizers.SGD(
+            InverseSqrtDecay(learning_rate, weight_decay), momentum=momentum
+        ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     rng = np.random.default_rng(seed)
@@ -126,9 +129,20 @@ def linear_probe(
     for epoch in range(epochs):
         order = rng.permutation(n)
         choice = rng.integers(len(train_views), size=n)
-        x_epoch = np.where(choice[:, None] == 1, train_views[-1][order], train_views[0][order]) if flip else train_views[0][order]
-        classifier.fit(x_epoch, y_train[order], batch_size=batch_size, epochs=epoch + 1,
-                       initial_epoch=epoch, shuffle=False, verbose=0)
+        x_epoch = (
+            np.where(choice[:, None] == 1, train_views[-1][order], train_views[0][order])
+            if flip
+            else train_views[0][order]
+        )
+        classifier.fit(
+            x_epoch,
+            y_train[order],
+            batch_size=batch_size,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            shuffle=False,
+            verbose=0,
+        )
         logits = classifier.predict(test_features, batch_size=1024, verbose=0)
         accuracies.append(float(np.mean(np.argmax(logits, axis=1) == y_test)))
     return ProbeResult(accuracies[-1], accuracies, layer, dim)
@@ -138,12 +152,20 @@ def _linear_classifier(dim, classes, weight_decay, seed):
     # Coupled weight decay: an L2 term wd/2 * |w|^2 has gradient wd * w.
     regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
     model = keras.Sequential(
-        [keras.Input((dim,)), keras.layers.Dense(classes, kernel_regularizer=regularizer,
-                                                  bias_regularizer=regularizer)]
+        [
+            keras.Input((dim,)),
+            keras.layers.Dense(
+                classes, kernel_regularizer=regularizer, bias_regularizer=regularizer
+            ),
+        ]
     )
     # PyTorch's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     rng = np.random.default_rng(seed)
     bound = 1 / np.sqrt(dim)
-    model.set_weights([rng.uniform(-bound, bound, (dim, classes)).astype("float32"),
-                       rng.uniform(-bound, bound, classes).astype("float32")])
+    model.set_weights(
+        [
+            rng.uniform(-bound, bound, (dim, classes)).astype("float32"),
+            rng.uniform(-bound, bound, classes).astype("float32"),
+        ]
+    )
     return model

@@ -1,0 +1,147 @@
+"""Resume after a crash, interrupts, NaN safety and degenerate features.
+
+The kill/interrupt tests run `deepcluster train` in a subprocess (current
+KERAS_BACKEND) and compare the resumed run with an uninterrupted one.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from keras_deepcluster import clustering
+from keras_deepcluster_cli.main import main
+from keras_deepcluster_cli.recipe import load_recipe
+from keras_deepcluster_cli.run_directory import RunDirectory
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    """300 digits, 4 epochs of 3,000 draws: epochs long enough (about 1-3 s) to interrupt."""
+    path = tmp_path_factory.mktemp("recipe") / "slow_digits.toml"
+    path.write_text(
+        load_recipe("digits")
+        .replace(name="slow_digits", limit=300, epochs=4, clusters=5, epoch_multiplier=10)
+        .to_toml()
+    )
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], prog_name="deepcluster")
+
+
+def start(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "keras_deepcluster_cli.main", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def wait_for_epochs(run: RunDirectory, epochs: int, process, timeout: float = 240) -> None:
+    """Waits until `epochs` epochs are checkpointed, then a little into the next one."""
+    deadline = time.monotonic() + timeout
+    while len(run.read_history()) < epochs or not run.has_checkpoint:
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline, "the run did not get far enough in time"
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next epoch's clustering or training
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, recipe):
+    out = tmp_path_factory.mktemp("runs") / "whole"
+    result = invoke("train", recipe, "--out", out)
+    assert result.exit_code == 0, result.output
+    return RunDirectory(out)
+
+
+def assert_same_run(resumed: RunDirectory, whole: RunDirectory, epochs: int = 4) -> None:
+    for epoch in range(epochs):
+        np.testing.assert_array_equal(
+            resumed.read_pseudo_labels(epoch), whole.read_pseudo_labels(epoch)
+        )
+    a, b = resumed.read_history(), whole.read_history()
+    for key in ("nmi_labels", "nmi_previous", "label_entropy", "kmeans_objective", "loss"):
+        np.testing.assert_allclose([r[key] for r in a], [r[key] for r in b], rtol=1e-6, err_msg=key)
+    assert resumed.read_json("summary.json")["final"]["nmi_labels"] == pytest.approx(
+        whole.read_json("summary.json")["final"]["nmi_labels"]
+    )
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, recipe, uninterrupted):
+    run = RunDirectory(tmp_path / "killed")
+    process = start("train", recipe, "--out", run.path)
+    wait_for_epochs(run, 2, process)
+    process.kill()
+    process.wait()
+    assert not run.is_finished and len(run.read_history()) >= 2
+    refused = invoke("train", recipe, "--out", run.path)
+    assert refused.exit_code == 1 and "holds an unfinished run" in refused.output
+    assert "--resume" in refused.output
+    result = invoke("train", recipe, "--resume", run.path)
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output
+    assert_same_run(run, uninterrupted)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_a_resumable_run(tmp_path, recipe, uninterrupted, signal_number):
+    run = RunDirectory(tmp_path / "interrupted")
+    process = start("train", recipe, "--out", run.path)
+    wait_for_epochs(run, 1, process)
+    process.send_signal(signal_number)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    assert "Traceback" not in output and "interrupted" in output and "--resume" in output
+    assert not run.is_finished and run.has_checkpoint
+    result = invoke("train", recipe, "--resume", run.path)
+    assert result.exit_code == 0, result.output
+    assert_same_run(run, uninterrupted)
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path, recipe, uninterrupted):
+    result = invoke("train", recipe, "--resume", uninterrupted.path)
+    assert result.exit_code == 1 and "already finished" in result.output
+    result = invoke("train", recipe, "--resume", tmp_path)
+    assert result.exit_code == 1 and "holds no run" in result.output
+    other = tmp_path / "other"
+    assert (
+        invoke("train", "digits", "--limit", "100", "--epochs", "2", "--out", other).exit_code == 0
+    )
+    (other / "summary.json").unlink()  # pretend it never finished
+    result = invoke("train", "mnist", "--resume", other)
+    assert result.exit_code == 1 and "a run of recipe 'digits', not 'mnist'" in result.output
+    result = invoke("train", "digits", "--limit", "100", "--epochs", "3", "--resume", other)
+    assert result.exit_code == 1 and "epochs=3 differs from the run's epochs=2" in result.output
+
+
+def test_nan_loss_stops_with_the_epoch_and_step(tmp_path):
+    out = tmp_path / "nan"
+    result = invoke(
+        "train", "digits", "--limit", "300", "--epochs", "3", "--lr", "1e30", "--out", out
+    )
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "is NaN or inf at epoch 0, step" in text and "Traceback" not in text
+    run = RunDirectory(out)
+    assert run.is_run and not run.is_finished and not run.has_checkpoint
+
+
+def test_degenerate_features_fall_back_to_split_clusters():
+    identical = np.ones((50, 8), np.float32)
+    result = clustering.cluster_features(identical, k=5, seed=0)
+    assert sorted(np.unique(result.labels)) == [0, 1, 2, 3, 4]
+    assert result.empty_clusters >= 1
+    few = np.repeat(np.eye(3, 8, dtype=np.float32), 10, axis=0)  # 3 distinct points, k=5
+    result = clustering.cluster_features(few, k=5, seed=0)
+    assert sorted(np.unique(result.labels)) == [0, 1, 2, 3, 4]
