@@ -138,6 +138,11 @@ def train(recipe, backend, out, overwrite, resume, **overrides):
         ):
             try:
                 pretraining.fit(run, callbacks=[progress], resume=resume is not None)
+            except OSError as error:  # a full disk, a vanished directory, ...
+                raise OSError(
+                    f"{error}. The epochs before it are saved in {out}; fix this, then continue "
+                    f"with: deepcluster train {recipe.name} --resume {out}"
+                ) from None
             finally:
                 progress.progress.stop()
     rows = run.read_history()

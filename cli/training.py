@@ -37,6 +37,20 @@ def image_views(recipe: Recipe) -> kdc.ImageViews:
     return kdc.ImageViews.for_dataset(recipe.views or recipe.dataset)
 
 
+def check_channels(recipe: Recipe, views: kdc.ImageViews, channels: int) -> None:
+    """Raises ValueError when the images' channels do not fit the recipe's views."""
+    if channels == views.channels:
+        return
+    kind = {1: "grayscale", 3: "RGB"}
+    fitting = "mnist, fashion_mnist or digits" if channels == 1 else "svhn or cifar10"
+    raise ValueError(
+        f"The {recipe.dataset} images have {channels} channel(s) "
+        f"({kind.get(channels, 'other')}) but recipe {recipe.name!r} shows the network "
+        f"{views.channels}-channel views ({kind.get(views.channels, 'other')}); use a recipe "
+        f"for such images ({fitting}) or convert the images."
+    )
+
+
 def build_backbone(recipe: Recipe, input_shape: tuple[int, int, int]) -> keras.Model:
     """The untrained backbone; its weights depend on the recipe's seed only."""
     kwargs = {"input_shape": input_shape, "batch_norm": recipe.batch_norm, "seed": recipe.seed}
@@ -71,6 +85,7 @@ class Pretraining:
         """Builds and checks everything, so bad settings fail before anything is written."""
         views = image_views(recipe)
         images = data.x_train
+        check_channels(recipe, views, images.shape[-1])
         keras.utils.set_random_seed(recipe.seed)
         dataset = kdc.PseudoLabelDataset(
             images,

@@ -4,6 +4,7 @@ The kill/interrupt tests run `deepcluster train` in a subprocess (current
 KERAS_BACKEND) and compare the resumed run with an uninterrupted one.
 """
 
+import errno
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from keras_deepcluster import clustering
 from keras_deepcluster_cli.main import main
@@ -145,3 +147,115 @@ def test_degenerate_features_fall_back_to_split_clusters():
     few = np.repeat(np.eye(3, 8, dtype=np.float32), 10, axis=0)  # 3 distinct points, k=5
     result = clustering.cluster_features(few, k=5, seed=0)
     assert sorted(np.unique(result.labels)) == [0, 1, 2, 3, 4]
+
+
+# The bad-input catalogue of docs/reliability.md: cases not covered by the other test files.
+
+
+def test_full_disk_keeps_the_finished_epochs_resumable(tmp_path, monkeypatch, recipe):
+    out = tmp_path / "full"
+    write_history = RunDirectory.write_history
+
+    def disk_full_at_second_epoch(self, rows):
+        if len(rows) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_history(self, rows)
+
+    monkeypatch.setattr(RunDirectory, "write_history", disk_full_at_second_epoch)
+    result = invoke("train", recipe, "--out", out)
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert f"--resume {out}" in " ".join(result.output.split())
+    run = RunDirectory(out)
+    assert len(run.read_history()) == 1 and run.read_checkpoint()["epoch"] == 0
+    assert not list(out.rglob(".partial-*"))
+    monkeypatch.undo()
+    assert invoke("train", recipe, "--resume", out).exit_code == 0
+    assert run.is_finished and len(run.read_history()) == 4
+
+
+def write_pngs(folder, images):
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i:02d}.png")
+
+
+def test_rgb_images_for_a_grayscale_recipe_and_the_reverse(tmp_path, shapes):
+    gray = shapes(12)[0]
+    write_pngs(tmp_path / "rgb", np.repeat(gray[..., None], 3, axis=-1))
+    write_pngs(tmp_path / "gray", gray)
+    result = invoke(
+        "train",
+        "digits",
+        "--source",
+        "folder",
+        "--data-dir",
+        tmp_path / "rgb",
+        "-k",
+        "2",
+        "--out",
+        tmp_path / "a",
+    )
+    assert result.exit_code == 1 and "have 3 channel(s) (RGB) but recipe 'digits'" in result.output
+    assert "svhn or cifar10" in result.output and not (tmp_path / "a").exists()
+    result = invoke(
+        "train",
+        "cifar10",
+        "--source",
+        "folder",
+        "--data-dir",
+        tmp_path / "gray",
+        "-k",
+        "2",
+        "--out",
+        tmp_path / "b",
+    )
+    assert (
+        result.exit_code == 1 and "1 channel(s) (grayscale) but recipe 'cifar10'" in result.output
+    )
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (
+            ["--limit", "20", "-k", "50"],
+            1,
+            "num_clusters=50 is larger than the number of images (20)",
+        ),
+        (["--epochs", "-1"], 2, "'--epochs': must be >= 1; got -1"),
+        (["--limit", "0"], 2, "'--limit': must be >= 1; got 0"),
+        (["--halt-when-stable", "1.5"], 2, "must be in (0, 1]; got 1.5"),
+    ],
+)
+def test_more_bad_training_options(tmp_path, args, code, message):
+    result = invoke("train", "digits", *args, "--out", tmp_path / "run")
+    assert result.exit_code == code and message in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_labels_of_the_wrong_length(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 8, 8), np.uint8), y=np.zeros(9, np.int64))
+    result = invoke(
+        "train",
+        "digits",
+        "--source",
+        "npz",
+        "--data-dir",
+        tmp_path / "d.npz",
+        "--out",
+        tmp_path / "run",
+    )
+    assert result.exit_code == 1 and "the train split has 10 images but 9 labels" in result.output
+
+
+def test_probe_bad_layer_and_unfinished_run(tmp_path):
+    out = tmp_path / "run"
+    assert invoke("train", "digits", "--limit", "100", "--epochs", "1", "--out", out).exit_code == 0
+    result = invoke("probe", out, "--layer", "conv_9")
+    assert result.exit_code == 1 and "has no layer 'conv_9'; its layers are" in result.output
+    (out / "model.keras").unlink()
+    result = invoke("probe", out)
+    assert result.exit_code == 1 and "holds no trained model" in result.output
+    result = invoke("probe", tmp_path)
+    assert result.exit_code == 1 and "holds no run" in result.output
