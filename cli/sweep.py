@@ -68,6 +68,12 @@ def run_name(recipe: Recipe) -> str:
     type=float,
     help="Also stop each run's clustering once NMI(t, t-1) stays >= this.",
 )
+@override(
+    "--halt-patience",
+    "halt_patience",
+    type=int,
+    help="Consecutive stable clusterings --halt-when-stable needs (default 3).",
+)
 @click.option("--probe", is_flag=True, help="Linear-probe every finished run (probe.json).")
 @click.option(
     "--probe-random",
