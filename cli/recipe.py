@@ -70,7 +70,7 @@ class Recipe:
     seed: int = _field("training", int, ">= 0", default=0)
     # [clustering]
     pca: int | None = _field("clustering", int, ">= 1")
-    kmeans: str = _field("clustering", str, default="auto")  # auto, faiss or sklearn
+    kmeans: str = _field("clustering", str, default="auto")  # auto, faiss, sklearn or keras
     kmeans_iterations: int = _field("clustering", int, ">= 1", default=20)
     halt_after: int | None = _field("clustering", int, ">= 1")
     halt_when_stable: float | None = _field("clustering", float, "in (0, 1]")  # NMI(t, t-1)

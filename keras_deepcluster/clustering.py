@@ -1,7 +1,9 @@
 """Feature preprocessing and k-means: the clustering half of a DeepCluster epoch.
 
-faiss-cpu is used when it can be imported; scikit-learn otherwise (or on
-request). Both paths return labels in ``0..k-1`` with every cluster non-empty.
+k-means runs in faiss-cpu when it can be imported, in `keras.ops` on the
+accelerator when Keras sees a GPU (`accelerated_kmeans`), and in scikit-learn
+when faiss is missing or on request. Every path returns labels in ``0..k-1``
+with every cluster non-empty.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import time
 
 import numpy as np
 
+from keras_deepcluster.accelerated_kmeans import accelerator_available, keras_kmeans
+
 try:  # faiss is a hard dependency, but a broken install should not stop us.
     import faiss
 except ImportError:  # pragma: no cover - exercised only without faiss
     faiss = None
 
-KMEANS_BACKENDS = ("auto", "faiss", "sklearn")
+KMEANS_BACKENDS = ("auto", "faiss", "sklearn", "keras")
 PCA_BACKENDS = ("faiss", "sklearn")
 # Added to PCA eigenvalues so that directions with zero variance (dead ReLU
 # units) are not scaled by 0^-0.5 = inf.
@@ -103,7 +107,9 @@ def kmeans(
         k: Number of clusters.
         seed: Seed of the initial centroids.
         iterations: Lloyd iterations (20 in both DeepCluster codes).
-        backend: ``"faiss"``, ``"sklearn"`` or ``"auto"`` (faiss if importable).
+        backend: ``"faiss"``, ``"sklearn"``, ``"keras"`` (`keras.ops`, on the
+            accelerator if there is one) or ``"auto"``: keras when Keras sees a
+            GPU, else faiss if importable, else scikit-learn.
 
     Returns:
         ``(labels, objective)``: int64 labels (N,) in 0..k-1 (possibly with
@@ -115,6 +121,10 @@ def kmeans(
     if not 2 <= k <= n:
         raise ValueError(f"k-means needs 2 <= k <= N={n} points; got k={k}.")
     features = np.ascontiguousarray(features, dtype=np.float32)
+    if backend == "auto" and accelerator_available():
+        backend = "keras"
+    if backend == "keras":
+        return keras_kmeans(features, k, seed, iterations)
     if backend == "faiss" and faiss is None:
         raise ImportError("k-means backend 'faiss' asked for, but faiss cannot be imported.")
     if backend == "sklearn" or faiss is None:

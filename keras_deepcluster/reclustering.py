@@ -57,7 +57,8 @@ class Reclustering(keras.callbacks.Callback):
             entries mark images without a label, left out of the metrics.
         pca_dim: PCA-whitening dimension; None skips PCA.
         pca_backend: ``"faiss"`` or ``"sklearn"``.
-        kmeans_backend: ``"auto"`` (faiss when importable), ``"faiss"`` or ``"sklearn"``.
+        kmeans_backend: ``"auto"`` (`keras.ops` k-means when Keras sees a GPU, else
+            faiss when importable), ``"faiss"``, ``"sklearn"`` or ``"keras"``.
         kmeans_iterations: Lloyd iterations per clustering.
         halt_after: Stop re-clustering after this many epochs (>= 1); None never stops.
         halt_when_stable: Stop re-clustering once NMI(t, t-1) >= this threshold

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_deepcluster import clustering
+from keras_deepcluster import accelerated_kmeans, clustering
 
 
 def blobs(n=300, k=3, d=16, seed=0):
@@ -105,3 +105,29 @@ def test_auto_backend_falls_back_to_sklearn_without_faiss(monkeypatch):
     with pytest.raises(ImportError, match="'faiss' asked for, but faiss cannot be imported"):
         clustering.kmeans(x, 3, seed=4, backend="faiss")
     assert np.isfinite(clustering.pca_whiten(x, 4, "faiss")).all()  # sklearn PCA instead
+
+
+def test_keras_kmeans_matches_faiss_objective_and_is_seeded():
+    x, _ = blobs(n=3000, k=8)
+    labels, objective = clustering.kmeans(x, 8, seed=3, backend="keras")
+    _, faiss_objective = clustering.kmeans(x, 8, seed=3, backend="faiss")
+    assert (
+        labels.shape == (3000,)
+        and labels.dtype == np.int64
+        and set(np.unique(labels)) <= set(range(8))
+    )
+    assert objective == pytest.approx(faiss_objective, rel=0.01) or objective < faiss_objective
+    again, _ = clustering.kmeans(x, 8, seed=3, backend="keras")
+    np.testing.assert_array_equal(labels, again)
+    # Chunking changes nothing: 64 distances at a time against all at once.
+    chunked, chunked_objective = accelerated_kmeans.keras_kmeans(x, 8, 3, max_chunk_elements=64)
+    np.testing.assert_array_equal(chunked, labels)
+    assert chunked_objective == pytest.approx(objective, rel=1e-5)
+
+
+def test_keras_kmeans_repairs_empty_clusters_like_faiss():
+    x = np.repeat(np.eye(4, 6, dtype=np.float32), 25, axis=0)  # 4 distinct points
+    labels, _ = accelerated_kmeans.keras_kmeans(x, 4, seed=0)
+    assert len(np.unique(labels)) == 4  # random init on duplicates leaves clusters empty
+    result = clustering.cluster_features(x, k=6, seed=0, kmeans_backend="keras")
+    assert sorted(np.unique(result.labels)) == list(range(6))
