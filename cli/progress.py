@@ -54,8 +54,7 @@ class TrainingProgress(keras.callbacks.Callback):
         self.console = console
         self.owns_display = progress is None
         self.progress = progress or progress_bars(console)
-        self.epochs_task = self.progress.add_task("epochs", total=epochs)
-        self.phase_task = self.progress.add_task("", total=1, visible=False)
+        self.epochs = epochs
         self.phase = None
 
     def on_progress(self, phase: str, done: int, total: int) -> None:
@@ -67,11 +66,15 @@ class TrainingProgress(keras.callbacks.Callback):
         self.progress.update(self.phase_task, completed=done)
 
     def on_train_begin(self, logs=None):
+        # The bars appear only once training starts (a sweep skips finished runs).
+        self.epochs_task = self.progress.add_task("epochs", total=self.epochs)
+        self.phase_task = self.progress.add_task("", total=1, visible=False)
         if self.owns_display:
             self.progress.start()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.progress.update(self.epochs_task, description=f"epoch {epoch}")
+        # `completed=epoch`: a resumed run starts part-way.
+        self.progress.update(self.epochs_task, description=f"epoch {epoch}", completed=epoch)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.phase != "train":

@@ -123,6 +123,7 @@ def select(
 
     import keras_deepcluster as kdc
     from keras_deepcluster_cli import training
+    from keras_deepcluster_cli.progress import TrainingProgress
 
     console = make_console()
     out = out or Path("runs") / f"select-{base.name}-n{labelled}"
@@ -174,11 +175,8 @@ def select(
             )
             run = RunDirectory(out / f"trial-k{k}")
             run.check_replaceable(trial.to_toml(), overwrite)
-            if not run.holds(trial.to_toml()):
-                with console.status(f"trial run k={k}, {trial_epochs} epochs"):
-                    pretraining = training.Pretraining.build(trial, known)
-                    run.create(trial.to_toml(), overwrite=True)
-                    pretraining.fit(run)
+            with console.status(f"trial run k={k}, {trial_epochs} epochs"):
+                training.train_unless_finished(trial, known, run)
             if not (run.path / "probe_labelled.json").is_file():
                 with console.status(f"probing trial k={k} on the labelled images"):
                     result = kdc.evaluation.linear_probe(
@@ -238,13 +236,10 @@ def select(
         # 4. The final run.
         run = RunDirectory(out / "final")
         run.check_replaceable(final.to_toml(), overwrite)
-        if not run.holds(final.to_toml()):
-            from keras_deepcluster_cli.progress import TrainingProgress
-
-            progress = TrainingProgress(console, final.epochs)
-            pretraining = training.Pretraining.build(final, data, on_progress=progress.on_progress)
-            run.create(final.to_toml(), overwrite=True)
-            pretraining.fit(run, callbacks=[progress])
+        progress = TrainingProgress(console, final.epochs)
+        training.train_unless_finished(
+            final, data, run, callbacks=[progress], on_progress=progress.on_progress
+        )
         if probe and not (run.path / "probe.json").is_file():
             with console.status("probing the final run"):
                 training.probe(final, data, run)

@@ -150,13 +150,10 @@ def sweep(
         with interruptible(console, RUN_AGAIN), bars:
             for run, r in zip(runs, recipes):
                 bars.update(grid_task, description=run.path.name[:17])
-                if not run.holds(r.to_toml()):
-                    progress = TrainingProgress(console, r.epochs, progress=bars)
-                    pretraining = training.Pretraining.build(
-                        r, data, on_progress=progress.on_progress
-                    )
-                    run.create(r.to_toml(), overwrite=True)  # same settings, or --overwrite
-                    pretraining.fit(run, callbacks=[progress])
+                progress = TrainingProgress(console, r.epochs, progress=bars)
+                training.train_unless_finished(
+                    r, data, run, callbacks=[progress], on_progress=progress.on_progress
+                )
                 if probe and not (run.path / "probe.json").is_file():
                     training.probe(r, data, run, epochs=probe_epochs)
                 if probe_random and not (run.path / "probe_random.json").is_file():

@@ -205,6 +205,31 @@ class StopOnNaN(keras.callbacks.Callback):
             )
 
 
+def train_unless_finished(
+    recipe: Recipe,
+    data: kdc.data.ImageData,
+    run: RunDirectory,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> bool:
+    """Brings `run` to a finished run of `recipe`; what `sweep` and `select` do per run.
+
+    A finished run of exactly these settings is kept; an unfinished one is
+    resumed after its last checkpoint; anything else in `run` (refused
+    earlier by `RunDirectory.check_replaceable` unless --overwrite) is replaced.
+    Returns whether it trained.
+    """
+    config = recipe.to_toml()
+    if run.holds(config):
+        return False
+    pretraining = Pretraining.build(recipe, data, on_progress=on_progress)
+    resume = run.is_run and run.read_config() == config
+    if not resume:
+        run.create(config, overwrite=True)
+    pretraining.fit(run, callbacks=callbacks, resume=resume)
+    return True
+
+
 class RunRecorder(keras.callbacks.Callback):
     """Writes each finished epoch's row, pseudo-labels and checkpoint into the run directory.
 

@@ -40,3 +40,16 @@ def fresh_session():
 @pytest.fixture
 def shapes():
     return make_shapes
+
+
+@pytest.fixture
+def write_pngs():
+    """Writes uint8 images (N, H, W[, 3]) as PNG files into a new folder."""
+    from PIL import Image
+
+    def write(folder, images):
+        folder.mkdir()
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(folder / f"{i:03d}.png")
+
+    return write

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tomllib
 from click.testing import CliRunner
-from PIL import Image
 
 from keras_deepcluster_cli.main import main
 from keras_deepcluster_cli.run_directory import RunDirectory
@@ -201,13 +200,7 @@ def test_backend_cannot_change_after_keras_is_imported(tmp_path):
     assert same.exit_code == 0, same.output
 
 
-def write_pngs(folder, images):
-    folder.mkdir()
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(folder / f"{i:03d}.png")
-
-
-def test_train_on_an_unlabelled_image_folder(tmp_path, shapes):
+def test_train_on_an_unlabelled_image_folder(tmp_path, shapes, write_pngs):
     write_pngs(tmp_path / "images", shapes(40)[0])
     out = tmp_path / "run"
     result = invoke(
@@ -267,7 +260,7 @@ def test_fashion_mnist_from_idx(tmp_path):
     assert 0.2 < nmi < 0.7  # random LeNet features, k=5: the authors measure 0.31-0.43
 
 
-def test_recipes_and_datasets_commands(tmp_path, shapes):
+def test_recipes_and_datasets_commands(tmp_path, shapes, write_pngs):
     result = invoke("recipes")
     assert result.exit_code == 0
     for name in ("cifar10", "digits", "fashion_mnist", "mnist", "svhn", "alexnet_micro", "relu_5"):

@@ -14,7 +14,6 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from keras_deepcluster import clustering
 from keras_deepcluster_cli.main import main
@@ -173,13 +172,7 @@ def test_full_disk_keeps_the_finished_epochs_resumable(tmp_path, monkeypatch, re
     assert run.is_finished and len(run.read_history()) == 4
 
 
-def write_pngs(folder, images):
-    folder.mkdir()
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(folder / f"{i:02d}.png")
-
-
-def test_rgb_images_for_a_grayscale_recipe_and_the_reverse(tmp_path, shapes):
+def test_rgb_images_for_a_grayscale_recipe_and_the_reverse(tmp_path, shapes, write_pngs):
     gray = shapes(12)[0]
     write_pngs(tmp_path / "rgb", np.repeat(gray[..., None], 3, axis=-1))
     write_pngs(tmp_path / "gray", gray)
