@@ -79,7 +79,7 @@ def probe_against_k(runs: list[dict], path: Path) -> Path:
     return _save(figure, path)
 
 
-def probe_against_initial_nmi(runs: list[dict], path: Path) -> Path:
+def probe_against_initial_nmi(runs: list[dict], path: Path, correlation: float | None) -> Path:
     """Final probe accuracy against the epoch-0 NMI (the seed's filter quality)."""
     figure, axis = plt.subplots(figsize=(6, 4))
     for run in runs:
@@ -93,7 +93,8 @@ def probe_against_initial_nmi(runs: list[dict], path: Path) -> Path:
             textcoords="offset points",
         )
     axis.set(
-        title="Does filter quality predict the result?",
+        title="Does filter quality predict the result?"
+        + ("" if correlation is None else f" (Pearson r = {correlation:.2f})"),
         xlabel="NMI of the first clustering (random filters)",
         ylabel="test accuracy (%)",
     )

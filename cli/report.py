@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.table import Table
 
 from keras_deepcluster_cli import plots, space
@@ -32,6 +33,9 @@ COLUMNS = (
     ("last_nmi", "NMI last", "{:.4f}"),
     ("probe", "probe acc", "{:.4f}"),
     ("probe_random", "random-init acc", "{:.4f}"),
+    ("gain", "gain", "{:+.4f}"),
+    ("recluster_seconds", "recluster s", "{:.1f}"),
+    ("train_seconds", "train s", "{:.1f}"),
     ("wall_seconds", "wall s", "{:.1f}"),
 )
 
@@ -66,6 +70,12 @@ def _record(run: RunDirectory, root: Path) -> dict:
         "best_nmi": max(nmis) if nmis else None,
         "last_nmi": nmis[-1] if nmis else None,
         "wall_seconds": summary["wall_seconds"],
+        "recluster_seconds": sum(
+            row[key]
+            for row in history
+            for key in ("seconds_features", "seconds_pca", "seconds_kmeans")
+        ),
+        "train_seconds": sum(row["seconds_train"] for row in history),
         "history": history,
         "probe": None,
         "probe_random": None,
@@ -73,6 +83,8 @@ def _record(run: RunDirectory, root: Path) -> dict:
     for name in ("probe", "probe_random"):
         if (run.path / f"{name}.json").is_file():
             record[name] = run.read_json(f"{name}.json")["accuracy"]
+    if record["probe"] is not None and record["probe_random"] is not None:
+        record["gain"] = record["probe"] - record["probe_random"]  # over its own random init
     return record
 
 
@@ -118,6 +130,7 @@ def report(directories, out):
         for directory in spaces:
             rows = space.read_results(RunDirectory(directory))
             console.print(space.results_table(rows, f"space: {directory}"))
+            console.print(space.summary(rows))
             written.append(
                 plots.space_histogram(
                     rows,
@@ -128,6 +141,9 @@ def report(directories, out):
     if runs:
         console.print(table(runs, COLUMNS, f"{len(runs)} runs"))
         console.print(table(group_summary(runs), GROUP_COLUMNS, "seeds pooled (mean, sample sd)"))
+        r = filter_quality_correlation(runs)
+        if r is not None:
+            console.print(f"Pearson r(NMI epoch 0, probe accuracy) over the probed runs: {r:.2f}")
     console.print("written: " + ", ".join(str(path) for path in written))
 
 
@@ -163,8 +179,8 @@ def group_summary(runs: list[dict]) -> list[dict]:
             "halted_at": halted_at,
             "seeds": len(members),
         }
-        for key in ("initial_nmi", "last_nmi", "probe", "probe_random", "wall_seconds"):
-            values = [m[key] for m in members if plots.finite(m[key])]
+        for key in ("initial_nmi", "last_nmi", "probe", "probe_random", "gain", "wall_seconds"):
+            values = [m[key] for m in members if plots.finite(m.get(key))]
             row[key], row[f"{key}_sd"] = mean_and_spread(values) if values else (None, None)
         rows.append(row)
     return rows
@@ -184,6 +200,8 @@ GROUP_COLUMNS = (
     ("probe_sd", "± sd", "{:.4f}"),
     ("probe_random", "random-init acc", "{:.4f}"),
     ("probe_random_sd", "± sd", "{:.4f}"),
+    ("gain", "gain", "{:+.4f}"),
+    ("gain_sd", "± sd", "{:.4f}"),
     ("wall_seconds", "wall s", "{:.1f}"),
 )
 
@@ -224,7 +242,11 @@ def draw_plots(runs: list[dict], out: Path) -> list[Path]:
         written.append(plots.probe_against_k(probed, out / "probe_vs_k.png"))
     with_nmi = [r for r in probed if plots.finite(r["initial_nmi"])]
     if len({r["seed"] for r in with_nmi}) >= 2:
-        written.append(plots.probe_against_initial_nmi(with_nmi, out / "probe_vs_initial_nmi.png"))
+        written.append(
+            plots.probe_against_initial_nmi(
+                with_nmi, out / "probe_vs_initial_nmi.png", filter_quality_correlation(runs)
+            )
+        )
     groups = defaultdict(list)
     for r in probed:
         groups[
@@ -234,6 +256,18 @@ def draw_plots(runs: list[dict], out: Path) -> list[Path]:
     if groups:
         written.append(plots.halting(groups, out / "halting.png"))
     return written
+
+
+def filter_quality_correlation(runs: list[dict]) -> float | None:
+    """Pearson r between the epoch-0 NMI and the probe accuracy, over runs of 3+ seeds.
+
+    None when fewer than three seeds were probed (then the NMIs barely vary).
+    """
+    probed = [r for r in runs if plots.finite(r["initial_nmi"]) and plots.finite(r["probe"])]
+    if len({r["seed"] for r in probed}) < 3:
+        return None
+    pairs = [(r["initial_nmi"], r["probe"]) for r in probed]
+    return float(np.corrcoef(np.array(pairs).T)[0, 1])
 
 
 def mean_and_spread(values: list[float]) -> tuple[float, float]:

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.table import Table
 
 from keras_deepcluster_cli.options import (
@@ -111,11 +112,7 @@ def space(recipe, seeds, clusters, backend, out, overwrite, **data):
             rows, run.path / HISTOGRAM, f"{recipe.name}: random-filter quality, k={recipe.clusters}"
         )
     console.print(results_table(rows, f"space {recipe.name} k={recipe.clusters}"))
-    nmis = sorted(row["nmi"] for row in rows)
-    console.print(
-        f"NMI over {len(rows)} seeds: mean {sum(nmis) / len(nmis):.4f}, min {nmis[0]:.4f}, "
-        f"max {nmis[-1]:.4f}; written to {out / RESULTS} and {out / HISTOGRAM}"
-    )
+    console.print(f"{summary(rows)}; written to {out / RESULTS} and {out / HISTOGRAM}")
 
 
 def read_results(run: RunDirectory) -> list[dict]:
@@ -135,6 +132,16 @@ def write_results(run: RunDirectory, rows) -> None:
     writer.writeheader()
     writer.writerows(sorted(rows, key=lambda row: row["seed"]))
     run.write_text(RESULTS, text.getvalue())
+
+
+def summary(rows: list[dict]) -> str:
+    """Mean, sample sd, median, min and max of the seeds' NMI."""
+    nmis = np.array([row["nmi"] for row in rows])
+    sd = nmis.std(ddof=1) if len(nmis) > 1 else 0.0
+    return (
+        f"NMI over {len(nmis)} seeds: mean {nmis.mean():.4f}, sd {sd:.4f}, median "
+        f"{np.median(nmis):.4f}, min {nmis.min():.4f}, max {nmis.max():.4f}"
+    )
 
 
 def results_table(rows: list[dict], title: str) -> Table:

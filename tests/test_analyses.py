@@ -225,6 +225,7 @@ def test_report_draws_every_plot_from_saved_runs(tmp_path, monkeypatch):
     assert {r["halted_at"] for r in runs} == {"1", "2"} and all(
         0 <= float(r["probe"]) <= 1 for r in runs
     )
+    assert all(float(r["recluster_seconds"]) >= 0 and float(r["train_seconds"]) > 0 for r in runs)
     groups = read_csv(tmp_path / "report" / "groups.csv", drop=())
     assert len(groups) == 4 and all(g["seeds"] == "2" for g in groups)
 
