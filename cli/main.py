@@ -18,6 +18,7 @@ from keras_deepcluster_cli.options import (
     OptionalInt,
     backend_option,
     data_options,
+    devices_option,
     interruptible,
     make_console,
     output_options,
@@ -76,13 +77,14 @@ def main():
 @override("--lr", type=float, help="SGD learning rate.")
 @override("--pca", type=OptionalInt(), help="PCA-whitening dimension ('none': no PCA).")
 @data_options
+@devices_option
 @output_options
 @click.option(
     "--resume",
     type=click.Path(path_type=Path),
     help="Continue the unfinished run in this directory, with its own settings.",
 )
-def train(recipe, backend, out, overwrite, resume, **overrides):
+def train(recipe, backend, devices, out, overwrite, resume, **overrides):
     """Pretrain with DeepCluster as RECIPE says (a recipe name or a .toml file).
 
     Options override the recipe. Writes a run directory: config.toml,
@@ -96,6 +98,7 @@ def train(recipe, backend, out, overwrite, resume, **overrides):
           --data-dir /usr/share/datasets/fashion-mnist --epochs 3 --backend jax
       deepcluster train mnist -k 10 --halt-after 5 --limit 10000 --out runs/mnist-k10
       deepcluster train digits --resume runs/digits-tensorflow-k10-seed61   # after a crash
+      deepcluster train cifar10 --backend jax --devices 4   # data-parallel on 4 GPUs
     """
     use_backend(backend)
     recipe = resolve_recipe(recipe, overrides)
@@ -115,6 +118,7 @@ def train(recipe, backend, out, overwrite, resume, **overrides):
     with user_errors():
         if resume is None:
             run.check_writable(overwrite)
+        training.check_devices(devices, [recipe])
         _print_config(console, recipe, backend, out)
         with console.status(f"loading {recipe.dataset} ({recipe.source})"):
             data = training.load_data(recipe)
@@ -123,7 +127,9 @@ def train(recipe, backend, out, overwrite, resume, **overrides):
             + ("" if data.y_train is not None else ", unlabelled")
         )
         progress = TrainingProgress(console, recipe.epochs)
-        pretraining = training.Pretraining.build(recipe, data, on_progress=progress.on_progress)
+        pretraining = training.Pretraining.build(
+            recipe, data, on_progress=progress.on_progress, devices=devices
+        )
         if resume is None:
             run.create(recipe.to_toml(), overwrite)
         else:

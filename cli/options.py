@@ -104,6 +104,16 @@ def backend_option(command):
     )(command)
 
 
+def devices_option(command):
+    return click.option(
+        "--devices",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Train data-parallel on this many devices (GPUs, else CPUs); JAX or TensorFlow.",
+    )(command)
+
+
 def data_options(command):
     """--limit, --source and --data-dir: where the images come from."""
     for option in reversed(

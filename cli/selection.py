@@ -32,6 +32,7 @@ from keras_deepcluster_cli.options import (
     backend_option,
     checked,
     data_options,
+    devices_option,
     interruptible,
     make_console,
     output_options,
@@ -85,6 +86,7 @@ from keras_deepcluster_cli.run_directory import RunDirectory
 @click.option("--probe", is_flag=True, help="Linear-probe the final run (all labels, probe.json).")
 @backend_option
 @data_options
+@devices_option
 @output_options
 def select(
     recipe,
@@ -95,6 +97,7 @@ def select(
     holdout,
     probe,
     backend,
+    devices,
     out,
     overwrite,
     **overrides,
@@ -142,6 +145,7 @@ def select(
         partial = np.full(len(data.x_train), -1, np.int64)
         partial[chosen] = data.y_train[chosen]
         known = dataclasses.replace(data, y_train=partial, x_test=None, y_test=None)
+        training.check_devices(devices, [base])
         views = training.image_views(base)
         shape = (views.size, views.size, data.x_train.shape[-1])
         out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +180,7 @@ def select(
             run = RunDirectory(out / f"trial-k{k}")
             run.check_replaceable(trial.to_toml(), overwrite)
             with console.status(f"trial run k={k}, {trial_epochs} epochs"):
-                training.train_unless_finished(trial, known, run)
+                training.train_unless_finished(trial, known, run, devices=devices)
             if not (run.path / "probe_labelled.json").is_file():
                 with console.status(f"probing trial k={k} on the labelled images"):
                     result = kdc.evaluation.linear_probe(
@@ -238,7 +242,12 @@ def select(
         run.check_replaceable(final.to_toml(), overwrite)
         progress = TrainingProgress(console, final.epochs)
         training.train_unless_finished(
-            final, data, run, callbacks=[progress], on_progress=progress.on_progress
+            final,
+            data,
+            run,
+            callbacks=[progress],
+            on_progress=progress.on_progress,
+            devices=devices,
         )
         if probe and not (run.path / "probe.json").is_file():
             with console.status("probing the final run"):

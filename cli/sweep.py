@@ -14,6 +14,7 @@ from keras_deepcluster_cli.options import (
     backend_option,
     checked,
     data_options,
+    devices_option,
     interruptible,
     make_console,
     output_options,
@@ -85,6 +86,7 @@ def run_name(recipe: Recipe) -> str:
 )
 @backend_option
 @data_options
+@devices_option
 @output_options
 def sweep(
     recipe,
@@ -96,6 +98,7 @@ def sweep(
     probe_random,
     probe_epochs,
     backend,
+    devices,
     out,
     overwrite,
     **overrides,
@@ -132,6 +135,7 @@ def sweep(
     with user_errors():
         if out.exists() and not out.is_dir():
             raise ValueError(f"{out} is a file, not a directory; choose another --out.")
+        training.check_devices(devices, recipes)
         runs = [RunDirectory(out / run_name(r)) for r in recipes]
         for run, r in zip(runs, recipes):  # refuse other settings before any work
             run.check_replaceable(r.to_toml(), overwrite)
@@ -152,7 +156,12 @@ def sweep(
                 bars.update(grid_task, description=run.path.name[:17])
                 progress = TrainingProgress(console, r.epochs, progress=bars)
                 training.train_unless_finished(
-                    r, data, run, callbacks=[progress], on_progress=progress.on_progress
+                    r,
+                    data,
+                    run,
+                    callbacks=[progress],
+                    on_progress=progress.on_progress,
+                    devices=devices,
                 )
                 if probe and not (run.path / "probe.json").is_file():
                     training.probe(r, data, run, epochs=probe_epochs)

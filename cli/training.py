@@ -15,11 +15,12 @@ import keras
 import numpy as np
 
 import keras_deepcluster as kdc
-from keras_deepcluster.reclustering import check_compatible
 from keras_deepcluster_cli.options import interrupt_requested
 from keras_deepcluster_cli.recipe import Recipe, RecipeError
 from keras_deepcluster_cli.run_directory import RunDirectory
 
+# Images per device in each feature-extraction batch.
+FEATURE_BATCH_SIZE = 256
 # Images held out for the probe's test split when the data has none.
 PROBE_HOLDOUT = 0.2
 
@@ -59,6 +60,21 @@ def build_backbone(recipe: Recipe, input_shape: tuple[int, int, int]) -> keras.M
     return kdc.backbones.get(recipe.backbone, **kwargs)
 
 
+def check_devices(devices: int, recipes: Sequence[Recipe]) -> None:
+    """Raises ValueError unless every recipe can train on `devices` devices.
+
+    Called before anything is written, so a bad --devices leaves no trace.
+    """
+    kdc.devices.data_parallel(devices)
+    for recipe in recipes:
+        if recipe.batch_size % devices:
+            raise ValueError(
+                f"--devices {devices}: the batch size {recipe.batch_size} of recipe "
+                f"{recipe.name!r} does not split evenly over {devices} devices; use a "
+                f"--batch-size that is a multiple of {devices}, or other --devices."
+            )
+
+
 @dataclasses.dataclass
 class Pretraining:
     """A DeepCluster run set up from a recipe, checked, ready to `fit`.
@@ -68,12 +84,16 @@ class Pretraining:
         model: The untrained, compiled `DeepCluster`.
         dataset: Its `PseudoLabelDataset`.
         reclustering: Its `Reclustering` callback (true labels, if any, for the metrics).
+        devices: How many devices it trains on (data-parallel when > 1).
+        distribution: The `kdc.devices.data_parallel` the model lives in.
     """
 
     recipe: Recipe
     model: kdc.DeepCluster
     dataset: kdc.PseudoLabelDataset
     reclustering: kdc.Reclustering
+    devices: int
+    distribution: object
 
     @classmethod
     def build(
@@ -81,8 +101,19 @@ class Pretraining:
         recipe: Recipe,
         data: kdc.data.ImageData,
         on_progress: Callable[[str, int, int], None] | None = None,
+        devices: int = 1,
     ) -> Pretraining:
-        """Builds and checks everything, so bad settings fail before anything is written."""
+        """Builds and checks everything, so bad settings fail before anything is written.
+
+        With `devices` > 1 the model is built for data-parallel training over
+        that many devices (`kdc.devices.data_parallel`).
+        """
+        distribution = kdc.devices.data_parallel(devices)
+        with distribution.scope():
+            return cls._build(recipe, data, on_progress, devices, distribution)
+
+    @classmethod
+    def _build(cls, recipe, data, on_progress, devices, distribution):
         views = image_views(recipe)
         images = data.x_train
         check_channels(recipe, views, images.shape[-1])
@@ -110,10 +141,12 @@ class Pretraining:
             halt_when_stable=recipe.halt_when_stable,
             halt_patience=recipe.halt_patience,
             seed=recipe.seed,
+            # The same number of images per device, whatever the device count.
+            feature_batch_size=FEATURE_BATCH_SIZE * devices,
             on_progress=on_progress,
         )
-        check_compatible(model, dataset, recipe.pca)
-        return cls(recipe, model, dataset, reclustering)
+        reclustering.check(model)
+        return cls(recipe, model, dataset, reclustering, devices, distribution)
 
     def fit(
         self,
@@ -134,6 +167,10 @@ class Pretraining:
             FloatingPointError: the loss or the features became NaN or inf; the
                 message names the epoch (and step); the last checkpoint stays.
         """
+        with self.distribution.scope():
+            return self._fit(run, callbacks, resume)
+
+    def _fit(self, run, callbacks, resume):
         recorder = RunRecorder(run, self.reclustering)
         checkpoint = run.read_checkpoint() if resume else None
         initial_epoch = 0
@@ -160,6 +197,7 @@ class Pretraining:
                 "backend": keras.backend.backend(),
                 "epochs": self.recipe.epochs,
                 "images": self.dataset.num_images,
+                "devices": self.devices,
                 "wall_seconds": time.perf_counter() - start,
                 "final": last,
                 "best_nmi_labels": max(nmis) if nmis else None,
@@ -211,6 +249,7 @@ def train_unless_finished(
     run: RunDirectory,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     on_progress: Callable[[str, int, int], None] | None = None,
+    devices: int = 1,
 ) -> bool:
     """Brings `run` to a finished run of `recipe`; what `sweep` and `select` do per run.
 
@@ -222,7 +261,7 @@ def train_unless_finished(
     config = recipe.to_toml()
     if run.holds(config):
         return False
-    pretraining = Pretraining.build(recipe, data, on_progress=on_progress)
+    pretraining = Pretraining.build(recipe, data, on_progress=on_progress, devices=devices)
     resume = run.is_run and run.read_config() == config
     if not resume:
         run.create(config, overwrite=True)

@@ -3,8 +3,9 @@
 Runs unchanged on the TensorFlow, JAX and PyTorch backends (``KERAS_BACKEND``).
 """
 
-from keras_deepcluster import backbones, clustering, data, evaluation
+from keras_deepcluster import backbones, clustering, data, devices, evaluation
 from keras_deepcluster.clustering import cluster_features
+from keras_deepcluster.devices import data_parallel
 from keras_deepcluster.features import extract_features
 from keras_deepcluster.model import DeepCluster
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
@@ -22,6 +23,8 @@ __all__ = [
     "cluster_features",
     "clustering",
     "data",
+    "data_parallel",
+    "devices",
     "evaluation",
     "extract_features",
 ]

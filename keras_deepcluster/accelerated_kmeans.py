@@ -17,26 +17,6 @@ from keras import ops
 _SPLIT_EPSILON = 1.0 / 1024.0
 
 
-def accelerator_available() -> bool:
-    """Whether the current Keras backend sees a GPU (used by ``kmeans_backend="auto"``)."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return any(device.platform == "gpu" for device in jax.devices())
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    return False
-
-
 def keras_kmeans(
     features: np.ndarray,
     k: int,

@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from keras_deepcluster.accelerated_kmeans import accelerator_available, keras_kmeans
+from keras_deepcluster.accelerated_kmeans import keras_kmeans
+from keras_deepcluster.devices import accelerator_available
 
 try:  # faiss is a hard dependency, but a broken install should not stop us.
     import faiss

@@ -22,7 +22,9 @@ def extract_features(
 
     Outputs are flattened and written batch by batch into one preallocated
     float32 array (N, D). The last batch is zero-padded to `batch_size`, so the
-    compiled predict function sees a single input shape.
+    compiled predict function sees a single input shape. A model distributed
+    over several devices (`devices.data_parallel`) splits each batch over
+    them; `batch_size` must then be a multiple of their number.
 
     Args:
         model: Any Keras model taking the views' images.
@@ -48,8 +50,23 @@ def extract_features(
             batch = np.concatenate(
                 [batch, np.zeros((batch_size - count,) + batch.shape[1:], batch.dtype)]
             )
-        out = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
+        out = keras.ops.convert_to_numpy(model.predict_on_batch(_per_replica(model, batch)))
         features[start : start + count] = out.reshape(batch_size, dim)[:count]
         if on_batch is not None:
             on_batch(start + count, n)
     return features
+
+
+def _per_replica(model, batch):
+    """Splits `batch` over a TensorFlow model's replicas.
+
+    Keras's TensorFlow `predict_on_batch` would give every replica the whole
+    batch; on JAX the distribution shards the batch itself.
+    """
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is None or strategy.num_replicas_in_sync == 1:
+        return batch
+    shards = np.split(batch, strategy.num_replicas_in_sync)
+    return strategy.experimental_distribute_values_from_function(
+        lambda context: shards[context.replica_id_in_sync_group]
+    )

@@ -6,8 +6,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_deepcluster import devices
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
-from keras_deepcluster.reclustering import Reclustering, check_compatible
+from keras_deepcluster.reclustering import Reclustering
 
 
 @keras.saving.register_keras_serializable(package="keras_deepcluster")
@@ -117,13 +118,15 @@ class DeepCluster(keras.Model):
             kwargs["shuffle"] = False
         # Check before Keras builds anything, so bad input never reaches a trace.
         for callback in reclusterings:
-            check_compatible(self, callback.data, callback.pca_dim)
+            callback.check(self)
         return super().fit(x, y, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         if self.weight_decay and training:
-            loss = loss + self.weight_decay_penalty()
+            # Keras already divides the cross-entropy by the replica count for
+            # TensorFlow's summed replica gradients; the penalty needs it too.
+            loss = loss + self.weight_decay_penalty() / devices.strategy_replicas()
         return loss
 
     def weight_decay_penalty(self):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from keras_deepcluster import clustering
+from keras_deepcluster import clustering, devices
 from keras_deepcluster.evaluation.cluster_metrics import label_entropy, nmi
 from keras_deepcluster.features import extract_features
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
@@ -144,7 +144,46 @@ class Reclustering(keras.callbacks.Callback):
         self._epoch_logs: dict[str, float] = {}
 
     def on_train_begin(self, logs=None):
-        check_compatible(self.model, self.data, self.pca_dim)
+        self.check(self.model)
+
+    def check(self, model) -> None:
+        """Raises ValueError when `model` cannot be trained on this callback's data."""
+        for attribute in ("backbone", "num_clusters", "reset_head"):
+            if not hasattr(model, attribute):
+                raise ValueError(
+                    f"Reclustering trains a keras_deepcluster.DeepCluster model; got a "
+                    f"{type(model).__name__} without `{attribute}`."
+                )
+        data = self.data
+        k, n = model.num_clusters, data.num_images
+        if k > n:
+            raise ValueError(
+                f"num_clusters={k} is larger than the number of images ({n}); use at most {n}."
+            )
+        expected = tuple(model.input_shape[1:])
+        got = (data.views.size, data.views.size, data.images.shape[-1])
+        if expected != got:
+            raise ValueError(
+                f"The backbone takes images of shape {expected} (H, W, C) but the data "
+                f"gives {got}: {data.images.shape[-1]}-channel images viewed at "
+                f"{data.views.size}x{data.views.size}. Match the backbone's input_shape "
+                "to the data (channels, ImageViews size)."
+            )
+        if self.pca_dim is not None and self.pca_dim > model.feature_dim:
+            raise ValueError(
+                f"pca_dim={self.pca_dim} exceeds the feature dimension {model.feature_dim}; "
+                f"use at most {model.feature_dim} or None."
+            )
+        replicas = devices.replica_count(model)
+        for name, size in (
+            ("batch_size", data.batch_size),
+            ("feature_batch_size", self.feature_batch_size),
+        ):
+            if size % replicas:
+                raise ValueError(
+                    f"{name}={size} does not split evenly over the {replicas} devices the "
+                    f"model is distributed on; use a multiple of {replicas}."
+                )
 
     def state(self) -> dict:
         """What a checkpoint needs besides the pseudo-labels (JSON-serialisable)."""
@@ -267,32 +306,3 @@ def _check_optional_int(name, value):
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
-
-
-def check_compatible(model, data: PseudoLabelDataset, pca_dim: int | None = None) -> None:
-    """Raises ValueError when `model` cannot be trained on `data` by DeepCluster."""
-    for attribute in ("backbone", "num_clusters", "reset_head"):
-        if not hasattr(model, attribute):
-            raise ValueError(
-                f"Reclustering trains a keras_deepcluster.DeepCluster model; got a "
-                f"{type(model).__name__} without `{attribute}`."
-            )
-    k, n = model.num_clusters, data.num_images
-    if k > n:
-        raise ValueError(
-            f"num_clusters={k} is larger than the number of images ({n}); use at most {n}."
-        )
-    expected = tuple(model.input_shape[1:])
-    got = (data.views.size, data.views.size, data.images.shape[-1])
-    if expected != got:
-        raise ValueError(
-            f"The backbone takes images of shape {expected} (H, W, C) but the data "
-            f"gives {got}: {data.images.shape[-1]}-channel images viewed at "
-            f"{data.views.size}x{data.views.size}. Match the backbone's input_shape "
-            "to the data (channels, ImageViews size)."
-        )
-    if pca_dim is not None and pca_dim > model.feature_dim:
-        raise ValueError(
-            f"pca_dim={pca_dim} exceeds the feature dimension {model.feature_dim}; "
-            f"use at most {model.feature_dim} or None."
-        )

@@ -13,6 +13,7 @@ import collections
 
 import keras
 
+from keras_deepcluster import devices
 from keras_deepcluster.backbones.initialization import (
     conv_initializer,
     dense_initializer,
@@ -49,7 +50,14 @@ class _Stack:
             # PyTorch BatchNorm2d: momentum 0.1 (Keras 0.9), eps 1e-5.
             self.add(
                 "batch_norm",
-                lambda n: keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=n),
+                # Statistics of the whole batch under a TensorFlow strategy too,
+                # as on one device and on JAX.
+                lambda n: keras.layers.BatchNormalization(
+                    momentum=0.9,
+                    epsilon=1e-5,
+                    synchronized=devices.strategy_replicas() > 1,
+                    name=n,
+                ),
             )
         self.add("relu", lambda n: keras.layers.ReLU(name=n))
 

@@ -1,0 +1,147 @@
+"""The devices DeepCluster trains on: one, or several with data parallelism.
+
+DeepCluster's training step is an ordinary Keras step, so several devices
+train it the way Keras trains any model: the batch is split across replicas
+of the network and the gradients are summed. Re-clustering stays on the
+host, once per epoch: every replica extracts the features of its share of each
+batch, the features are gathered into one array, k-means runs once, and the
+single set of pseudo-labels feeds all replicas. Only one process (one host)
+is supported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+
+
+def accelerator_available() -> bool:
+    """Whether the current Keras backend sees a GPU (used by ``kmeans_backend="auto"``)."""
+    return _device_type() == "gpu"
+
+
+def device_count() -> int:
+    """How many devices of the kind Keras computes on (GPUs if any, else CPUs) it sees."""
+    return len(_devices())
+
+
+def data_parallel(devices: int | None = None):
+    """A data-parallel distribution over `devices` devices, for this backend.
+
+    Build, compile and `fit` the `DeepCluster` model inside its ``scope()``:
+    on JAX it is a `keras.distribution.DataParallel`, on TensorFlow a
+    `tf.distribute.MirroredStrategy`. One device needs no distribution, so
+    ``data_parallel(1)`` is a scope that changes nothing, on every backend.
+    Batch sizes (training and feature extraction) must be multiples of the
+    number of devices.
+
+    Args:
+        devices: How many devices to use, the first ones Keras lists (GPUs if
+            any, else CPUs); None uses all of them.
+
+    Returns:
+        An object whose ``scope()`` is the context to build and train in.
+
+    Raises:
+        ValueError: `devices` is not a positive integer, more than the
+            devices there are, or more than one on the PyTorch backend.
+
+    Example:
+    >>> distribution = data_parallel(2)
+    >>> with distribution.scope():
+    ...     model = DeepCluster(backbones.lenet(), num_clusters=10)
+    ...     model.compile(optimizer="sgd")
+    ...     model.fit(data, epochs=5, callbacks=[Reclustering(data)])
+    """
+    available = _devices()
+    if devices is None:
+        devices = len(available)
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ValueError(f"devices must be a positive integer or None (all); got {devices!r}.")
+    backend = keras.backend.backend()
+    if devices > 1 and backend not in ("jax", "tensorflow"):
+        raise ValueError(
+            f"Several devices need the JAX or TensorFlow backend: Keras's fit on "
+            f"{backend} runs on one device. Use the jax or tensorflow backend, or 1 device."
+        )
+    if devices > len(available):
+        raise ValueError(
+            f"{devices} devices asked for, but the {backend} backend sees "
+            f"{len(available)} ({', '.join(available)}); use at most {len(available)}."
+        )
+    if devices == 1:
+        return _SingleDevice()
+    if backend == "jax":
+        import jax
+
+        if jax.process_count() > 1:
+            raise ValueError(
+                "Training on several hosts is not supported: each process would "
+                "re-cluster on its own. Use one host with several devices."
+            )
+        return keras.distribution.DataParallel(devices=available[:devices])
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(available[:devices])
+
+
+def replica_count(model: keras.Model) -> int:
+    """Over how many devices `model` splits each batch (1 without a distribution)."""
+    distribution = keras.distribution.distribution()  # JAX
+    if distribution is not None:
+        return int(distribution.device_mesh.devices.size)
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow
+    return 1 if strategy is None else strategy.num_replicas_in_sync
+
+
+def strategy_replicas() -> int:
+    """Replicas of the TensorFlow strategy in scope; 1 outside one and on other backends.
+
+    Under a `tf.distribute` strategy each replica computes the loss and the
+    batch-norm statistics of its share of the batch, and the gradients are
+    summed, whereas JAX computes everything over the whole, sharded batch.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+class _SingleDevice:
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def _device_type() -> str:
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return "gpu" if any(device.platform == "gpu" for device in jax.devices()) else "cpu"
+    if backend == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    return "cpu"
+
+
+def _devices() -> list[str]:
+    backend = keras.backend.backend()
+    kind = _device_type()
+    if backend == "jax":
+        return keras.distribution.list_devices(kind)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [device.name for device in tf.config.list_logical_devices(kind.upper())]
+    if backend == "torch":
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] if kind == "gpu" else ["cpu"]
+    return ["cpu"]
