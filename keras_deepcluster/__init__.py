@@ -6,16 +6,18 @@ Runs unchanged on the TensorFlow, JAX and PyTorch backends (``KERAS_BACKEND``).
 from keras_deepcluster import backbones, clustering, data, devices, evaluation
 from keras_deepcluster.clustering import cluster_features
 from keras_deepcluster.devices import data_parallel
-from keras_deepcluster.features import extract_features
+from keras_deepcluster.features import FeatureExtractor, extract_features
 from keras_deepcluster.model import DeepCluster
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
 from keras_deepcluster.reclustering import Reclustering
-from keras_deepcluster.views import ImageViews
+from keras_deepcluster.views import FixedView, ImageViews
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DeepCluster",
+    "FeatureExtractor",
+    "FixedView",
     "ImageViews",
     "PseudoLabelDataset",
     "Reclustering",

@@ -7,7 +7,79 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from keras_deepcluster.views import ImageViews
+from keras_deepcluster.views import FixedView, ImageViews
+
+
+class FeatureExtractor:
+    """A network's features on the fixed view of images, compiled once per image shape.
+
+    The fixed view (`FixedView`) runs inside the network's compiled forward
+    pass, so only the stored images (uint8 for the usual datasets) cross to
+    the device and the host does no resampling. Outputs are flattened and
+    written batch by batch into one preallocated float32 array (N, D); the
+    last batch is zero-padded to `batch_size`, so the compiled function sees
+    one input shape. A model distributed over several devices
+    (`devices.data_parallel`) splits each batch over them; `batch_size` must
+    then be a multiple of their number.
+
+    Args:
+        model: Any Keras model taking the views' images (a backbone).
+        views: Gives the fixed view (resize, centre crop, normalise).
+        flip: Flip the view horizontally (for flip-augmented probes).
+
+    Example:
+    >>> extractor = FeatureExtractor(backbone, ImageViews.for_dataset("mnist"))
+    >>> extractor(np.zeros((10, 28, 28), "uint8")).shape
+    (10, 84)
+    """
+
+    def __init__(self, model: keras.Model, views: ImageViews, flip: bool = False):
+        self.model = model
+        self.views = views
+        self.flip = flip
+        self.dim = int(np.prod(model.output.shape[1:]))
+        self._networks: dict[tuple, keras.Model] = {}
+
+    def __call__(
+        self,
+        images: np.ndarray,
+        batch_size: int = 256,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """The features (N, D) of `images`: uint8 (N, H, W[, C]) or float in [0, 1].
+
+        `on_batch` is called as ``on_batch(images_done, images_total)`` after
+        each batch (progress display).
+        """
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[..., None]
+        dtype = "uint8" if images.dtype == np.uint8 else "float32"
+        network = self._network(images.shape[1:], dtype)
+        n = len(images)
+        features = np.empty((n, self.dim), np.float32)
+        padded = np.zeros((batch_size,) + images.shape[1:], dtype)
+        for start in range(0, n, batch_size):
+            batch = images[start : start + batch_size]
+            count = len(batch)
+            if count < batch_size:
+                padded[:count] = batch
+                batch = padded
+            out = network.predict_on_batch(_per_replica(network, batch.astype(dtype, copy=False)))
+            features[start : start + count] = keras.ops.convert_to_numpy(out).reshape(
+                batch_size, self.dim
+            )[:count]
+            if on_batch is not None:
+                on_batch(start + count, n)
+        return features
+
+    def _network(self, image_shape: tuple, dtype: str) -> keras.Model:
+        key = (image_shape, dtype)
+        if key not in self._networks:
+            images = keras.Input(image_shape, dtype=dtype)
+            outputs = self.model(FixedView(self.views, self.flip)(images))
+            self._networks[key] = keras.Model(images, outputs, name="feature_extractor")
+        return self._networks[key]
 
 
 def extract_features(
@@ -18,43 +90,15 @@ def extract_features(
     flip: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Runs `model` in inference mode over the fixed view of `images`.
+    """Runs `model` in inference mode over the fixed view of `images`, once.
 
-    Outputs are flattened and written batch by batch into one preallocated
-    float32 array (N, D). The last batch is zero-padded to `batch_size`, so the
-    compiled predict function sees a single input shape. A model distributed
-    over several devices (`devices.data_parallel`) splits each batch over
-    them; `batch_size` must then be a multiple of their number.
-
-    Args:
-        model: Any Keras model taking the views' images.
-        images: uint8 (N, H, W[, C]) or float in [0, 1].
-        views: Gives the fixed view (resize, centre crop, normalise).
-        batch_size: Images per forward pass.
-        flip: Flip the view horizontally (for flip-augmented probes).
-        on_batch: Called as ``on_batch(images_done, images_total)`` after each
-            batch (progress display).
+    A one-off `FeatureExtractor` (which see); keep one to extract repeatedly
+    without compiling again.
 
     Returns:
         float32 array (N, D), D the product of the model's output dimensions.
     """
-    n = len(images)
-    dim = int(np.prod(model.output.shape[1:]))
-    features = np.empty((n, dim), np.float32)
-    for start in range(0, n, batch_size):
-        batch = views.fixed(images[start : start + batch_size])
-        if flip:
-            batch = batch[:, :, ::-1]
-        count = len(batch)
-        if count < batch_size:
-            batch = np.concatenate(
-                [batch, np.zeros((batch_size - count,) + batch.shape[1:], batch.dtype)]
-            )
-        out = keras.ops.convert_to_numpy(model.predict_on_batch(_per_replica(model, batch)))
-        features[start : start + count] = out.reshape(batch_size, dim)[:count]
-        if on_batch is not None:
-            on_batch(start + count, n)
-    return features
+    return FeatureExtractor(model, views, flip)(images, batch_size, on_batch)
 
 
 def _per_replica(model, batch):

@@ -10,7 +10,7 @@ import numpy as np
 
 from keras_deepcluster import clustering, devices
 from keras_deepcluster.evaluation.cluster_metrics import label_entropy, nmi
-from keras_deepcluster.features import extract_features
+from keras_deepcluster.features import FeatureExtractor
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
 
 # Independent random streams derived from the run's seed, one per use.
@@ -145,6 +145,7 @@ class Reclustering(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.check(self.model)
+        self._extractor = FeatureExtractor(self.model.backbone, self.data.views)
 
     def check(self, model) -> None:
         """Raises ValueError when `model` cannot be trained on this callback's data."""
@@ -225,10 +226,8 @@ class Reclustering(keras.callbacks.Callback):
 
     def _cluster(self, model, epoch):
         start = time.perf_counter()
-        features = extract_features(
-            model.backbone,
+        features = self._extractor(
             self.data.images,
-            self.data.views,
             self.feature_batch_size,
             on_batch=lambda done, total: self.on_progress("features", done, total),
         )

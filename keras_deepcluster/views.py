@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import keras
 import numpy as np
+from keras import ops
 
 # Per-dataset normalisation of the authors' code (reference digest, section 3).
 # CIFAR-10 deliberately reuses the SVHN constants, as every paper-era job did.
@@ -88,15 +90,23 @@ class ImageViews:
     def fixed(self, images: np.ndarray) -> np.ndarray:
         """Deterministic view: resize, centre crop, normalise. NHWC float32."""
         images = _as_nhwc(images)
-        n, h, w, _ = images.shape
-        # Resize so the short side is `resize` (as torchvision's Resize(int)).
-        short = min(h, w)
-        out_h = max(self.size, round(h * self.resize / short))
-        out_w = max(self.size, round(w * self.resize / short))
-        top, left = (out_h - self.size) // 2, (out_w - self.size) // 2
-        rows = _interpolation(h, out_h)[top : top + self.size]
-        cols = _interpolation(w, out_w)[left : left + self.size]
+        rows, cols = self.fixed_matrices(*images.shape[1:3])
         return self._normalise(_resample(images, rows[None], cols[None]))
+
+    def fixed_matrices(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed view's resampling: ``view = rows @ image @ cols.T`` per channel.
+
+        Returns:
+            float32 ``rows`` (size, height) and ``cols`` (size, width).
+        """
+        # Resize so the short side is `resize` (as torchvision's Resize(int)).
+        short = min(height, width)
+        out_h = max(self.size, round(height * self.resize / short))
+        out_w = max(self.size, round(width * self.resize / short))
+        top, left = (out_h - self.size) // 2, (out_w - self.size) // 2
+        rows = _interpolation(height, out_h)[top : top + self.size]
+        cols = _interpolation(width, out_w)[left : left + self.size]
+        return rows, cols
 
     def random(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Training view: random resized crop (+ flip), normalise. NHWC float32."""
@@ -119,6 +129,56 @@ class ImageViews:
         mean = np.asarray(self.mean, np.float32)
         std = np.asarray(self.std, np.float32)
         return (x - mean) / std
+
+
+@keras.saving.register_keras_serializable(package="keras_deepcluster")
+class FixedView(keras.layers.Layer):
+    """`ImageViews.fixed` as a layer, so the view is computed where the network runs.
+
+    Takes NHWC images, uint8 in [0, 255] or float in [0, 1], and gives what
+    ``views.fixed`` gives (up to float rounding). Feature extraction puts it in
+    front of the network: only uint8 images cross to the device, and the
+    resampling runs inside the compiled forward pass.
+
+    Args:
+        views: The `ImageViews` whose fixed view to compute.
+        flip: Flip the view horizontally.
+    """
+
+    def __init__(self, views: ImageViews, flip: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.views = views
+        self.flip = flip
+
+    def build(self, input_shape):
+        rows, cols = self.views.fixed_matrices(input_shape[1], input_shape[2])
+        self._rows, self._cols = rows, cols[::-1] if self.flip else cols
+
+    def call(self, images):
+        uint8 = keras.backend.standardize_dtype(images.dtype) == "uint8"
+        x = ops.cast(images, "float32")
+        if uint8:
+            x = x * (1 / 255)
+        x = ops.einsum("sh,nhwc->nswc", ops.convert_to_tensor(self._rows), x)
+        x = ops.einsum("tw,nswc->nstc", ops.convert_to_tensor(self._cols), x)
+        mean = ops.convert_to_tensor(np.asarray(self.views.mean, np.float32))
+        std = ops.convert_to_tensor(np.asarray(self.views.std, np.float32))
+        return (x - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.views.size, self.views.size, input_shape[3])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "views": dataclasses.asdict(self.views),
+            "flip": self.flip,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        views = {k: tuple(v) if isinstance(v, list) else v for k, v in config.pop("views").items()}
+        return cls(ImageViews(**views), **config)
 
 
 def _as_nhwc(images: np.ndarray) -> np.ndarray:

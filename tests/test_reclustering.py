@@ -207,3 +207,22 @@ def test_reclustering_needs_a_deepcluster_model(shapes):
     plain.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match="trains a keras_deepcluster.DeepCluster model"):
         plain.fit(data, epochs=1, callbacks=[Reclustering(data)], verbose=0)
+
+
+def test_every_training_batch_is_drawn_after_its_epochs_labels(shapes):
+    # A data pipeline that prefetched the next epoch's first batches would
+    # train them on the previous clustering.
+    drawn = []
+
+    class Logged(PseudoLabelDataset):
+        def __getitem__(self, index):
+            if self.pseudo_labels is not None:
+                drawn.append((self.epoch, index))
+            return super().__getitem__(index)
+
+    images, _ = shapes(96)
+    data = Logged(images, ImageViews.for_dataset("mnist"), batch_size=32, seed=0)
+    model = DeepCluster(backbones.lenet(seed=0), num_clusters=4)
+    model.compile(optimizer="sgd")
+    model.fit(data, epochs=3, callbacks=[Reclustering(data)], verbose=0)
+    assert drawn == [(epoch, index) for epoch in range(3) for index in range(3)]

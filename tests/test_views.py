@@ -1,7 +1,8 @@
+import keras
 import numpy as np
 import pytest
 
-from keras_deepcluster import ImageViews
+from keras_deepcluster import FixedView, ImageViews
 
 
 def test_fixed_view_is_resize_then_centre_crop():
@@ -62,3 +63,36 @@ def test_fixed_view_matches_torch_bilinear_resize():
     np.testing.assert_allclose(
         views.fixed(images)[..., 0], resized[:, 0, 6:38, 6:38].numpy(), atol=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    "preset, shape, dtype",
+    [("fashion_mnist", (5, 28, 28, 1), "uint8"), ("svhn", (5, 30, 20, 3), "float32")],
+)
+@pytest.mark.parametrize("flip", [False, True])
+def test_fixed_view_layer_computes_the_fixed_view(preset, shape, dtype, flip):
+    views = ImageViews.for_dataset(preset)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, shape).astype(np.uint8)
+    if dtype == "float32":
+        images = images.astype(np.float32) / 255
+    expected = views.fixed(images)
+    if flip:
+        expected = expected[:, :, ::-1]
+    layer = FixedView(views, flip=flip)
+    got = keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor(images)))
+    assert got.shape == expected.shape == (5, views.size, views.size, shape[-1])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_fixed_view_layer_round_trips_through_a_keras_file(tmp_path):
+    views = ImageViews.for_dataset("svhn", resize=40)
+    inputs = keras.Input((36, 36, 3), dtype="uint8")
+    model = keras.Model(inputs, FixedView(views, flip=True)(inputs))
+    model.save(tmp_path / "view.keras")
+    loaded = keras.saving.load_model(tmp_path / "view.keras")
+    images = np.random.default_rng(0).integers(0, 256, (2, 36, 36, 3)).astype(np.uint8)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(images)), views.fixed(images)[:, :, ::-1], atol=1e-5
+    )
+    assert loaded.layers[-1].views == views

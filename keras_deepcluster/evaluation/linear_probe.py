@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_deepcluster.features import extract_features
+from keras_deepcluster.features import FeatureExtractor
 from keras_deepcluster.pseudo_label_dataset import check_images
 from keras_deepcluster.views import ImageViews
 
@@ -109,11 +109,11 @@ def linear_probe(
     y_train, y_test = np.asarray(y_train, np.int64), np.asarray(y_test, np.int64)
     tap = keras.Model(backbone.input, backbone.get_layer(layer).output)
 
-    def features(x, flipped=False):
-        return extract_features(tap, x, views, feature_batch_size, flip=flipped)
-
-    train_views = [features(x_train)] + ([features(x_train, True)] if flip else [])
-    test_features = features(x_test)
+    extract = FeatureExtractor(tap, views)
+    train_views = [extract(x_train, feature_batch_size)]
+    if flip:
+        train_views.append(FeatureExtractor(tap, views, flip=True)(x_train, feature_batch_size))
+    test_features = extract(x_test, feature_batch_size)
     dim = train_views[0].shape[1]
     classes = int(max(y_train.max(), y_test.max())) + 1
     classifier = _linear_classifier(dim, classes, weight_decay, seed)
