@@ -4,7 +4,8 @@ Same LeNet backbone + head, batch size, images and augmentation (a PyDataset of
 random views with the true labels for the plain model); the DeepCluster run
 trains on pseudo-labels with its `Reclustering` callback. Images/s counts the
 training part of each epoch only (re-clustering excluded: its cost is the
-re-clustering benchmark's), median over epochs 1.. (epoch 0 compiles).
+re-clustering benchmark's), median over epochs 1.. of every run (epoch 0
+compiles), pooled over `--repeats` runs of each in alternating order.
 
     KERAS_BACKEND=jax python benchmarks/fit_overhead.py --out docs/benchmarks/fit_overhead_jax.json
 """
@@ -59,7 +60,8 @@ class TrainTimer(keras.callbacks.Callback):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=20000)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -69,41 +71,55 @@ def main() -> None:
     steps = args.images // args.batch_size
 
     def model():
-        return kdc.DeepCluster(kdc.backbones.lenet(seed=61), 10, weight_decay=1e-3)
+        keras.utils.clear_session()
+        network = kdc.DeepCluster(kdc.backbones.lenet(seed=61), 10, weight_decay=1e-3)
+        network.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.1))
+        return network
 
-    results = {}
-    deepcluster = model()
-    deepcluster.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.1))
-    dataset = kdc.PseudoLabelDataset(images, views, args.batch_size, seed=61)
-    timer = TrainTimer()
-    deepcluster.fit(
-        dataset,
-        epochs=args.epochs,
-        verbose=0,
-        callbacks=[kdc.Reclustering(dataset, seed=61), timer],
-    )
-    results["deepcluster_fit"] = timer.seconds
+    def deepcluster_fit():
+        dataset = kdc.PseudoLabelDataset(images, views, args.batch_size, seed=61)
+        timer = TrainTimer()
+        model().fit(
+            dataset,
+            epochs=args.epochs,
+            verbose=0,
+            callbacks=[kdc.Reclustering(dataset, seed=61), timer],
+        )
+        return timer.seconds
 
-    plain = model()  # the same network, trained as a plain supervised keras.Model
-    plain.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.1))
-    timer = TrainTimer()
-    keras.Model.fit(
-        plain,
-        LabelledViews(images, labels, views, args.batch_size, 61),
-        epochs=args.epochs,
-        verbose=0,
-        callbacks=[timer],
-    )
-    results["plain_fit"] = timer.seconds
+    def plain_fit():  # the same network, trained as a plain supervised keras.Model
+        timer = TrainTimer()
+        keras.Model.fit(
+            model(),
+            LabelledViews(images, labels, views, args.batch_size, 61),
+            epochs=args.epochs,
+            verbose=0,
+            callbacks=[timer],
+        )
+        return timer.seconds
 
+    runs = {"deepcluster_fit": [], "plain_fit": []}
+    for repeat in range(args.repeats):
+        # Alternate the order, so that a slow drift of the machine hits both alike.
+        order = [deepcluster_fit, plain_fit] if repeat % 2 == 0 else [plain_fit, deepcluster_fit]
+        for fit in order:
+            runs[fit.__name__].append(fit())
+    # Epoch 0 of every run compiles; the others are pooled.
+    pooled = {name: [s for run in seconds for s in run[1:]] for name, seconds in runs.items()}
     rates = {
-        name: steps * args.batch_size / statistics.median(seconds[1:])
-        for name, seconds in results.items()
+        name: steps * args.batch_size / statistics.median(seconds)
+        for name, seconds in pooled.items()
+    }
+    slow = {
+        name: sum(s > 1.3 * statistics.median(seconds) for s in seconds)
+        for name, seconds in pooled.items()
     }
     overhead = rates["plain_fit"] / rates["deepcluster_fit"] - 1
     print(
         f"{keras.backend.backend()}: images/s DeepCluster {rates['deepcluster_fit']:.0f}, "
-        f"plain {rates['plain_fit']:.0f}; DeepCluster costs {overhead:+.1%}"
+        f"plain {rates['plain_fit']:.0f}; DeepCluster costs {overhead:+.1%}; epochs over "
+        f"1.3x the median: DeepCluster {slow['deepcluster_fit']} of "
+        f"{len(pooled['deepcluster_fit'])}, plain {slow['plain_fit']} of {len(pooled['plain_fit'])}"
     )
     if args.out:
         args.out.write_text(
@@ -112,8 +128,11 @@ def main() -> None:
                     "backend": keras.backend.backend(),
                     "images": args.images,
                     "batch_size": args.batch_size,
-                    "epoch_seconds": results,
+                    "epochs": args.epochs,
+                    "repeats": args.repeats,
+                    "epoch_seconds": runs,
                     "images_per_second": rates,
+                    "slow_epochs": slow,
                     "overhead": overhead,
                 },
                 indent=1,

@@ -76,6 +76,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clusters", default="10,100,1000")
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="PyDataset workers making the training input."
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     data = kdc.data.load("idx", "fashion_mnist", FASHION_MNIST)
@@ -83,7 +86,8 @@ def main() -> None:
     rows = []
     for k in map(int, args.clusters.split(",")):
         keras.utils.clear_session()
-        dataset = TimedDataset(data.x_train, views, batch_size=128, seed=61)
+        workers = {"workers": args.workers} if args.workers > 1 else {}
+        dataset = TimedDataset(data.x_train, views, batch_size=128, seed=61, **workers)
         model = kdc.DeepCluster(kdc.backbones.lenet(seed=61), k, weight_decay=1e-3)
         model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.1))
         before, after = Clock(), Clock()
@@ -114,7 +118,13 @@ def main() -> None:
     if args.out:
         args.out.write_text(
             json.dumps(
-                {"backend": keras.backend.backend(), "images": 60000, "rows": rows}, indent=1
+                {
+                    "backend": keras.backend.backend(),
+                    "images": 60000,
+                    "workers": args.workers,
+                    "rows": rows,
+                },
+                indent=1,
             )
         )
 

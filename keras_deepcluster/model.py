@@ -116,6 +116,7 @@ class DeepCluster(keras.Model):
                     "set its labels: model.fit(data, callbacks=[Reclustering(data)])."
                 )
             kwargs["shuffle"] = False
+            x.choose_workers(devices.replica_count(self))
         # Check before Keras builds anything, so bad input never reaches a trace.
         for callback in reclusterings:
             callback.check(self)

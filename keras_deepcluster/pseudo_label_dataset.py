@@ -68,6 +68,7 @@ class PseudoLabelDataset(keras.utils.PyDataset):
             trains longer on each clustering (the original code's
             ``--reassign``), which small datasets need.
         **kwargs: `keras.utils.PyDataset` arguments (``workers``, ...).
+            Without ``workers``, `DeepCluster.fit` chooses (`choose_workers`).
 
     Example:
     >>> data = PseudoLabelDataset(np.zeros((10, 28, 28), "uint8"),
@@ -86,6 +87,9 @@ class PseudoLabelDataset(keras.utils.PyDataset):
         epoch_length: int | None = None,
         **kwargs,
     ):
+        # None: `DeepCluster.fit` chooses (see `choose_workers`).
+        self.auto_workers = kwargs.get("workers") is None
+        kwargs["workers"] = kwargs.get("workers") or 1
         super().__init__(**kwargs)
         self.images = check_images(images)
         if self.images.shape[-1] != views.channels:
@@ -104,6 +108,20 @@ class PseudoLabelDataset(keras.utils.PyDataset):
         self.pseudo_labels: np.ndarray | None = None
         self.epoch = 0
         self._order: np.ndarray | None = None
+
+    def choose_workers(self, replicas: int) -> None:
+        """Sets `workers` for training on `replicas` devices, unless the user chose.
+
+        On TensorFlow one worker means Keras feeds the data through tf.data's
+        `from_generator` with autotuned prefetching, which stalled the first
+        step of some epochs by ~2.4 s after a feature extraction here
+        (benchmarks/fit_overhead.py); Keras's thread enqueuer (2 workers) does
+        not, and keeps the batches in order. Under a multi-replica strategy
+        the enqueuer changed what the replicas trained on, so that keeps one.
+        """
+        if self.auto_workers:
+            single = keras.backend.backend() == "tensorflow" and replicas == 1
+            self.workers = 2 if single else 1
 
     @property
     def num_images(self) -> int:
