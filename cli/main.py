@@ -119,7 +119,7 @@ def train(recipe, backend, devices, out, overwrite, resume, **overrides):
         if resume is None:
             run.check_writable(overwrite)
         training.check_devices(devices, [recipe])
-        _print_config(console, recipe, backend, out)
+        _print_config(console, recipe, backend, out, devices)
         with console.status(f"loading {recipe.dataset} ({recipe.source})"):
             data = training.load_data(recipe)
         console.print(
@@ -299,8 +299,11 @@ def _resumable(run: RunDirectory, requested: Recipe, overrides: dict) -> Recipe:
     return saved
 
 
-def _print_config(console: Console, recipe: Recipe, backend: str, out: Path) -> None:
-    console.rule(f"deepcluster train {recipe.name} · backend {backend}")
+def _print_config(
+    console: Console, recipe: Recipe, backend: str, out: Path, devices: int = 1
+) -> None:
+    on = f" on {devices} devices" if devices > 1 else ""
+    console.rule(f"deepcluster train {recipe.name} · backend {backend}{on}")
     for section, settings in recipe.sections().items():
         pairs = "  ".join(f"{key}={value}" for key, value in settings.items())
         console.print(f"[bold]{section:>10}[/bold]  {pairs}")

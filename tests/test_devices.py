@@ -57,6 +57,7 @@ def test_cli_trains_on_two_devices(tmp_path):
     args = ["train", "digits", "--devices", "2", "--epochs", "2", "--limit", "256", "--out", out]
     result = run_two_devices("cli", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "on 2 devices" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["devices"] == 2 and summary["final"]["epoch"] == 1
     assert (out / "model.keras").is_file()
