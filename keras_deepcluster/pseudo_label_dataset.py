@@ -87,9 +87,10 @@ class PseudoLabelDataset(keras.utils.PyDataset):
         epoch_length: int | None = None,
         **kwargs,
     ):
-        # None: `DeepCluster.fit` chooses (see `choose_workers`).
+        # No workers given: `DeepCluster.fit` chooses (see `choose_workers`).
         self.auto_workers = kwargs.get("workers") is None
-        kwargs["workers"] = kwargs.get("workers") or 1
+        if self.auto_workers:
+            kwargs["workers"] = 1
         super().__init__(**kwargs)
         self.images = check_images(images)
         if self.images.shape[-1] != views.channels:

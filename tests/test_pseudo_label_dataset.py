@@ -1,7 +1,8 @@
+import keras
 import numpy as np
 import pytest
 
-from keras_deepcluster import ImageViews, PseudoLabelDataset
+from keras_deepcluster import DeepCluster, ImageViews, PseudoLabelDataset, Reclustering, backbones
 from keras_deepcluster.pseudo_label_dataset import uniform_cluster_sample
 
 
@@ -85,3 +86,16 @@ def test_bad_labels_and_batch_size():
         ValueError, match=r"one pseudo-label per image, shape \(4,\); got shape \(3,\)"
     ):
         data.set_pseudo_labels(np.zeros(3), 0)
+
+
+@pytest.mark.parametrize("given", [None, 1, 3])
+def test_fit_chooses_workers_only_when_not_given(shapes, given):
+    images, _ = shapes(64)
+    kwargs = {} if given is None else {"workers": given}
+    data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"), batch_size=32, **kwargs)
+    model = DeepCluster(backbones.lenet(seed=0), num_clusters=4)
+    model.compile(optimizer="sgd")
+    model.fit(data, epochs=1, callbacks=[Reclustering(data)], verbose=0)
+    # Two threads on TensorFlow with one device (see `choose_workers`), else one.
+    chosen = 2 if keras.backend.backend() == "tensorflow" else 1
+    assert data.workers == (chosen if given is None else given)
