@@ -4,7 +4,9 @@ Times, with LeNet:
 - the fixed views alone, computed on the host (NumPy, 1,024 images per call);
 - the former extraction path: host views, then the network (`predict_on_batch`), batch 256;
 - `FeatureExtractor` (the view inside the compiled network), at several batch sizes;
-- the training input alone: every batch of one `PseudoLabelDataset` epoch (random views).
+- the training input alone: every batch of one `PseudoLabelDataset` epoch (random views);
+- with `--jit-compile`, also `FeatureExtractor(jit_compile=True)` at batch 256 and its first
+  call (the compile: `torch.compile` on PyTorch, XLA on TensorFlow).
 Each network is compiled by a first call before timing; each time is the best of `--repeats`.
 
     KERAS_BACKEND=jax python benchmarks/feature_extraction.py \
@@ -45,6 +47,7 @@ def host_views_then_network(backbone, images, views, batch_size):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jit-compile", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     images = kdc.data.load("idx", "fashion_mnist", FASHION_MNIST).x_train
@@ -67,6 +70,12 @@ def main() -> None:
         seconds[f"feature_extractor_{batch_size}"] = best_of(
             args.repeats, lambda: extractor(images, batch_size)
         )
+    if args.jit_compile:
+        compiled = kdc.FeatureExtractor(backbone, views, jit_compile=True)
+        start = time.perf_counter()
+        compiled(images[:256], 256)
+        seconds["jit_compile_first_call"] = time.perf_counter() - start
+        seconds["feature_extractor_jit_256"] = best_of(args.repeats, lambda: compiled(images, 256))
     dataset = kdc.PseudoLabelDataset(images, views, batch_size=128, seed=61)
     dataset.set_pseudo_labels(np.arange(len(images)) % 10, epoch=0)
     seconds["training_input_epoch"] = best_of(

@@ -26,6 +26,11 @@ class FeatureExtractor:
         model: Any Keras model taking the views' images (a backbone).
         views: Gives the fixed view (resize, centre crop, normalise).
         flip: Flip the view horizontally (for flip-augmented probes).
+        jit_compile: Keras's ``jit_compile`` for the extraction network.
+            ``"auto"`` is Keras's default: jit on JAX, a graph on TensorFlow
+            (XLA only with a GPU), eager on PyTorch. True on PyTorch uses
+            `torch.compile`: a long compile once per image shape, then a
+            faster pass (docs/performance.md), worth it for long runs.
 
     Example:
     >>> extractor = FeatureExtractor(backbone, ImageViews.for_dataset("mnist"))
@@ -33,10 +38,17 @@ class FeatureExtractor:
     (10, 84)
     """
 
-    def __init__(self, model: keras.Model, views: ImageViews, flip: bool = False):
+    def __init__(
+        self,
+        model: keras.Model,
+        views: ImageViews,
+        flip: bool = False,
+        jit_compile: bool | str = "auto",
+    ):
         self.model = model
         self.views = views
         self.flip = flip
+        self.jit_compile = jit_compile
         self.dim = int(np.prod(model.output.shape[1:]))
         self._networks: dict[tuple, keras.Model] = {}
 
@@ -65,7 +77,7 @@ class FeatureExtractor:
             if count < batch_size:
                 padded[:count] = batch
                 batch = padded
-            out = network.predict_on_batch(_per_replica(network, batch.astype(dtype, copy=False)))
+            out = network.predict_on_batch(_device_input(network, batch.astype(dtype, copy=False)))
             features[start : start + count] = keras.ops.convert_to_numpy(out).reshape(
                 batch_size, self.dim
             )[:count]
@@ -78,7 +90,10 @@ class FeatureExtractor:
         if key not in self._networks:
             images = keras.Input(image_shape, dtype=dtype)
             outputs = self.model(FixedView(self.views, self.flip)(images))
-            self._networks[key] = keras.Model(images, outputs, name="feature_extractor")
+            network = keras.Model(images, outputs, name="feature_extractor")
+            if self.jit_compile != "auto":
+                network.jit_compile = self.jit_compile
+            self._networks[key] = network
         return self._networks[key]
 
 
@@ -101,12 +116,16 @@ def extract_features(
     return FeatureExtractor(model, views, flip)(images, batch_size, on_batch)
 
 
-def _per_replica(model, batch):
-    """Splits `batch` over a TensorFlow model's replicas.
+def _device_input(model, batch):
+    """`batch` as `model.predict_on_batch` should get it on this backend.
 
-    Keras's TensorFlow `predict_on_batch` would give every replica the whole
-    batch; on JAX the distribution shards the batch itself.
+    Keras's TensorFlow `predict_on_batch` would give every replica of a
+    distributed model the whole batch, so it is split over them here (on JAX
+    the distribution shards the batch itself); `torch.compile` rejects NumPy
+    input, so PyTorch gets a tensor.
     """
+    if keras.backend.backend() == "torch":
+        return keras.ops.convert_to_tensor(batch)
     strategy = getattr(model, "distribute_strategy", None)
     if strategy is None or strategy.num_replicas_in_sync == 1:
         return batch

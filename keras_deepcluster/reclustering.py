@@ -66,6 +66,8 @@ class Reclustering(keras.callbacks.Callback):
         halt_patience: Consecutive stable clusterings `halt_when_stable` needs.
         seed: Seed from which every epoch's k-means and head seeds are derived.
         feature_batch_size: Batch size of the feature extraction.
+        feature_jit_compile: ``jit_compile`` of the feature extraction (see
+            `FeatureExtractor`); True compiles it with `torch.compile` on PyTorch.
         on_progress: Called as ``on_progress(phase, done, total)`` while an
             epoch re-clusters: phase ``"features"`` after every extraction
             batch (images done of N), then ``"clustering"`` at the start (0 of
@@ -90,6 +92,7 @@ class Reclustering(keras.callbacks.Callback):
         halt_patience: int = 3,
         seed: int = 0,
         feature_batch_size: int = 256,
+        feature_jit_compile: bool | str = "auto",
         on_progress: Callable[[str, int, int], None] | None = None,
     ):
         super().__init__()
@@ -138,6 +141,7 @@ class Reclustering(keras.callbacks.Callback):
         self._stability: list[float] = []
         self.seed = seed
         self.feature_batch_size = feature_batch_size
+        self.feature_jit_compile = feature_jit_compile
         self.on_progress = on_progress or (lambda phase, done, total: None)
         self.pseudo_labels: np.ndarray | None = None
         self.previous_labels: np.ndarray | None = None
@@ -145,7 +149,9 @@ class Reclustering(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.check(self.model)
-        self._extractor = FeatureExtractor(self.model.backbone, self.data.views)
+        self._extractor = FeatureExtractor(
+            self.model.backbone, self.data.views, jit_compile=self.feature_jit_compile
+        )
 
     def check(self, model) -> None:
         """Raises ValueError when `model` cannot be trained on this callback's data."""

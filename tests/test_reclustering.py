@@ -4,6 +4,7 @@ import pytest
 
 from keras_deepcluster import (
     DeepCluster,
+    FeatureExtractor,
     ImageViews,
     PseudoLabelDataset,
     Reclustering,
@@ -226,3 +227,13 @@ def test_every_training_batch_is_drawn_after_its_epochs_labels(shapes):
     model.compile(optimizer="sgd")
     model.fit(data, epochs=3, callbacks=[Reclustering(data)], verbose=0)
     assert drawn == [(epoch, index) for epoch in range(3) for index in range(3)]
+
+
+def test_compiled_feature_extraction_gives_the_same_features(shapes):
+    # jit_compile=True: XLA on TensorFlow, torch.compile on PyTorch (slow to compile).
+    images, _ = shapes(37)
+    views = ImageViews.for_dataset("mnist")
+    backbone = backbones.lenet(seed=0)
+    compiled = FeatureExtractor(backbone, views, jit_compile=True)
+    default = FeatureExtractor(backbone, views)
+    np.testing.assert_allclose(compiled(images, 16), default(images, 16), atol=1e-5)
