@@ -38,6 +38,15 @@ def test_l2_normalize_rows_and_zero_rows():
     assert np.isfinite(out).all()
 
 
+def test_l2_normalize_in_blocks_equals_the_whole_array_in_float64():
+    x = np.random.default_rng(0).normal(size=(103, 7)).astype(np.float32)
+    x[5] = 0
+    whole = x / np.maximum(np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True), 1e-12)
+    out = clustering.l2_normalize(x, block_rows=10)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    np.testing.assert_array_equal(out, whole.astype(np.float32))
+
+
 @pytest.mark.parametrize("backend", ["faiss", "sklearn"])
 def test_kmeans_finds_blobs_and_is_seeded(backend):
     from keras_deepcluster.evaluation import nmi
