@@ -27,10 +27,11 @@ def measure(n: int, k: int) -> dict:
 
     backbone = kdc.backbones.lenet(seed=0)
     views = kdc.ImageViews.for_dataset("fashion_mnist")
-    kdc.extract_features(backbone, np.zeros((256, 28, 28), np.uint8), views)  # compile
+    extractor = kdc.FeatureExtractor(backbone, views)
+    extractor(np.zeros((256, 28, 28), np.uint8))  # compile
     baseline = peak_mib()
     images = np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    features = kdc.extract_features(backbone, images, views)
+    features = extractor(images)
     after_features = peak_mib()
     kdc.cluster_features(features, k, seed=0)
     return {
