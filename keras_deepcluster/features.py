@@ -7,6 +7,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from keras_deepcluster.pseudo_label_dataset import check_images
 from keras_deepcluster.views import FixedView, ImageViews
 
 
@@ -63,9 +64,12 @@ class FeatureExtractor:
         `on_batch` is called as ``on_batch(images_done, images_total)`` after
         each batch (progress display).
         """
-        images = np.asarray(images)
-        if images.ndim == 3:
-            images = images[..., None]
+        images = check_images(images)
+        if images.shape[-1] != self.views.channels:
+            raise ValueError(
+                f"Images have {images.shape[-1]} channels but the views normalise "
+                f"{self.views.channels}-channel images."
+            )
         dtype = "uint8" if images.dtype == np.uint8 else "float32"
         network = self._network(images.shape[1:], dtype)
         n = len(images)

@@ -237,3 +237,17 @@ def test_compiled_feature_extraction_gives_the_same_features(shapes):
     compiled = FeatureExtractor(backbone, views, jit_compile=True)
     default = FeatureExtractor(backbone, views)
     np.testing.assert_allclose(compiled(images, 16), default(images, 16), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.zeros((4, 28, 28, 3), np.uint8), "3 channels but the views normalise 1-channel"),
+        (np.zeros((4, 28), np.uint8), r"shape \(N, H, W\) or \(N, H, W, C\)"),
+        (np.zeros((4, 28, 28), np.int32), "uint8 in \\[0, 255\\] or floating point"),
+    ],
+)
+def test_feature_extraction_rejects_images_it_cannot_view(images, message):
+    extractor = FeatureExtractor(backbones.lenet(seed=0), ImageViews.for_dataset("mnist"))
+    with pytest.raises(ValueError, match=message):
+        extractor(images)
