@@ -64,12 +64,7 @@ class FeatureExtractor:
         `on_batch` is called as ``on_batch(images_done, images_total)`` after
         each batch (progress display).
         """
-        images = check_images(images)
-        if images.shape[-1] != self.views.channels:
-            raise ValueError(
-                f"Images have {images.shape[-1]} channels but the views normalise "
-                f"{self.views.channels}-channel images."
-            )
+        images = check_images(images, self.views.channels)
         dtype = "uint8" if images.dtype == np.uint8 else "float32"
         network = self._network(images.shape[1:], dtype)
         n = len(images)

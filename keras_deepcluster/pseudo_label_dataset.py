@@ -10,8 +10,11 @@ import numpy as np
 from keras_deepcluster.views import ImageViews
 
 
-def check_images(images: np.ndarray) -> np.ndarray:
-    """Validates an image array and returns it as NHWC (no copy when possible)."""
+def check_images(images: np.ndarray, channels: int | None = None) -> np.ndarray:
+    """Validates an image array and returns it as NHWC (no copy when possible).
+
+    With `channels` (the views' channel count), the images must have that many.
+    """
     images = np.asarray(images)
     if images.ndim not in (3, 4):
         raise ValueError(
@@ -25,6 +28,11 @@ def check_images(images: np.ndarray) -> np.ndarray:
         raise ValueError(
             "Images must be uint8 in [0, 255] or floating point in [0, 1]; got "
             f"dtype {images.dtype}."
+        )
+    if channels is not None and images.shape[-1] != channels:
+        raise ValueError(
+            f"Images have {images.shape[-1]} channels but the views normalise "
+            f"{channels}-channel images."
         )
     return images
 
@@ -92,12 +100,7 @@ class PseudoLabelDataset(keras.utils.PyDataset):
         if self.auto_workers:
             kwargs["workers"] = 1
         super().__init__(**kwargs)
-        self.images = check_images(images)
-        if self.images.shape[-1] != views.channels:
-            raise ValueError(
-                f"Images have {self.images.shape[-1]} channels but the views "
-                f"normalise {views.channels}-channel images."
-            )
+        self.images = check_images(images, views.channels)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
         if epoch_length is not None and (isinstance(epoch_length, bool) or epoch_length < 1):
