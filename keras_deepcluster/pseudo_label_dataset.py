@@ -118,9 +118,9 @@ class PseudoLabelDataset(keras.utils.PyDataset):
 
         On TensorFlow one worker means Keras feeds the data through tf.data's
         `from_generator` with autotuned prefetching, which stalled the first
-        step of some epochs by ~2.4 s after a feature extraction here
-        (benchmarks/fit_overhead.py); Keras's thread enqueuer (2 workers) does
-        not, and keeps the batches in order. Under a multi-replica strategy
+        step of some epochs by ~2.4 s, mostly after a feature extraction
+        (benchmarks/first_step_stall.py); Keras's thread enqueuer (2 workers)
+        does not, and keeps the batches in order. Under a multi-replica strategy
         the enqueuer changed what the replicas trained on, so that keeps one.
         """
         if self.auto_workers:
