@@ -1,11 +1,19 @@
-"""k-means in `keras.ops`: the same algorithm as faiss, on whatever device Keras uses.
+"""k-means in `keras.ops`: the algorithm of faiss, compiled, on the device Keras computes on.
 
-Lloyd iterations with random initial centroids (as faiss), assignment in
-chunks so that no distance matrix larger than `max_chunk_elements` exists, and
-faiss's repair of empty clusters (an empty centroid becomes a perturbed copy of
-a large cluster's centroid, chosen with probability growing with its size).
-On a GPU the data stay on the device; centroids (k x d) go to the host once per
-iteration for the empty-cluster repair.
+Lloyd iterations from random initial centroids (as faiss). Each iteration is
+one compiled function per chunk of points (assignment, distances, per-cluster
+sums and counts), with chunks as large as the device's free memory allows, so
+the time goes to one large matrix product per chunk. Centroids, labels and
+counts stay on the device; per iteration only the k counts go to the host,
+to repair empty clusters as faiss does (an empty centroid becomes a perturbed
+copy of a large cluster's, chosen with probability growing with its size).
+Points that do not fit in device memory next to the distance blocks stay on
+the host and are streamed to the device a chunk at a time.
+
+In deterministic mode (`determinism.enable_determinism`) the per-cluster sums
+are a matrix product of one-hot labels with the points, which adds in a fixed
+order, instead of a scatter-add, which on a GPU adds in no fixed order; it
+doubles the arithmetic of an iteration.
 """
 
 from __future__ import annotations
@@ -13,25 +21,38 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
+from keras_deepcluster import determinism, devices
+
 # faiss's relative perturbation of a split centroid (Clustering.cpp, EPS).
 _SPLIT_EPSILON = 1.0 / 1024.0
+# Distances held at once when the device cannot say how much memory it has
+# free (CPUs, TensorFlow): 64 MiB of float32 per chunk on a CPU, 1 GiB on a GPU.
+_HOST_CHUNK_ELEMENTS = 1 << 24
+_GPU_CHUNK_ELEMENTS = 1 << 28
+# Share of the device's free memory that k-means may fill.
+_MEMORY_SHARE = 0.5
 
 
 def keras_kmeans(
-    features: np.ndarray,
+    features,
     k: int,
     seed: int,
     iterations: int = 20,
-    max_chunk_elements: int = 1 << 24,
+    chunk_rows: int | None = None,
+    deterministic: bool | None = None,
 ) -> tuple[np.ndarray, float]:
     """k-means of `features` (N, d) into `k` clusters with `keras.ops`.
 
     Args:
-        features: float32 (N, d), N >= k.
+        features: float32 (N, d), N >= k: a NumPy array, or a tensor already
+            on the device (then nothing goes back to the host but the labels).
         k: Number of clusters.
         seed: Seed of the initial centroids and of the empty-cluster repair.
         iterations: Lloyd iterations.
-        max_chunk_elements: Largest number of point-centroid distances held at once.
+        chunk_rows: Points per chunk; None sizes chunks from the free memory
+            of the device (`chunk_plan`).
+        deterministic: Sum in a fixed order (see the module); None follows
+            `determinism.enabled()`.
 
     Returns:
         ``(labels, objective)`` as `clustering.kmeans`: int64 labels (N,) and the
@@ -40,58 +61,137 @@ def keras_kmeans(
     Example:
     >>> labels, objective = keras_kmeans(np.random.rand(1000, 16).astype("float32"), 10, seed=0)
     """
-    n, d = features.shape
+    n, d = (int(s) for s in features.shape)
+    if deterministic is None:
+        deterministic = determinism.enabled()
+    planned_rows, resident = chunk_plan(n, d, k, deterministic)
+    chunks = _Chunks(features, chunk_rows or planned_rows, resident)
     rng = np.random.default_rng(seed)
-    points = ops.convert_to_tensor(np.ascontiguousarray(features, np.float32))
-    squared_norms = ops.sum(ops.square(points), axis=1)
-    chunk = max(1, max_chunk_elements // k)
-    centroids = features[rng.choice(n, k, replace=False)].astype(np.float32)
+    centroids = chunks.rows(rng.choice(n, k, replace=False))
+    step = _lloyd_step(k, deterministic)
     for _ in range(iterations):
-        labels, _ = _assign(points, squared_norms, centroids, chunk)
-        sums = ops.convert_to_numpy(ops.segment_sum(points, labels, num_segments=k))
-        counts = np.bincount(ops.convert_to_numpy(labels), minlength=k).astype(np.float64)
-        centroids = _split_empty(sums, counts, centroids, rng)
-    labels, distances = _assign(points, squared_norms, centroids, chunk)
-    return (
-        ops.convert_to_numpy(labels).astype(np.int64),
-        float(ops.convert_to_numpy(ops.sum(distances))) / n,
-    )
+        sums = ops.zeros((k, d), "float32")
+        counts = ops.zeros((k,), "float32")
+        for block in chunks:
+            _, _, block_sums, block_counts = step(block, centroids)
+            sums, counts = sums + block_sums, counts + block_counts
+        centroids = _update(centroids, sums, counts, rng)
+    labels, distances = [], 0.0
+    for block in chunks:
+        block_labels, block_distances, _, _ = step(block, centroids)
+        labels.append(ops.convert_to_numpy(block_labels))
+        distances += float(ops.convert_to_numpy(ops.sum(block_distances)))
+    return np.concatenate(labels).astype(np.int64), distances / n
 
 
-def _assign(points, squared_norms, centroids, chunk):
-    """Nearest centroid and squared distance of every point, `chunk` points at a time."""
-    centroids = ops.convert_to_tensor(centroids)
-    centroid_norms = ops.sum(ops.square(centroids), axis=1)
-    labels, distances = [], []
-    for start in range(0, int(points.shape[0]), chunk):
-        block = points[start : start + chunk]
-        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, clipped at 0 against rounding.
-        d2 = (
-            squared_norms[start : start + chunk, None]
-            - 2.0 * ops.matmul(block, ops.transpose(centroids))
-            + centroid_norms[None, :]
+def chunk_plan(n: int, d: int, k: int, deterministic: bool = False) -> tuple[int, bool]:
+    """Points per chunk, and whether all N x d points stay on the device.
+
+    On a device that reports its free memory (a GPU on JAX or PyTorch), the
+    points stay on it when they take at most a quarter of that memory, and a
+    chunk holds as many points as half of what is left allows: per point, its
+    k distances (twice: the product and what argmin reads, as eager PyTorch
+    makes both), with deterministic sums its k one-hot entries, and its d
+    coordinates. Elsewhere chunks hold a fixed number of distances.
+    """
+    free = devices.free_memory_bytes()
+    per_row = 4 * (k * (3 if deterministic else 2) + d)
+    if free is None:
+        budget = _GPU_CHUNK_ELEMENTS if devices.accelerator_available() else _HOST_CHUNK_ELEMENTS
+        return max(1, min(n, budget // k)), True
+    resident = 4 * n * d <= free / 4
+    left = free - (4 * n * d if resident else 0)
+    return max(1, min(n, int(left * _MEMORY_SHARE) // per_row)), resident
+
+
+class _Chunks:
+    """The points as device tensors of `rows` points each, made once or streamed."""
+
+    def __init__(self, features, rows: int, resident: bool):
+        self.features = features
+        self.rows_per_chunk = rows
+        on_host = isinstance(features, np.ndarray)
+        self.host = np.ascontiguousarray(features, np.float32) if on_host else None
+        self.resident = None
+        if resident or not on_host:
+            points = ops.convert_to_tensor(self.host if on_host else features, "float32")
+            n = int(points.shape[0])
+            self.resident = [points[i : i + rows] for i in range(0, n, rows)]
+
+    def __iter__(self):
+        if self.resident is not None:
+            yield from self.resident
+            return
+        for start in range(0, len(self.host), self.rows_per_chunk):
+            yield ops.convert_to_tensor(self.host[start : start + self.rows_per_chunk])
+
+    def rows(self, indices: np.ndarray):
+        """The points at `indices`, as a device tensor."""
+        if self.host is not None:
+            return ops.convert_to_tensor(self.host[indices])
+        return ops.take(self.features, ops.convert_to_tensor(indices), axis=0)
+
+
+def _lloyd_step(k: int, deterministic: bool):
+    """The compiled work on one chunk: labels, distances, sums and counts per cluster."""
+
+    def step(block, centroids):
+        # argmin |x - c|^2 = argmin (|c|^2 - 2 x.c): one matrix product.
+        scores = ops.sum(ops.square(centroids), axis=1)[None, :] - 2.0 * ops.matmul(
+            block, ops.transpose(centroids)
         )
-        labels.append(ops.argmin(d2, axis=1))
-        distances.append(ops.maximum(ops.min(d2, axis=1), 0.0))
-    return ops.concatenate(labels), ops.concatenate(distances)
+        labels = ops.argmin(scores, axis=1)
+        nearest = ops.take_along_axis(scores, labels[:, None], axis=1)[:, 0]
+        # |x|^2 added back, clipped at 0 against rounding.
+        distances = ops.maximum(nearest + ops.sum(ops.square(block), axis=1), 0.0)
+        if deterministic:
+            one_hot = ops.one_hot(labels, k, dtype="float32")
+            sums = ops.matmul(ops.transpose(one_hot), block)
+            counts = ops.sum(one_hot, axis=0)
+        else:
+            sums = ops.segment_sum(block, labels, num_segments=k)
+            counts = ops.segment_sum(ops.ones_like(distances), labels, num_segments=k)
+        return labels, distances, sums, counts
+
+    return devices.compiled(step)
 
 
-def _split_empty(sums, counts, previous, rng):
-    """New centroids; each empty one becomes a perturbed half of a large cluster (faiss)."""
-    centroids = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], previous)
-    n, k = counts.sum(), len(counts)
-    # Opposite perturbations, alternating in sign over the dimensions, as faiss does.
-    sign = np.where(np.arange(centroids.shape[1]) % 2 == 0, 1.0, -1.0)
+def _update(centroids, sums, counts, rng):
+    """The next centroids: cluster means, then faiss's split of each empty cluster."""
+    means = sums / ops.maximum(counts, 1.0)[:, None]
+    centroids = ops.where((counts > 0)[:, None], means, centroids)
+    host_counts = ops.convert_to_numpy(counts).astype(np.float64)  # k values, not N
+    if host_counts.min() > 0:
+        return centroids
+    source, even, odd = split_plan(host_counts, rng)
+    factors = np.where(np.arange(centroids.shape[1]) % 2 == 0, even[:, None], odd[:, None])
+    picked = ops.take(centroids, ops.convert_to_tensor(source), axis=0)
+    return picked * ops.convert_to_tensor(factors.astype(np.float32))
+
+
+def split_plan(counts: np.ndarray, rng: np.random.Generator):
+    """faiss's repair of empty clusters, planned on the k counts alone.
+
+    Each empty cluster takes a copy of cluster j, picked with probability
+    (size_j - 1) / (N - k) by rejection, and the two are pushed apart by a
+    relative ``1/1024`` in opposite directions (alternating in sign over the
+    dimensions). Returns, per cluster, the centroid it copies and the factors
+    of its even and odd dimensions: ``new[c] = old[source[c]] * factor``.
+    """
+    counts = counts.copy()
+    k, n = len(counts), counts.sum()
+    source = np.arange(k)
+    even, odd = np.ones(k), np.ones(k)
     for empty in np.flatnonzero(counts == 0):
         if counts.max() <= 1:
             break  # nothing left to split
-        # faiss: pick cluster j with probability (size_j - 1) / (n - k), by rejection.
         while True:
             j = int(rng.integers(k))
             if rng.random() * (n - k) < counts[j] - 1:
                 break
-        centroids[empty] = centroids[j] * (1 + sign * _SPLIT_EPSILON)
-        centroids[j] = centroids[j] * (1 - sign * _SPLIT_EPSILON)
+        source[empty] = source[j]
+        even[empty], odd[empty] = even[j] * (1 + _SPLIT_EPSILON), odd[j] * (1 - _SPLIT_EPSILON)
+        even[j], odd[j] = even[j] * (1 - _SPLIT_EPSILON), odd[j] * (1 + _SPLIT_EPSILON)
         counts[empty] = counts[j] // 2
         counts[j] -= counts[empty]
-    return centroids.astype(np.float32)
+    return source, even, odd

@@ -21,6 +21,49 @@ def accelerator_available() -> bool:
     return _device_type() == "gpu"
 
 
+def free_memory_bytes() -> int | None:
+    """Free memory of the first GPU in bytes, where the backend can tell; else None.
+
+    PyTorch counts what its caching allocator holds but does not use as free;
+    JAX reports its allocator's limit and use. TensorFlow reports no limit,
+    and a CPU's memory is the host's: both give None.
+    """
+    if _device_type() != "gpu":
+        return None
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        return int(free + torch.cuda.memory_reserved() - torch.cuda.memory_allocated())
+    if backend == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return None
+
+
+def compiled(function):
+    """`function` (written with `keras.ops`) compiled for the current backend.
+
+    `jax.jit` on JAX; a `tf.function` on TensorFlow, through XLA on a GPU;
+    unchanged on PyTorch, whose eager kernels are already large for the
+    matrix-sized work this is used for. Compiled once per input shape.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, jit_compile=accelerator_available(), reduce_retracing=True)
+    return function
+
+
 def device_count() -> int:
     """How many devices of the kind Keras computes on (GPUs if any, else CPUs) it sees."""
     return len(_devices())

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from keras_deepcluster import accelerated_kmeans, clustering
+from keras_deepcluster.devices import accelerator_available
 
 
 def blobs(n=300, k=3, d=16, seed=0):
@@ -108,6 +109,7 @@ def test_cluster_features_rejects_nan_and_bad_arguments():
 def test_auto_backend_falls_back_to_sklearn_without_faiss(monkeypatch):
     x, _ = blobs()
     expected, _ = clustering.kmeans(x, 3, seed=4, backend="sklearn")
+    monkeypatch.setattr(clustering, "accelerator_available", lambda: False)
     monkeypatch.setattr(clustering, "faiss", None)
     labels, _ = clustering.kmeans(x, 3, seed=4, backend="auto")
     np.testing.assert_array_equal(labels, expected)
@@ -116,9 +118,22 @@ def test_auto_backend_falls_back_to_sklearn_without_faiss(monkeypatch):
     assert np.isfinite(clustering.pca_whiten(x, 4, "faiss")).all()  # sklearn PCA instead
 
 
-def test_keras_kmeans_matches_faiss_objective_and_is_seeded():
+@pytest.mark.parametrize("gpu", [False, True])
+def test_auto_backend_is_keras_on_a_gpu_and_faiss_elsewhere(monkeypatch, gpu):
+    x, _ = blobs(n=1000, k=8)
+    monkeypatch.setattr(clustering, "accelerator_available", lambda: gpu)
+    auto = clustering.kmeans(x, 8, seed=5, backend="auto")
+    # faiss and our k-means pick different initial centroids from one seed.
+    expected = clustering.kmeans(x, 8, seed=5, backend="keras" if gpu else "faiss")
+    other = clustering.kmeans(x, 8, seed=5, backend="faiss" if gpu else "keras")
+    np.testing.assert_array_equal(auto[0], expected[0])
+    assert not np.array_equal(auto[0], other[0])
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_keras_kmeans_matches_faiss_objective_and_is_seeded(deterministic):
     x, _ = blobs(n=3000, k=8)
-    labels, objective = clustering.kmeans(x, 8, seed=3, backend="keras")
+    labels, objective = accelerated_kmeans.keras_kmeans(x, 8, 3, deterministic=deterministic)
     _, faiss_objective = clustering.kmeans(x, 8, seed=3, backend="faiss")
     assert (
         labels.shape == (3000,)
@@ -126,12 +141,81 @@ def test_keras_kmeans_matches_faiss_objective_and_is_seeded():
         and set(np.unique(labels)) <= set(range(8))
     )
     assert objective == pytest.approx(faiss_objective, rel=0.01) or objective < faiss_objective
-    again, _ = clustering.kmeans(x, 8, seed=3, backend="keras")
-    np.testing.assert_array_equal(labels, again)
-    # Chunking changes nothing: 64 distances at a time against all at once.
-    chunked, chunked_objective = accelerated_kmeans.keras_kmeans(x, 8, 3, max_chunk_elements=64)
-    np.testing.assert_array_equal(chunked, labels)
-    assert chunked_objective == pytest.approx(objective, rel=1e-5)
+    # The objective is the mean squared distance to the mean of each cluster.
+    centroids = np.stack([x[labels == c].mean(0) for c in range(8)])
+    expected = np.mean(np.sum((x - centroids[labels]) ** 2, axis=1))
+    assert objective == pytest.approx(expected, rel=1e-3)
+    again, _ = accelerated_kmeans.keras_kmeans(x, 8, 3, deterministic=deterministic)
+    if deterministic or not accelerator_available():  # a GPU's scatter-add has no fixed order
+        np.testing.assert_array_equal(labels, again)
+    # Chunking changes the matrix products' shapes, not the clustering: 64 points at a time.
+    chunked, chunked_objective = accelerated_kmeans.keras_kmeans(
+        x, 8, 3, chunk_rows=64, deterministic=deterministic
+    )
+    assert np.mean(chunked == labels) > 0.999
+    assert chunked_objective == pytest.approx(objective, rel=1e-4)
+    assert not np.array_equal(labels, accelerated_kmeans.keras_kmeans(x, 8, 4)[0])
+
+
+def test_deterministic_sums_give_the_scatter_add_clustering():
+    x = clustering.l2_normalize(blobs(n=2000, k=30, d=24)[0])
+    fast, fast_objective = accelerated_kmeans.keras_kmeans(x, 30, 7, deterministic=False)
+    fixed, fixed_objective = accelerated_kmeans.keras_kmeans(x, 30, 7, deterministic=True)
+    assert np.mean(fast == fixed) > 0.999
+    assert fixed_objective == pytest.approx(fast_objective, rel=1e-4)
+
+
+def test_chunk_plan_fits_the_free_memory(monkeypatch):
+    from keras_deepcluster import devices
+
+    monkeypatch.setattr(devices, "free_memory_bytes", lambda: None)
+    monkeypatch.setattr(devices, "accelerator_available", lambda: False)
+    assert accelerated_kmeans.chunk_plan(1_000_000, 256, 1000) == (16777, True)
+    assert accelerated_kmeans.chunk_plan(1_000, 256, 1000) == (1000, True)
+    gib = 1 << 30
+    monkeypatch.setattr(devices, "free_memory_bytes", lambda: 80 * gib)
+    rows, resident = accelerated_kmeans.chunk_plan(1_000_000, 256, 10_000)
+    # 1 GB of points stay; half of the other 79 GB holds the chunk's distances.
+    assert resident and rows == int(0.5 * (80 * gib - 1_024_000_000)) // (4 * (20_000 + 256))
+    rows, _ = accelerated_kmeans.chunk_plan(1_000_000, 256, 10_000, deterministic=True)
+    assert rows == int(0.5 * (80 * gib - 1_024_000_000)) // (4 * (30_000 + 256))
+    # Points larger than a quarter of the free memory are streamed from the host.
+    rows, resident = accelerated_kmeans.chunk_plan(30_000_000, 256, 10_000)
+    assert not resident and rows == int(0.5 * 80 * gib) // (4 * 20_256)
+
+
+def test_streamed_points_give_the_resident_clustering(monkeypatch):
+    x, _ = blobs(n=1000, k=5)
+    resident = accelerated_kmeans.keras_kmeans(x, 5, 2, chunk_rows=300)
+    monkeypatch.setattr(accelerated_kmeans, "chunk_plan", lambda *a, **k: (300, False))
+    streamed = accelerated_kmeans.keras_kmeans(x, 5, 2)
+    np.testing.assert_array_equal(streamed[0], resident[0])
+    assert streamed[1] == pytest.approx(resident[1], rel=1e-6)
+
+
+def test_split_plan_repeats_faiss_splits_on_the_centroids():
+    def faiss_split(centroids, counts, rng):  # faiss's loop, on the vectors themselves
+        centroids, counts = centroids.copy(), counts.copy()
+        sign = np.where(np.arange(centroids.shape[1]) % 2 == 0, 1.0, -1.0)
+        for empty in np.flatnonzero(counts == 0):
+            while True:
+                j = int(rng.integers(len(counts)))
+                if rng.random() * (counts.sum() - len(counts)) < counts[j] - 1:
+                    break
+            centroids[empty] = centroids[j] * (1 + sign / 1024)
+            centroids[j] = centroids[j] * (1 - sign / 1024)
+            counts[empty] = counts[j] // 2
+            counts[j] -= counts[empty]
+        return centroids
+
+    centroids = np.random.default_rng(0).normal(size=(6, 5))
+    counts = np.array([50.0, 0.0, 1.0, 0.0, 0.0, 49.0])
+    source, even, odd = accelerated_kmeans.split_plan(counts, np.random.default_rng(3))
+    factors = np.where(np.arange(5) % 2 == 0, even[:, None], odd[:, None])
+    expected = faiss_split(centroids, counts, np.random.default_rng(3))
+    np.testing.assert_allclose(centroids[source] * factors, expected, rtol=1e-12)
+    assert set(source[[1, 3, 4]]) <= {0, 5}  # a one-point cluster is never split
+    assert len(set(map(tuple, expected.round(12)))) == 6  # all centroids now differ
 
 
 def test_keras_kmeans_repairs_empty_clusters_like_faiss():
