@@ -18,6 +18,7 @@ from keras_deepcluster_cli.options import (
     OptionalInt,
     backend_option,
     data_options,
+    deterministic_option,
     devices_option,
     interruptible,
     make_console,
@@ -78,6 +79,7 @@ def main():
 @override("--pca", type=OptionalInt(), help="PCA-whitening dimension ('none': no PCA).")
 @data_options
 @devices_option
+@deterministic_option
 @output_options
 @click.option(
     "--resume",

@@ -114,6 +114,16 @@ def devices_option(command):
     )(command)
 
 
+def deterministic_option(command):
+    return click.option(
+        "--deterministic",
+        is_flag=True,
+        default=None,
+        help="Deterministic GPU kernels and k-means sums: identical runs from one seed, "
+        "slower on a GPU (recipe key [training] deterministic).",
+    )(command)
+
+
 def data_options(command):
     """--limit, --source and --data-dir: where the images come from."""
     for option in reversed(

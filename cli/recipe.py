@@ -68,6 +68,7 @@ class Recipe:
     weight_decay: float = _field("training", float, ">= 0", default=0.0)
     epoch_multiplier: int = _field("training", int, ">= 1", default=1)  # images per epoch / N
     seed: int = _field("training", int, ">= 0", default=0)
+    deterministic: bool = _field("training", bool, default=False)  # determinism.py
     # [clustering]
     pca: int | None = _field("clustering", int, ">= 1")
     kmeans: str = _field("clustering", str, default="auto")  # auto, faiss, sklearn or keras

@@ -14,6 +14,7 @@ from keras_deepcluster_cli.options import (
     backend_option,
     checked,
     data_options,
+    deterministic_option,
     devices_option,
     interruptible,
     make_console,
@@ -87,6 +88,7 @@ def run_name(recipe: Recipe) -> str:
 @backend_option
 @data_options
 @devices_option
+@deterministic_option
 @output_options
 def sweep(
     recipe,

@@ -117,6 +117,8 @@ class Pretraining:
         views = image_views(recipe)
         images = data.x_train
         check_channels(recipe, views, images.shape[-1])
+        if recipe.deterministic:
+            kdc.enable_determinism()
         keras.utils.set_random_seed(recipe.seed)
         dataset = kdc.PseudoLabelDataset(
             images,
@@ -198,6 +200,7 @@ class Pretraining:
                 "epochs": self.recipe.epochs,
                 "images": self.dataset.num_images,
                 "devices": self.devices,
+                "deterministic": kdc.determinism.enabled(),
                 "wall_seconds": time.perf_counter() - start,
                 "final": last,
                 "best_nmi_labels": max(nmis) if nmis else None,

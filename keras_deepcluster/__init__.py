@@ -3,8 +3,9 @@
 Runs unchanged on the TensorFlow, JAX and PyTorch backends (``KERAS_BACKEND``).
 """
 
-from keras_deepcluster import backbones, clustering, data, devices, evaluation
+from keras_deepcluster import backbones, clustering, data, determinism, devices, evaluation
 from keras_deepcluster.clustering import cluster_features
+from keras_deepcluster.determinism import enable_determinism
 from keras_deepcluster.devices import data_parallel
 from keras_deepcluster.features import FeatureExtractor, extract_features
 from keras_deepcluster.model import DeepCluster
@@ -26,7 +27,9 @@ __all__ = [
     "clustering",
     "data",
     "data_parallel",
+    "determinism",
     "devices",
+    "enable_determinism",
     "evaluation",
     "extract_features",
 ]

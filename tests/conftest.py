@@ -2,6 +2,27 @@ import keras
 import numpy as np
 import pytest
 
+from keras_deepcluster import determinism
+from keras_deepcluster.devices import accelerator_available
+
+# float32 matrix products on NVIDIA GPUs run in TF32 under JAX (10-bit
+# mantissa): results that go through one agree to about 1e-3 of their scale
+# there, to float32 rounding elsewhere. Tests compare with these tolerances.
+MATMUL_ATOL = 1e-2 if accelerator_available() else 1e-5
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--deterministic",
+        action="store_true",
+        help="Run the whole session in deterministic mode (enable_determinism); for GPUs.",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("--deterministic"):
+        determinism.enable_determinism()
+
 
 def make_shapes(n: int, seed: int = 0, size: int = 28):
     """Four shape classes (square, ring, cross, diagonal) at random places and sizes.
