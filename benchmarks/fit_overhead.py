@@ -27,7 +27,7 @@ FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 class LabelledViews(keras.utils.PyDataset):
-    """The training views of `PseudoLabelDataset`, with fixed (true) labels."""
+    """The batches of `PseudoLabelDataset` (images and crop boxes), with fixed (true) labels."""
 
     def __init__(self, images, labels, views, batch_size, seed):
         super().__init__()
@@ -40,7 +40,9 @@ class LabelledViews(keras.utils.PyDataset):
     def __getitem__(self, index):
         rng = np.random.default_rng([self.seed, index])
         batch = rng.integers(len(self.images), size=self.batch_size)
-        return self.views.random(self.images[batch], rng), self.labels[batch]
+        images = self.images[batch]
+        boxes = self.views.random_boxes(len(batch), *images.shape[1:3], rng)
+        return {"images": images, "boxes": boxes}, self.labels[batch]
 
 
 class TrainTimer(keras.callbacks.Callback):
@@ -72,7 +74,9 @@ def main() -> None:
 
     def model():
         keras.utils.clear_session()
-        network = kdc.DeepCluster(kdc.backbones.lenet(seed=61), 10, weight_decay=1e-3)
+        network = kdc.DeepCluster(
+            kdc.backbones.lenet(seed=61), 10, weight_decay=1e-3, views=views
+        )
         network.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.1))
         return network
 

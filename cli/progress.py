@@ -49,6 +49,10 @@ class TrainingProgress(keras.callbacks.Callback):
             sweep's, whose own bar stays on top); None draws its own.
     """
 
+    # Rich's display is thread-safe: Keras may call the batch hook from a
+    # thread, so the training loop never waits for the host (`StopOnNaN`).
+    async_safe = True
+
     def __init__(self, console: Console, epochs: int, progress: Progress | None = None):
         super().__init__()
         self.console = console

@@ -69,6 +69,8 @@ class Recipe:
     epoch_multiplier: int = _field("training", int, ">= 1", default=1)  # images per epoch / N
     seed: int = _field("training", int, ">= 0", default=0)
     deterministic: bool = _field("training", bool, default=False)  # determinism.py
+    # Training steps per compiled call (Keras's compile); PyTorch runs 1.
+    steps_per_execution: int = _field("training", int, ">= 1", default=8)
     # [clustering]
     pca: int | None = _field("clustering", int, ">= 1")
     kmeans: str = _field("clustering", str, default="auto")  # auto, faiss, sklearn or keras

@@ -11,7 +11,7 @@ from keras_deepcluster.features import FeatureExtractor, extract_features
 from keras_deepcluster.model import DeepCluster
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
 from keras_deepcluster.reclustering import Reclustering
-from keras_deepcluster.views import FixedView, ImageViews
+from keras_deepcluster.views import FixedView, ImageViews, RandomView
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,7 @@ __all__ = [
     "FixedView",
     "ImageViews",
     "PseudoLabelDataset",
+    "RandomView",
     "Reclustering",
     "backbones",
     "cluster_features",

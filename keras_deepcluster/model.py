@@ -9,6 +9,7 @@ from keras import ops
 from keras_deepcluster import devices
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
 from keras_deepcluster.reclustering import Reclustering
+from keras_deepcluster.views import ImageViews, random_view, views_config, views_from_config
 
 
 @keras.saving.register_keras_serializable(package="keras_deepcluster")
@@ -22,6 +23,11 @@ class DeepCluster(keras.Model):
     `compute_loss` is overridden (to add weight decay), so TensorFlow, JAX and
     PyTorch share one code path.
 
+    It takes views (float NHWC of the backbone's input shape), or the
+    batches of a `PseudoLabelDataset`, ``{"images": ..., "boxes": ...}``,
+    whose random views it makes itself on the device (`RandomView`, with
+    `views`; `fit` takes them from the dataset when not given).
+
     Weight decay is PyTorch SGD's coupled ``weight_decay``: the loss gets
     ``weight_decay / 2 * sum(w ** 2)`` over every trainable variable (batch
     norm and biases included, as all parameters are in the authors' optimizer),
@@ -34,6 +40,8 @@ class DeepCluster(keras.Model):
         feature_layer: Name of the backbone layer whose output is the feature;
             None uses the backbone's output.
         weight_decay: Coupled L2 weight decay (PyTorch SGD semantics).
+        views: The `ImageViews` of the training view; None takes those of
+            the `PseudoLabelDataset` given to `fit`.
         **kwargs: `keras.Model` arguments (``name``, ...).
 
     Example:
@@ -49,6 +57,7 @@ class DeepCluster(keras.Model):
         num_clusters: int,
         feature_layer: str | None = None,
         weight_decay: float = 0.0,
+        views: ImageViews | None = None,
         **kwargs,
     ):
         if not isinstance(backbone, keras.Model) or not hasattr(backbone, "inputs"):
@@ -64,25 +73,38 @@ class DeepCluster(keras.Model):
             raise ValueError(f"num_clusters must be an integer >= 2; got {num_clusters!r}.")
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0; got {weight_decay}.")
+        super().__init__(**kwargs)
         if feature_layer is not None:
             backbone = _truncate(backbone, feature_layer)
-        head_relu = keras.layers.ReLU(name="head_relu")
-        flatten = keras.layers.Flatten(name="head_flatten")
-        head = keras.layers.Dense(
+        self.backbone = backbone
+        self.head_relu = keras.layers.ReLU(name="head_relu")
+        self.head_flatten = keras.layers.Flatten(name="head_flatten")
+        self.head = keras.layers.Dense(
             int(num_clusters),
             kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
             name="head",
         )
-        inputs = keras.Input(backbone.input_shape[1:], name="image")
-        features = backbone(inputs)
-        if len(features.shape) > 2:
-            features = flatten(features)
-        logits = head(head_relu(features))
-        super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        self.backbone = backbone
-        self.head = head
         self.num_clusters = int(num_clusters)
         self.weight_decay = float(weight_decay)
+        self.views = views
+        self.build(backbone.input_shape)
+
+    def build(self, input_shape=None):
+        self.head.build((None, self.feature_dim))
+        self.built = True
+
+    def call(self, inputs, training=False):
+        if isinstance(inputs, dict):
+            if self.views is None:
+                raise ValueError(
+                    "DeepCluster got images with crop boxes but has no views to make them "
+                    "with; pass views= or fit on a PseudoLabelDataset."
+                )
+            inputs = random_view(inputs["images"], inputs["boxes"], self.views)
+        features = self.backbone(inputs, training=training)
+        if len(features.shape) > 2:
+            features = self.head_flatten(features)
+        return self.head(self.head_relu(features))
 
     @property
     def feature_dim(self) -> int:
@@ -117,6 +139,13 @@ class DeepCluster(keras.Model):
                 )
             kwargs["shuffle"] = False
             x.choose_workers(devices.replica_count(self))
+            if self.views is None:
+                self.views = x.views
+            elif self.views != x.views:
+                raise ValueError(
+                    f"The model was built for the views {self.views} but the data has "
+                    f"{x.views}; use one ImageViews for both."
+                )
         # Check before Keras builds anything, so bad input never reaches a trace.
         for callback in reclusterings:
             callback.check(self)
@@ -159,6 +188,7 @@ class DeepCluster(keras.Model):
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "num_clusters": self.num_clusters,
             "weight_decay": self.weight_decay,
+            "views": None if self.views is None else views_config(self.views),
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -167,6 +197,8 @@ class DeepCluster(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        if config.get("views") is not None:
+            config["views"] = views_from_config(config["views"])
         return cls(**config)
 
 

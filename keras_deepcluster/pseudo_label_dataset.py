@@ -56,7 +56,14 @@ def uniform_cluster_sample(labels: np.ndarray, length: int, rng: np.random.Gener
 
 
 class PseudoLabelDataset(keras.utils.PyDataset):
-    """Batches of (randomly augmented image, pseudo-label), sampled uniformly over clusters.
+    """Batches of (image with its random view's box, pseudo-label), sampled uniformly over clusters.
+
+    Each batch is ``({"images": images, "boxes": boxes}, pseudo_labels)``: the
+    images as stored (uint8, as the usual datasets are, so a quarter of the
+    float32 bytes cross to the device) and the random view's crop box and
+    flip per image (`ImageViews.random_boxes`), drawn here with NumPy so that
+    every backend trains on the same crops. `DeepCluster` makes the views
+    from them on the device (`RandomView`).
 
     The epoch length is fixed at ``ceil(epoch_length / batch_size)`` full
     batches (``epoch_length`` defaults to N), so every batch has the same
@@ -82,8 +89,9 @@ class PseudoLabelDataset(keras.utils.PyDataset):
     >>> data = PseudoLabelDataset(np.zeros((10, 28, 28), "uint8"),
     ...     ImageViews.for_dataset("mnist"), batch_size=4)
     >>> data.set_pseudo_labels(np.arange(10) % 2, epoch=0)
-    >>> [a.shape for a in data[0]]
-    [(4, 32, 32, 1), (4,)]
+    >>> inputs, labels = data[0]
+    >>> inputs["images"].shape, inputs["boxes"].shape, labels.shape
+    ((4, 28, 28, 1), (4, 5), (4,))
     """
 
     def __init__(
@@ -148,14 +156,19 @@ class PseudoLabelDataset(keras.utils.PyDataset):
         return math.ceil(self.epoch_length / self.batch_size)
 
     def __getitem__(self, index: int):
+        height, width = self.images.shape[1:3]
         if self._order is None:
             # Keras reads one batch for its signature before any callback runs.
             batch = np.arange(self.batch_size) % self.num_images
-            return self.views.fixed(self.images[batch]), np.zeros(self.batch_size, np.int32)
+            boxes = self.views.whole_image_boxes(self.batch_size, height, width)
+            return self._inputs(batch, boxes), np.zeros(self.batch_size, np.int32)
         batch = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, self.epoch, 1, index])
-        return self.views.random(self.images[batch], rng), self.pseudo_labels[batch]
+        boxes = self.views.random_boxes(len(batch), height, width, rng)
+        return self._inputs(batch, boxes), self.pseudo_labels[batch]
 
-    def fixed_view(self, start: int, stop: int) -> np.ndarray:
-        """The deterministic view of images ``start:stop`` (for feature extraction)."""
-        return self.views.fixed(self.images[start:stop])
+    def _inputs(self, batch: np.ndarray, boxes: np.ndarray) -> dict:
+        images = self.images[batch]
+        if images.dtype != np.uint8:
+            images = images.astype(np.float32)
+        return {"images": images, "boxes": boxes}

@@ -167,7 +167,7 @@ class Reclustering(keras.callbacks.Callback):
             raise ValueError(
                 f"num_clusters={k} is larger than the number of images ({n}); use at most {n}."
             )
-        expected = tuple(model.input_shape[1:])
+        expected = tuple(model.backbone.input_shape[1:])
         got = (data.views.size, data.views.size, data.images.shape[-1])
         if expected != got:
             raise ValueError(

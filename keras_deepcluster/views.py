@@ -1,11 +1,14 @@
 """How images are shown to the network: a fixed view and a random training view.
 
 Both views are bilinear resamplings written as two small matrix products per
-image (rows, then columns), so a batch costs a few batched matmuls in NumPy on
-any backend, and cropping, resizing and flipping are all just choices of the
-interpolation matrices.  Resampling follows torchvision's half-pixel convention
-(``align_corners=False``) without antialiasing, which matches PIL bilinear for
-the upsampling these views do on 28-32 px images.
+image (rows, then columns), so cropping, resizing and flipping are all just
+choices of the interpolation matrices, and the views run on the device inside
+the compiled network: `FixedView` for feature extraction, `RandomView` for
+training. Only uint8 images and, for training, five numbers per image (the
+crop box and the flip, drawn with NumPy on the host so that every backend
+gets the same crops) cross to the device. Resampling follows torchvision's
+half-pixel convention (``align_corners=False``) without antialiasing, which
+matches PIL bilinear for the upsampling these views do on 28-32 px images.
 """
 
 from __future__ import annotations
@@ -108,17 +111,20 @@ class ImageViews:
         cols = _interpolation(width, out_w)[left : left + self.size]
         return rows, cols
 
-    def random(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Training view: random resized crop (+ flip), normalise. NHWC float32."""
-        images = _as_nhwc(images)
-        n, h, w, _ = images.shape
-        top, left, ch, cw = _sample_crops(n, h, w, self.scale, self.ratio, rng)
-        rows = _window_interpolation(top, ch, h, self.size)
-        cols = _window_interpolation(left, cw, w, self.size)
-        if self.flip:
-            flipped = rng.random(n) < 0.5
-            cols[flipped] = cols[flipped, ::-1]
-        return self._normalise(_resample(images, rows, cols))
+    def random_boxes(self, n: int, height: int, width: int, rng: np.random.Generator):
+        """The random view's draws for `n` images: what `RandomView` crops and flips.
+
+        Returns:
+            float32 (n, 5): top, left, height and width of each crop (torchvision's
+            ``RandomResizedCrop`` parameters) and 1 where the view is flipped.
+        """
+        top, left, ch, cw = _sample_crops(n, height, width, self.scale, self.ratio, rng)
+        flipped = rng.random(n) < 0.5 if self.flip else np.zeros(n, bool)
+        return np.stack([top, left, ch, cw, flipped], axis=1).astype(np.float32)
+
+    def whole_image_boxes(self, n: int, height: int, width: int) -> np.ndarray:
+        """Boxes (n, 5) that view each whole image, unflipped."""
+        return np.tile(np.array([[0, 0, height, width, 0]], np.float32), (n, 1))
 
     def _normalise(self, x: np.ndarray) -> np.ndarray:
         if x.shape[-1] != self.channels:
@@ -155,30 +161,111 @@ class FixedView(keras.layers.Layer):
         self._rows, self._cols = rows, cols[::-1] if self.flip else cols
 
     def call(self, images):
-        uint8 = keras.backend.standardize_dtype(images.dtype) == "uint8"
-        x = ops.cast(images, "float32")
-        if uint8:
-            x = x * (1 / 255)
+        x = _unit_float(images)
         x = ops.einsum("sh,nhwc->nswc", ops.convert_to_tensor(self._rows), x)
         x = ops.einsum("tw,nswc->nstc", ops.convert_to_tensor(self._cols), x)
-        mean = ops.convert_to_tensor(np.asarray(self.views.mean, np.float32))
-        std = ops.convert_to_tensor(np.asarray(self.views.std, np.float32))
-        return (x - mean) / std
+        return _normalise_tensor(x, self.views)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.views.size, self.views.size, input_shape[3])
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "views": dataclasses.asdict(self.views),
-            "flip": self.flip,
-        }
+        return {**super().get_config(), "views": views_config(self.views), "flip": self.flip}
 
     @classmethod
     def from_config(cls, config):
-        views = {k: tuple(v) if isinstance(v, list) else v for k, v in config.pop("views").items()}
-        return cls(ImageViews(**views), **config)
+        return cls(views_from_config(config.pop("views")), **config)
+
+
+@keras.saving.register_keras_serializable(package="keras_deepcluster")
+class RandomView(keras.layers.Layer):
+    """The random training view, computed where the network runs.
+
+    Takes NHWC images (uint8 in [0, 255] or float in [0, 1]) and their boxes
+    from `ImageViews.random_boxes` (drawn on the host), and gives each image's
+    crop resized to ``views.size`` (bilinear, no antialiasing), flipped where
+    its box says so, normalised. `DeepCluster` applies it to the batches of a
+    `PseudoLabelDataset`.
+
+    Args:
+        views: The `ImageViews` (output size, normalisation).
+
+    Example:
+    >>> views = ImageViews.for_dataset("mnist")
+    >>> images = np.zeros((4, 28, 28, 1), "uint8")
+    >>> boxes = views.random_boxes(4, 28, 28, np.random.default_rng(0))
+    >>> RandomView(views)(images, boxes).shape
+    (4, 32, 32, 1)
+    """
+
+    def __init__(self, views: ImageViews, **kwargs):
+        super().__init__(**kwargs)
+        self.views = views
+
+    def call(self, images, boxes):
+        return random_view(images, boxes, self.views)
+
+    def compute_output_shape(self, images_shape, boxes_shape):
+        return (images_shape[0], self.views.size, self.views.size, images_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "views": views_config(self.views)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(views_from_config(config.pop("views")), **config)
+
+
+def random_view(images, boxes, views: ImageViews):
+    """`RandomView`'s computation, in `keras.ops` (see there)."""
+    x = _unit_float(images)
+    boxes = ops.cast(boxes, "float32")
+    rows = _window_matrices(boxes[:, 0], boxes[:, 2], x.shape[1], views.size)
+    cols = _window_matrices(boxes[:, 1], boxes[:, 3], x.shape[2], views.size, flip=boxes[:, 4])
+    x = ops.einsum("bsh,bhwc->bswc", rows, x)
+    x = ops.einsum("btw,bswc->bstc", cols, x)
+    return _normalise_tensor(x, views)
+
+
+def views_config(views: ImageViews) -> dict:
+    """`views` as a JSON-able dict, for `get_config`."""
+    return dataclasses.asdict(views)
+
+
+def views_from_config(config: dict) -> ImageViews:
+    """The `ImageViews` that `views_config` described."""
+    return ImageViews(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+
+
+def _unit_float(images):
+    """uint8 in [0, 255] or float in [0, 1] -> float32 in [0, 1], as a tensor."""
+    uint8 = keras.backend.standardize_dtype(images.dtype) == "uint8"
+    x = ops.cast(images, "float32")
+    return x * (1 / 255) if uint8 else x
+
+
+def _normalise_tensor(x, views: ImageViews):
+    mean = ops.convert_to_tensor(np.asarray(views.mean, np.float32))
+    std = ops.convert_to_tensor(np.asarray(views.std, np.float32))
+    return (x - mean) / std
+
+
+def _window_matrices(start, length, n_in: int, n_out: int, flip=None):
+    """`_window_interpolation` in `keras.ops`, batched; `flip` reverses the output order."""
+    out = ops.arange(n_out, dtype="float32")[None, :]
+    if flip is not None:
+        out = ops.where(flip[:, None] > 0.5, (n_out - 1) - out, out)
+    length = length[:, None]
+    src = ops.minimum(ops.maximum((out + 0.5) * length / n_out - 0.5, 0.0), length - 1)
+    low = ops.floor(src)
+    frac = src - low
+    high = ops.minimum(low + 1, length - 1)
+    pixels = ops.arange(n_in, dtype="float32")[None, None, :]
+    start = start[:, None, None]
+    # One-hot rows; where low == high (the clamped edge) the two weights add up.
+    low_hit = ops.cast(ops.equal(pixels, start + low[..., None]), "float32")
+    high_hit = ops.cast(ops.equal(pixels, start + high[..., None]), "float32")
+    return (1 - frac)[..., None] * low_hit + frac[..., None] * high_hit
 
 
 def _as_nhwc(images: np.ndarray) -> np.ndarray:

@@ -2,7 +2,14 @@ import keras
 import numpy as np
 import pytest
 
-from keras_deepcluster import DeepCluster, ImageViews, PseudoLabelDataset, backbones
+from keras_deepcluster import (
+    DeepCluster,
+    ImageViews,
+    PseudoLabelDataset,
+    RandomView,
+    Reclustering,
+    backbones,
+)
 
 
 def to_np(x):
@@ -19,7 +26,8 @@ def trained_model(k=5, momentum=0.9):
 
 def test_head_is_relu_dense_k_and_features_are_the_backbone_output():
     model = DeepCluster(backbones.lenet(seed=0), num_clusters=7)
-    assert model.output_shape == (None, 7) and model.feature_dim == 84
+    assert model(np.zeros((2, 32, 32, 1), "float32")).shape == (2, 7)
+    assert model.feature_dim == 84
     assert model.head.kernel.shape == (84, 7)
     tapped = DeepCluster(backbones.lenet(seed=0), num_clusters=7, feature_layer="conv_2")
     assert tapped.feature_dim == 1600 and tapped.head.kernel.shape == (1600, 7)
@@ -71,6 +79,35 @@ def test_save_and_load_round_trip(tmp_path):
         to_np(loaded.predict_on_batch(x)), to_np(model.predict_on_batch(x)), atol=1e-6
     )
     assert isinstance(loaded.optimizer, keras.optimizers.SGD)
+
+
+def test_random_views_are_made_inside_the_model_and_saved_with_it(tmp_path):
+    views = ImageViews.for_dataset("fashion_mnist", flip=True)
+    model = DeepCluster(backbones.lenet(seed=0), num_clusters=4, views=views)
+    images = np.random.default_rng(0).integers(0, 256, (6, 28, 28, 1), dtype=np.uint8)
+    boxes = views.random_boxes(6, 28, 28, np.random.default_rng(1))
+    from_boxes = to_np(model({"images": images, "boxes": boxes}))
+    from_views = to_np(model(RandomView(views)(images, boxes)))
+    np.testing.assert_allclose(from_boxes, from_views, atol=1e-5)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.views == views
+    np.testing.assert_allclose(
+        to_np(loaded({"images": images, "boxes": boxes})), from_boxes, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="has no views to make them with"):
+        DeepCluster(backbones.lenet(), num_clusters=3)({"images": images, "boxes": boxes})
+
+
+def test_fit_refuses_data_with_other_views(shapes):
+    images, _ = shapes(32)
+    model = DeepCluster(
+        backbones.lenet(), num_clusters=3, views=ImageViews.for_dataset("fashion_mnist")
+    )
+    model.compile()
+    data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"), batch_size=8)
+    with pytest.raises(ValueError, match="built for the views .* but the data has"):
+        model.fit(data, epochs=1, callbacks=[Reclustering(data)])
 
 
 @pytest.mark.parametrize(

@@ -29,8 +29,10 @@ def test_batches_have_fixed_shapes_and_constant_length():
     for epoch, k in enumerate([3, 10]):
         data.set_pseudo_labels(np.arange(103) % k, epoch)
         assert len(data) == 7
-        shapes = {(data[i][0].shape, data[i][1].shape) for i in range(len(data))}
-        assert shapes == {((16, 32, 32, 1), (16,))}
+        batches = [data[i] for i in range(len(data))]
+        shapes = {(x["images"].shape, x["boxes"].shape, y.shape) for x, y in batches}
+        assert shapes == {((16, 28, 28, 1), (16, 5), (16,))}
+        assert all(x["images"].dtype == np.uint8 for x, _ in batches)  # a quarter of float32
 
 
 def test_batches_pair_images_with_their_pseudo_labels():
@@ -40,8 +42,20 @@ def test_batches_pair_images_with_their_pseudo_labels():
     data = PseudoLabelDataset(images, views, batch_size=8, seed=3)
     data.set_pseudo_labels(np.arange(40) % 4, epoch=0)
     x, y = data[2]
-    ids = np.rint(x[:, 0, 0, 0] * 255).astype(int)
-    np.testing.assert_array_equal(y, ids % 4)
+    np.testing.assert_array_equal(y, x["images"][:, 0, 0, 0] % 4)
+
+
+def test_boxes_are_crops_inside_the_image():
+    images = np.zeros((200, 28, 20), np.uint8)
+    data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist", flip=True), batch_size=100)
+    data.set_pseudo_labels(np.arange(200) % 4, epoch=0)
+    boxes = np.concatenate([data[i][0]["boxes"] for i in range(2)])
+    top, left, height, width, flip = boxes.T
+    assert (top >= 0).all() and (top + height <= 28).all() and (height >= 1).all()
+    assert (left >= 0).all() and (left + width <= 20).all() and (width >= 1).all()
+    assert set(flip) == {0.0, 1.0} and 0.3 < flip.mean() < 0.7
+    area = height * width / (28 * 20)
+    assert area.min() >= 0.08 - 0.01 and area.max() <= 1.0  # RandomResizedCrop's scale
 
 
 def test_batches_depend_only_on_seed_epoch_and_index():
@@ -50,9 +64,10 @@ def test_batches_depend_only_on_seed_epoch_and_index():
     a, b = (PseudoLabelDataset(images, views, batch_size=10, seed=1) for _ in range(2))
     a.set_pseudo_labels(np.arange(50) % 5, 2)
     b.set_pseudo_labels(np.arange(50) % 5, 2)
-    np.testing.assert_array_equal(a[3][0], b[3][0])
+    np.testing.assert_array_equal(a[3][0]["boxes"], b[3][0]["boxes"])
+    np.testing.assert_array_equal(a[3][0]["images"], b[3][0]["images"])
     b.set_pseudo_labels(np.arange(50) % 5, 3)
-    assert not np.array_equal(a[3][0], b[3][0])
+    assert not np.array_equal(a[3][0]["boxes"], b[3][0]["boxes"])
 
 
 def test_epoch_length_multiplies_steps():

@@ -7,6 +7,7 @@ from keras_deepcluster import (
     FeatureExtractor,
     ImageViews,
     PseudoLabelDataset,
+    RandomView,
     Reclustering,
     backbones,
     extract_features,
@@ -204,10 +205,23 @@ def test_bad_callback_arguments(shapes, kwargs, message):
 def test_reclustering_needs_a_deepcluster_model(shapes):
     images, _ = shapes(32)
     data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"), batch_size=8)
+    views = data.views
+    # A model of views only: refused by the callback or, on backends where
+    # Keras traces the model on a batch first, by Keras itself.
     plain = backbones.lenet()
     plain.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    with pytest.raises(ValueError, match="trains a keras_deepcluster.DeepCluster model"):
+    refused = r"trains a keras_deepcluster.DeepCluster model|data dictionary with keys \['"
+    with pytest.raises(ValueError, match=refused):
         plain.fit(data, epochs=1, callbacks=[Reclustering(data)], verbose=0)
+    # A model that takes them but is no DeepCluster: the callback refuses it.
+    inputs = {
+        "images": keras.Input((28, 28, 1), dtype="uint8", name="images"),
+        "boxes": keras.Input((5,), name="boxes"),
+    }
+    views_model = keras.Model(inputs, backbones.lenet()(RandomView(views)(*inputs.values())))
+    views_model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="trains a keras_deepcluster.DeepCluster model"):
+        views_model.fit(data, epochs=1, callbacks=[Reclustering(data)], verbose=0)
 
 
 def test_every_training_batch_is_drawn_after_its_epochs_labels(shapes):
