@@ -74,9 +74,7 @@ def main() -> None:
 
     def model():
         keras.utils.clear_session()
-        network = kdc.DeepCluster(
-            kdc.backbones.lenet(seed=61), 10, weight_decay=1e-3, views=views
-        )
+        network = kdc.DeepCluster(kdc.backbones.lenet(seed=61), 10, weight_decay=1e-3, views=views)
         network.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.1))
         return network
 

@@ -154,8 +154,13 @@ def output_options(command):
 
 
 def use_backend(backend: str | None) -> None:
-    """Sets KERAS_BACKEND; too late once keras is imported with another backend."""
+    """Sets KERAS_BACKEND; too late once keras is imported with another backend.
+
+    Also TensorFlow's oneDNN kernels on, whatever the CPU (as `keras_deepcluster`
+    does on import, which comes after keras here).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     if backend is None:
         return
     if "keras" in sys.modules:

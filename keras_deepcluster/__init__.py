@@ -3,6 +3,14 @@
 Runs unchanged on the TensorFlow, JAX and PyTorch backends (``KERAS_BACKEND``).
 """
 
+import os
+
+# TensorFlow turns its oneDNN kernels on by default only on CPUs with AVX-512
+# VNNI/BF16, AVX-VNNI or AMX; on AVX2-only CPUs its own kernels made training
+# 1.9x and extraction 2x slower (docs/performance.md). Applies when TensorFlow
+# is imported after this; an explicit setting is kept.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 from keras_deepcluster import backbones, clustering, data, determinism, devices, evaluation
 from keras_deepcluster.clustering import cluster_features
 from keras_deepcluster.determinism import enable_determinism
