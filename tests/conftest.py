@@ -7,8 +7,10 @@ from keras_deepcluster.devices import accelerator_available
 
 # float32 matrix products on NVIDIA GPUs run in TF32 under JAX (10-bit
 # mantissa): results that go through one agree to about 1e-3 of their scale
-# there, to float32 rounding elsewhere. Tests compare with these tolerances.
-MATMUL_ATOL = 1e-2 if accelerator_available() else 1e-5
+# there, to float32 rounding elsewhere. Tests compare with this tolerance, set
+# in `pytest_configure` (asking JAX for its devices starts it, which must come
+# after `enable_determinism`).
+MATMUL_ATOL = None
 
 
 def pytest_addoption(parser):
@@ -20,8 +22,10 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    global MATMUL_ATOL
     if config.getoption("--deterministic"):
         determinism.enable_determinism()
+    MATMUL_ATOL = 1e-2 if accelerator_available() else 1e-5
 
 
 def make_shapes(n: int, seed: int = 0, size: int = 28):

@@ -1,5 +1,7 @@
 import gzip
+import importlib.util
 import os
+import sys
 import time
 
 import numpy as np
@@ -109,7 +111,7 @@ def test_image_folder_errors(tmp_path):
 
 
 def test_tfds_with_mock_data():
-    import tensorflow_datasets as tfds
+    tfds = pytest.importorskip("tensorflow_datasets")  # absent where TensorFlow is (GPU check)
 
     with tfds.testing.mock_data(num_examples=7):
         loaded = data.load("tfds", "mnist")
@@ -117,7 +119,15 @@ def test_tfds_with_mock_data():
     assert loaded.y_train.shape == (7,) and loaded.x_test.shape[1:] == (28, 28, 1)
 
 
+def test_without_tensorflow_datasets_tfds_is_refused_with_alternatives(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
+    with pytest.raises(ValueError, match="tensorflow-datasets cannot be imported.*'idx'"):
+        data.load("tfds", "mnist")
+    assert "tensorflow-datasets cannot be imported" in data.unavailable_reason("tfds", "mnist")
+
+
 def test_tfds_without_data_fails_fast_with_alternatives(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
     start = time.perf_counter()
     with pytest.raises(ValueError, match="without downloading .* 'idx' source"):
         data.load("tfds", "mnist", path=tmp_path)
@@ -135,7 +145,8 @@ def test_unavailable_reason_looks_without_loading(tmp_path):
     assert (
         data.unavailable_reason("npz", path=tmp_path / "x.npz") == f"no file {tmp_path / 'x.npz'}"
     )
-    assert "not prepared" in data.unavailable_reason("tfds", "mnist", tmp_path)
+    if importlib.util.find_spec("tensorflow_datasets"):  # not where TensorFlow is missing
+        assert "not prepared" in data.unavailable_reason("tfds", "mnist", tmp_path)
     assert "unknown source" in data.unavailable_reason("web")
 
 

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import MATMUL_ATOL
 
 from keras_deepcluster import (
     DeepCluster,
@@ -160,7 +161,7 @@ def test_extract_features_pads_the_last_batch(shapes):
     features = extract_features(backbone, images, views, batch_size=16)
     assert features.shape == (37, 84) and features.dtype == np.float32
     direct = keras.ops.convert_to_numpy(backbone(views.fixed(images), training=False))
-    np.testing.assert_allclose(features, direct, atol=1e-5)
+    np.testing.assert_allclose(features, direct, atol=MATMUL_ATOL)
 
 
 @pytest.mark.parametrize(
@@ -250,7 +251,7 @@ def test_compiled_feature_extraction_gives_the_same_features(shapes):
     backbone = backbones.lenet(seed=0)
     compiled = FeatureExtractor(backbone, views, jit_compile=True)
     default = FeatureExtractor(backbone, views)
-    np.testing.assert_allclose(compiled(images, 16), default(images, 16), atol=1e-5)
+    np.testing.assert_allclose(compiled(images, 16), default(images, 16), atol=MATMUL_ATOL)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 JAX reads XLA_FLAGS when it is imported and TensorFlow fixes its logical
 devices when it initialises, so both are set here, before keras is imported.
+JAX is kept on the CPU, so that a machine with one GPU tests two devices too.
 
 Usage:
     python tests/two_devices.py compare OUT.npz   # 1 device, then 2; saves both
@@ -12,6 +13,7 @@ import os
 import sys
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["JAX_PLATFORMS"] = "cpu"
 if os.environ.get("KERAS_BACKEND") == "tensorflow":
     import tensorflow as tf
 

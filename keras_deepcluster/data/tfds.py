@@ -17,8 +17,7 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = False) ->
             that a machine without the data fails in a second, not after
             minutes of network retries.
     """
-    import tensorflow_datasets as tfds
-
+    tfds = _import_tfds()
     try:
         train, test = tfds.load(
             name,
@@ -51,11 +50,24 @@ def tfds_unavailable_reason(name: str | None, data_dir: str | None = None) -> st
     """Why `load_tfds(name, data_dir)` would fail here; None if it is prepared."""
     if not name:
         return "needs a TFDS dataset name"
-    import tensorflow_datasets as tfds
-
+    try:
+        tfds = _import_tfds()
+    except ValueError as error:
+        return str(error)
     try:
         prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
     except Exception as error:  # unknown name, unreadable directory, ...
         return f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
     where = data_dir or "TFDS's default data_dir"
     return None if prepared else f"not prepared in {where} (downloading is off)"
+
+
+def _import_tfds():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:  # no TensorFlow here (e.g. a GPU machine for JAX or PyTorch)
+        raise ValueError(
+            f"tensorflow-datasets cannot be imported ({error}); install tensorflow-datasets and "
+            "tensorflow-cpu, or use the 'idx', 'npz' or 'folder' source."
+        ) from None
+    return tfds
