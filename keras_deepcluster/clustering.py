@@ -3,7 +3,10 @@
 k-means runs in faiss-cpu when it can be imported, in `keras.ops` on the
 accelerator when Keras sees a GPU (`accelerated_kmeans`), and in scikit-learn
 when faiss is missing or on request. Every path returns labels in ``0..k-1``
-with every cluster non-empty.
+with every cluster non-empty. Features may be a NumPy array or a tensor on
+the device (`FeatureExtractor(..., on_device=True)`): a tensor is
+PCA-whitened, normalised and clustered there, with `keras.ops`, and only the
+labels (and PCA's d x d covariance) cross to the host.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import dataclasses
 import time
 
 import numpy as np
+from keras import ops
 
 from keras_deepcluster.accelerated_kmeans import keras_kmeans
 from keras_deepcluster.devices import accelerator_available
@@ -51,7 +55,9 @@ def pca_whiten(features: np.ndarray, dim: int, backend: str = "faiss", seed: int
     """Projects `features` on their top `dim` principal axes with unit variance.
 
     Args:
-        features: float32 array (N, d).
+        features: float32 array (N, d), or a tensor on the device (then
+            whitened there as faiss does, the covariance's eigenvectors
+            computed on the host, and `backend` plays no part).
         dim: Output dimension, ``1 <= dim <= d``.
         backend: ``"faiss"`` (``PCAMatrix(eigen_power=-0.5)``, as the original
             DeepCluster) or ``"sklearn"`` (``PCA(whiten=True)``, as the Deep
@@ -62,14 +68,16 @@ def pca_whiten(features: np.ndarray, dim: int, backend: str = "faiss", seed: int
     Returns:
         float32 array (N, dim).
     """
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    d = features.shape[1]
+    d = int(features.shape[1])
     if not 1 <= dim <= d:
         raise ValueError(
             f"PCA dimension must be between 1 and the feature dimension {d}; got {dim}."
         )
     if backend not in PCA_BACKENDS:
         raise ValueError(f"Unknown PCA backend {backend!r}; use one of {PCA_BACKENDS}.")
+    if not isinstance(features, np.ndarray):
+        return _pca_whiten_on_device(features, dim)
+    features = np.ascontiguousarray(features, dtype=np.float32)
     if backend == "faiss" and faiss is not None:
         pca = faiss.PCAMatrix(d, dim, -0.5)
         pca.epsilon = PCA_EPSILON
@@ -84,6 +92,19 @@ def pca_whiten(features: np.ndarray, dim: int, backend: str = "faiss", seed: int
     return out.astype(np.float32)
 
 
+def _pca_whiten_on_device(features, dim: int):
+    """faiss's ``PCAMatrix(eigen_power=-0.5)`` with `PCA_EPSILON`, in `keras.ops`."""
+    centred = features - ops.mean(features, axis=0)
+    # Only the d x d scatter matrix goes to the host, for a float64 eigendecomposition;
+    # faiss does not divide it by N, so neither do we (the same output, epsilon alike).
+    scatter = ops.convert_to_numpy(ops.matmul(ops.transpose(centred), centred))
+    eigenvalues, eigenvectors = np.linalg.eigh(scatter.astype(np.float64))
+    top = np.argsort(eigenvalues)[::-1][:dim]
+    scale = (np.maximum(eigenvalues[top], 0) + PCA_EPSILON) ** -0.5
+    projection = (eigenvectors[:, top] * scale).astype(np.float32)
+    return ops.matmul(centred, ops.convert_to_tensor(projection))
+
+
 def l2_normalize(features: np.ndarray, block_rows: int = 8192) -> np.ndarray:
     """Divides each row by its L2 norm (computed in float64), into a new float32 array.
 
@@ -91,7 +112,11 @@ def l2_normalize(features: np.ndarray, block_rows: int = 8192) -> np.ndarray:
     authors' code turns it into NaN and k-means crashes) stays zero. Works
     through `block_rows` rows at a time, so the float64 copy is one small
     reused block, not N x d (fewer page faults, a quarter of the memory).
+    A tensor on the device is normalised there, in float32.
     """
+    if not isinstance(features, np.ndarray):  # a tensor on the device
+        norms = ops.sqrt(ops.sum(ops.square(features), axis=1, keepdims=True))
+        return features / ops.maximum(norms, 1e-12)
     out = np.empty(features.shape, np.float32)
     for start in range(0, len(features), block_rows):
         block = features[start : start + block_rows].astype(np.float64)
@@ -110,13 +135,14 @@ def kmeans(
     """k-means on every point.
 
     Args:
-        features: float32 array (N, d), N >= k.
+        features: float32 array (N, d), N >= k, or a tensor on the device.
         k: Number of clusters.
         seed: Seed of the initial centroids.
         iterations: Lloyd iterations (20 in both DeepCluster codes).
         backend: ``"faiss"``, ``"sklearn"``, ``"keras"`` (`keras.ops`, on the
             accelerator if there is one) or ``"auto"``: keras when Keras sees a
-            GPU, else faiss if importable, else scikit-learn.
+            GPU or the features are a tensor, else faiss if importable, else
+            scikit-learn.
 
     Returns:
         ``(labels, objective)``: int64 labels (N,) in 0..k-1 (possibly with
@@ -124,14 +150,15 @@ def kmeans(
     """
     if backend not in KMEANS_BACKENDS:
         raise ValueError(f"Unknown k-means backend {backend!r}; use one of {KMEANS_BACKENDS}.")
-    n, d = features.shape
+    n, d = (int(size) for size in features.shape)
     if not 2 <= k <= n:
         raise ValueError(f"k-means needs 2 <= k <= N={n} points; got k={k}.")
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    if backend == "auto" and accelerator_available():
+    on_device = not isinstance(features, np.ndarray)
+    if backend == "auto" and (on_device or accelerator_available()):
         backend = "keras"
     if backend == "keras":
         return keras_kmeans(features, k, seed, iterations)
+    features = np.ascontiguousarray(ops.convert_to_numpy(features), dtype=np.float32)
     if backend == "faiss" and faiss is None:
         raise ImportError("k-means backend 'faiss' asked for, but faiss cannot be imported.")
     if backend == "sklearn" or faiss is None:
@@ -168,7 +195,7 @@ def fill_empty_clusters(labels: np.ndarray, features: np.ndarray, k: int) -> tup
     for cluster in empty:
         largest = int(np.argmax(counts))
         members = np.flatnonzero(labels == largest)
-        points = features[members].astype(np.float64)
+        points = _rows(features, members).astype(np.float64)
         points -= points.mean(axis=0)
         axis = _principal_axis(points)
         order = np.argsort(points @ axis, kind="stable")
@@ -177,6 +204,13 @@ def fill_empty_clusters(labels: np.ndarray, features: np.ndarray, k: int) -> tup
         counts[largest] -= len(moved)
         counts[cluster] = len(moved)
     return labels, len(empty)
+
+
+def _rows(features, indices: np.ndarray) -> np.ndarray:
+    """Rows of a NumPy array or of a device tensor (only those go to the host)."""
+    if isinstance(features, np.ndarray):
+        return features[indices]
+    return ops.convert_to_numpy(ops.take(features, ops.convert_to_tensor(indices), axis=0))
 
 
 def _principal_axis(points: np.ndarray, iterations: int = 20) -> np.ndarray:
@@ -201,16 +235,23 @@ def cluster_features(
 ) -> Clustering:
     """PCA-whiten (optional), L2-normalise and k-means `features`.
 
+    `features` is a float32 (N, d) NumPy array or a tensor on the device;
+    a tensor stays there (see the module).
+
     Example:
     >>> x = np.random.default_rng(0).normal(size=(100, 8)).astype("float32")
     >>> result = cluster_features(x, k=4, seed=0)
     >>> sorted(np.unique(result.labels))
     [0, 1, 2, 3]
     """
-    if not np.all(np.isfinite(features)):
-        bad = int(np.count_nonzero(~np.isfinite(features).all(axis=1)))
+    if isinstance(features, np.ndarray):
+        finite_rows = np.isfinite(features).all(axis=1)
+    else:
+        finite_rows = ops.convert_to_numpy(ops.all(ops.isfinite(features), axis=1))
+    if not finite_rows.all():
+        bad = int(np.count_nonzero(~finite_rows))
         raise FloatingPointError(
-            f"{bad} of {len(features)} feature rows contain NaN or inf; the "
+            f"{bad} of {len(finite_rows)} feature rows contain NaN or inf; the "
             "network has diverged (lower the learning rate)."
         )
     start = time.perf_counter()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from keras_deepcluster import devices
 from keras_deepcluster.pseudo_label_dataset import check_images
 from keras_deepcluster.views import FixedView, ImageViews
 
@@ -16,20 +17,23 @@ class FeatureExtractor:
 
     The fixed view (`FixedView`) runs inside the network's compiled forward
     pass, so only the stored images (uint8 for the usual datasets) cross to
-    the device and the host does no resampling. Outputs are flattened and
-    written batch by batch into one preallocated float32 array (N, D); the
-    last batch is zero-padded to `batch_size`, so the compiled function sees
-    one input shape. A model distributed over several devices
-    (`devices.data_parallel`) splits each batch over them; `batch_size` must
-    then be a multiple of their number.
+    the device and the host does no resampling. The network runs as one
+    compiled stateless function (`devices.compiled`) fed the current weights,
+    batch after batch without waiting: each batch's features are copied to
+    the host while the next one computes, into one preallocated float32
+    array (N, D), or, with ``on_device=True``, stay on the device as one
+    (N, D) tensor for the k-means there. The last batch is zero-padded to
+    `batch_size`, so the compiled function sees one input shape. A model
+    distributed over several devices (`devices.data_parallel`) runs through
+    Keras's `predict_on_batch`, which splits each batch over them;
+    `batch_size` must then be a multiple of their number.
 
     Args:
         model: Any Keras model taking the views' images (a backbone).
         views: Gives the fixed view (resize, centre crop, normalise).
         flip: Flip the view horizontally (for flip-augmented probes).
-        jit_compile: Keras's ``jit_compile`` for the extraction network.
-            ``"auto"`` is Keras's default: jit on JAX, a graph on TensorFlow
-            (XLA only with a GPU), eager on PyTorch. True on PyTorch uses
+        jit_compile: ``"auto"``: jit on JAX, a graph on TensorFlow (XLA only
+            with a GPU), eager on PyTorch. True on PyTorch uses
             `torch.compile`: a long compile once per image shape, then a
             faster pass (docs/performance.md), worth it for long runs.
 
@@ -51,48 +55,68 @@ class FeatureExtractor:
         self.flip = flip
         self.jit_compile = jit_compile
         self.dim = int(np.prod(model.output.shape[1:]))
-        self._networks: dict[tuple, keras.Model] = {}
+        self._networks: dict[tuple, tuple] = {}
 
     def __call__(
         self,
         images: np.ndarray,
         batch_size: int = 256,
         on_batch: Callable[[int, int], None] | None = None,
-    ) -> np.ndarray:
+        on_device: bool = False,
+    ):
         """The features (N, D) of `images`: uint8 (N, H, W[, C]) or float in [0, 1].
 
-        `on_batch` is called as ``on_batch(images_done, images_total)`` after
-        each batch (progress display).
+        Returns a float32 NumPy array, or with `on_device` a tensor on the
+        device (a NumPy array when the model is distributed). `on_batch` is
+        called as ``on_batch(images_done, images_total)`` after each batch
+        (progress display).
         """
         images = check_images(images, self.views.channels)
         dtype = "uint8" if images.dtype == np.uint8 else "float32"
-        network = self._network(images.shape[1:], dtype)
+        network, forward = self._network(images.shape[1:], dtype)
+        distributed = devices.replica_count(network) > 1
+        weights = [[v.value for v in network.trainable_variables]]
+        weights.append([v.value for v in network.non_trainable_variables])
         n = len(images)
-        features = np.empty((n, self.dim), np.float32)
+        features = None if on_device and not distributed else np.empty((n, self.dim), np.float32)
+        on_host, pending = [], None
         padded = np.zeros((batch_size,) + images.shape[1:], dtype)
         for start in range(0, n, batch_size):
-            batch = images[start : start + batch_size]
+            batch = images[start : start + batch_size].astype(dtype, copy=False)
             count = len(batch)
             if count < batch_size:
                 padded[:count] = batch
                 batch = padded
-            out = network.predict_on_batch(_device_input(network, batch.astype(dtype, copy=False)))
-            features[start : start + count] = keras.ops.convert_to_numpy(out).reshape(
-                batch_size, self.dim
-            )[:count]
+            if distributed:
+                out = network.predict_on_batch(_distributed_input(network, batch))
+                features[start : start + count] = np.reshape(out, (batch_size, -1))[:count]
+            else:
+                out = forward(*weights, keras.ops.convert_to_tensor(batch))
+                if features is None:
+                    on_host.append(out[:count] if count < batch_size else out)
+                else:  # copy the previous batch while this one computes
+                    if pending is not None:
+                        _copy(features, *pending)
+                    pending = (start, count, out)
             if on_batch is not None:
                 on_batch(start + count, n)
-        return features
+        if pending is not None:
+            _copy(features, *pending)
+        return keras.ops.concatenate(on_host) if features is None else features
 
-    def _network(self, image_shape: tuple, dtype: str) -> keras.Model:
+    def _network(self, image_shape: tuple, dtype: str) -> tuple:
+        """The view + model network for this input, and its compiled stateless forward pass."""
         key = (image_shape, dtype)
         if key not in self._networks:
             images = keras.Input(image_shape, dtype=dtype)
             outputs = self.model(FixedView(self.views, self.flip)(images))
             network = keras.Model(images, outputs, name="feature_extractor")
-            if self.jit_compile != "auto":
-                network.jit_compile = self.jit_compile
-            self._networks[key] = network
+
+            def forward(trainable, non_trainable, batch):
+                outputs, _ = network.stateless_call(trainable, non_trainable, batch)
+                return keras.ops.reshape(outputs, (batch.shape[0], -1))
+
+            self._networks[key] = (network, devices.compiled(forward, self.jit_compile))
         return self._networks[key]
 
 
@@ -115,16 +139,17 @@ def extract_features(
     return FeatureExtractor(model, views, flip)(images, batch_size, on_batch)
 
 
-def _device_input(model, batch):
-    """`batch` as `model.predict_on_batch` should get it on this backend.
+def _copy(features: np.ndarray, start: int, count: int, out) -> None:
+    features[start : start + count] = keras.ops.convert_to_numpy(out)[:count]
+
+
+def _distributed_input(model, batch):
+    """`batch` as a distributed model's `predict_on_batch` should get it.
 
     Keras's TensorFlow `predict_on_batch` would give every replica of a
     distributed model the whole batch, so it is split over them here (on JAX
-    the distribution shards the batch itself); `torch.compile` rejects NumPy
-    input, so PyTorch gets a tensor.
+    the distribution shards the batch itself).
     """
-    if keras.backend.backend() == "torch":
-        return keras.ops.convert_to_tensor(batch)
     strategy = getattr(model, "distribute_strategy", None)
     if strategy is None or strategy.num_replicas_in_sync == 1:
         return batch

@@ -33,7 +33,8 @@ class Reclustering(keras.callbacks.Callback):
     At the start of each epoch it extracts the backbone's features of every
     training image (fixed view, inference mode), PCA-whitens them (optional),
     L2-normalises them, runs k-means with a seed derived from ``(seed,
-    epoch)``, hands the labels to the `PseudoLabelDataset` for that same epoch,
+    epoch)`` (all on the device when k-means runs there, so that only the
+    labels come back to the host), hands the labels to the `PseudoLabelDataset` for that same epoch,
     and re-initialises the model's head and its optimizer state. After
     `halt_after` epochs the pseudo-labels are frozen (the Deep Dive paper's
     early stopping of the clustering) and only the sampler and the head are
@@ -232,11 +233,15 @@ class Reclustering(keras.callbacks.Callback):
 
     def _cluster(self, model, epoch):
         start = time.perf_counter()
+        on_device = self._clusters_on_device(model)
         features = self._extractor(
             self.data.images,
             self.feature_batch_size,
             on_batch=lambda done, total: self.on_progress("features", done, total),
+            on_device=on_device,
         )
+        if on_device:  # wait for the device, so that the phases are timed apart
+            keras.ops.convert_to_numpy(features[0, 0])
         seconds_features = time.perf_counter() - start
         self.on_progress("clustering", 0, 1)
         try:
@@ -261,6 +266,18 @@ class Reclustering(keras.callbacks.Callback):
             "seconds_kmeans": result.seconds_kmeans,
         }
         return result.labels, stats
+
+    def _clusters_on_device(self, model) -> bool:
+        """Whether the features stay on the device for our k-means there.
+
+        So when k-means runs in `keras.ops` (on a GPU by default) and the
+        (N, D) features take at most a quarter of the device's free memory.
+        """
+        on_gpu = devices.accelerator_available()
+        if self.kmeans_backend != "keras" and not (self.kmeans_backend == "auto" and on_gpu):
+            return False
+        free = devices.free_memory_bytes()
+        return free is None or 4 * self.data.num_images * model.feature_dim <= free / 4
 
     def _label_stats(self, labels):
         sizes = np.bincount(labels, minlength=self.model.num_clusters)

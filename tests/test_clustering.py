@@ -1,5 +1,7 @@
+import keras
 import numpy as np
 import pytest
+from conftest import MATMUL_ATOL
 
 from keras_deepcluster import accelerated_kmeans, clustering
 from keras_deepcluster.devices import accelerator_available
@@ -224,3 +226,33 @@ def test_keras_kmeans_repairs_empty_clusters_like_faiss():
     assert len(np.unique(labels)) == 4  # random init on duplicates leaves clusters empty
     result = clustering.cluster_features(x, k=6, seed=0, kmeans_backend="keras")
     assert sorted(np.unique(result.labels)) == list(range(6))
+
+
+def test_device_features_are_whitened_normalised_and_clustered_there():
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(3000, 32)) * np.linspace(0.1, 10, 32)).astype(np.float32)
+    on_device = keras.ops.convert_to_tensor(x)
+    # faiss's whitening, up to the sign of each component.
+    whitened = keras.ops.convert_to_numpy(clustering.pca_whiten(on_device, 8))
+    reference = clustering.pca_whiten(x, 8, "faiss")
+    signs = np.sign(np.sum(whitened * reference, axis=0))
+    # In units of the whitened spread (faiss scales to 1 / sqrt(N), not to 1).
+    unit = np.sqrt(len(x))
+    np.testing.assert_allclose(whitened * signs * unit, reference * unit, atol=10 * MATMUL_ATOL)
+    normalised = keras.ops.convert_to_numpy(clustering.l2_normalize(on_device))
+    np.testing.assert_allclose(normalised, clustering.l2_normalize(x), atol=1e-6)
+    host = clustering.cluster_features(x, 12, seed=2, kmeans_backend="keras")
+    device = clustering.cluster_features(on_device, 12, seed=2)  # "auto": keras for a tensor
+    assert device.labels.dtype == np.int64 and sorted(np.unique(device.labels)) == list(range(12))
+    assert np.mean(device.labels == host.labels) > 0.999
+    assert device.objective == pytest.approx(host.objective, rel=1e-4)
+    bad = x.copy()
+    bad[7, 3] = np.inf
+    with pytest.raises(FloatingPointError, match="1 of 3000 feature rows"):
+        clustering.cluster_features(keras.ops.convert_to_tensor(bad), 3, seed=0)
+
+
+def test_empty_clusters_of_device_features_are_filled_from_their_rows():
+    x = keras.ops.convert_to_tensor(np.ones((10, 4), np.float32))
+    repaired, empty = clustering.fill_empty_clusters(np.zeros(10, np.int64), x, 5)
+    assert empty == 4 and sorted(set(repaired)) == [0, 1, 2, 3, 4]

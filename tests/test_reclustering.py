@@ -266,3 +266,31 @@ def test_feature_extraction_rejects_images_it_cannot_view(images, message):
     extractor = FeatureExtractor(backbones.lenet(seed=0), ImageViews.for_dataset("mnist"))
     with pytest.raises(ValueError, match=message):
         extractor(images)
+
+
+def test_features_can_stay_on_the_device(shapes):
+    images, _ = shapes(37)
+    extractor = FeatureExtractor(backbones.lenet(seed=0), ImageViews.for_dataset("mnist"))
+    host = extractor(images, 16)
+    device = extractor(images, 16, on_device=True)
+    assert not isinstance(device, np.ndarray) and tuple(device.shape) == (37, 84)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(device), host, atol=MATMUL_ATOL)
+
+
+def test_keras_kmeans_clusters_features_where_they_were_extracted(shapes, monkeypatch):
+    images, labels = shapes(160)
+    returned = []
+    extract = FeatureExtractor.__call__
+
+    def spy(self, *args, **kwargs):
+        features = extract(self, *args, **kwargs)
+        returned.append("host" if isinstance(features, np.ndarray) else "device")
+        return features
+
+    monkeypatch.setattr(FeatureExtractor, "__call__", spy)
+    _, device_run, *_ = run(images, labels, epochs=2, kmeans_backend="keras")
+    monkeypatch.setattr(Reclustering, "_clusters_on_device", lambda self, model: False)
+    _, host_run, *_ = run(images, labels, epochs=2, kmeans_backend="keras")
+    assert returned == ["device", "device", "host", "host"]
+    # The first clustering sees the same untrained network: the same clusters.
+    assert nmi(device_run.labels[0], host_run.labels[0]) > 0.99
