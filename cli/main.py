@@ -13,7 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from keras_deepcluster_cli import report, selection, space, sweep
+from keras_deepcluster_cli import directory_lock, report, selection, space, sweep
 from keras_deepcluster_cli.options import (
     OptionalInt,
     backend_option,
@@ -48,6 +48,8 @@ def main():
       deepcluster probe runs/digits-tensorflow-k10-seed61
       deepcluster recipes
     """
+    # Each command's folder locks end with the command, also when several run in one process.
+    click.get_current_context().call_on_close(directory_lock.release_all)
 
 
 @main.command()
@@ -120,6 +122,7 @@ def train(recipe, backend, devices, out, overwrite, resume, **overrides):
     with user_errors():
         if resume is None:
             run.check_writable(overwrite)
+        run.lock()  # before anything is loaded or written: another process may be in it
         training.check_devices(devices, [recipe])
         _print_config(console, recipe, backend, out, devices)
         with console.status(f"loading {recipe.dataset} ({recipe.source})"):
@@ -181,6 +184,7 @@ def probe(run_dir, layer, epochs, random):
     run = RunDirectory(run_dir)
     with user_errors():
         run.read_config()
+        run.lock()
         recipe = load_recipe(run_dir / RunDirectory.CONFIG)
         use_backend(None)
         from keras_deepcluster_cli import training

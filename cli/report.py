@@ -13,6 +13,7 @@ import numpy as np
 from rich.table import Table
 
 from keras_deepcluster_cli import plots, space
+from keras_deepcluster_cli.directory_lock import lock_folder
 from keras_deepcluster_cli.options import make_console, user_errors
 from keras_deepcluster_cli.recipe import load_recipe
 from keras_deepcluster_cli.run_directory import RunDirectory
@@ -125,6 +126,7 @@ def report(directories, out):
             )
         out = out or directories[0] / "report"
         out.mkdir(parents=True, exist_ok=True)
+        lock_folder(out)
         written = write_tables(runs, out) if runs else []
         written += draw_plots(runs, out)
         for directory in spaces:

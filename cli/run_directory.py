@@ -13,7 +13,8 @@ Layout::
 
 Every file is written atomically (a temporary file in the same folder,
 flushed to disk, then renamed), so a crash never leaves a half-written file
-under its final name.
+under its final name. One process at a time writes a run: ``.lock`` is the
+lock it holds (`directory_lock`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from keras_deepcluster_cli.directory_lock import LOCK_FILE, lock_folder
 
 # history.csv columns, in this order; further keys follow alphabetically.
 HISTORY_COLUMNS = (
@@ -132,7 +135,7 @@ class RunDirectory:
                 f"{self.path} holds an unfinished run; continue it with --resume {self.path}, "
                 "replace it with --overwrite, or choose another --out."
             )
-        if self.path.is_dir() and not self.is_run and any(self.path.iterdir()):
+        if self.path.is_dir() and not self.is_run and self._contents():
             raise RunDirectoryError(
                 f"{self.path} is not empty and holds no run; choose an empty or new --out."
             )
@@ -142,13 +145,28 @@ class RunDirectory:
                 f"Cannot write to {parent}: permission denied; choose another --out."
             )
 
+    def lock(self) -> None:
+        """Takes this run's lock, if the directory exists (`create` takes it otherwise).
+
+        Raises `directory_lock.FolderInUseError` when another process holds it.
+        """
+        if self.path.is_dir():
+            lock_folder(self.path)
+
     def create(self, config_toml: str, overwrite: bool = False) -> None:
         """Starts a new run here (checked by `check_writable`), writing its config."""
         self.check_writable(overwrite)
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_folder(self.path)
+        self.check_writable(overwrite)  # again: another process may have just finished here
         if self.is_run:
-            shutil.rmtree(self.path)
+            for path in self._contents():  # all but the lock, which stays ours
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
         (self.path / self.LABELS).mkdir(parents=True, exist_ok=True)
         self.write_text(self.CONFIG, config_toml)
+
+    def _contents(self) -> list[Path]:
+        return [path for path in self.path.iterdir() if path.name != LOCK_FILE]
 
     def open(self, config_toml: str, overwrite: bool = False) -> bool:
         """Reopens the run here if it has exactly this config (True), else creates it.
@@ -158,6 +176,7 @@ class RunDirectory:
         unless `overwrite`.
         """
         self.check_replaceable(config_toml, overwrite)
+        self.lock()
         if self.is_run and not overwrite:
             return True
         self.create(config_toml, overwrite)

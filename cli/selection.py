@@ -26,6 +26,7 @@ import click
 import numpy as np
 from rich.table import Table
 
+from keras_deepcluster_cli.directory_lock import lock_folder
 from keras_deepcluster_cli.options import (
     RUN_AGAIN,
     IntList,
@@ -151,6 +152,7 @@ def select(
         views = training.image_views(base)
         shape = (views.size, views.size, data.x_train.shape[-1])
         out.mkdir(parents=True, exist_ok=True)
+        lock_folder(out)  # one selection per folder: a second process is refused
 
         # 1. The seed: filter quality on the labelled images.
         seed_scores = {}

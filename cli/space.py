@@ -70,6 +70,7 @@ def space(recipe, seeds, clusters, backend, out, overwrite, **data):
     out = out or Path("runs") / f"space-{recipe.name}-k{recipe.clusters}"
     run = RunDirectory(out)
     with user_errors():
+        run.lock()  # before loading: another process may be scoring here
         data_ = training.load_data(recipe)
         if data_.y_train is None:
             raise ValueError(

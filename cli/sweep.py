@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from keras_deepcluster_cli.directory_lock import lock_folder
 from keras_deepcluster_cli.options import (
     RUN_AGAIN,
     IntList,
@@ -142,6 +143,7 @@ def sweep(
         for run, r in zip(runs, recipes):  # refuse other settings before any work
             run.check_replaceable(r.to_toml(), overwrite)
         out.mkdir(parents=True, exist_ok=True)
+        lock_folder(out)  # one sweep per folder: a second process is refused
         (out / "sweep.json").write_text(
             json.dumps(
                 {"recipe": base.name, "grid": grid, "runs": [run.path.name for run in runs]},

@@ -291,6 +291,7 @@ def train_unless_finished(
     Returns whether it trained.
     """
     config = recipe.to_toml()
+    run.lock()
     if run.holds(config):
         return False
     pretraining = Pretraining.build(recipe, data, on_progress=on_progress, devices=devices)

@@ -149,8 +149,10 @@ def _lloyd_step(k: int, deterministic: bool):
             sums = ops.matmul(ops.transpose(one_hot), block)
             counts = ops.sum(one_hot, axis=0)
         else:
-            sums = ops.segment_sum(block, labels, num_segments=k)
-            counts = ops.segment_sum(ops.ones_like(distances), labels, num_segments=k)
+            # A scatter-add (Keras's PyTorch segment_sum copies the ids to N x d first).
+            rows = labels[:, None]
+            sums = ops.scatter_update(ops.zeros((k, block.shape[1])), rows, block, reduction="add")
+            counts = ops.scatter_update(ops.zeros((k,)), rows, ops.ones_like(distances), "add")
         return labels, distances, sums, counts
 
     return devices.compiled(step)

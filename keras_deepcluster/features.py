@@ -114,7 +114,8 @@ class FeatureExtractor:
 
             def forward(trainable, non_trainable, batch):
                 outputs, _ = network.stateless_call(trainable, non_trainable, batch)
-                return keras.ops.reshape(outputs, (batch.shape[0], -1))
+                # The batch dimension may be unknown (TensorFlow, traced for several sizes).
+                return keras.ops.reshape(outputs, (-1, self.dim))
 
             self._networks[key] = (network, devices.compiled(forward, self.jit_compile))
         return self._networks[key]

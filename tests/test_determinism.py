@@ -96,3 +96,23 @@ def test_recipe_key_deterministic(tmp_path, value, ok):
     else:
         with pytest.raises(RecipeError, match=r"\[training\] deterministic must be true or false"):
             load_recipe(path)
+
+
+LATE_ON_A_GPU = """
+import jax, keras_deepcluster as kdc
+jax.numpy.zeros(1).block_until_ready()             # JAX has started, without the flag
+kdc.devices.accelerator_available = lambda: True   # as on a GPU
+try:
+    kdc.enable_determinism()
+except RuntimeError as error:
+    print(error)
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="XLA's flag is read by JAX only")
+def test_determinism_asked_for_after_jax_started_on_a_gpu_is_refused():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    result = subprocess.run(
+        [sys.executable, "-c", LATE_ON_A_GPU], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert "JAX had already started" in result.stdout, result.stderr[-2000:]

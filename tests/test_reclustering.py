@@ -275,6 +275,9 @@ def test_features_can_stay_on_the_device(shapes):
     device = extractor(images, 16, on_device=True)
     assert not isinstance(device, np.ndarray) and tuple(device.shape) == (37, 84)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(device), host, atol=MATMUL_ATOL)
+    # Other batch sizes reuse the network (TensorFlow then traces for any batch size).
+    for batch_size in (10, 64):
+        np.testing.assert_allclose(extractor(images, batch_size), host, atol=MATMUL_ATOL)
 
 
 def test_keras_kmeans_clusters_features_where_they_were_extracted(shapes, monkeypatch):

@@ -1,0 +1,144 @@
+"""One writer per folder: the lock itself, and every command that writes behind it."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import pytest
+from click.testing import CliRunner
+
+from keras_deepcluster_cli.directory_lock import (
+    LOCK_FILE,
+    FolderInUseError,
+    holds_lock,
+    lock_folder,
+    unlock_folder,
+)
+from keras_deepcluster_cli.main import main
+
+HOLD = """
+import sys, time
+from keras_deepcluster_cli.directory_lock import lock_folder
+lock_folder(sys.argv[1])
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def holder(folder):
+    """A process that holds `folder`'s lock until killed."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+def test_a_second_process_is_told_who_holds_the_folder(tmp_path):
+    process = holder(tmp_path)
+    try:
+        with pytest.raises(FolderInUseError) as error:
+            lock_folder(tmp_path)
+        message = str(error.value)
+        assert f"in use by process {process.pid} on {socket.gethostname()} since 20" in message
+        assert not holds_lock(tmp_path)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    process = holder(tmp_path)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (tmp_path / LOCK_FILE).is_file()  # the record stays; the lock does not
+    lock_folder(tmp_path)
+    try:
+        assert holds_lock(tmp_path)
+        assert f'"pid": {os.getpid()}' in (tmp_path / LOCK_FILE).read_text()
+        lock_folder(tmp_path)  # again: already ours, nothing happens
+    finally:
+        unlock_folder(tmp_path)
+    assert not holds_lock(tmp_path)
+
+
+def test_a_released_lock_can_be_taken_by_another_process(tmp_path):
+    lock_folder(tmp_path)
+    unlock_folder(tmp_path)
+    process = holder(tmp_path)  # would hang on readline if the lock were still held
+    process.kill()
+    process.wait()
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], prog_name="deepcluster")
+
+
+@pytest.fixture
+def busy_run(tmp_path):
+    """A run directory whose lock another process holds, as a training process would."""
+    run = tmp_path / "run"
+    result = invoke("train", "digits", "--limit", "100", "--epochs", "1", "-k", "3", "--out", run)
+    assert result.exit_code == 0, result.output
+    (run / "summary.json").unlink()  # unfinished, so that --resume would enter it
+    before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*") if p.name != LOCK_FILE}
+    process = holder(run)
+    yield run, process.pid, before
+    process.kill()
+    process.wait()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "digits", "--resume", "{run}"],
+        ["train", "digits", "--out", "{run}", "--overwrite"],
+        ["probe", "{run}", "--random"],
+    ],
+)
+def test_commands_refuse_a_run_in_use_before_writing(busy_run, command):
+    run, pid, before = busy_run
+    result = invoke(*[str(part).replace("{run}", str(run)) for part in command])
+    assert result.exit_code == 1
+    assert f"is in use by process {pid} on" in result.output
+    after = {p.name: p.stat().st_mtime_ns for p in run.rglob("*") if p.name != LOCK_FILE}
+    assert after == before  # nothing written, nothing removed
+
+
+def test_sweep_refuses_a_sweep_folder_in_use(tmp_path):
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    process = holder(folder)
+    try:
+        result = invoke("sweep", "digits", "--seeds", "1,2", "--epochs", "1", "--out", folder)
+        assert result.exit_code == 1 and f"in use by process {process.pid}" in result.output
+        assert sorted(p.name for p in folder.iterdir()) == [LOCK_FILE]
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_two_training_processes_on_one_directory(tmp_path):
+    # The issue's reproduction: a resume started while the first run is still writing.
+    run = tmp_path / "run"
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend()}
+    cli = [sys.executable, "-m", "keras_deepcluster_cli.main", "train", "digits", "--out", str(run)]
+    first = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL)  # 10 epochs
+    try:
+        deadline = time.time() + 120
+        while not (run / "history.csv").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        second = subprocess.run(
+            [*cli[:-2], "--resume", str(run)], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert second.returncode == 1
+        assert f"is in use by process {first.pid}" in second.stderr
+    finally:
+        first.wait(timeout=300)
+    assert first.returncode == 0
+    epochs = (run / "history.csv").read_text().splitlines()[1:]
+    assert [line.split(",")[0] for line in epochs] == [str(epoch) for epoch in range(10)]
