@@ -15,27 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
+from fit_overhead import TrainTimer  # a sibling script
 
 import keras_deepcluster as kdc
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
 
 
 class ReadLoss(keras.callbacks.Callback):
@@ -54,7 +42,7 @@ def epochs(images, steps_per_execution: int, count: int) -> list[float]:
     model.compile(
         optimizer=keras.optimizers.SGD(0.1, momentum=0.1), steps_per_execution=steps_per_execution
     )
-    timer = EpochTimer()
+    timer = TrainTimer()
     # The timer comes after the callback that re-clusters, so it times training only.
     callbacks = [kdc.Reclustering(data, seed=61, halt_after=1), timer, ReadLoss()]
     model.fit(data, epochs=count, callbacks=callbacks, verbose=0)
