@@ -32,7 +32,7 @@ class DeepCluster(keras.Model):
     ``weight_decay / 2 * sum(w ** 2)`` over every trainable variable (batch
     norm and biases included, as all parameters are in the authors' optimizer),
     whose gradient adds ``weight_decay * w`` to each gradient before momentum.
-    The logged ``loss`` is the cross-entropy alone.
+    The logged ``loss`` is what `compute_loss` returns: the cross-entropy plus this penalty.
 
     Args:
         backbone: A functional `keras.Model` mapping images to features.

@@ -114,6 +114,13 @@ class PseudoLabelDataset(keras.utils.PyDataset):
         if epoch_length is not None and (isinstance(epoch_length, bool) or epoch_length < 1):
             raise ValueError(f"epoch_length must be >= 1 or None; got {epoch_length!r}.")
         self.epoch_length = int(epoch_length or len(self.images))
+        if batch_size > self.epoch_length:
+            multiple = self.epoch_length / len(self.images)
+            drawn = f"{len(self.images)} images" + (f" x {multiple:g}" if multiple != 1 else "")
+            raise ValueError(
+                f"batch_size={batch_size} is larger than the {self.epoch_length} images an epoch "
+                f"draws ({drawn}); use a batch size of at most {self.epoch_length}."
+            )
         self.views = views
         self.batch_size = batch_size
         self.seed = seed

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from keras_deepcluster import clustering, devices
+from keras_deepcluster import clustering, devices, memory
 from keras_deepcluster.evaluation.cluster_metrics import label_entropy, nmi
 from keras_deepcluster.features import FeatureExtractor
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
@@ -182,6 +182,13 @@ class Reclustering(keras.callbacks.Callback):
                 f"pca_dim={self.pca_dim} exceeds the feature dimension {model.feature_dim}; "
                 f"use at most {model.feature_dim} or None."
             )
+        if self.pca_dim is not None and self.pca_dim > n:
+            raise ValueError(
+                f"pca_dim={self.pca_dim} needs at least {self.pca_dim} images, but the data has "
+                f"{n}: PCA gives at most as many dimensions as there are images; use at most "
+                f"{n}, or None (on the command line: --pca {n} or --pca none)."
+            )
+        self._check_memory(model)
         replicas = devices.replica_count(model)
         for name, size in (
             ("batch_size", data.batch_size),
@@ -192,6 +199,29 @@ class Reclustering(keras.callbacks.Callback):
                     f"{name}={size} does not split evenly over the {replicas} devices the "
                     f"model is distributed on; use a multiple of {replicas}."
                 )
+
+    def _check_memory(self, model) -> None:
+        """Refuses settings whose arrays cannot fit, before anything is allocated."""
+        n, dim = self.data.num_images, model.feature_dim
+        # The features, their normalised copy and, with PCA, the whitened ones (float32).
+        features = 4 * n * (2 * dim + (self.pca_dim or 0))
+        memory.check_fits(
+            f"Clustering the features of {n} images ({dim} dimensions)",
+            features,
+            memory.available_host_bytes(),
+            "use fewer images, a feature layer with fewer dimensions, or more memory",
+        )
+        where = memory.device_or_host_bytes()
+        for name, batch_size, copies in (
+            ("A training batch", self.data.batch_size, 1),
+            ("A feature-extraction batch", self.feature_batch_size, 1 / 3),
+        ):
+            memory.check_fits(
+                f"{name} of {batch_size} images",
+                int(copies * memory.training_batch_bytes(model.backbone, batch_size)),
+                where,
+                "use a smaller batch size",
+            )
 
     def state(self) -> dict:
         """What a checkpoint needs besides the pseudo-labels (JSON-serialisable)."""

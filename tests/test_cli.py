@@ -272,7 +272,8 @@ def test_recipes_and_datasets_commands(tmp_path, shapes, write_pngs):
     digits = next(line for line in lines if line.strip("│ ").startswith("digits"))
     folder = next(line for line in lines if line.strip("│ ").startswith("folder"))
     idx = [line for line in lines if str(tmp_path) in line and line.strip("│ ").startswith("idx")]
-    assert "yes" in digits and "yes" in folder and "no" in idx[0]
+    assert "│ yes " in digits and "│ yes " in folder
+    assert "│ no: no train-images-idx3-ubyte[.gz] in" in idx[0]  # and the reason
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["probe"], ["recipes"], ["datasets"]])

@@ -91,7 +91,11 @@ def test_cluster_features_gives_contiguous_nonempty_labels():
     result = clustering.cluster_features(x, 20, seed=0, pca_dim=8)
     assert np.array_equal(np.unique(result.labels), np.arange(20))
     assert result.seconds_pca > 0 and result.seconds_kmeans > 0
-    assert 0 < result.objective < 2  # points and centroids live near the unit sphere
+    # The objective: mean squared distance to the centroid, of the whitened, normalised points.
+    points = clustering.l2_normalize(clustering.pca_whiten(x, 8))
+    centroids = np.stack([points[result.labels == c].mean(0) for c in range(20)])
+    expected = np.mean(np.sum((points - centroids[result.labels]) ** 2, axis=1))
+    assert result.objective == pytest.approx(expected, rel=1e-3)
 
 
 def test_cluster_features_rejects_nan_and_bad_arguments():
@@ -221,9 +225,17 @@ def test_split_plan_repeats_faiss_splits_on_the_centroids():
 
 
 def test_keras_kmeans_repairs_empty_clusters_like_faiss():
+    from keras_deepcluster.evaluation import nmi
+
     x = np.repeat(np.eye(4, 6, dtype=np.float32), 25, axis=0)  # 4 distinct points
-    labels, _ = accelerated_kmeans.keras_kmeans(x, 4, seed=0)
-    assert len(np.unique(labels)) == 4  # random init on duplicates leaves clusters empty
+    truth = np.repeat(np.arange(4), 25)
+    # Random initial points are duplicates, so clusters start empty; both repairs
+    # (faiss's own and ours, which repeats it) end with the four groups.
+    for labels, _ in (
+        accelerated_kmeans.keras_kmeans(x, 4, seed=0),
+        clustering.kmeans(x, 4, seed=0, backend="faiss"),
+    ):
+        assert nmi(labels, truth) == pytest.approx(1.0)
     result = clustering.cluster_features(x, k=6, seed=0, kmeans_backend="keras")
     assert sorted(np.unique(result.labels)) == list(range(6))
 

@@ -74,9 +74,18 @@ def test_npz_errors(tmp_path):
     np.savez(tmp_path / "len.npz", x=np.zeros((3, 4, 4), np.uint8), y=np.zeros(2))
     with pytest.raises(ValueError, match="train split has 3 images but 2 labels"):
         data.load("npz", path=tmp_path / "len.npz")
-    np.savez(tmp_path / "range.npz", x=np.full((3, 4, 4), 7.0))
-    with pytest.raises(ValueError, match=r"uint8, or float in \[0, 1\]"):
+    # float64 holding 0..255: out of range, said with the values found.
+    np.savez(tmp_path / "range.npz", x=np.linspace(0, 255, 48).reshape(3, 4, 4))
+    with pytest.raises(ValueError, match=r"lie in \[0, 1\]; these hold values from 0 to 255 "):
         data.load("npz", path=tmp_path / "range.npz")
+    with_nan = np.zeros((3, 4, 4), np.float32)
+    with_nan[2, 1, 3] = np.nan
+    np.savez(tmp_path / "nan.npz", x=with_nan)
+    with pytest.raises(ValueError, match=r"1 pixel values are NaN or inf \(the first at index "):
+        data.load("npz", path=tmp_path / "nan.npz")
+    np.savez(tmp_path / "int.npz", x=np.zeros((3, 4, 4), np.int64))
+    with pytest.raises(ValueError, match=r"uint8, or float in \[0, 1\]; got int64"):
+        data.load("npz", path=tmp_path / "int.npz")
 
 
 def test_image_folder_labelled_and_unlabelled(tmp_path):

@@ -219,12 +219,53 @@ def test_rgb_images_for_a_grayscale_recipe_and_the_reverse(tmp_path, shapes, wri
         (["--epochs", "-1"], 2, "'--epochs': must be >= 1; got -1"),
         (["--limit", "0"], 2, "'--limit': must be >= 1; got 0"),
         (["--halt-when-stable", "1.5"], 2, "must be in (0, 1]; got 1.5"),
+        # Was an abort (std::bad_alloc) leaving a half-made run directory.
+        (
+            ["--batch-size", "100000", "--epochs", "1"],
+            1,
+            "batch_size=100000 is larger than the 7188 images an epoch draws (1797 images x 4);"
+            " use a batch size of at most 7188",
+        ),
     ],
 )
 def test_more_bad_training_options(tmp_path, args, code, message):
     result = invoke("train", "digits", *args, "--out", tmp_path / "run")
     assert result.exit_code == code and message in " ".join(result.output.split()), result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_pca_wider_than_the_number_of_images(tmp_path, write_pngs):
+    rng = np.random.default_rng(0)
+    write_pngs(tmp_path / "photos", rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8))
+    args = ["--source", "folder", "--data-dir", tmp_path / "photos", "-k", "3", "--epochs", "1"]
+    result = invoke("train", "cifar10", *args, "--out", tmp_path / "run")
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.output.split())
+    assert "pca_dim=256 needs at least 256 images, but the data has 100" in message
+    assert "--pca 100 or --pca none" in message
+    assert not (tmp_path / "run").exists()
+    result = invoke("train", "cifar10", *args, "--pca", "8", "--out", tmp_path / "ok")
+    assert result.exit_code == 0, result.output
+
+
+def test_memory_is_checked_before_training(shapes, monkeypatch):
+    import keras_deepcluster as kdc
+    from keras_deepcluster import memory
+
+    images, _ = shapes(64)
+    data = kdc.PseudoLabelDataset(images, kdc.ImageViews.for_dataset("mnist"), batch_size=32)
+    model = kdc.DeepCluster(kdc.backbones.lenet(seed=0), num_clusters=4)
+    # LeNet's layer outputs for one 32x32 image: 6x28x28 conv/BN/ReLU, 6x14x14 pool, ...
+    assert memory.activation_floats(model.backbone) > 3 * 6 * 28 * 28
+    reclustering = kdc.Reclustering(data)
+    reclustering.check(model)  # fits
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 40_000)
+    with pytest.raises(ValueError, match=r"features of 64 images \(84 dimensions\) needs about 43"):
+        reclustering.check(model)
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 10**6)
+    monkeypatch.setattr(memory, "device_or_host_bytes", lambda: 10**6)
+    with pytest.raises(ValueError, match="A training batch of 32 images needs about .* MB, but"):
+        reclustering.check(model)
 
 
 def test_labels_of_the_wrong_length(tmp_path):

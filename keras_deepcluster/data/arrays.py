@@ -16,14 +16,23 @@ def _as_uint8(x: np.ndarray, where: str) -> np.ndarray:
         raise ValueError(f"{where}: images must be (N, H, W) or (N, H, W, C); got shape {x.shape}.")
     if x.dtype == np.uint8:
         return x
-    if (
-        np.issubdtype(x.dtype, np.floating)
-        and np.isfinite(x).all()
-        and 0 <= x.min()
-        and x.max() <= 1
-    ):
-        return np.round(x * 255).astype(np.uint8)
-    raise ValueError(f"{where}: images must be uint8, or float in [0, 1]; got {x.dtype}.")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{where}: images must be uint8, or float in [0, 1]; got {x.dtype}.")
+    finite = np.isfinite(x)
+    if not finite.all():
+        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(
+            f"{where}: {np.count_nonzero(~finite)} pixel values are NaN or inf (the first at "
+            f"index {first}, image {first[0]}); images must be uint8, or float in [0, 1]."
+        )
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 1:
+        hint = " (uint8 values stored as float? divide by 255)" if high <= 255 and low >= 0 else ""
+        raise ValueError(
+            f"{where}: float images must lie in [0, 1]; these hold values from {low:g} to "
+            f"{high:g}{hint}."
+        )
+    return np.round(x * 255).astype(np.uint8)
 
 
 def load_npz(path: str | Path, name: str = "npz") -> ImageData:
