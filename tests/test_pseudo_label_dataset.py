@@ -96,6 +96,12 @@ def test_bad_labels_and_batch_size():
     views = ImageViews.for_dataset("mnist")
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         PseudoLabelDataset(np.zeros((4, 28, 28), np.uint8), views, batch_size=0)
+    with pytest.raises(
+        ValueError, match=r"batch_size=8 is larger than the 4 images an epoch draws"
+    ):
+        PseudoLabelDataset(np.zeros((4, 28, 28), np.uint8), views, batch_size=8)
+    with pytest.raises(ValueError, match=r"than the 12 images an epoch draws \(4 images x 3\)"):
+        PseudoLabelDataset(np.zeros((4, 28, 28), np.uint8), views, batch_size=16, epoch_length=12)
     data = PseudoLabelDataset(np.zeros((4, 28, 28), np.uint8), views, batch_size=2)
     with pytest.raises(
         ValueError, match=r"one pseudo-label per image, shape \(4,\); got shape \(3,\)"

@@ -198,7 +198,7 @@ def test_bad_combinations_fail_before_training(shapes, change, message):
 )
 def test_bad_callback_arguments(shapes, kwargs, message):
     images, _ = shapes(96)
-    data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"))
+    data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"), batch_size=32)
     with pytest.raises(ValueError, match=message):
         Reclustering(data, **kwargs)
 
