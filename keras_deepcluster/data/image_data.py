@@ -25,6 +25,12 @@ class ImageData:
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x is None:
                 continue
+            if x.ndim not in (3, 4) or 0 in x.shape or (x.ndim == 4 and x.shape[-1] > 4):
+                raise ValueError(
+                    f"{self.name}: the {split} images must be an array (N, H, W) or (N, H, W, C) "
+                    f"with at least one image of at least 1x1 pixels and 1-4 channels; got shape "
+                    f"{x.shape}."
+                )
             if x.ndim == 3:
                 x = x[..., None]
                 setattr(self, f"x_{split}", x)
