@@ -26,14 +26,17 @@ def read_csv(path, drop=("seconds",)):
 
 
 def interrupt_after(monkeypatch, owner, name, calls):
-    """Makes owner.name raise KeyboardInterrupt on call number `calls` + 1 (a kill)."""
+    """Makes owner.name raise KeyboardInterrupt (a kill) once it has run `calls` times."""
     original, count = getattr(owner, name), [0]
 
     def wrapped(*args, **kwargs):
-        count[0] += 1
-        if count[0] > calls:
+        if count[0] >= calls:
             raise KeyboardInterrupt
-        return original(*args, **kwargs)
+        count[0] += 1
+        result = original(*args, **kwargs)
+        if count[0] == calls:
+            raise KeyboardInterrupt
+        return result
 
     monkeypatch.setattr(owner, name, wrapped)
 
@@ -56,7 +59,7 @@ def test_space_scores_seeds_and_resumes_after_a_kill(tmp_path, monkeypatch):
     assert all(0 < float(row["nmi"]) < 1 and 0 <= float(row["label_noise"]) < 1 for row in rows)
     assert (tmp_path / "whole" / "space_nmi.png").stat().st_size > 10_000
 
-    interrupt_after(monkeypatch, kdc.evaluation, "filter_quality", 2)
+    interrupt_after(monkeypatch, kdc.evaluation, "filter_quality", 3)
     killed = invoke(
         "space", "digits", "--seeds", "0-3", "-k", "5", *DIGITS, "--out", tmp_path / "resumed"
     )
@@ -130,10 +133,13 @@ def test_sweep_runs_the_grid_and_resumes_after_a_kill(tmp_path, monkeypatch):
     names = sorted(p.name for p in (tmp_path / "whole").iterdir() if p.is_dir())
     assert names == ["k3-seed0-haltnone-pcanone", "k4-seed0-haltnone-pcanone"]
 
-    interrupt_after(monkeypatch, training.Pretraining, "fit", 1)
+    # Killed mid-way through the second run: after its first epoch was checkpointed
+    # (the first run's two epochs, then one more).
+    interrupt_after(monkeypatch, training.RunRecorder, "on_epoch_end", 3)
     killed = invoke(*args, "--out", tmp_path / "resumed")
     assert killed.exit_code != 0
-    assert not RunDirectory(tmp_path / "resumed" / names[1]).is_finished
+    second = RunDirectory(tmp_path / "resumed" / names[1])
+    assert not second.is_finished and second.read_checkpoint()["epoch"] == 0
     monkeypatch.undo()
     assert invoke(*args, "--out", tmp_path / "resumed").exit_code == 0
     for name in names:
