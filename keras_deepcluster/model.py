@@ -32,7 +32,7 @@ class DeepCluster(keras.Model):
     ``weight_decay / 2 * sum(w ** 2)`` over every trainable variable (batch
     norm and biases included, as all parameters are in the authors' optimizer),
     whose gradient adds ``weight_decay * w`` to each gradient before momentum.
-    The logged ``loss`` is what `compute_loss` returns: the cross-entropy plus this penalty.
+    The logs hold ``cross_entropy``, ``weight_decay`` (this penalty) and ``loss``, their sum.
 
     Args:
         backbone: A functional `keras.Model` mapping images to features.
@@ -87,6 +87,9 @@ class DeepCluster(keras.Model):
         self.num_clusters = int(num_clusters)
         self.weight_decay = float(weight_decay)
         self.views = views
+        # Logged apart: `loss` is their sum (Keras records what compute_loss returns).
+        self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
+        self.weight_decay_tracker = keras.metrics.Mean(name="weight_decay")
         self.build(backbone.input_shape)
 
     def build(self, input_shape=None):
@@ -153,10 +156,16 @@ class DeepCluster(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        if self.weight_decay and training:
-            # Keras already divides the cross-entropy by the replica count for
-            # TensorFlow's summed replica gradients; the penalty needs it too.
-            loss = loss + self.weight_decay_penalty() / devices.strategy_replicas()
+        if not training:
+            return loss
+        # Keras divides the cross-entropy by the replica count for TensorFlow's
+        # summed replica gradients; the penalty needs it too, the logs do not.
+        replicas = devices.strategy_replicas()
+        self.cross_entropy_tracker.update_state(loss * replicas)
+        if self.weight_decay:
+            penalty = self.weight_decay_penalty()
+            self.weight_decay_tracker.update_state(penalty)
+            loss = loss + penalty / replicas
         return loss
 
     def weight_decay_penalty(self):

@@ -39,6 +39,8 @@ def test_train_writes_a_complete_run(digits_run):
     assert [r["epoch"] for r in rows] == [0, 1]
     for key in (
         "loss",
+        "cross_entropy",
+        "weight_decay",
         "nmi_labels",
         "nmi_previous",
         "label_entropy",

@@ -45,6 +45,9 @@ def test_two_devices_give_the_pseudo_labels_of_one(tmp_path):
     # rounding (counting the weight decay twice is 1-2 % off in the loss).
     assert runs["one_loss"][-1] < runs["one_loss"][0] - 0.1  # it did train
     np.testing.assert_allclose(runs["two_loss"], runs["one_loss"], rtol=5e-3)
+    # The logged parts are those of the whole batch, not of one replica's share.
+    for part in ("cross_entropy", "weight_decay"):
+        np.testing.assert_allclose(runs[f"two_{part}"], runs[f"one_{part}"], rtol=5e-3)
     for one, two in zip(runs["one_labels"][1:], runs["two_labels"][1:]):
         assert nmi(one, two) > 0.9
     assert "feature_batch_size=127" in str(runs["uneven_batch_error"])

@@ -66,6 +66,19 @@ def test_weight_decay_is_coupled_l2_on_every_trainable_variable():
     assert any("batch_norm" in n for n in names) and any("bias" in n for n in names)
 
 
+def test_cross_entropy_and_weight_decay_are_logged_apart(shapes):
+    images, _ = shapes(128)
+    data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"), batch_size=32)
+    model = DeepCluster(backbones.lenet(seed=0), num_clusters=4, weight_decay=1e-2)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    history = model.fit(data, epochs=2, callbacks=[Reclustering(data)], verbose=0).history
+    loss, entropy, decay = (np.array(history[k]) for k in ("loss", "cross_entropy", "weight_decay"))
+    np.testing.assert_allclose(entropy + decay, loss, rtol=1e-5)  # loss is their sum
+    squares = sum(float(np.sum(to_np(w) ** 2)) for w in model.trainable_variables)
+    assert decay[-1] == pytest.approx(0.5 * 1e-2 * squares, rel=0.05)  # the epoch's mean penalty
+    assert entropy[0] == pytest.approx(np.log(4), abs=0.2)  # a fresh head: about chance
+
+
 def test_save_and_load_round_trip(tmp_path):
     model = trained_model(k=6)
     path = tmp_path / "run.keras"

@@ -50,6 +50,8 @@ def train(devices: int, epochs: int = 3, feature_batch: int = 128) -> dict:
     return {
         "labels": np.stack(labels),
         "loss": np.asarray(history.history["loss"]),
+        "cross_entropy": np.asarray(history.history["cross_entropy"]),
+        "weight_decay": np.asarray(history.history["weight_decay"]),
         "nmi_labels": np.asarray(history.history["nmi_labels"]),
         "replicas": replicas,
     }
