@@ -220,3 +220,58 @@ def test_analysis_options(command, value):
             assert not any((folder / "out").rglob("config.toml")), (args, result.output)
     finally:
         shutil.rmtree(folder)
+
+
+def toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(str(value), repr(value))
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return str(value)
+
+
+recipe_keys = st.sampled_from(
+    ["dataset", "source", "limit", "backbone", "batch_norm", "sobel", "clusters", "epochs"]
+    + ["batch_size", "lr", "momentum", "weight_decay", "seed", "deterministic", "pca"]
+    + ["steps_per_execution", "kmeans", "halt_after", "halt_when_stable", "layer", "flip", "zzz"]
+)
+recipe_values = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(max_size=8),
+    st.lists(st.integers(0, 9), max_size=3),
+)
+
+
+@fuzz
+@given(
+    sections=st.dictionaries(
+        st.sampled_from(["data", "model", "training", "clustering", "probe", "extra"]),
+        st.dictionaries(recipe_keys, recipe_values, max_size=6),
+        max_size=6,
+    ),
+    top=st.dictionaries(st.sampled_from(["name", "description", "seed"]), recipe_values),
+    garbage=st.one_of(st.none(), st.binary(max_size=40)),
+)
+def test_recipe_files(sections, top, garbage):
+    from keras_deepcluster_cli.recipe import Recipe, RecipeError, load_recipe
+
+    lines = [f"{key} = {toml_value(value)}" for key, value in top.items()]
+    for section, keys in sections.items():
+        lines += [f"[{section}]"] + [f"{key} = {toml_value(value)}" for key, value in keys.items()]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "recipe.toml"
+        path.write_bytes(garbage if garbage is not None else "\n".join(lines).encode())
+        try:
+            recipe = load_recipe(path)
+        except RecipeError as error:
+            assert str(error).startswith(str(path)) or "recipe" in str(error).lower()
+        else:  # what loads is a valid recipe that survives its own round trip
+            assert isinstance(recipe, Recipe) and recipe.clusters >= 2
+            path.write_text(recipe.to_toml())
+            assert load_recipe(path).to_toml() == recipe.to_toml()
