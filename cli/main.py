@@ -17,6 +17,7 @@ from keras_deepcluster_cli import directory_lock, report, selection, space, swee
 from keras_deepcluster_cli.options import (
     OptionalInt,
     backend_option,
+    cache_dir_option,
     data_options,
     deterministic_option,
     devices_option,
@@ -125,8 +126,7 @@ def train(recipe, backend, devices, out, overwrite, resume, **overrides):
         run.lock()  # before anything is loaded or written: another process may be in it
         training.check_devices(devices, [recipe])
         _print_config(console, recipe, backend, out, devices)
-        with console.status(f"loading {recipe.dataset} ({recipe.source})"):
-            data = training.load_data(recipe)
+        data = training.load_data(recipe, console)
         console.print(
             f"data: {len(data.x_train)} training images {data.x_train.shape[1:]}"
             + ("" if data.y_train is not None else ", unlabelled")
@@ -171,6 +171,7 @@ def train(recipe, backend, devices, out, overwrite, resume, **overrides):
     is_flag=True,
     help="Probe the untrained network of the same seed instead of the trained one.",
 )
+@cache_dir_option
 def probe(run_dir, layer, epochs, random):
     """Linear probe of the run in RUN_DIR: test accuracy of a linear classifier
     trained on a frozen layer. Writes probe.json (probe_random.json with --random).
@@ -189,8 +190,7 @@ def probe(run_dir, layer, epochs, random):
         use_backend(None)
         from keras_deepcluster_cli import training
 
-        with console.status(f"loading {recipe.dataset} ({recipe.source})"):
-            data = training.load_data(recipe)
+        data = training.load_data(recipe, console)
         with console.status("linear probe"):
             report = training.probe(recipe, data, run, layer, epochs, random)
     console.print(
@@ -198,6 +198,89 @@ def probe(run_dir, layer, epochs, random):
         f"accuracy {report['accuracy']:.2%} (best epoch {report['best_accuracy']:.2%}) on "
         f"{report['test_images']} images ({report['test_split']}); written to {run_dir}"
     )
+
+
+@main.command()
+@click.argument("source", type=click.Choice(["folder", "idx", "npz", "tfds"]))
+@click.option(
+    "--data-dir",
+    type=click.Path(exists=True, path_type=Path),
+    help="The image folder, IDX directory, .npz file or TFDS data_dir.",
+)
+@click.option("--name", help="The dataset's name (for tfds: the TFDS name, e.g. cifar10).")
+@click.option(
+    "--size",
+    type=click.IntRange(min=1),
+    help="Side S of the cached images: shorter side resized to S, centre S x S crop "
+    "(default: the source's own size; folders of mixed sizes need it).",
+)
+@click.option(
+    "--channels",
+    type=click.Choice(["1", "3"]),
+    help="1 (grayscale) or 3 (RGB); default: the source's (3 for folders).",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Cache only the first N training images.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The cache folder (default: named after the settings, in --cache-dir).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Decoding processes (default: the CPUs available).",
+)
+@cache_dir_option
+def prepare(source, data_dir, name, size, channels, limit, out, workers):
+    """Decode SOURCE once into an image cache that every command reads from disk.
+
+    A folder's images may differ in size, mode (grayscale, RGB, RGBA,
+    palette, CMYK, 16-bit) and format (anything Pillow reads): each becomes
+    S x S (shorter side resized to S, centre crop; EXIF orientation applied,
+    transparency on white). Unreadable files are skipped and listed. A cache
+    that matches its source is reused; one whose source changed is rebuilt;
+    an interrupted build resumes. train, space, sweep, select and probe do
+    this by themselves on first use; train reads a cache built here with
+    --source cache --data-dir CACHE.
+
+    \b
+    Examples:
+      deepcluster prepare folder --data-dir ~/photos --size 64 --out ~/photos-64
+      deepcluster train cifar10 --source cache --data-dir ~/photos-64
+      deepcluster prepare tfds --name cifar10 --size 32
+    """
+    use_backend(None)
+    from keras_deepcluster import data
+    from keras_deepcluster_cli.progress import cache_progress, report_cache
+
+    console = make_console()
+    if source != "tfds" and data_dir is None:
+        raise click.UsageError(f"SOURCE {source} needs --data-dir.")
+    if source == "tfds" and not name:
+        raise click.UsageError("SOURCE tfds needs --name (the TFDS dataset name).")
+    with user_errors(), interruptible(console, "run the same command again to resume the build"):
+        with cache_progress(console) as on_progress:
+            cache = data.prepare(
+                source,
+                name,
+                data_dir,
+                size=size,
+                channels=None if channels is None else int(channels),
+                limit=limit,
+                out=out,
+                workers=workers,
+                on_progress=on_progress,
+                on_note=console.print,
+            )
+    report_cache(console, cache)
+    seconds = cache.manifest["seconds"]
+    images = sum(entry["shape"][0] for entry in cache.manifest["splits"].values())
+    done = (
+        f"built in {seconds:.1f} s ({images / max(seconds, 1e-9):,.0f} images/s)"
+        if cache.built
+        else "up to date (reused)"
+    )
+    console.print(f"{done}; use it with --source cache --data-dir {cache.path}")
 
 
 @main.command()

@@ -18,6 +18,8 @@ from rich.console import Console
 from keras_deepcluster_cli.recipe import Recipe, RecipeError, check_value, load_recipe
 
 BACKENDS = ("tensorflow", "jax", "torch")
+# keras_deepcluster.data.image_cache.CACHE_ENV, named here without importing keras.
+CACHE_ENV = "KERAS_DEEPCLUSTER_CACHE"
 
 
 def make_console() -> Console:
@@ -124,19 +126,49 @@ def deterministic_option(command):
     )(command)
 
 
+def cache_dir_option(command):
+    """--cache-dir: where this command keeps image caches (for the command's duration)."""
+
+    def use(context, parameter, value):
+        if value is not None:
+            saved = os.environ.get(CACHE_ENV)
+            os.environ[CACHE_ENV] = str(Path(value).resolve())
+            context.call_on_close(
+                lambda: (
+                    os.environ.pop(CACHE_ENV)
+                    if saved is None
+                    else os.environ.update({CACHE_ENV: saved})
+                )
+            )
+        return value
+
+    return click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        callback=use,
+        expose_value=False,
+        help=f"Where image caches are kept (default: ${CACHE_ENV}, else "
+        "~/.cache/keras_deepcluster).",
+    )(command)
+
+
 def data_options(command):
-    """--limit, --source and --data-dir: where the images come from."""
+    """--limit, --source, --data-dir and --cache-dir: where the images come from."""
+    command = cache_dir_option(command)
     for option in reversed(
         [
             override(
                 "--limit", type=OptionalInt(), help="Use the first N training images ('none': all)."
             ),
-            override("--source", type=str, help="Data source: tfds, idx, npz, folder or digits."),
+            override(
+                "--source", type=str, help="Data source: tfds, idx, npz, folder, cache or digits."
+            ),
             override(
                 "--data-dir",
                 "data_dir",
                 type=click.Path(exists=True, readable=True),
-                help="Data directory (TFDS data_dir, IDX folder, image folder) or the .npz file.",
+                help="Data directory (TFDS data_dir, IDX folder, image folder, image cache) or "
+                "the .npz file.",
             ),
         ]
     ):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 
 import keras
 from rich.console import Console
@@ -130,3 +132,59 @@ def metrics_table(rows: list[dict], title: str = "per-epoch metrics") -> Table:
             cells.append("–" if value is None or math.isnan(value) else fmt.format(value))
         table.add_row(*cells)
     return table
+
+
+@contextlib.contextmanager
+def cache_progress(console: Console | None):
+    """An ``on_progress(done, total)`` for building an image cache: a bar with images/s and ETA.
+
+    The bar shows once the first chunk is done, so a cache that is reused draws nothing.
+    """
+    if console is None:
+        yield None
+        return
+    bars = Progress(
+        TextColumn("caching images"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} images/s"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    task, started = None, time.perf_counter()
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bars.start()
+            task = bars.add_task("", total=total, rate="…")
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        bars.update(task, completed=done, rate=f"{rate:,.0f}")
+
+    try:
+        yield on_progress
+    finally:
+        bars.stop()
+
+
+def report_cache(console: Console, cache) -> None:
+    """One line on a cache: where, how many images, and the files that could not be read."""
+    manifest = cache.manifest
+    counts = ", ".join(
+        f"{entry['shape'][0] - len(entry['skipped'])} {name}"
+        for name, entry in manifest["splits"].items()
+    )
+    skipped = manifest["skipped"]
+    console.print(
+        f"image cache {cache.path}: {counts} images {tuple(manifest['image_shape'])}"
+        + (
+            f"; {len(skipped)} unreadable files skipped (listed in its manifest.json)"
+            if skipped
+            else ""
+        )
+    )
+    for entry in skipped[:5]:
+        console.print(f"  skipped {entry['file']}: {entry['reason']}")
+    if len(skipped) > 5:
+        console.print(f"  ... and {len(skipped) - 5} more")

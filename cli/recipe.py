@@ -55,6 +55,9 @@ class Recipe:
     data_dir: str | None = _field("data", str)
     views: str | None = _field("data", str)  # ImageViews preset; default: `dataset`
     limit: int | None = _field("data", int, ">= 1")  # first N training images
+    # Side S of the image cache (shorter side to S, centre crop). Default: the
+    # source's own size; for folders, the views' resize side.
+    image_size: int | None = _field("data", int, ">= 1")
     # [model]
     backbone: str = _field("model", str, default="lenet")
     batch_norm: bool = _field("model", bool, default=True)

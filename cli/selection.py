@@ -134,7 +134,7 @@ def select(
     console = make_console()
     out = out or Path("runs") / f"select-{base.name}-n{labelled}"
     with user_errors(), interruptible(console, RUN_AGAIN):
-        data = training.load_data(base)
+        data = training.load_data(base, console)
         if data.y_train is None:
             raise ValueError(f"{base.dataset} has no labels; `select` needs --labelled of them.")
         if labelled > len(data.x_train):

@@ -71,7 +71,7 @@ def space(recipe, seeds, clusters, backend, out, overwrite, **data):
     run = RunDirectory(out)
     with user_errors():
         run.lock()  # before loading: another process may be scoring here
-        data_ = training.load_data(recipe)
+        data_ = training.load_data(recipe, console)
         if data_.y_train is None:
             raise ValueError(
                 f"{recipe.dataset} has no labels; `space` scores clusters against labels."

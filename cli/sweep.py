@@ -150,8 +150,7 @@ def sweep(
                 indent=1,
             )
         )
-        with console.status(f"loading {base.dataset} ({base.source})"):
-            data = training.load_data(base)
+        data = training.load_data(base, console)
         console.print(f"sweep {base.name}: {len(runs)} runs on {len(data.x_train)} images -> {out}")
         bars = progress_bars(console)
         grid_task = bars.add_task("sweep", total=len(runs))

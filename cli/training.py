@@ -13,9 +13,12 @@ from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
+from rich.console import Console
 
 import keras_deepcluster as kdc
+from keras_deepcluster.data.disk_images import take_rows
 from keras_deepcluster_cli.options import interrupt_requested
+from keras_deepcluster_cli.progress import cache_progress, report_cache
 from keras_deepcluster_cli.recipe import Recipe, RecipeError
 from keras_deepcluster_cli.run_directory import RunDirectory
 
@@ -25,13 +28,40 @@ FEATURE_BATCH_SIZE = 256
 PROBE_HOLDOUT = 0.2
 
 
-def load_data(recipe: Recipe) -> kdc.data.ImageData:
-    """The recipe's images (the first `limit` training images if set)."""
-    data = kdc.data.load(recipe.source, recipe.dataset, recipe.data_dir)
-    if recipe.limit is not None:
-        data.x_train = data.x_train[: recipe.limit]
-        data.y_train = None if data.y_train is None else data.y_train[: recipe.limit]
-    return data
+def load_data(recipe: Recipe, console: Console | None = None) -> kdc.data.ImageData:
+    """The recipe's images (the first `limit` training images if set).
+
+    Folders, IDX, ``.npz`` and TFDS sources come from their image cache
+    (`kdc.data.prepare`), built on first use with a progress bar on `console`
+    and rebuilt when the source changed; their images stay on disk.
+    """
+    views = image_views(recipe)
+    if recipe.source not in kdc.data.CACHED_SOURCES:
+        data = kdc.data.load(recipe.source, recipe.dataset, recipe.data_dir)
+        if recipe.limit is not None:
+            data.x_train = take_rows(data.x_train, np.arange(min(recipe.limit, len(data.x_train))))
+            data.y_train = None if data.y_train is None else data.y_train[: recipe.limit]
+        return data
+    size = recipe.image_size or (views.resize if recipe.source == "folder" else None)
+    if size is not None and size < views.size:
+        raise ValueError(
+            f"image_size={size} is smaller than the {views.size}-pixel views of recipe "
+            f"{recipe.name!r}; cache the images at {views.size} pixels or more."
+        )
+    with cache_progress(console) as on_progress:
+        cache = kdc.data.prepare(
+            recipe.source,
+            recipe.dataset,
+            recipe.data_dir,
+            size=size,
+            channels=views.channels,
+            limit=recipe.limit,
+            on_progress=on_progress,
+            on_note=None if console is None else console.print,
+        )
+    if console is not None:
+        report_cache(console, cache)
+    return cache.data()
 
 
 def image_views(recipe: Recipe) -> kdc.ImageViews:
@@ -399,7 +429,7 @@ def _probe_splits(data, seed):
     kept = np.sort(order[len(held) :])
     held = np.sort(held)
     return (
-        (data.x_train[kept], data.y_train[kept]),
-        (data.x_train[held], data.y_train[held]),
+        (take_rows(data.x_train, kept), data.y_train[kept]),
+        (take_rows(data.x_train, held), data.y_train[held]),
         f"{PROBE_HOLDOUT:.0%} of train held out",
     )

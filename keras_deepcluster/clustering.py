@@ -192,18 +192,30 @@ def fill_empty_clusters(labels: np.ndarray, features: np.ndarray, k: int) -> tup
     labels = labels.copy()
     counts = np.bincount(labels, minlength=k)
     empty = np.flatnonzero(counts == 0)
+    if not len(empty):
+        return labels, 0
+    members = dict(zip(np.unique(labels).tolist(), cluster_members(labels)))
     for cluster in empty:
         largest = int(np.argmax(counts))
-        members = np.flatnonzero(labels == largest)
-        points = _rows(features, members).astype(np.float64)
+        points = _rows(features, members[largest]).astype(np.float64)
         points -= points.mean(axis=0)
         axis = _principal_axis(points)
         order = np.argsort(points @ axis, kind="stable")
-        moved = members[order[len(order) // 2 :]]
+        half = len(order) // 2
+        moved = members[largest][np.sort(order[half:])]
+        members[largest] = members[largest][np.sort(order[:half])]
+        members[int(cluster)] = moved
         labels[moved] = cluster
         counts[largest] -= len(moved)
         counts[cluster] = len(moved)
     return labels, len(empty)
+
+
+def cluster_members(labels: np.ndarray) -> list[np.ndarray]:
+    """The indices of each non-empty cluster, ascending, by cluster id (one sort, O(N log N))."""
+    order = np.argsort(labels, kind="stable")
+    _, starts = np.unique(labels[order], return_index=True)
+    return np.split(order, starts[1:])
 
 
 def _rows(features, indices: np.ndarray) -> np.ndarray:

@@ -7,6 +7,8 @@ import math
 import keras
 import numpy as np
 
+from keras_deepcluster.clustering import cluster_members
+from keras_deepcluster.data.disk_images import DiskImages
 from keras_deepcluster.views import ImageViews
 
 
@@ -14,8 +16,10 @@ def check_images(images: np.ndarray, channels: int | None = None) -> np.ndarray:
     """Validates an image array and returns it as NHWC (no copy when possible).
 
     With `channels` (the views' channel count), the images must have that many.
+    `DiskImages` stay on disk.
     """
-    images = np.asarray(images)
+    if not isinstance(images, DiskImages):
+        images = np.asarray(images)
     if images.ndim not in (3, 4):
         raise ValueError(
             f"Images must be an array of shape (N, H, W) or (N, H, W, C); got shape {images.shape}."
@@ -45,7 +49,7 @@ def uniform_cluster_sample(labels: np.ndarray, length: int, rng: np.random.Gener
     when the cluster is smaller than that; the result is shuffled and cut to
     `length`, so cluster counts differ by at most one.
     """
-    clusters = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    clusters = cluster_members(labels)
     per_cluster = math.ceil(length / len(clusters))
     picks = [
         rng.choice(members, per_cluster, replace=len(members) < per_cluster) for members in clusters

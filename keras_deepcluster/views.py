@@ -6,9 +6,10 @@ choices of the interpolation matrices, and the views run on the device inside
 the compiled network: `FixedView` for feature extraction, `RandomView` for
 training. Only uint8 images and, for training, five numbers per image (the
 crop box and the flip, drawn with NumPy on the host so that every backend
-gets the same crops) cross to the device. Resampling follows torchvision's
-half-pixel convention (``align_corners=False``) without antialiasing, which
-matches PIL bilinear for the upsampling these views do on 28-32 px images.
+gets the same crops) cross to the device. Resampling is bilinear with
+torchvision's half-pixel convention (``align_corners=False``), antialiased
+when it shrinks (a crop larger than the view, as ImageNet's are), which is
+what torchvision's transforms do on PIL images.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ _PRESETS = {
     "fashion_mnist": dict(resize=44, mean=(0.2860,), std=(0.3205,)),
     "svhn": dict(resize=45, mean=(0.437, 0.443, 0.472), std=(0.198, 0.201, 0.197)),
     "cifar10": dict(resize=45, mean=(0.437, 0.443, 0.472), std=(0.198, 0.201, 0.197)),
-    "imagenet": dict(size=224, resize=256, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+    # FB's DeepCluster trains on ImageNet with RandomResizedCrop(224) + RandomHorizontalFlip.
+    "imagenet": dict(
+        size=224, resize=256, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), flip=True
+    ),
 }
 
 
@@ -183,7 +187,7 @@ class RandomView(keras.layers.Layer):
 
     Takes NHWC images (uint8 in [0, 255] or float in [0, 1]) and their boxes
     from `ImageViews.random_boxes` (drawn on the host), and gives each image's
-    crop resized to ``views.size`` (bilinear, no antialiasing), flipped where
+    crop resized to ``views.size`` (bilinear, antialiased when shrinking), flipped where
     its box says so, normalised. `DeepCluster` applies it to the batches of a
     `PseudoLabelDataset`.
 
@@ -256,16 +260,13 @@ def _window_matrices(start, length, n_in: int, n_out: int, flip=None):
     if flip is not None:
         out = ops.where(flip[:, None] > 0.5, (n_out - 1) - out, out)
     length = length[:, None]
-    src = ops.minimum(ops.maximum((out + 0.5) * length / n_out - 0.5, 0.0), length - 1)
-    low = ops.floor(src)
-    frac = src - low
-    high = ops.minimum(low + 1, length - 1)
-    pixels = ops.arange(n_in, dtype="float32")[None, None, :]
-    start = start[:, None, None]
-    # One-hot rows; where low == high (the clamped edge) the two weights add up.
-    low_hit = ops.cast(ops.equal(pixels, start + low[..., None]), "float32")
-    high_hit = ops.cast(ops.equal(pixels, start + high[..., None]), "float32")
-    return (1 - frac)[..., None] * low_hit + frac[..., None] * high_hit
+    scale = length / n_out
+    centre = (out + 0.5) * scale - 0.5  # in pixels of the window
+    support = ops.maximum(scale, 1.0)[..., None]
+    pixels = ops.arange(n_in, dtype="float32")[None, None, :] - start[:, None, None]
+    inside = ops.cast(ops.logical_and(pixels >= 0, pixels < length[..., None]), "float32")
+    weights = ops.relu(1 - ops.abs(pixels - centre[..., None]) / support) * inside
+    return weights / ops.sum(weights, axis=-1, keepdims=True)
 
 
 def _as_nhwc(images: np.ndarray) -> np.ndarray:
@@ -284,21 +285,21 @@ def _interpolation(n_in: int, n_out: int) -> np.ndarray:
 
 
 def _window_interpolation(start, length, n_in: int, n_out: int) -> np.ndarray:
-    """Matrices (B, n_out, n_in) resampling window [start, start+length) to n_out."""
-    start = np.asarray(start, np.float64)[:, None]
-    length = np.asarray(length, np.float64)[:, None]
-    src = (np.arange(n_out)[None] + 0.5) * length / n_out - 0.5
-    src = np.clip(src, 0.0, length - 1)
-    lo = np.floor(src)
-    frac = src - lo
-    hi = np.minimum(lo + 1, length - 1)
-    b = len(start)
-    matrix = np.zeros((b, n_out, n_in), np.float32)
-    batch = np.arange(b)[:, None]
-    out = np.arange(n_out)[None]
-    np.add.at(matrix, (batch, out, (start + lo).astype(np.int64)), 1 - frac)
-    np.add.at(matrix, (batch, out, (start + hi).astype(np.int64)), frac)
-    return matrix
+    """Matrices (B, n_out, n_in) resampling window [start, start+length) to n_out.
+
+    Bilinear with half-pixel centres; when shrinking, the triangle filter is
+    widened by the scale factor (antialiasing, as Pillow's and torchvision's
+    ``antialias=True`` resize). Near the window's edges the weights of the
+    pixels inside are renormalised, which is edge clamping when enlarging.
+    """
+    start = np.asarray(start, np.float64)[:, None, None]
+    length = np.asarray(length, np.float64)[:, None, None]
+    scale = length / n_out
+    centre = (np.arange(n_out)[None, :, None] + 0.5) * scale - 0.5
+    pixels = np.arange(n_in)[None, None, :] - start
+    inside = (pixels >= 0) & (pixels < length)
+    weights = np.maximum(0, 1 - np.abs(pixels - centre) / np.maximum(scale, 1)) * inside
+    return (weights / weights.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def _resample(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

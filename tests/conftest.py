@@ -57,8 +57,10 @@ def make_shapes(n: int, seed: int = 0, size: int = 28):
 
 
 @pytest.fixture(autouse=True)
-def fresh_session():
+def fresh_session(tmp_path, monkeypatch):
     keras.utils.clear_session()
+    # Each test's image caches in its own folder: none is reused by another test.
+    monkeypatch.setenv("KERAS_DEEPCLUSTER_CACHE", str(tmp_path / "image-caches"))
     yield
 
 

@@ -6,7 +6,7 @@ from keras_deepcluster_cli.recipe import Recipe, RecipeError, load_recipe, recip
 
 
 def test_bundled_recipes_hold_the_authors_settings():
-    assert recipe_names() == ["cifar10", "digits", "fashion_mnist", "mnist", "svhn"]
+    assert recipe_names() == ["cifar10", "digits", "fashion_mnist", "imagenet", "mnist", "svhn"]
     # Reference digest, section 2.4: (k, epochs, batch, momentum, pca, probe layer).
     expected = {
         "mnist": (5, 29, 64, 0.1, None, "conv_2"),
@@ -28,6 +28,17 @@ def test_bundled_recipes_hold_the_authors_settings():
     assert load_recipe("svhn").dataset == "svhn_cropped" and load_recipe("svhn").sobel is True
     assert load_recipe("fashion_mnist").probe_flip and load_recipe("fashion_mnist").seed == 61
     assert load_recipe("digits").source == "digits"
+    # FB's main.py for ImageNet (reference digest, section 4).
+    imagenet = load_recipe("imagenet")
+    assert (imagenet.backbone, imagenet.sobel, imagenet.batch_norm) == ("alexnet", True, True)
+    assert (imagenet.clusters, imagenet.pca, imagenet.batch_size, imagenet.epochs) == (
+        10000,
+        256,
+        256,
+        200,
+    )
+    assert (imagenet.lr, imagenet.momentum, imagenet.weight_decay) == (0.05, 0.9, 1e-5)
+    assert (imagenet.source, imagenet.image_size, imagenet.views) == ("folder", 256, "imagenet")
 
 
 @pytest.mark.parametrize("name", ["digits", "svhn"])

@@ -1,11 +1,15 @@
 """Data sources: where the images come from.
 
-Every loader returns an `ImageData` of uint8 NHWC arrays (labels optional).
+Every loader returns an `ImageData` of uint8 NHWC images (labels optional):
+NumPy arrays in memory from `load`, or `DiskImages` read from disk a batch at
+a time from an image cache (`prepare`), which takes collections of any size
+and folders of mixed images.
 
 Example:
 >>> data = load("digits")
 >>> data.x_train.shape
 (1797, 8, 8, 1)
+>>> data = prepare("folder", path="photos/", size=64).data()
 """
 
 from __future__ import annotations
@@ -13,12 +17,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from keras_deepcluster.data.arrays import load_digits, load_npz
+from keras_deepcluster.data.disk_images import DiskImages
 from keras_deepcluster.data.idx import idx_files, load_idx, read_idx
+from keras_deepcluster.data.image_cache import (
+    CACHED_SOURCES,
+    ImageCache,
+    default_cache_root,
+    prepare,
+)
 from keras_deepcluster.data.image_data import ImageData
-from keras_deepcluster.data.image_folder import folder_images, load_image_folder
+from keras_deepcluster.data.image_folder import load_image_folder
+from keras_deepcluster.data.image_sources import folder_splits
+from keras_deepcluster.data.synthetic import write_image_folder
 from keras_deepcluster.data.tfds import load_tfds, tfds_unavailable_reason
 
-SOURCES = ("tfds", "idx", "npz", "folder", "digits")
+SOURCES = ("tfds", "idx", "npz", "folder", "digits", "cache")
 
 
 def load(source: str, name: str | None = None, path: str | Path | None = None) -> ImageData:
@@ -28,7 +41,9 @@ def load(source: str, name: str | None = None, path: str | Path | None = None) -
         source: ``"tfds"`` (`name` is the TFDS name, `path` its data_dir),
             ``"idx"`` (`path` a directory of MNIST-format files), ``"npz"``
             (`path` the file), ``"folder"`` (`path` a folder of images) or
-            ``"digits"`` (scikit-learn's bundled digits; no path).
+            ``"digits"`` (scikit-learn's bundled digits; no path) or
+            ``"cache"`` (`path` an image cache folder made by `prepare`; its
+            images stay on disk).
         name: Dataset name (TFDS name for ``"tfds"``).
         path: Directory or file, as above.
     """
@@ -42,6 +57,8 @@ def load(source: str, name: str | None = None, path: str | Path | None = None) -
         return load_tfds(name, None if path is None else str(path))
     if path is None:
         raise ValueError(f"The {source!r} source needs a path (data directory or file).")
+    if source == "cache":
+        return ImageCache(path).data()
     loader = {"idx": load_idx, "npz": load_npz, "folder": load_image_folder}[source]
     return loader(path, name or source)
 
@@ -65,15 +82,32 @@ def unavailable_reason(
     path = Path(path)
     if source == "npz":
         return None if path.is_file() else f"no file {path}"
+    if source == "cache":
+        return None if (path / "manifest.json").is_file() else f"no image cache in {path}"
     if not path.is_dir():
         return f"no directory {path}"
     if source == "idx":
         return None if idx_files(path) else f"no train-images-idx3-ubyte[.gz] in {path}"
-    return None if any(folder_images(path)) else f"no images in {path} or its sub-folders"
+    try:
+        splits = folder_splits(path)
+    except ValueError as error:
+        return str(error)
+    from PIL import Image
+
+    images = Image.registered_extensions()
+    if not any(f.suffix.lower() in images for split in splits for f in split.files):
+        return f"no images in {path} or its sub-folders"
+    return None
 
 
 __all__ = [
+    "CACHED_SOURCES",
+    "DiskImages",
+    "ImageCache",
     "ImageData",
+    "default_cache_root",
+    "prepare",
+    "write_image_folder",
     "SOURCES",
     "load",
     "unavailable_reason",

@@ -10,7 +10,7 @@ import numpy as np
 from keras_deepcluster.data.image_data import ImageData
 
 
-def _as_uint8(x: np.ndarray, where: str) -> np.ndarray:
+def as_uint8(x: np.ndarray, where: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim not in (3, 4):
         raise ValueError(f"{where}: images must be (N, H, W) or (N, H, W, C); got shape {x.shape}.")
@@ -58,7 +58,7 @@ def load_npz(path: str | Path, name: str = "npz") -> ImageData:
     data = {}
     for split in ("train", "test"):
         if f"x_{split}" in arrays:
-            data[f"x_{split}"] = _as_uint8(arrays[f"x_{split}"], f"{path}: x_{split}")
+            data[f"x_{split}"] = as_uint8(arrays[f"x_{split}"], f"{path}: x_{split}")
         if f"y_{split}" in arrays:
             data[f"y_{split}"] = np.asarray(arrays[f"y_{split}"]).reshape(-1).astype(np.int64)
     return ImageData(name, **data)

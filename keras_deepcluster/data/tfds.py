@@ -17,7 +17,7 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = False) ->
             that a machine without the data fails in a second, not after
             minutes of network retries.
     """
-    tfds = _import_tfds()
+    tfds = import_tfds()
     try:
         train, test = tfds.load(
             name,
@@ -51,7 +51,7 @@ def tfds_unavailable_reason(name: str | None, data_dir: str | None = None) -> st
     if not name:
         return "needs a TFDS dataset name"
     try:
-        tfds = _import_tfds()
+        tfds = import_tfds()
     except ValueError as error:
         return str(error)
     try:
@@ -62,7 +62,7 @@ def tfds_unavailable_reason(name: str | None, data_dir: str | None = None) -> st
     return None if prepared else f"not prepared in {where} (downloading is off)"
 
 
-def _import_tfds():
+def import_tfds():
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:  # no TensorFlow here (e.g. a GPU machine for JAX or PyTorch)

@@ -129,23 +129,37 @@ def linear_probe(
     for epoch in range(epochs):
         order = rng.permutation(n)
         choice = rng.integers(len(train_views), size=n)
-        x_epoch = (
-            np.where(choice[:, None] == 1, train_views[-1][order], train_views[0][order])
-            if flip
-            else train_views[0][order]
-        )
         classifier.fit(
-            x_epoch,
-            y_train[order],
-            batch_size=batch_size,
+            _ShuffledFeatures(train_views, y_train, order, choice, batch_size),
             epochs=epoch + 1,
             initial_epoch=epoch,
-            shuffle=False,
             verbose=0,
         )
         logits = classifier.predict(test_features, batch_size=1024, verbose=0)
         accuracies.append(float(np.mean(np.argmax(logits, axis=1) == y_test)))
     return ProbeResult(accuracies[-1], accuracies, layer, dim)
+
+
+class _ShuffledFeatures(keras.utils.PyDataset):
+    """One probe epoch: batches of the features in `order`, each row from the view `choice`
+    says (plain or flipped), gathered per batch rather than copied for the whole epoch."""
+
+    def __init__(self, views, labels, order, choice, batch_size):
+        super().__init__()
+        self.views, self.labels, self.order = views, labels, order
+        self.choice, self.batch_size = choice, batch_size
+
+    def __len__(self):
+        return -(-len(self.order) // self.batch_size)
+
+    def __getitem__(self, index):
+        positions = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        rows = self.order[positions]
+        x = self.views[0][rows]
+        if len(self.views) > 1:
+            flipped = self.choice[positions] == 1
+            x[flipped] = self.views[1][rows[flipped]]
+        return x, self.labels[rows]
 
 
 def _linear_classifier(dim, classes, weight_decay, seed):
