@@ -175,7 +175,7 @@ def test_full_disk_keeps_the_finished_epochs_resumable(tmp_path, monkeypatch, re
 def test_rgb_images_for_a_grayscale_recipe_and_the_reverse(tmp_path, shapes, write_pngs):
     gray = shapes(12)[0]
     write_pngs(tmp_path / "rgb", np.repeat(gray[..., None], 3, axis=-1))
-    write_pngs(tmp_path / "gray", gray)
+    # A folder is converted to the recipe's channels in its image cache.
     result = invoke(
         "train",
         "digits",
@@ -185,27 +185,61 @@ def test_rgb_images_for_a_grayscale_recipe_and_the_reverse(tmp_path, shapes, wri
         tmp_path / "rgb",
         "-k",
         "2",
+        "--epochs",
+        "1",
         "--out",
         tmp_path / "a",
     )
-    assert result.exit_code == 1 and "have 3 channel(s) (RGB) but recipe 'digits'" in result.output
-    assert "svhn or cifar10" in result.output and not (tmp_path / "a").exists()
+    assert result.exit_code == 0, result.output
+    assert "12 train images (44, 44, 1)" in result.output  # the mnist views resize to 44
+    # A prepared cache is used as it is: its channels must fit the recipe.
+    prepared = invoke(
+        "prepare", "folder", "--data-dir", tmp_path / "rgb", "--size", "28", "--out", tmp_path / "c"
+    )
+    assert prepared.exit_code == 0, prepared.output
     result = invoke(
         "train",
-        "cifar10",
+        "digits",
         "--source",
-        "folder",
+        "cache",
         "--data-dir",
-        tmp_path / "gray",
+        tmp_path / "c",
         "-k",
         "2",
         "--out",
         tmp_path / "b",
     )
+    assert result.exit_code == 1 and "have 3 channel(s) (RGB) but recipe 'digits'" in result.output
+    assert "svhn or cifar10" in result.output and not (tmp_path / "b").exists()
+    gray_cache = invoke(
+        "prepare",
+        "folder",
+        "--data-dir",
+        tmp_path / "rgb",
+        "--size",
+        "28",
+        "--channels",
+        "1",
+        "--out",
+        tmp_path / "g",
+    )
+    assert gray_cache.exit_code == 0, gray_cache.output
+    result = invoke(
+        "train",
+        "cifar10",
+        "--source",
+        "cache",
+        "--data-dir",
+        tmp_path / "g",
+        "-k",
+        "2",
+        "--out",
+        tmp_path / "d",
+    )
     assert (
         result.exit_code == 1 and "1 channel(s) (grayscale) but recipe 'cifar10'" in result.output
     )
-    assert not (tmp_path / "b").exists()
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.parametrize(
