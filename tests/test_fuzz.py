@@ -146,6 +146,22 @@ def test_image_folders(files):
             target.mkdir(exist_ok=True)
             (target / f"{i}{extension}").write_bytes(raw if cut is None else raw[:cut])
         loads_or_refuses("folder", folder)
+        caches_or_refuses(folder, len(files))
+
+
+def caches_or_refuses(folder, files):
+    """The image cache of `folder`: every file decoded or listed as skipped, or a ValueError."""
+    start = time.perf_counter()
+    try:
+        cache = data.prepare("folder", path=folder, size=8, out=Path(folder) / ".cache")
+    except ValueError as error:
+        assert str(error).strip(), "an error without a message"
+        return
+    assert time.perf_counter() - start < SECONDS
+    cached = cache.data()
+    assert cached.x_train.shape[1:] == (8, 8, 3) and len(cached.x_train) > 0
+    assert len(cached.x_train) + len(cache.manifest["skipped"]) == files
+    assert cached.y_train is None or cached.y_train.shape == (len(cached.x_train),)
 
 
 # Options at and beyond their edges; valid draws stay small (few images, 1-2 epochs).

@@ -120,3 +120,15 @@ def test_fit_chooses_workers_only_when_not_given(shapes, given):
     # Two threads on TensorFlow with one device (see `choose_workers`), else one.
     chosen = 2 if keras.backend.backend() == "tensorflow" else 1
     assert data.workers == (chosen if given is None else given)
+
+
+def test_cluster_members_group_indices_by_cluster_in_one_sort():
+    from keras_deepcluster.clustering import cluster_members
+
+    labels = np.random.default_rng(0).integers(0, 30, 5000)
+    labels[labels == 7] = 3  # an empty cluster
+    groups = cluster_members(labels)
+    expected = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    assert len(groups) == len(expected) == 29
+    for got, want in zip(groups, expected):
+        np.testing.assert_array_equal(got, want)

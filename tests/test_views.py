@@ -71,6 +71,29 @@ def test_random_view_is_torch_crop_then_bilinear_resize(shape):
         np.testing.assert_allclose(view, (resized.numpy() - 0.5) / 0.25, atol=4 * MATMUL_ATOL)
 
 
+def test_crops_larger_than_the_view_are_antialiased_as_torchvision_does():
+    torch = pytest.importorskip("torch")
+    views = ImageViews(size=32, resize=32, mean=(0.0,) * 3, std=(1.0,) * 3, flip=True)
+    images = np.random.default_rng(0).integers(0, 256, (6, 96, 80, 3), dtype=np.uint8)
+    out, boxes = random_view(views, images, np.random.default_rng(1))
+    assert (boxes[:, 2:4] > 32).any()  # some crops are shrunk
+    for image, view, (top, left, height, width, flip) in zip(images, out, boxes.astype(int)):
+        crop = torch.tensor(image[top : top + height, left : left + width] / 255.0)
+        resized = torch.nn.functional.interpolate(
+            crop.permute(2, 0, 1)[None].float(), size=(32, 32), mode="bilinear", antialias=True
+        )[0].permute(1, 2, 0)
+        if flip:
+            resized = resized.flip(1)
+        np.testing.assert_allclose(view, resized.numpy(), atol=4 * MATMUL_ATOL)
+    # The fixed view of an 80 x 80 image at 32 px: a shrinking resize, antialiased too.
+    whole = torch.tensor(images / 255.0).permute(0, 3, 1, 2).float()
+    fixed = ImageViews(size=32, resize=32, mean=(0.0,) * 3, std=(1.0,) * 3).fixed(images[:, :80])
+    expected = torch.nn.functional.interpolate(
+        whole[:, :, :80], size=(32, 32), mode="bilinear", antialias=True
+    )
+    np.testing.assert_allclose(fixed, expected.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+
+
 def test_bad_views():
     with pytest.raises(ValueError, match="No image views for dataset 'nope'; known: cifar10"):
         ImageViews.for_dataset("nope")

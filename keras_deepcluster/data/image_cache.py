@@ -28,6 +28,7 @@ import os
 import platform
 import shutil
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -243,11 +244,11 @@ class _Build:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
             _write_json(out / BUILDING, self.signature)
         done = _read_progress(out / PROGRESS) if resuming else {}
-        start = time.perf_counter()
+        self.start = time.perf_counter()
         entries = {}
         try:
             with open(out / PROGRESS, "a") as progress:
-                self.done_images = sum(n for n, _ in done.values())
+                self.done_images = sum(entry[0] for entry in done.values())
                 for split in self.splits:
                     entries[split.name] = self._split(split, done, progress, resuming)
         except OSError as error:
@@ -273,7 +274,9 @@ class _Build:
                 for name, entry in entries.items()
                 for row, reason in entry["skipped"]
             ],
-            "seconds": time.perf_counter() - start,
+            "seconds": time.perf_counter() - self.start,
+            # Until the last image was written, before flushing the files to disk.
+            "seconds_decoding": self.seconds_decoding,
             "versions": _versions(),
         }
         _write_json(out / MANIFEST, manifest)
@@ -292,16 +295,16 @@ class _Build:
             results = self._decode_files(split, npy, offset, done)
         else:
             results = self._write_chunks(split, npy, offset, done, streamed)
-        for chunk, skipped in results:
+        for chunk, skipped, crc in results:
             count = min(CHUNK, split.count - chunk * CHUNK)
-            done[(split.name, chunk)] = (count, skipped)
-            progress.write(json.dumps([split.name, chunk, count, skipped]) + "\n")
+            done[(split.name, chunk)] = (count, skipped, crc)
+            progress.write(json.dumps([split.name, chunk, count, skipped, crc]) + "\n")
             progress.flush()
             self.done_images += count
             self.on_progress(self.done_images, self.total)
         skipped = sorted(
             tuple(row)
-            for (name, _), (_, rows) in done.items()
+            for (name, _), (_, rows, _) in done.items()
             if name == split.name
             for row in rows
         )
@@ -310,13 +313,15 @@ class _Build:
                 f"None of the {split.count} files of the {split.name} split could be read as an "
                 f"image (the first: {split.files[skipped[0][0]]}: {skipped[0][1]})."
             )
+        self.seconds_decoding = time.perf_counter() - self.start
         with open(npy, "rb+") as file:
-            os.fsync(file.fileno())
+            os.fdatasync(file.fileno())
         labels = split.labels if split.labels is not None or streamed.min() < 0 else streamed
         entry = {
             "images": npy.name,
             "shape": [split.count, *self.shape],
-            "sha256": _sha256(npy),
+            # zlib.crc32 of each chunk of CHUNK images, in order.
+            "crc32": [done[(split.name, c)][2] for c in range(-(-split.count // CHUNK))],
             "labels": None,
             "skipped": [[row, reason] for row, reason in skipped],
         }
@@ -357,10 +362,10 @@ class _Build:
                     continue
                 rows = np.stack([decode_array(x, size, self.shape[2]) for x in images])
                 _pwrite(file.fileno(), rows, offset + start * rows[0].nbytes)
-                yield chunk, []
+                yield chunk, [], zlib.crc32(rows)
 
 
-def _decode_task(task) -> tuple[int, list]:
+def _decode_task(task) -> tuple[int, list, int]:
     """Decodes one chunk of files and writes it into the cache (runs in a worker process)."""
     npy, offset, chunk, first, files, shape = task
     rows = np.zeros((len(files),) + tuple(shape), np.uint8)
@@ -375,7 +380,7 @@ def _decode_task(task) -> tuple[int, list]:
         _pwrite(fd, rows, offset + first * rows[0].nbytes)
     finally:
         os.close(fd)
-    return chunk, skipped
+    return chunk, skipped, zlib.crc32(rows)
 
 
 def _pwrite(fd: int, rows: np.ndarray, offset: int) -> None:
@@ -417,19 +422,11 @@ def _read_progress(path: Path) -> dict:
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
-                name, chunk, count, skipped = json.loads(line)
+                name, chunk, count, skipped, crc = json.loads(line)
             except ValueError:  # a line cut by the interruption
                 continue
-            done[(name, chunk)] = (count, [tuple(row) for row in skipped])
+            done[(name, chunk)] = (count, [tuple(row) for row in skipped], crc)
     return done
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _versions() -> dict:
