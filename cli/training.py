@@ -93,7 +93,7 @@ def build_backbone(recipe: Recipe, input_shape: tuple[int, int, int]) -> keras.M
 def steps_per_execution(recipe: Recipe, devices: int) -> int:
     """The recipe's training steps per compiled call, where Keras's `fit` can do several.
 
-    Several steps per call let TensorFlow run them in one graph loop (11 %
+    Several steps per call let TensorFlow run them in one graph loop (9 %
     faster epochs on a CPU, docs/performance.md) and call the batch callbacks
     once per call on every backend. Keras runs one on PyTorch, and one under
     TensorFlow's MirroredStrategy (its multi-step loop fails there).

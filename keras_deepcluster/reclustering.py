@@ -34,8 +34,9 @@ class Reclustering(keras.callbacks.Callback):
     training image (fixed view, inference mode), PCA-whitens them (optional),
     L2-normalises them, runs k-means with a seed derived from ``(seed,
     epoch)`` (all on the device when k-means runs there, so that only the
-    labels come back to the host), hands the labels to the `PseudoLabelDataset` for that same epoch,
-    and re-initialises the model's head and its optimizer state. After
+    labels come back to the host), hands the labels to the `PseudoLabelDataset`
+    for that same epoch, and re-initialises the model's head and its
+    optimizer state. After
     `halt_after` epochs the pseudo-labels are frozen (the Deep Dive paper's
     early stopping of the clustering) and only the sampler and the head are
     renewed each epoch. With `halt_when_stable`, the clustering also stops by

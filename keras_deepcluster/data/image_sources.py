@@ -64,12 +64,6 @@ def folder_splits(directory: Path, limit: int | None = None) -> list[Split]:
     return splits
 
 
-def folder_classes(directory: Path) -> list[str]:
-    """The class names (sub-folders) of a folder's training split, sorted."""
-    folder = directory / "train" if (directory / "train").is_dir() else directory
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def _class_folder(folder: Path) -> tuple[list[Path], np.ndarray | None]:
     visible = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     classes = [p for p in visible if p.is_dir()]
