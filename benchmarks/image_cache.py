@@ -1,8 +1,9 @@
 """How fast the image cache is built: 256-pixel JPEGs, and a folder of every size, mode and format.
 
-1. --jpegs N photo-like 256 x 256 RGB JPEGs (quality 90) are cached at
-   S = 256 (decoding only) and S = 224 (decoding and an antialiased resize),
-   with 1 worker process and with one per CPU; images per second, per core.
+1. --jpegs N photo-like 256 x 256 RGB JPEGs (quality 90) are decoded alone on
+   one core (`decode_file`, no writing), then cached at S = 256 (no resize)
+   and S = 224 (an antialiased resize), with 1 worker process and with one
+   per CPU; images per second, per core.
 2. --mixed N images of random sizes (48-512 px), modes (L, RGB, RGBA, P)
    and formats (JPEG, PNG, WebP) with 20 corrupt files
    (`keras_deepcluster.data.write_image_folder`) are cached at S = 45 (the
@@ -50,6 +51,25 @@ def write_jpegs(folder: Path, n: int) -> None:
         )
 
 
+def decode_only(folder: Path, size: int, count: int = 2000) -> dict:
+    """`decode_file` alone on one core (files read once before): no writing, no checksums."""
+    from keras_deepcluster.data.decoding import decode_file
+
+    files = sorted(folder.glob("*.jpg"))[:count]
+    for file in files:
+        file.read_bytes()
+    start = time.perf_counter()
+    for file in files:
+        decode_file(file, size, 3)
+    seconds = time.perf_counter() - start
+    return {
+        "size": size,
+        "files": len(files),
+        "seconds": seconds,
+        "per_second": len(files) / seconds,
+    }
+
+
 def build(folder: Path, out: Path, size: int, workers: int) -> dict:
     from keras_deepcluster import data
 
@@ -87,6 +107,8 @@ def main() -> None:
         shutil.rmtree(jpegs, ignore_errors=True)
         write_jpegs(jpegs, args.jpegs)
     rows = []
+    decoding = [decode_only(jpegs, size) for size in (256, 224)]
+    print(decoding, flush=True)
     for size in (256, 224):
         for workers in sorted({1, cpus}):
             rows.append(
@@ -109,6 +131,7 @@ def main() -> None:
                     "cpus": cpus,
                     "machine": platform.processor() or platform.machine(),
                     "jpeg_mean_bytes": float(np.mean(sizes)),
+                    "decode_only_one_core": decoding,
                     "rows": rows,
                 },
                 indent=1,
