@@ -324,29 +324,12 @@ def test_cli_prepare_then_train_from_the_cache(tmp_path):
     from test_cli import invoke
 
     data.write_image_folder(tmp_path / "photos", 48, classes=3, sizes=(20, 70), corrupt=1)
-    result = invoke(
-        "prepare",
-        "folder",
-        "--data-dir",
-        tmp_path / "photos",
-        "--size",
-        "36",
-        "--out",
-        tmp_path / "cache",
-    )
+    prepare = ("prepare", "folder", "--data-dir", tmp_path / "photos", "--size", "36")
+    result = invoke(*prepare, "--out", tmp_path / "cache")
     assert result.exit_code == 0, result.output
     assert "48 train images (36, 36, 3); 1 unreadable files skipped" in result.output
     assert "corrupt_000.jpg" in result.output and "images/s" in result.output
-    again = invoke(
-        "prepare",
-        "folder",
-        "--data-dir",
-        tmp_path / "photos",
-        "--size",
-        "36",
-        "--out",
-        tmp_path / "cache",
-    )
+    again = invoke(*prepare, "--out", tmp_path / "cache")
     assert "up to date (reused)" in again.output
     out = tmp_path / "run"
     result = invoke(

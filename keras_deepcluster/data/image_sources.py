@@ -118,8 +118,10 @@ def idx_splits(directory: Path, limit: int | None = None) -> list[Split]:
 def npz_splits(path: Path, limit: int | None = None) -> list[Split]:
     """A ``.npz`` file's ``x_train``/``x_test`` (or ``x``) arrays, decompressed in chunks."""
     try:
-        archive = zipfile.ZipFile(path)
-        names = {Path(n).stem for n in archive.namelist()}
+        with zipfile.ZipFile(path) as archive:
+            names = {Path(n).stem for n in archive.namelist()}
+            images = names & {"x", "x_train", "x_test"}
+            headers = {key: _npz_header(archive, key, path) for key in images}
     except (OSError, zipfile.BadZipFile) as error:
         raise ValueError(f"Cannot read {path} as a .npz file: {error}.") from None
     pairs = [("train", "x_train", "y_train"), ("test", "x_test", "y_test")]
@@ -134,7 +136,7 @@ def npz_splits(path: Path, limit: int | None = None) -> list[Split]:
     for name, x_key, y_key in pairs:
         if x_key not in names:
             continue
-        shape, dtype = _npz_header(archive, x_key, path)
+        shape, dtype = headers[x_key]
         count = shape[0] if name == "test" or limit is None else min(shape[0], limit)
         labels = None
         if y_key in names:
