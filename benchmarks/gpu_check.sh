@@ -7,8 +7,11 @@
 #   tests_torch.log   the same on PyTorch
 #   kmeans.log        our k-means per backend (N = 1M, d = 256, k = 10,000) and faiss-cpu
 #   cycle.log         5 epochs of the fashion_mnist recipe per backend (benchmarks/cycle.py)
+#   imagenet.log      2 cycles of the imagenet recipe's network per backend, 10,240 random
+#                     images (benchmarks/imagenet_rates.py): extraction and training images/s
 #   gpu_check.json    all numbers of the above in one file
-# and finishes within 8 minutes on one H100: every stage has a time limit (STAGE_SECONDS).
+# Every stage has a time limit (STAGE_SECONDS), cut so that the whole check ends within
+# DEADLINE_SECONDS (540 on a GPU); the tests run last.
 #
 # Prepare once, on a machine with network, in the repository root:
 #   echo /.whl/ >> .git/info/exclude; echo /.fmnist/ >> .git/info/exclude
@@ -60,6 +63,7 @@ if [ -n "$gpu" ]; then
     pytest_workers=(-n 6)                             # pytest-xdist is on the GPU image
     kmeans=(--sizes 1000000 --clusters 10000)
     cycle=()
+    imagenet=(--images 10240 --epochs 2)
 else
     STAGE_SECONDS=${STAGE_SECONDS:-600}
     tests=(tests/test_clustering.py tests/test_reclustering.py tests/test_model.py
@@ -67,36 +71,50 @@ else
     pytest_workers=()
     kmeans=(--sizes 100000 --clusters 1000)
     cycle=(--limit 20000)
+    imagenet=(--images 512 --clusters 50 --epochs 2)
 fi
-
-for backend in jax torch; do
-    echo "== tests, $backend"
-    KERAS_BACKEND=$backend timeout "$STAGE_SECONDS" "$python" -m pytest -q -p no:cacheprovider \
-        --deterministic "${pytest_workers[@]}" "${tests[@]}" >"$out/tests_$backend.log" 2>&1
-    echo "exit $? after $(($(date +%s) - start)) s" >>"$out/tests_$backend.log"
-    tail -3 "$out/tests_$backend.log"
-done
+DEADLINE_SECONDS=${DEADLINE_SECONDS:-$([ -n "$gpu" ] && echo 540 || echo 3600)}
+limit() {  # a stage's time limit: its own, cut to what is left of the whole check's
+    local left=$((start + DEADLINE_SECONDS - $(date +%s)))
+    echo $((left < STAGE_SECONDS ? (left > 1 ? left : 1) : STAGE_SECONDS))
+}
 
 echo "== k-means" | tee "$out/kmeans.log"
 for backend in jax torch; do
-    KERAS_BACKEND=$backend timeout "$STAGE_SECONDS" "$python" benchmarks/kmeans.py "${kmeans[@]}" \
+    KERAS_BACKEND=$backend timeout "$(limit)" "$python" benchmarks/kmeans.py "${kmeans[@]}" \
         --methods keras --per-iteration --out "$work/kmeans_$backend.json" >>"$out/kmeans.log" 2>&1
     echo "$backend exit $?" >>"$out/kmeans.log"
 done
 # faiss-cpu for one iteration (and the final assignment): the CPU reference.
-KERAS_BACKEND=torch timeout "$STAGE_SECONDS" "$python" benchmarks/kmeans.py "${kmeans[@]}" \
+KERAS_BACKEND=torch timeout "$(limit)" "$python" benchmarks/kmeans.py "${kmeans[@]}" \
     --methods faiss --faiss-iterations 1 --out "$work/kmeans_faiss.json" >>"$out/kmeans.log" 2>&1
 echo "faiss exit $?" >>"$out/kmeans.log"
 tail -4 "$out/kmeans.log"
 
 echo "== fashion_mnist cycle" | tee "$out/cycle.log"
 for backend in jax torch; do
-    timeout "$STAGE_SECONDS" "$python" benchmarks/cycle.py --backends "$backend" --epochs 5 \
+    timeout "$(limit)" "$python" benchmarks/cycle.py --backends "$backend" --epochs 5 \
         --cli "$python -m keras_deepcluster_cli.main" --out "$work/cycle_$backend.json" \
         -- --source idx --data-dir "$data" "${cycle[@]}" >>"$out/cycle.log" 2>&1
     echo "$backend exit $?" >>"$out/cycle.log"
 done
 tail -4 "$out/cycle.log"
+
+echo "== imagenet rates" | tee "$out/imagenet.log"
+for backend in jax torch; do
+    KERAS_BACKEND=$backend timeout "$(limit)" "$python" benchmarks/imagenet_rates.py \
+        "${imagenet[@]}" --out "$work/imagenet_$backend.json" >>"$out/imagenet.log" 2>&1
+    echo "$backend exit $?" >>"$out/imagenet.log"
+done
+tail -4 "$out/imagenet.log"
+
+for backend in jax torch; do
+    echo "== tests, $backend"
+    KERAS_BACKEND=$backend timeout "$(limit)" "$python" -m pytest -q -p no:cacheprovider \
+        --deterministic "${pytest_workers[@]}" "${tests[@]}" >"$out/tests_$backend.log" 2>&1
+    echo "exit $? after $(($(date +%s) - start)) s" >>"$out/tests_$backend.log"
+    tail -3 "$out/tests_$backend.log"
+done
 
 "$python" - "$out" "$work" "$start" <<'EOF'
 import json, pathlib, re, sys, time
@@ -114,6 +132,7 @@ summary = {
     "tests": {b: tests(b) for b in ("jax", "torch")},
     "kmeans": {b: load(f"kmeans_{b}.json") for b in ("jax", "torch", "faiss")},
     "cycle": {b: load(f"cycle_{b}.json") for b in ("jax", "torch")},
+    "imagenet": {b: load(f"imagenet_{b}.json") for b in ("jax", "torch")},
     "seconds": time.time() - start,
 }
 (out / "gpu_check.json").write_text(json.dumps(summary, indent=1))

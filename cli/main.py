@@ -355,8 +355,11 @@ def datasets(data_dir):
         checks += [("tfds", name, data_dir) for name in TFDS_DATASETS]
         checks += [(source, "", data_dir) for source in ("idx", "npz", "folder")]
     table = Table(title="data sources (deepcluster train RECIPE --source S --data-dir D)")
-    for column in ("source", "dataset", "location", "loadable here"):
+    for column in ("source", "dataset"):
         table.add_column(column)
+    # Paths are wrapped, never cut short: a user copies them from here.
+    for column in ("location", "loadable here"):
+        table.add_column(column, overflow="fold")
     with console.status("checking data sources"):
         for source, name, path in checks:
             reason = data.unavailable_reason(source, name, path)

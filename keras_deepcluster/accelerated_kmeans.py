@@ -18,6 +18,9 @@ doubles the arithmetic of an iteration.
 
 from __future__ import annotations
 
+import functools
+
+import keras
 import numpy as np
 from keras import ops
 
@@ -68,7 +71,7 @@ def keras_kmeans(
     chunks = _Chunks(features, chunk_rows or planned_rows, resident)
     rng = np.random.default_rng(seed)
     centroids = chunks.rows(rng.choice(n, k, replace=False))
-    step = _lloyd_step(k, deterministic)
+    step = _lloyd_step(keras.backend.backend(), k, deterministic)
     for _ in range(iterations):
         sums = ops.zeros((k, d), "float32")
         counts = ops.zeros((k,), "float32")
@@ -132,8 +135,13 @@ class _Chunks:
         return ops.take(self.features, ops.convert_to_tensor(indices), axis=0)
 
 
-def _lloyd_step(k: int, deterministic: bool):
-    """The compiled work on one chunk: labels, distances, sums and counts per cluster."""
+@functools.lru_cache(maxsize=16)
+def _lloyd_step(backend: str, k: int, deterministic: bool):
+    """The compiled work on one chunk: labels, distances, sums and counts per cluster.
+
+    Kept per (backend, k, mode): a new function would be compiled again at
+    every re-clustering (2 s of a 3.8-s fashion_mnist cycle on an H100, JAX).
+    """
 
     def step(block, centroids):
         # argmin |x - c|^2 = argmin (|c|^2 - 2 x.c): one matrix product.
