@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_deepcluster import determinism, devices
+from keras_deepcluster import determinism, devices, processes
 
 # faiss's relative perturbation of a split centroid (Clustering.cpp, EPS).
 _SPLIT_EPSILON = 1.0 / 1024.0
@@ -57,6 +57,11 @@ def keras_kmeans(
         deterministic: Sum in a fixed order (see the module); None follows
             `determinism.enabled()`.
 
+    With several processes (`processes`), `features` is this process's
+    shard: the initial centroids are drawn from all shards, the per-cluster
+    sums and counts are summed over the processes every iteration, and the
+    labels returned are this shard's.
+
     Returns:
         ``(labels, objective)`` as `clustering.kmeans`: int64 labels (N,) and the
         mean squared distance to the assigned centroid.
@@ -69,8 +74,9 @@ def keras_kmeans(
         deterministic = determinism.enabled()
     planned_rows, resident = chunk_plan(n, d, k, deterministic)
     chunks = _Chunks(features, chunk_rows or planned_rows, resident)
+    sizes = processes.gather_shards(np.array([n]))  # every shard's size, in process order
     rng = np.random.default_rng(seed)
-    centroids = chunks.rows(rng.choice(n, k, replace=False))
+    centroids = _initial_centroids(chunks, rng.choice(int(sizes.sum()), k, replace=False), sizes)
     step = _lloyd_step(keras.backend.backend(), k, deterministic)
     for _ in range(iterations):
         sums = ops.zeros((k, d), "float32")
@@ -78,13 +84,32 @@ def keras_kmeans(
         for block in chunks:
             _, _, block_sums, block_counts = step(block, centroids)
             sums, counts = sums + block_sums, counts + block_counts
+        if len(sizes) > 1:
+            sums, counts = (ops.convert_to_tensor(_summed(x), "float32") for x in (sums, counts))
         centroids = _update(centroids, sums, counts, rng)
     labels, distances = [], 0.0
     for block in chunks:
         block_labels, block_distances, _, _ = step(block, centroids)
         labels.append(ops.convert_to_numpy(block_labels))
         distances += float(ops.convert_to_numpy(ops.sum(block_distances)))
-    return np.concatenate(labels).astype(np.int64), distances / n
+    objective = float(processes.all_sum(distances)) / int(sizes.sum())
+    return np.concatenate(labels).astype(np.int64), objective
+
+
+def _initial_centroids(chunks, picked: np.ndarray, sizes: np.ndarray):
+    """The points at global indices `picked`, from whichever process's shard holds each."""
+    if len(sizes) == 1:
+        return chunks.rows(picked)
+    start = int(sizes[: processes.process_index()].sum())
+    mine = (picked >= start) & (picked < start + sizes[processes.process_index()])
+    rows = np.zeros((len(picked), chunks.dim), np.float32)
+    if mine.any():
+        rows[mine] = ops.convert_to_numpy(chunks.rows(picked[mine] - start))
+    return ops.convert_to_tensor(_summed(rows), "float32")
+
+
+def _summed(value) -> np.ndarray:
+    return processes.all_sum(ops.convert_to_numpy(value)).astype(np.float32)
 
 
 def chunk_plan(n: int, d: int, k: int, deterministic: bool = False) -> tuple[int, bool]:
@@ -112,6 +137,7 @@ class _Chunks:
 
     def __init__(self, features, rows: int, resident: bool):
         self.features = features
+        self.dim = int(features.shape[1])
         self.rows_per_chunk = rows
         on_host = isinstance(features, np.ndarray)
         self.host = np.ascontiguousarray(features, np.float32) if on_host else None

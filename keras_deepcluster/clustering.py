@@ -17,6 +17,7 @@ import time
 import numpy as np
 from keras import ops
 
+from keras_deepcluster import processes
 from keras_deepcluster.accelerated_kmeans import keras_kmeans
 from keras_deepcluster.devices import accelerator_available
 
@@ -93,15 +94,24 @@ def pca_whiten(features: np.ndarray, dim: int, backend: str = "faiss", seed: int
 
 
 def _pca_whiten_on_device(features, dim: int):
-    """faiss's ``PCAMatrix(eigen_power=-0.5)`` with `PCA_EPSILON`, in `keras.ops`."""
-    centred = features - ops.mean(features, axis=0)
+    """faiss's ``PCAMatrix(eigen_power=-0.5)`` with `PCA_EPSILON`, in `keras.ops`.
+
+    With several processes, `features` is this process's shard: the mean and
+    the scatter matrix are summed over the shards, and process 0's projection
+    is used everywhere.
+    """
+    mean = ops.mean(features, axis=0)
+    if processes.process_count() > 1:
+        total = processes.all_sum(ops.convert_to_numpy(ops.sum(features, axis=0)))
+        mean = ops.convert_to_tensor(total / processes.all_sum(features.shape[0]), "float32")
+    centred = features - mean
     # Only the d x d scatter matrix goes to the host, for a float64 eigendecomposition;
     # faiss does not divide it by N, so neither do we (the same output, epsilon alike).
-    scatter = ops.convert_to_numpy(ops.matmul(ops.transpose(centred), centred))
+    scatter = processes.all_sum(ops.convert_to_numpy(ops.matmul(ops.transpose(centred), centred)))
     eigenvalues, eigenvectors = np.linalg.eigh(scatter.astype(np.float64))
     top = np.argsort(eigenvalues)[::-1][:dim]
     scale = (np.maximum(eigenvalues[top], 0) + PCA_EPSILON) ** -0.5
-    projection = (eigenvectors[:, top] * scale).astype(np.float32)
+    projection = processes.broadcast((eigenvectors[:, top] * scale).astype(np.float32))
     return ops.matmul(centred, ops.convert_to_tensor(projection))
 
 
@@ -260,12 +270,15 @@ def cluster_features(
         finite_rows = np.isfinite(features).all(axis=1)
     else:
         finite_rows = ops.convert_to_numpy(ops.all(ops.isfinite(features), axis=1))
-    if not finite_rows.all():
-        bad = int(np.count_nonzero(~finite_rows))
+    # Summed over the processes' shards, so that every process raises or none.
+    bad = int(processes.all_sum(np.count_nonzero(~finite_rows)))
+    if bad:
         raise FloatingPointError(
-            f"{bad} of {len(finite_rows)} feature rows contain NaN or inf; the "
-            "network has diverged (lower the learning rate)."
+            f"{bad} of {int(processes.all_sum(len(finite_rows)))} feature rows contain NaN or "
+            "inf; the network has diverged (lower the learning rate)."
         )
+    if processes.process_count() > 1:
+        return _cluster_shards(features, k, seed, pca_dim, iterations)
     start = time.perf_counter()
     if pca_dim is not None:
         features = pca_whiten(features, pca_dim, pca_backend, seed)
@@ -274,4 +287,28 @@ def cluster_features(
     features = l2_normalize(features)
     labels, objective = kmeans(features, k, seed, iterations, kmeans_backend)
     labels, empty = fill_empty_clusters(labels, features, k)
+    return Clustering(labels, objective, empty, seconds_pca, time.perf_counter() - start)
+
+
+def _cluster_shards(features, k: int, seed: int, pca_dim: int | None, iterations: int):
+    """`cluster_features` of this process's shard of the features, with several processes.
+
+    PCA and k-means in `keras.ops` on the device, their sums all-reduced over
+    the processes (see `processes`); the labels of all shards are returned,
+    the same on every process. Memory per process: its shard and a few (k, d)
+    arrays; every point only if k-means leaves a cluster empty (rare).
+    """
+    start = time.perf_counter()
+    features = ops.convert_to_tensor(features, "float32")
+    if pca_dim is not None:
+        features = _pca_whiten_on_device(features, pca_dim)
+    seconds_pca = time.perf_counter() - start
+    start = time.perf_counter()
+    features = l2_normalize(features)
+    labels, objective = keras_kmeans(features, k, seed, iterations)
+    labels, empty = processes.gather_shards(labels), 0
+    if np.bincount(labels, minlength=k).min() == 0:
+        every_point = processes.gather_shards(ops.convert_to_numpy(features))
+        labels, empty = fill_empty_clusters(labels, every_point, k)
+        labels = processes.broadcast(labels)
     return Clustering(labels, objective, empty, seconds_pca, time.perf_counter() - start)

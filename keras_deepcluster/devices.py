@@ -15,6 +15,8 @@ import contextlib
 
 import keras
 
+from keras_deepcluster import processes
+
 
 def accelerator_available() -> bool:
     """Whether the current Keras backend sees a GPU (used by ``kmeans_backend="auto"``)."""
@@ -85,7 +87,9 @@ def data_parallel(devices: int | None = None):
     `tf.distribute.MirroredStrategy`. One device needs no distribution, so
     ``data_parallel(1)`` is a scope that changes nothing, on every backend.
     Batch sizes (training and feature extraction) must be multiples of the
-    number of devices.
+    number of devices. After `processes.initialize`, the distribution spans
+    every device of every process (`devices` None or that number), and each
+    process feeds its slice of every batch.
 
     Args:
         devices: How many devices to use, the first ones Keras lists (GPUs if
@@ -105,6 +109,8 @@ def data_parallel(devices: int | None = None):
     ...     model.compile(optimizer="sgd")
     ...     model.fit(data, epochs=5, callbacks=[Reclustering(data)])
     """
+    if processes.process_count() > 1:
+        return _across_processes(devices)
     available = _devices()
     if devices is None:
         devices = len(available)
@@ -124,17 +130,24 @@ def data_parallel(devices: int | None = None):
     if devices == 1:
         return _SingleDevice()
     if backend == "jax":
-        import jax
-
-        if jax.process_count() > 1:
-            raise ValueError(
-                "Training on several hosts is not supported: each process would "
-                "re-cluster on its own. Use one host with several devices."
-            )
         return keras.distribution.DataParallel(devices=available[:devices])
     import tensorflow as tf
 
     return tf.distribute.MirroredStrategy(available[:devices])
+
+
+def _across_processes(devices: int | None):
+    """DataParallel over every device of every process, each process feeding its own batches."""
+    import jax
+
+    available = jax.devices()
+    if devices is not None and devices != len(available):
+        raise ValueError(
+            f"With {jax.process_count()} processes training spans every device of every "
+            f"process ({len(available)}); got devices={devices}. Leave devices out (None)."
+        )
+    # Each process's PyDataset already yields its own slice of each batch.
+    return keras.distribution.DataParallel(devices=available, auto_shard_dataset=False)
 
 
 def replica_count(model: keras.Model) -> int:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from keras_deepcluster import devices
+from keras_deepcluster import devices, processes
 from keras_deepcluster.pseudo_label_dataset import check_images
 from keras_deepcluster.views import FixedView, ImageViews
 
@@ -26,7 +26,9 @@ class FeatureExtractor:
     `batch_size`, so the compiled function sees one input shape. A model
     distributed over several devices (`devices.data_parallel`) runs through
     Keras's `predict_on_batch`, which splits each batch over them;
-    `batch_size` must then be a multiple of their number.
+    `batch_size` must then be a multiple of their number. With several
+    processes (`processes`) each process extracts the images it is given on
+    its own first device, with its copy of the weights.
 
     Args:
         model: Any Keras model taking the views' images (a backbone).
@@ -74,9 +76,10 @@ class FeatureExtractor:
         images = check_images(images, self.views.channels)
         dtype = "uint8" if images.dtype == np.uint8 else "float32"
         network, forward = self._network(images.shape[1:], dtype)
-        distributed = devices.replica_count(network) > 1
-        weights = [[v.value for v in network.trainable_variables]]
-        weights.append([v.value for v in network.non_trainable_variables])
+        # With several processes each extracts its own images on its own device.
+        distributed = devices.replica_count(network) > 1 and processes.process_count() == 1
+        weights = [[processes.local(v.value) for v in network.trainable_variables]]
+        weights.append([processes.local(v.value) for v in network.non_trainable_variables])
         n = len(images)
         features = None if on_device and not distributed else np.empty((n, self.dim), np.float32)
         on_host, pending = [], None

@@ -7,6 +7,7 @@ import math
 import keras
 import numpy as np
 
+from keras_deepcluster import processes
 from keras_deepcluster.clustering import cluster_members
 from keras_deepcluster.data.disk_images import DiskImages
 from keras_deepcluster.views import ImageViews
@@ -168,15 +169,18 @@ class PseudoLabelDataset(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         height, width = self.images.shape[1:3]
+        # With several processes each feeds its slice of the global batch (Keras's
+        # DataParallel assembles them), drawn exactly as one process draws it.
+        part = processes.shard(self.batch_size)
         if self._order is None:
             # Keras reads one batch for its signature before any callback runs.
-            batch = np.arange(self.batch_size) % self.num_images
-            boxes = self.views.whole_image_boxes(self.batch_size, height, width)
-            return self._inputs(batch, boxes), np.zeros(self.batch_size, np.int32)
+            batch = (np.arange(self.batch_size) % self.num_images)[part]
+            boxes = self.views.whole_image_boxes(len(batch), height, width)
+            return self._inputs(batch, boxes), np.zeros(len(batch), np.int32)
         batch = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, self.epoch, 1, index])
-        boxes = self.views.random_boxes(len(batch), height, width, rng)
-        return self._inputs(batch, boxes), self.pseudo_labels[batch]
+        boxes = self.views.random_boxes(len(batch), height, width, rng)[part]
+        return self._inputs(batch[part], boxes), self.pseudo_labels[batch[part]]
 
     def _inputs(self, batch: np.ndarray, boxes: np.ndarray) -> dict:
         images = self.images[batch]

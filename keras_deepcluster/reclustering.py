@@ -8,7 +8,8 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from keras_deepcluster import clustering, devices, memory
+from keras_deepcluster import clustering, devices, memory, processes
+from keras_deepcluster.data.disk_images import DiskImages
 from keras_deepcluster.evaluation.cluster_metrics import label_entropy, nmi
 from keras_deepcluster.features import FeatureExtractor
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
@@ -151,6 +152,7 @@ class Reclustering(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.check(self.model)
+        processes.check_same("the data and the re-clustering settings", self._fingerprint())
         self._extractor = FeatureExtractor(
             self.model.backbone, self.data.views, jit_compile=self.feature_jit_compile
         )
@@ -189,6 +191,12 @@ class Reclustering(keras.callbacks.Callback):
                 f"{n}: PCA gives at most as many dimensions as there are images; use at most "
                 f"{n}, or None (on the command line: --pca {n} or --pca none)."
             )
+        if processes.process_count() > 1 and self.kmeans_backend not in ("auto", "keras"):
+            raise ValueError(
+                f"kmeans_backend={self.kmeans_backend!r} clusters in one process; with "
+                f"{processes.process_count()} processes k-means runs in keras.ops over their "
+                "shards: use 'auto' or 'keras'."
+            )
         self._check_memory(model)
         replicas = devices.replica_count(model)
         for name, size in (
@@ -200,6 +208,15 @@ class Reclustering(keras.callbacks.Callback):
                     f"{name}={size} does not split evenly over the {replicas} devices the "
                     f"model is distributed on; use a multiple of {replicas}."
                 )
+
+    def _fingerprint(self) -> str:
+        """What every process of a job must share: settings, and a sample of the images."""
+        data, n = self.data, self.data.num_images
+        sample = np.asarray(data.images[[0, n // 2, n - 1]])
+        settings = (self.model.num_clusters, self.pca_dim, self.kmeans_iterations, self.seed)
+        settings += (self.halt_after, self.halt_when_stable, self.halt_patience)
+        settings += (data.images.shape, data.batch_size, data.epoch_length, data.seed)
+        return repr(settings) + sample.tobytes().hex()
 
     def _check_memory(self, model) -> None:
         """Refuses settings whose arrays cannot fit, before anything is allocated."""
@@ -266,7 +283,7 @@ class Reclustering(keras.callbacks.Callback):
         start = time.perf_counter()
         on_device = self._clusters_on_device(model)
         features = self._extractor(
-            self.data.images,
+            _own_shard(self.data.images),
             self.feature_batch_size,
             on_batch=lambda done, total: self.on_progress("features", done, total),
             on_device=on_device,
@@ -327,6 +344,16 @@ class Reclustering(keras.callbacks.Callback):
             stats["nmi_labels"] = nmi(labels[known], self.labels[known])
             stats["label_entropy"] = label_entropy(labels[known], self.labels[known])
         return stats
+
+
+def _own_shard(images):
+    """The images this process extracts: all of them, or its shard with several processes."""
+    if processes.process_count() == 1:
+        return images
+    rows = processes.shard(len(images))
+    if isinstance(images, DiskImages):  # still on disk
+        return images.take(np.arange(rows.start, rows.stop))
+    return images[rows]
 
 
 def stable_since(nmi_previous: list[float], threshold: float, patience: int) -> bool:

@@ -1,0 +1,59 @@
+"""Runs one process of a small DeepCluster job; `test_processes.py` starts several.
+
+Usage:
+    python tests/two_processes.py train COORDINATOR NUM_PROCESSES PROCESS_ID OUT.npz [SEED]
+        (NUM_PROCESSES 1: a plain run, no coordinator contacted)
+    python tests/two_processes.py cli ARGS...   # `deepcluster ARGS...`
+
+JAX is kept on the CPU, so that a machine with one GPU tests two processes too.
+"""
+
+import os
+import sys
+
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_deepcluster as kdc  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from conftest import make_shapes  # noqa: E402
+
+
+def train(seed: int, epochs: int = 3) -> dict:
+    """Each epoch's pseudo-labels, loss and NMI of a small run on every process's device."""
+    images, classes = make_shapes(512, seed=0)
+    with kdc.data_parallel(None if kdc.processes.process_count() > 1 else 1).scope():
+        keras.utils.set_random_seed(seed)
+        views = kdc.ImageViews.for_dataset("mnist", scale=(0.3, 1.0))
+        data = kdc.PseudoLabelDataset(images, views, batch_size=64, seed=seed, epoch_length=2048)
+        model = kdc.DeepCluster(kdc.backbones.lenet(seed=seed), 8, weight_decay=1e-3)
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        reclustering = kdc.Reclustering(
+            data, classes, pca_dim=16, kmeans_backend="keras", seed=seed, feature_batch_size=100
+        )
+        labels = []
+        keep = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: labels.append(reclustering.pseudo_labels)
+        )
+        history = model.fit(data, epochs=epochs, callbacks=[reclustering, keep], verbose=0)
+    return {
+        "labels": np.stack(labels),
+        "loss": np.asarray(history.history["loss"]),
+        "nmi_labels": np.asarray(history.history["nmi_labels"]),
+        "processes": kdc.processes.process_count(),
+    }
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "train":
+        coordinator, count, index, out = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+        if count > 1:
+            kdc.processes.initialize(coordinator, count, index, timeout=60)
+        np.savez(out, **train(int(sys.argv[6]) if len(sys.argv) > 6 else 0))
+    else:
+        from keras_deepcluster_cli.main import main
+
+        main(sys.argv[2:])
