@@ -13,7 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from keras_deepcluster_cli import directory_lock, report, selection, space, sweep
+from keras_deepcluster_cli import directory_lock, job, report, selection, space, sweep
 from keras_deepcluster_cli.options import (
     OptionalInt,
     backend_option,
@@ -25,6 +25,7 @@ from keras_deepcluster_cli.options import (
     make_console,
     output_options,
     override,
+    processes_options,
     resolve_recipe,
     use_backend,
     user_errors,
@@ -82,6 +83,7 @@ def main():
 @override("--pca", type=OptionalInt(), help="PCA-whitening dimension ('none': no PCA).")
 @data_options
 @devices_option
+@processes_options
 @deterministic_option
 @output_options
 @click.option(
@@ -89,7 +91,18 @@ def main():
     type=click.Path(path_type=Path),
     help="Continue the unfinished run in this directory, with its own settings.",
 )
-def train(recipe, backend, devices, out, overwrite, resume, **overrides):
+def train(
+    recipe,
+    backend,
+    devices,
+    coordinator,
+    num_processes,
+    process_id,
+    out,
+    overwrite,
+    resume,
+    **overrides,
+):
     """Pretrain with DeepCluster as RECIPE says (a recipe name or a .toml file).
 
     Options override the recipe. Writes a run directory: config.toml,
@@ -104,9 +117,21 @@ def train(recipe, backend, devices, out, overwrite, resume, **overrides):
       deepcluster train mnist -k 10 --halt-after 5 --limit 10000 --out runs/mnist-k10
       deepcluster train digits --resume runs/digits-tensorflow-k10-seed61   # after a crash
       deepcluster train cifar10 --backend jax --devices 4   # data-parallel on 4 GPUs
+      deepcluster train imagenet --data-dir /data/imagenet --backend jax \\
+          --coordinator host0:1234 --num-processes 8 --process-id $I   # on each host I
     """
     use_backend(backend)
     recipe = resolve_recipe(recipe, overrides)
+    several = (coordinator, num_processes, process_id) != (None, None, None)
+    if several:
+        with user_errors():
+            devices = job.join(coordinator, num_processes, process_id, devices, recipe, resume)
+    hint = "relaunch them all with --resume on the run directory to continue."
+    with job.failing_fast(several, hint):
+        _train(recipe, devices, out, overwrite, resume, overrides)
+
+
+def _train(recipe, devices, out, overwrite, resume, overrides):
     if resume is not None:
         with user_errors():
             recipe = _resumable(RunDirectory(resume), recipe, overrides)
@@ -120,10 +145,12 @@ def train(recipe, backend, devices, out, overwrite, resume, **overrides):
     backend = keras.backend.backend()
     out = out or Path("runs") / f"{recipe.name}-{backend}-k{recipe.clusters}-seed{recipe.seed}"
     run = RunDirectory(out)
+    writer = job.writer(run)
+    console.quiet = writer is not run  # process 0 speaks for the job
     with user_errors():
-        if resume is None:
+        if resume is None and writer is run:
             run.check_writable(overwrite)
-        run.lock()  # before anything is loaded or written: another process may be in it
+        writer.lock()  # before anything is loaded or written: another process may be in it
         training.check_devices(devices, [recipe])
         _print_config(console, recipe, backend, out, devices)
         data = training.load_data(recipe, console)
@@ -135,9 +162,9 @@ def train(recipe, backend, devices, out, overwrite, resume, **overrides):
         pretraining = training.Pretraining.build(
             recipe, data, on_progress=progress.on_progress, devices=devices
         )
-        if resume is None:
-            run.create(recipe.to_toml(), overwrite)
-        else:
+        if resume is None or writer is not run:
+            writer.create(recipe.to_toml(), overwrite)
+        if resume is not None:
             checkpoint = run.read_checkpoint()
             console.print(
                 f"resuming after epoch {checkpoint['epoch']}"
@@ -148,7 +175,9 @@ def train(recipe, backend, devices, out, overwrite, resume, **overrides):
             console, f"continue with: deepcluster train {recipe.name} --resume {out}"
         ):
             try:
-                pretraining.fit(run, callbacks=[progress], resume=resume is not None)
+                pretraining.fit(
+                    writer, callbacks=[progress], resume=run if resume is not None else None
+                )
             except OSError as error:  # a full disk, a vanished directory, ...
                 raise OSError(
                     f"{error}. The epochs before it are saved in {out}; fix this, then continue "
@@ -156,6 +185,9 @@ def train(recipe, backend, devices, out, overwrite, resume, **overrides):
                 ) from None
             finally:
                 progress.progress.stop()
+                job.remove_scratch(writer, run)
+    if writer is not run:
+        return
     rows = run.read_history()
     console.print(metrics_table(rows, title=f"{recipe.name} on {backend}"))
     summary = run.read_json(RunDirectory.SUMMARY)

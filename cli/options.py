@@ -116,6 +116,36 @@ def devices_option(command):
     )(command)
 
 
+def processes_options(command):
+    """--coordinator, --num-processes, --process-id: one job over several processes (JAX)."""
+    options = (
+        click.option(
+            "--coordinator",
+            envvar="JAX_COORDINATOR_ADDRESS",
+            help="HOST:PORT of process 0, for a job of several processes (hosts or GPUs); "
+            "JAX only. Env: JAX_COORDINATOR_ADDRESS.",
+        ),
+        click.option(
+            "--num-processes",
+            "num_processes",
+            type=click.IntRange(min=1),
+            envvar="JAX_NUM_PROCESSES",
+            help="Processes in the job (with --coordinator). Env: JAX_NUM_PROCESSES.",
+        ),
+        click.option(
+            "--process-id",
+            "process_id",
+            type=click.IntRange(min=0),
+            envvar="JAX_PROCESS_ID",
+            help="This process's index, 0..P-1; process 0 writes the run directory. "
+            "Env: JAX_PROCESS_ID.",
+        ),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def deterministic_option(command):
     return click.option(
         "--deterministic",

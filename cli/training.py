@@ -190,8 +190,9 @@ class Pretraining:
             halt_when_stable=recipe.halt_when_stable,
             halt_patience=recipe.halt_patience,
             seed=recipe.seed,
-            # The same number of images per device, whatever the device count.
-            feature_batch_size=FEATURE_BATCH_SIZE * devices,
+            # The same number of images per device, whatever the device count (with several
+            # processes each extracts its own images on one device).
+            feature_batch_size=FEATURE_BATCH_SIZE * devices // kdc.processes.process_count(),
             on_progress=on_progress,
         )
         reclustering.check(model)
@@ -201,14 +202,15 @@ class Pretraining:
         self,
         run: RunDirectory,
         callbacks: Sequence[keras.callbacks.Callback] = (),
-        resume: bool = False,
+        resume: RunDirectory | None = None,
     ) -> keras.callbacks.History:
         """Trains, recording every epoch into `run` (created by `RunDirectory.create`).
 
         After each epoch its pseudo-labels, history row and a checkpoint (model,
         optimizer, re-clustering state) are on disk; at the end the model and
-        ``summary.json``. With `resume`, training continues after the run's
-        last checkpoint (from the start if it has none) and gives the same
+        ``summary.json``. With `resume` (a run directory, `run` itself except
+        on the processes that do not write the run), training continues after
+        its last checkpoint (from the start if it has none) and gives the same
         pseudo-labels and metrics as an uninterrupted run on the same backend
         and machine: every random draw derives from (seed, epoch).
 
@@ -221,13 +223,13 @@ class Pretraining:
 
     def _fit(self, run, callbacks, resume):
         recorder = RunRecorder(run, self.reclustering)
-        checkpoint = run.read_checkpoint() if resume else None
+        checkpoint = resume.read_checkpoint() if resume is not None else None
         initial_epoch = 0
         if checkpoint is not None:
-            self.model = keras.saving.load_model(run.path / checkpoint["model"])
+            self.model = keras.saving.load_model(resume.path / checkpoint["model"])
             initial_epoch = checkpoint["epoch"] + 1
-            recorder.rows = run.read_history()[:initial_epoch]
-            self.reclustering.restore(checkpoint, run.read_pseudo_labels(checkpoint["epoch"]))
+            recorder.rows = resume.read_history()[:initial_epoch]
+            self.reclustering.restore(checkpoint, resume.read_pseudo_labels(checkpoint["epoch"]))
         start = time.perf_counter()
         history = self.model.fit(
             self.dataset,
@@ -247,6 +249,7 @@ class Pretraining:
                 "epochs": self.recipe.epochs,
                 "images": self.dataset.num_images,
                 "devices": self.devices,
+                "processes": kdc.processes.process_count(),
                 "deterministic": kdc.determinism.enabled(),
                 "wall_seconds": time.perf_counter() - start,
                 "final": last,
@@ -328,7 +331,7 @@ def train_unless_finished(
     resume = run.is_run and run.read_config() == config
     if not resume:
         run.create(config, overwrite=True)
-    pretraining.fit(run, callbacks=callbacks, resume=resume)
+    pretraining.fit(run, callbacks=callbacks, resume=run if resume else None)
     return True
 
 

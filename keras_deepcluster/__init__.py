@@ -11,7 +11,15 @@ import os
 # is imported after this; an explicit setting is kept.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from keras_deepcluster import backbones, clustering, data, determinism, devices, evaluation
+from keras_deepcluster import (
+    backbones,
+    clustering,
+    data,
+    determinism,
+    devices,
+    evaluation,
+    processes,
+)
 from keras_deepcluster.clustering import cluster_features
 from keras_deepcluster.determinism import enable_determinism
 from keras_deepcluster.devices import data_parallel
@@ -41,4 +49,5 @@ __all__ = [
     "enable_determinism",
     "evaluation",
     "extract_features",
+    "processes",
 ]

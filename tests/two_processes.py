@@ -1,7 +1,7 @@
 """Runs one process of a small DeepCluster job; `test_processes.py` starts several.
 
 Usage:
-    python tests/two_processes.py train COORDINATOR NUM_PROCESSES PROCESS_ID OUT.npz [SEED]
+    python tests/two_processes.py train COORDINATOR NUM_PROCESSES PROCESS_ID OUT.npz [DATA_SEED]
         (NUM_PROCESSES 1: a plain run, no coordinator contacted)
     python tests/two_processes.py cli ARGS...   # `deepcluster ARGS...`
 
@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from conftest import make_shapes  # noqa: E402
 
 
-def train(seed: int, epochs: int = 3) -> dict:
+def train(data_seed: int = 0, seed: int = 0, epochs: int = 3) -> dict:
     """Each epoch's pseudo-labels, loss and NMI of a small run on every process's device."""
-    images, classes = make_shapes(512, seed=0)
+    images, classes = make_shapes(512, seed=data_seed)
     with kdc.data_parallel(None if kdc.processes.process_count() > 1 else 1).scope():
         keras.utils.set_random_seed(seed)
         views = kdc.ImageViews.for_dataset("mnist", scale=(0.3, 1.0))
@@ -49,10 +49,10 @@ def train(seed: int, epochs: int = 3) -> dict:
 
 if __name__ == "__main__":
     if sys.argv[1] == "train":
-        coordinator, count, index, out = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-        if count > 1:
-            kdc.processes.initialize(coordinator, count, index, timeout=60)
-        np.savez(out, **train(int(sys.argv[6]) if len(sys.argv) > 6 else 0))
+        coordinator, count, index, out, *data_seed = sys.argv[2:]
+        if int(count) > 1:
+            kdc.processes.initialize(coordinator, int(count), int(index), timeout=60)
+        np.savez(out, **train(*map(int, data_seed)))
     else:
         from keras_deepcluster_cli.main import main
 

@@ -1,0 +1,96 @@
+"""One `deepcluster train` job over several processes (hosts or GPUs), on JAX.
+
+Every process runs the same command with its own ``--process-id``. Process 0
+writes the run directory; the others write the same files into a scratch
+folder that is removed at the end (saving a model is a collective: every
+process must take part), and read the run directory only to resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from keras_deepcluster_cli.recipe import Recipe
+from keras_deepcluster_cli.run_directory import RunDirectory
+
+
+def join(coordinator, num_processes, process_id, devices: int, recipe: Recipe, resume) -> int:
+    """Joins the job; returns the number of devices training spans (all of every process's)."""
+    if None in (coordinator, num_processes, process_id):
+        raise ValueError(
+            "A job of several processes needs --coordinator HOST:PORT, --num-processes P and "
+            "--process-id I together (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+            "JAX_PROCESS_ID)."
+        )
+    if devices != 1:
+        raise ValueError(
+            "--devices is for one process; with --num-processes training spans every device "
+            "of every process (run one process per GPU, or one per host)."
+        )
+    import keras_deepcluster as kdc
+
+    kdc.processes.initialize(coordinator, num_processes, process_id)
+    kdc.processes.check_same("the recipe and options", f"{recipe.to_toml()}{resume is not None}")
+    return kdc.devices.device_count()
+
+
+def writer(run: RunDirectory) -> RunDirectory:
+    """Where this process writes: `run` on process 0 (and alone), else a scratch folder.
+
+    The scratch folder is named by the run and the process, so that a process
+    relaunched after a crash replaces what its killed predecessor left.
+    """
+    from keras_deepcluster import processes
+
+    index = processes.process_index()
+    if index == 0:
+        return run
+    digest = hashlib.sha256(str(run.path.resolve()).encode()).hexdigest()[:12]
+    scratch = Path(tempfile.gettempdir()) / f"deepcluster-process-{index}-{digest}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    return RunDirectory(scratch)
+
+
+def remove_scratch(writer: RunDirectory, run: RunDirectory) -> None:
+    if writer is not run:
+        shutil.rmtree(writer.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def failing_fast(several: bool, resume_hint: str):
+    """With several processes, an error ends this process at once, with its message.
+
+    A process whose peer died gets a collective error at once, but JAX's exit
+    would then wait in its shutdown barrier until the peer's heartbeat times
+    out (100 s) and abort with a C++ stack trace.
+    """
+    try:
+        yield
+    except BaseException as error:
+        if not several or isinstance(error, SystemExit) and not error.code:
+            raise
+        from keras_deepcluster import processes
+
+        if isinstance(error, click.ClickException):
+            message = error.format_message()
+        elif isinstance(error, KeyboardInterrupt):
+            message = "interrupted"
+        else:
+            message = f"{type(error).__name__}: {error}".splitlines()[0]
+        click.echo(
+            f"Error: process {processes.process_index()} of {processes.process_count()}: "
+            f"{message}\nEvery process of the job stops; {resume_hint}",
+            err=True,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130 if isinstance(error, KeyboardInterrupt) else getattr(error, "exit_code", 1))
