@@ -185,7 +185,7 @@ def _lloyd_step(backend: str, k: int, deterministic: bool):
         else:
             # A scatter-add (Keras's PyTorch segment_sum copies the ids to N x d first).
             rows = labels[:, None]
-            sums = ops.scatter_update(ops.zeros((k, block.shape[1])), rows, block, reduction="add")
+            sums = ops.scatter_update(ops.zeros_like(centroids), rows, block, reduction="add")
             counts = ops.scatter_update(ops.zeros((k,)), rows, ops.ones_like(distances), "add")
         return labels, distances, sums, counts
 

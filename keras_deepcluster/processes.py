@@ -54,8 +54,8 @@ def initialize(coordinator: str, num_processes: int, process_id: int, timeout: i
     if backend != "jax":
         raise ValueError(
             f"Several processes need the JAX backend (jax.distributed); got {backend}. "
-            "TensorFlow's MultiWorkerMirroredStrategy is not supported yet, and Keras's fit on "
-            "PyTorch runs in one process. Use --backend jax, or one process."
+            "Keras's fit does not run under TensorFlow's MultiWorkerMirroredStrategy, and on "
+            "PyTorch it runs in one process. Use --backend jax, or one process."
         )
     import jax
 

