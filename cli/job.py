@@ -80,10 +80,11 @@ def failing_fast(several: bool, resume_hint: str):
             raise
         from keras_deepcluster import processes
 
+        code = getattr(error, "exit_code", 1)
         if isinstance(error, click.ClickException):
             message = error.format_message()
-        elif isinstance(error, KeyboardInterrupt):
-            message = "interrupted"
+        elif isinstance(error, (KeyboardInterrupt, SystemExit)):  # Ctrl-C, SIGTERM
+            message, code = "interrupted", 130
         else:
             message = f"{type(error).__name__}: {error}".splitlines()[0]
         click.echo(
@@ -93,4 +94,4 @@ def failing_fast(several: bool, resume_hint: str):
         )
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130 if isinstance(error, KeyboardInterrupt) else getattr(error, "exit_code", 1))
+        os._exit(code)
