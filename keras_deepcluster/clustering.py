@@ -277,38 +277,33 @@ def cluster_features(
             f"{bad} of {int(processes.all_sum(len(finite_rows)))} feature rows contain NaN or "
             "inf; the network has diverged (lower the learning rate)."
         )
-    if processes.process_count() > 1:
-        return _cluster_shards(features, k, seed, pca_dim, iterations)
+    several = processes.process_count() > 1
+    if several:  # this process's shard: PCA and k-means in keras.ops, summed over the processes
+        features = ops.convert_to_tensor(features, "float32")
     start = time.perf_counter()
     if pca_dim is not None:
         features = pca_whiten(features, pca_dim, pca_backend, seed)
     seconds_pca = time.perf_counter() - start
     start = time.perf_counter()
     features = l2_normalize(features)
-    labels, objective = kmeans(features, k, seed, iterations, kmeans_backend)
+    if several:  # (`kmeans` would check k against this shard's size alone)
+        labels, objective = keras_kmeans(features, k, seed, iterations)
+        labels, features = _every_shard(labels, features, k)
+    else:
+        labels, objective = kmeans(features, k, seed, iterations, kmeans_backend)
     labels, empty = fill_empty_clusters(labels, features, k)
-    return Clustering(labels, objective, empty, seconds_pca, time.perf_counter() - start)
-
-
-def _cluster_shards(features, k: int, seed: int, pca_dim: int | None, iterations: int):
-    """`cluster_features` of this process's shard of the features, with several processes.
-
-    PCA and k-means in `keras.ops` on the device, their sums all-reduced over
-    the processes (see `processes`); the labels of all shards are returned,
-    the same on every process. Memory per process: its shard and a few (k, d)
-    arrays; every point only if k-means leaves a cluster empty (rare).
-    """
-    start = time.perf_counter()
-    features = ops.convert_to_tensor(features, "float32")
-    if pca_dim is not None:
-        features = _pca_whiten_on_device(features, pca_dim)
-    seconds_pca = time.perf_counter() - start
-    start = time.perf_counter()
-    features = l2_normalize(features)
-    labels, objective = keras_kmeans(features, k, seed, iterations)
-    labels, empty = processes.gather_shards(labels), 0
-    if np.bincount(labels, minlength=k).min() == 0:
-        every_point = processes.gather_shards(ops.convert_to_numpy(features))
-        labels, empty = fill_empty_clusters(labels, every_point, k)
+    if several and empty:  # one repair for all processes, whatever their float rounding
         labels = processes.broadcast(labels)
     return Clustering(labels, objective, empty, seconds_pca, time.perf_counter() - start)
+
+
+def _every_shard(labels: np.ndarray, features, k: int):
+    """All processes' labels; their features too only when a cluster is empty (rare).
+
+    Memory per process stays its shard and a few (k, d) arrays unless
+    `fill_empty_clusters` needs the points of the largest cluster.
+    """
+    labels = processes.gather_shards(labels)
+    if np.bincount(labels, minlength=k).min() == 0:
+        features = processes.gather_shards(ops.convert_to_numpy(features))
+    return labels, features
