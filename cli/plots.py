@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -51,21 +50,43 @@ def nmi_curves(runs: list[dict], path: Path) -> Path:
     return _save(figure, path)
 
 
-def probe_against_k(runs: list[dict], path: Path) -> Path:
-    """Linear-probe accuracy against k (points: runs; line: mean per k)."""
+def _error_bars(groups: list[dict]) -> list[list[float]]:
+    """Distances from each group's mean probe to its interval ends, in points (0 if none)."""
+    return [
+        [100 * (g["probe_mean"] - g["probe_low"]) if finite(g["probe_low"]) else 0 for g in groups],
+        [
+            100 * (g["probe_high"] - g["probe_mean"]) if finite(g["probe_high"]) else 0
+            for g in groups
+        ],
+    ]
+
+
+def probe_against_k(groups: list[dict], runs: list[dict], path: Path) -> Path:
+    """Linear-probe accuracy against k: each seed's run (points) and each k's mean
+    with its 95 % bootstrap interval (bars); untrained networks as crosses."""
     figure, axis = plt.subplots(figsize=(6, 4))
-    by_k = defaultdict(list)
-    for run in runs:
-        by_k[run["clusters"]].append(100 * run["probe"])
-        axis.scatter(run["clusters"], 100 * run["probe"], color="tab:blue", alpha=0.6)
-    ks = sorted(by_k)
-    axis.plot(
-        ks, [sum(by_k[k]) / len(by_k[k]) for k in ks], color="tab:blue", label="DeepCluster (mean)"
+    axis.scatter(
+        [run["clusters"] for run in runs],
+        [100 * run["probe"] for run in runs],
+        color="tab:blue",
+        alpha=0.35,
+        s=14,
+        label="one seed",
+    )
+    groups = sorted(groups, key=lambda g: g["clusters"])
+    axis.errorbar(
+        [g["clusters"] for g in groups],
+        [100 * g["probe_mean"] for g in groups],
+        yerr=_error_bars(groups),
+        color="tab:blue",
+        marker="o",
+        capsize=4,
+        label="DeepCluster: mean, 95 % interval",
     )
     random = [
         (run["clusters"], 100 * run["probe_random"])
         for run in runs
-        if run.get("probe_random") is not None
+        if finite(run.get("probe_random"))
     ]
     if random:
         axis.scatter(*zip(*random), marker="x", color="tab:gray", label="random init, same seed")
@@ -75,7 +96,7 @@ def probe_against_k(runs: list[dict], path: Path) -> Path:
         xlabel="k (log scale)",
         ylabel="test accuracy (%)",
     )
-    axis.legend()
+    axis.legend(fontsize=8)
     return _save(figure, path)
 
 
@@ -101,38 +122,44 @@ def probe_against_initial_nmi(runs: list[dict], path: Path, correlation: float |
     return _save(figure, path)
 
 
-def halting(groups: dict[str, list[dict]], path: Path) -> Path:
-    """Probe accuracy and wall time against the epoch the clustering stopped.
-
-    One pair of lines per group (runs that differ only in when they halted).
-    """
-    figure, axis = plt.subplots(figsize=(7, 4.5 + 0.25 * len(groups)))
+def halting(settings: dict[str, list[dict]], path: Path) -> Path:
+    """Probe accuracy (mean and 95 % interval over seeds) and mean wall time per
+    halt setting; one pair of lines per set of groups that differ only in halting."""
+    figure, axis = plt.subplots(figsize=(7, 4.5 + 0.25 * len(settings)))
     time_axis = axis.twinx()
-    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    for color, (label, runs) in zip(
-        plt.rcParams["axes.prop_cycle"].by_key()["color"], groups.items()
-    ):
-        runs = sorted(runs, key=lambda run: run["halted_at"])
-        x = [run["halted_at"] for run in runs]
-        axis.plot(
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for color, (label, groups) in zip(colors, settings.items()):
+        groups = sorted(groups, key=lambda g: g["halted_at"])
+        x = [g["halted_at"] for g in groups]
+        axis.errorbar(
             x,
-            [100 * run["probe"] for run in runs],
-            "o-",
+            [100 * g["probe_mean"] for g in groups],
+            yerr=_error_bars(groups),
+            fmt="o-",
             color=color,
-            label=f"{label}: probe accuracy",
+            capsize=4,
+            label=f"{label}: probe, mean and 95 % interval",
         )
+        for g in groups:
+            axis.annotate(
+                g["halt"],
+                (g["halted_at"], 100 * g["probe_mean"]),
+                fontsize=7,
+                xytext=(4, -10),
+                textcoords="offset points",
+            )
         time_axis.plot(
             x,
-            [run["wall_seconds"] for run in runs],
+            [g["wall_seconds"] for g in groups],
             "s--",
             color=color,
             alpha=0.6,
-            label=f"{label}: wall time",
+            label=f"{label}: mean wall time",
         )
     axis.set(
         title="Stopping the clustering early",
         ylabel="test accuracy (%) (solid)",
-        xlabel="clustering epochs before the labels froze (= all epochs: never halted)",
+        xlabel="epochs clustered before the labels froze, mean over seeds (all: never halted)",
     )
     time_axis.set_ylabel("wall time of the run (s) (dashed)")
     lines = axis.get_legend_handles_labels()[0] + time_axis.get_legend_handles_labels()[0]
@@ -144,6 +171,27 @@ def halting(groups: dict[str, list[dict]], path: Path) -> Path:
         loc="upper center",
         bbox_to_anchor=(0.5, -0.15),
     )
+    return _save(figure, path)
+
+
+def interaction(tests: list[tuple[dict, object]], path: Path) -> Path:
+    """Mean probe against k, one line per filter-quality tercile (interaction plot)."""
+    figure, axes = plt.subplots(1, len(tests), figsize=(6 * len(tests), 4), squeeze=False)
+    for axis, (settings, result) in zip(axes[0], tests):
+        for name, seeds, cells in zip(("worst", "middle", "best"), result.groups, result.cells):
+            axis.plot(
+                result.ks,
+                [100 * c for c in cells],
+                "o-",
+                label=f"{name} third of filters (seeds {', '.join(map(str, seeds))})",
+            )
+        axis.set(
+            xscale="log",
+            title=f"Filter quality x k: permutation p = {result.p_permutation:.3f}",
+            xlabel="k (log scale)",
+            ylabel="mean test accuracy (%)",
+        )
+        axis.legend(fontsize=7)
     return _save(figure, path)
 
 

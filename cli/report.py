@@ -1,10 +1,10 @@
-"""`deepcluster report`: tables and plots of saved runs, without training anything."""
+"""`deepcluster report`: tables, tests and plots of saved runs, without training anything."""
 
 from __future__ import annotations
 
 import csv
 import io
-import math
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import click
 import numpy as np
 from rich.table import Table
 
-from keras_deepcluster_cli import plots, space
+from keras_deepcluster_cli import comparisons, plots, space
 from keras_deepcluster_cli.directory_lock import lock_folder
 from keras_deepcluster_cli.options import make_console, user_errors
 from keras_deepcluster_cli.recipe import load_recipe
@@ -28,6 +28,7 @@ COLUMNS = (
     ("seed", "seed", "{}"),
     ("pca", "pca", "{}"),
     ("epochs", "epochs", "{}"),
+    ("halt", "halt", "{}"),
     ("halted_at", "halted at", "{}"),
     ("initial_nmi", "NMI epoch 0", "{:.4f}"),
     ("best_nmi", "NMI best", "{:.4f}"),
@@ -66,6 +67,7 @@ def _record(run: RunDirectory, root: Path) -> dict:
         "seed": recipe.seed,
         "pca": recipe.pca,
         "epochs": recipe.epochs,
+        "halt": comparisons.halt_rule(recipe),
         "halted_at": stopped["epoch"] if stopped else recipe.epochs,
         "initial_nmi": nmis[0] if nmis else None,
         "best_nmi": max(nmis) if nmis else None,
@@ -80,6 +82,8 @@ def _record(run: RunDirectory, root: Path) -> dict:
         "history": history,
         "probe": None,
         "probe_random": None,
+        # The `select` folder a trial or final run belongs to: not part of a grid.
+        "selection": run.path.parent if (run.path.parent / "selection.json").is_file() else None,
     }
     for name in ("probe", "probe_random"):
         if (run.path / f"{name}.json").is_file():
@@ -101,24 +105,36 @@ def _record(run: RunDirectory, root: Path) -> dict:
     type=click.Path(path_type=Path),
     help="Where to write the tables and plots (default: DIRECTORY/report).",
 )
-def report(directories, out):
-    """Tables (terminal, CSV, Markdown) and PNG plots of the finished runs and
-    `space` results found under DIRECTORIES. Trains nothing.
+@click.option(
+    "--margin",
+    type=click.FloatRange(0, 100, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Equivalence margin of halting against never halting, in probe points.",
+)
+def report(directories, out, margin):
+    """Tables (terminal, CSV, Markdown), tests and PNG plots of the finished runs,
+    `space` results and `select` choices found under DIRECTORIES. Trains nothing.
 
     \b
-    Plots: NMI against the labels and NMI(t, t-1) per epoch; probe accuracy
-    against k; probe accuracy against the seed's initial NMI; probe accuracy
-    and wall time against the halt epoch; the NMI histogram of each `space`.
+    Runs that differ only in their seed form a group: mean, sd and 95 % bootstrap
+    interval of the probe, the best and last NMI (groups.*). Halted groups are
+    tested for equivalence with never halting, paired by seed (two one-sided
+    t-tests, ±--margin points; halting.*). A grid of seeds × k is tested for an
+    interaction of filter quality (`space` NMI terciles) with k (permutation
+    test; interaction.*). `select` folders are scored against the grid
+    (regret; selection.*).
 
     \b
     Examples:
       deepcluster report runs/sweep-fashion_mnist
-      deepcluster report runs/sweep-k runs/sweep-halt runs/space-fashion_mnist-k5 --out docs/results
+      deepcluster report runs/grid runs/space-fashion_mnist --out docs/results/claim1
     """
     console = make_console()
     with user_errors():
         runs = collect_runs(list(directories))
         spaces = sorted(p.parent for d in directories for p in d.rglob(space.RESULTS))
+        selections = sorted(p for d in directories for p in d.rglob("selection.json"))
         if not runs and not spaces:
             raise ValueError(
                 f"No finished runs (config.toml with summary.json) or space results "
@@ -127,10 +143,11 @@ def report(directories, out):
         out = out or directories[0] / "report"
         out.mkdir(parents=True, exist_ok=True)
         lock_folder(out)
-        written = write_tables(runs, out) if runs else []
-        written += draw_plots(runs, out)
+        quality = {}
+        written = []
         for directory in spaces:
             rows = space.read_results(RunDirectory(directory))
+            quality.update({int(row["seed"]): row["nmi"] for row in rows})
             console.print(space.results_table(rows, f"space: {directory}"))
             console.print(space.summary(rows))
             written.append(
@@ -140,108 +157,237 @@ def report(directories, out):
                     f"random-filter quality: {directory.name}",
                 )
             )
-    if runs:
-        console.print(table(runs, COLUMNS, f"{len(runs)} runs"))
-        console.print(table(group_summary(runs), GROUP_COLUMNS, "seeds pooled (mean, sample sd)"))
-        r = filter_quality_correlation(runs)
-        if r is not None:
-            console.print(f"Pearson r(NMI epoch 0, probe accuracy) over the probed runs: {r:.2f}")
+        # Trials and final runs of `select` are listed, not pooled with the grid's seeds.
+        pooled = [r for r in runs if r["selection"] is None]
+        tables = {
+            "runs": (runs, COLUMNS),
+            "groups": (comparisons.group_summary(pooled), GROUP_COLUMNS),
+            "halting": (comparisons.halting_equivalence(pooled, margin / 100), HALTING_COLUMNS),
+            "selection": (comparisons.selection_regret(runs, selections), SELECTION_COLUMNS),
+        }
+        for name, (rows, columns) in tables.items():
+            if rows:
+                written += write_table(rows, columns, out / name)
+                console.print(table(rows, columns, TITLES[name].format(n=len(rows))))
+        interactions = comparisons.quality_by_k(pooled, quality)
+        if interactions:
+            written += write_interactions(interactions, out)
+            for settings, result in interactions:
+                console.print(describe_interaction(settings, result))
+        written += draw_plots(pooled, tables["groups"][0], interactions, out)
     console.print("written: " + ", ".join(str(path) for path in written))
 
 
-def _cell(record: dict, key: str, fmt: str) -> str:
-    value = record.get(key)
-    return "–" if not plots.finite(value) else fmt.format(value)
+TITLES = {
+    "runs": "{n} runs",
+    "groups": "{n} groups of seeds: mean, sd, [95 % bootstrap interval]",
+    "halting": "halting against never halting, paired by seed (TOST)",
+    "selection": "select's choices scored on the grid (regret in probe points)",
+}
+
+
+def _percent(value) -> str:
+    return f"{100 * value:.2f}"
+
+
+def _interval(measure: str, scale=_percent):
+    """A Markdown/terminal cell `mean ± sd [low, high]` of a group measure."""
+
+    def cell(row: dict) -> str:
+        mean, sd = row.get(f"{measure}_mean"), row.get(f"{measure}_sd")
+        low, high = row.get(f"{measure}_low"), row.get(f"{measure}_high")
+        if not plots.finite(mean):
+            return "–"
+        text = scale(mean)
+        if plots.finite(sd):
+            text += f" ± {scale(sd)}"
+        if plots.finite(low):
+            text += f" [{scale(low)}, {scale(high)}]"
+        return text
+
+    return cell
+
+
+def _nmi(value) -> str:
+    return f"{value:.3f}"
+
+
+# (CSV keys, title, Markdown/terminal cell: a format or a function of the row).
+GROUP_COLUMNS = (
+    (("recipe",), "recipe", "{}"),
+    (("images",), "images", "{}"),
+    (("clusters",), "k", "{}"),
+    (("pca",), "pca", "{}"),
+    (("epochs",), "epochs", "{}"),
+    (("halt",), "halt", "{}"),
+    (("seeds",), "seeds", "{}"),
+    (tuple(f"probe_{f}" for f in ("mean", "sd", "low", "high")), "probe %", _interval("probe")),
+    (
+        tuple(f"probe_random_{f}" for f in ("mean", "sd", "low", "high")),
+        "random-init probe %",
+        _interval("probe_random"),
+    ),
+    (tuple(f"gain_{f}" for f in ("mean", "sd", "low", "high")), "gain (points)", _interval("gain")),
+    (
+        tuple(f"best_nmi_{f}" for f in ("mean", "sd", "low", "high")),
+        "NMI best",
+        _interval("best_nmi", _nmi),
+    ),
+    (
+        tuple(f"last_nmi_{f}" for f in ("mean", "sd", "low", "high")),
+        "NMI last",
+        _interval("last_nmi", _nmi),
+    ),
+    (("halted_at",), "halted at", "{:.1f}"),
+    (("recluster_seconds",), "recluster s", "{:.1f}"),
+    (("wall_seconds",), "wall s", "{:.1f}"),
+)
+
+
+def _difference(row: dict) -> str:
+    if not plots.finite(row.get("difference")):
+        return "–"
+    return (
+        f"{100 * row['difference']:+.2f} [{100 * row['difference_low']:+.2f}, "
+        f"{100 * row['difference_high']:+.2f}]"
+    )
+
+
+HALTING_COLUMNS = (
+    (("clusters",), "k", "{}"),
+    (("epochs",), "epochs", "{}"),
+    (("halt",), "halt", "{}"),
+    (("seeds",), "seeds", "{}"),
+    (("halted_at",), "halted at", "{:.1f}"),
+    (("probe",), "probe %", _percent),
+    (("probe_never",), "never halted %", _percent),
+    (("difference", "difference_low", "difference_high"), "difference [90 % CI]", _difference),
+    (("margin",), "margin", lambda m: f"±{100 * m:g}"),
+    (("p_tost",), "p (TOST)", "{:.3f}"),
+    (("verdict",), "equivalent?", "{}"),
+    (("recluster_seconds_saved",), "recluster s saved", "{:.1f}"),
+    (("wall_seconds",), "wall s", "{:.1f}"),
+    (("wall_seconds_saved",), "wall s saved", "{:.1f}"),
+    (("wall_saved_share",), "wall saved", "{:.0%}"),
+)
+
+
+def _regret(key):
+    return ((key,), key.removeprefix("regret_") + " regret", lambda v: f"{100 * v:.2f}")
+
+
+SELECTION_COLUMNS = (
+    (("selection",), "select folder", "{}"),
+    (("draw",), "draw", "{}"),
+    (("criterion",), "criterion", "{}"),
+    (("seed",), "seed", "{}"),
+    (("clusters",), "k", "{}"),
+    (("halt_after",), "halt after", "{}"),
+    (("final_probe",), "final probe %", _percent),
+    (("final_regret",), "final regret", _percent),
+    _regret("regret_probe"),
+    _regret("regret_knn"),
+    _regret("regret_linear"),
+    _regret("regret_nmi"),
+    (("grid_best",), "grid best %", _percent),
+    (("grid_mean",), "grid mean (random choice) %", _percent),
+    (("default_mean",), "recipe's k, mean %", _percent),
+)
+
+
+def _cell(row: dict, keys: tuple, fmt) -> str:
+    if callable(fmt) and len(keys) > 1:
+        return fmt(row)
+    value = row.get(keys[0])
+    if not plots.finite(value):
+        return "–"
+    return fmt(value) if callable(fmt) else fmt.format(value)
+
+
+def _columns(columns):
+    """The run table's (key, title, format) columns in the (keys, title, cell) shape."""
+    return tuple(((key,), title, fmt) for key, title, fmt in columns)
 
 
 def table(rows: list[dict], columns, title: str) -> Table:
     result = Table(title=title)
+    columns = columns if isinstance(columns[0][0], tuple) else _columns(columns)
     for _, name, _ in columns:
         result.add_column(name, justify="right")
     for row in rows:
-        result.add_row(*(_cell(row, key, fmt) for key, _, fmt in columns))
+        result.add_row(*(_cell(row, keys, fmt) for keys, _, fmt in columns))
     return result
 
 
-def group_summary(runs: list[dict]) -> list[dict]:
-    """Runs that differ only in their seed, pooled: mean and spread of the probes."""
-    groups = defaultdict(list)
-    for r in runs:
-        groups[
-            (r["recipe"], r["images"], r["clusters"], r["pca"], r["epochs"], r["halted_at"])
-        ].append(r)
-    rows = []
-    for (recipe, images, k, pca, epochs, halted_at), members in groups.items():
-        row = {
-            "recipe": recipe,
-            "images": images,
-            "clusters": k,
-            "pca": pca,
-            "epochs": epochs,
-            "halted_at": halted_at,
-            "seeds": len(members),
-        }
-        for key in ("initial_nmi", "last_nmi", "probe", "probe_random", "gain", "wall_seconds"):
-            values = [m[key] for m in members if plots.finite(m.get(key))]
-            row[key], row[f"{key}_sd"] = mean_and_spread(values) if values else (None, None)
-        rows.append(row)
-    return rows
+def write_table(rows: list[dict], columns, stem: Path) -> list[Path]:
+    """`stem`.csv (every number, unformatted) and `stem`.md (the terminal's cells)."""
+    columns = columns if isinstance(columns[0][0], tuple) else _columns(columns)
+    keys = [key for group, _, _ in columns for key in group]
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(keys)
+    writer.writerows([["" if not plots.finite(r.get(k)) else r[k] for k in keys] for r in rows])
+    stem.with_suffix(".csv").write_text(text.getvalue())
+    lines = [
+        "| " + " | ".join(title for _, title, _ in columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    lines += [
+        "| " + " | ".join(_cell(r, keys, fmt) for keys, _, fmt in columns) + " |" for r in rows
+    ]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return [stem.with_suffix(".csv"), stem.with_suffix(".md")]
 
 
-GROUP_COLUMNS = (
-    ("recipe", "recipe", "{}"),
-    ("images", "images", "{}"),
-    ("clusters", "k", "{}"),
-    ("pca", "pca", "{}"),
-    ("epochs", "epochs", "{}"),
-    ("halted_at", "halted at", "{}"),
-    ("seeds", "seeds", "{}"),
-    ("initial_nmi", "NMI epoch 0", "{:.4f}"),
-    ("last_nmi", "NMI last", "{:.4f}"),
-    ("probe", "probe acc", "{:.4f}"),
-    ("probe_sd", "± sd", "{:.4f}"),
-    ("probe_random", "random-init acc", "{:.4f}"),
-    ("probe_random_sd", "± sd", "{:.4f}"),
-    ("gain", "gain", "{:+.4f}"),
-    ("gain_sd", "± sd", "{:.4f}"),
-    ("wall_seconds", "wall s", "{:.1f}"),
-)
+def describe_interaction(settings: dict, result) -> str:
+    """The interaction test in words (or why there is none)."""
+    where = ", ".join(f"{key} {value}" for key, value in settings.items())
+    if isinstance(result, str):
+        return f"filter quality × k ({where}): not tested: {result}"
+    correlations = "; ".join(
+        f"k={k}: rho {rho:+.2f} (p {p:.2f})" for k, (rho, p) in result.correlations.items()
+    )
+    return (
+        f"filter quality × k ({where}): seeds in quality terciles {result.groups}; "
+        f"interaction F = {result.statistic:.2f}, permutation p = {result.p_permutation:.3f} "
+        f"({result.permutations} regroupings), normal-theory p = {result.p_normal:.3f}. "
+        f"Spearman rho(filter quality, probe) per k: {correlations}"
+    )
 
 
-def write_tables(runs: list[dict], out: Path) -> list[Path]:
-    """runs.csv/.md (one row per run) and groups.csv/.md (seeds pooled)."""
-    written = []
-    for name, rows, columns in (
-        ("runs", runs, COLUMNS),
-        ("groups", group_summary(runs), GROUP_COLUMNS),
-    ):
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow([key for key, _, _ in columns])
-        writer.writerows(
-            [[_cell(r, key, fmt).replace("–", "") for key, _, fmt in columns] for r in rows]
+def write_interactions(interactions: list, out: Path) -> list[Path]:
+    """interaction.md (the cell means and tests) and interaction.json."""
+    lines, records = [], []
+    for settings, result in interactions:
+        lines.append(describe_interaction(settings, result) + "\n")
+        records.append({**settings, "result": result if isinstance(result, str) else vars(result)})
+        if isinstance(result, str):
+            continue
+        lines.append(
+            "| quality tercile (seeds) | " + " | ".join(f"k={k}" for k in result.ks) + " |"
         )
-        (out / f"{name}.csv").write_text(text.getvalue())
-        lines = [
-            "| " + " | ".join(title for _, title, _ in columns) + " |",
-            "|" + "---|" * len(columns),
-        ]
-        lines += [
-            "| " + " | ".join(_cell(r, key, fmt) for key, _, fmt in columns) + " |" for r in rows
-        ]
-        (out / f"{name}.md").write_text("\n".join(lines) + "\n")
-        written += [out / f"{name}.csv", out / f"{name}.md"]
-    return written
+        lines.append("|" + "---|" * (len(result.ks) + 1))
+        for name, seeds, cells in zip(("worst", "middle", "best"), result.groups, result.cells):
+            lines.append(
+                f"| {name} ({', '.join(map(str, seeds))}) | "
+                + " | ".join(f"{100 * c:.2f}" for c in cells)
+                + " |"
+            )
+        lines.append("")
+    (out / "interaction.md").write_text("\n".join(lines))
+    (out / "interaction.json").write_text(json.dumps(records, indent=1, default=str))
+    return [out / "interaction.md", out / "interaction.json"]
 
 
-def draw_plots(runs: list[dict], out: Path) -> list[Path]:
+def draw_plots(runs, groups, interactions, out: Path) -> list[Path]:
     """Every plot the runs have the data for."""
     written = []
     if runs:
         written.append(plots.nmi_curves(runs, out / "nmi_curves.png"))
     probed = [r for r in runs if plots.finite(r["probe"])]
-    if len({r["clusters"] for r in probed}) >= 2:
-        written.append(plots.probe_against_k(probed, out / "probe_vs_k.png"))
+    never = [g for g in groups if g["halt"] == comparisons.NEVER and plots.finite(g["probe_mean"])]
+    if len({g["clusters"] for g in never}) >= 2:
+        written.append(plots.probe_against_k(never, probed, out / "probe_vs_k.png"))
     with_nmi = [r for r in probed if plots.finite(r["initial_nmi"])]
     if len({r["seed"] for r in with_nmi}) >= 2:
         written.append(
@@ -249,14 +395,20 @@ def draw_plots(runs: list[dict], out: Path) -> list[Path]:
                 with_nmi, out / "probe_vs_initial_nmi.png", filter_quality_correlation(runs)
             )
         )
-    groups = defaultdict(list)
-    for r in probed:
-        groups[
-            f"seed {r['seed']}, k={r['clusters']}" + (f", PCA {r['pca']}" if r["pca"] else "")
-        ].append(r)
-    groups = {label: rs for label, rs in groups.items() if len({r["halted_at"] for r in rs}) >= 2}
-    if groups:
-        written.append(plots.halting(groups, out / "halting.png"))
+    by_settings = defaultdict(list)
+    for g in groups:
+        if plots.finite(g["probe_mean"]):
+            by_settings[(g["recipe"], g["clusters"], g["pca"], g["epochs"])].append(g)
+    halted = {
+        f"k={k}" + (f", PCA {pca}" if pca else ""): gs
+        for (_, k, pca, _), gs in by_settings.items()
+        if len(gs) >= 2 and any(g["halt"] == comparisons.NEVER for g in gs)
+    }
+    if halted:
+        written.append(plots.halting(halted, out / "halting.png"))
+    tested = [(s, r) for s, r in interactions if not isinstance(r, str)]
+    if tested:
+        written.append(plots.interaction(tested, out / "interaction.png"))
     return written
 
 
@@ -268,13 +420,7 @@ def filter_quality_correlation(runs: list[dict]) -> float | None:
     probed = [r for r in runs if plots.finite(r["initial_nmi"]) and plots.finite(r["probe"])]
     if len({r["seed"] for r in probed}) < 3:
         return None
-    pairs = [(r["initial_nmi"], r["probe"]) for r in probed]
-    return float(np.corrcoef(np.array(pairs).T)[0, 1])
-
-
-def mean_and_spread(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    pairs = np.array([(r["initial_nmi"], r["probe"]) for r in probed]).T
+    if not np.ptp(pairs, axis=1).all():  # a constant has no correlation
+        return None
+    return float(np.corrcoef(pairs)[0, 1])

@@ -4,9 +4,9 @@ The Deep Dive paper's proposal (digest §4.8), made concrete:
 
 1. **seed** — the candidate whose untrained network clusters the labelled
    images best (NMI of one k-means, `filter_quality`);
-2. **k** — a short trial run per candidate k with that seed; each trial's
-   backbone gets a linear probe trained on one part of the labelled images
-   and scored on the rest (held out); the best held-out accuracy wins;
+2. **k** — a short trial run per candidate k with that seed, scored with the
+   labelled images by every criterion of `CRITERIA`; the `--criterion` one
+   chooses (all are recorded, so their choices can be compared later);
 3. **halt epoch** — in the winning trial, the epoch whose pseudo-labels agree
    best with the labelled images (NMI on them); halt after it, or never if
    the agreement still rose at the trial's last epoch;
@@ -45,6 +45,14 @@ from keras_deepcluster_cli.options import (
 )
 from keras_deepcluster_cli.run_directory import RunDirectory
 
+# How a trial run is scored with the labelled images (higher is better).
+CRITERIA = {
+    "probe": "held-out accuracy of a linear probe trained on the other labelled images",
+    "knn": "5-fold cross-validated 10-NN accuracy on all labelled images",
+    "linear": "5-fold cross-validated logistic-regression accuracy on all labelled images",
+    "nmi": "NMI of the trial's last pseudo-labels with the labelled images",
+}
+
 
 @click.command()
 @click.argument("recipe")
@@ -78,6 +86,22 @@ from keras_deepcluster_cli.run_directory import RunDirectory
     help="Epochs of each trial run.",
 )
 @click.option(
+    "--criterion",
+    type=click.Choice(list(CRITERIA)),
+    default="probe",
+    show_default=True,
+    help="How the trials' k is chosen: "
+    + "; ".join(f"{name}: {text}" for name, text in CRITERIA.items())
+    + ".",
+)
+@click.option(
+    "--draw",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the draw of the labelled images and of their held-out part.",
+)
+@click.option(
     "--holdout",
     type=click.FloatRange(0.1, 0.9),
     default=0.5,
@@ -97,6 +121,8 @@ def select(
     seed,
     clusters,
     trial_epochs,
+    criterion,
+    draw,
     holdout,
     probe,
     backend,
@@ -141,7 +167,7 @@ def select(
             raise ValueError(
                 f"--labelled {labelled} is more than the {len(data.x_train)} training images."
             )
-        rng = np.random.default_rng(base.seed)
+        rng = np.random.default_rng(draw)
         chosen = np.sort(rng.choice(len(data.x_train), labelled, replace=False))
         held = np.zeros(labelled, bool)
         held[rng.choice(labelled, round(holdout * labelled), replace=False)] = True
@@ -171,7 +197,7 @@ def select(
                 ).nmi
         best_seed = max(seed_scores, key=seed_scores.get)
 
-        # 2. k: trial runs, probed on the held-out labelled images.
+        # 2. k: trial runs, scored with the labelled images.
         trials = {}
         for k in candidates_k:
             trial = base.replace(
@@ -185,28 +211,19 @@ def select(
             run.check_replaceable(trial.to_toml(), overwrite)
             with console.status(f"trial run k={k}, {trial_epochs} epochs"):
                 training.train_unless_finished(trial, known, run, devices=devices)
-            if not (run.path / "probe_labelled.json").is_file():
-                with console.status(f"probing trial k={k} on the labelled images"):
-                    result = kdc.evaluation.linear_probe(
-                        keras.saving.load_model(run.path / RunDirectory.MODEL).backbone,
-                        base.probe_layer,
-                        (data.x_train[chosen][~held], data.y_train[chosen][~held]),
-                        (data.x_train[chosen][held], data.y_train[chosen][held]),
-                        views,
-                        epochs=base.probe_epochs,
-                        flip=base.probe_flip,
-                        seed=best_seed,
+            if not (run.path / "scores_labelled.json").is_file():
+                with console.status(f"scoring trial k={k} with the labelled images"):
+                    run.write_json(
+                        "scores_labelled.json",
+                        _trial_scores(run, base, data, chosen, held, views, best_seed),
                     )
-                    run.write_json("probe_labelled.json", {"accuracy": result.accuracy})
-            nmis = [row["nmi_labels"] for row in run.read_history()]
-            trials[k] = {
-                "probe_heldout": run.read_json("probe_labelled.json")["accuracy"],
-                "nmi_labelled": nmis,
-            }
-        best_k = max(trials, key=lambda k: trials[k]["probe_heldout"])
+            trials[k] = run.read_json("scores_labelled.json")
+        choices = {name: max(trials, key=lambda k: trials[k][name]) for name in CRITERIA}
+        best_k = choices[criterion]
 
         # 3. The halt epoch: where the pseudo-labels agreed best with the labelled images.
-        nmis = trials[best_k]["nmi_labelled"]
+        nmis = RunDirectory(out / f"trial-k{best_k}").read_history()
+        nmis = [row["nmi_labels"] for row in nmis]
         peak = int(np.argmax(nmis))
         halt = peak + 1 if peak + 1 < len(nmis) else None
         final = base.replace(seed=best_seed, clusters=best_k, halt_after=halt)
@@ -217,7 +234,7 @@ def select(
                 f"images, best of {len(seed)}"
             ),
             "clusters": (
-                f"k={best_k}: held-out probe accuracy {trials[best_k]['probe_heldout']:.2%} "
+                f"k={best_k}: {CRITERIA[criterion]} {trials[best_k][criterion]:.4f} "
                 f"after {trial_epochs} trial epochs, best of k in {candidates_k}"
             ),
             "halt_after": (
@@ -230,14 +247,18 @@ def select(
         }
         selection = {
             "labelled": labelled,
+            "draw": draw,
             "holdout": holdout,
+            "recipe_clusters": base.clusters,
+            "criterion": criterion,
+            "choices": choices,
             "seed_nmi": seed_scores,
             "trials": trials,
             "chosen": {"seed": best_seed, "clusters": best_k, "halt_after": halt},
             "why": reasons,
         }
         (out / "selection.json").write_text(json.dumps(selection, indent=1, default=str))
-        console.print(_table(seed_scores, trials))
+        console.print(_table(seed_scores, trials, criterion))
         for line in reasons.values():
             console.print(f"[bold]chosen[/bold] {line}")
 
@@ -263,12 +284,45 @@ def select(
     )
 
 
-def _table(seed_scores: dict, trials: dict) -> Table:
+def _trial_scores(run, base, data, chosen, held, views, seed) -> dict:
+    """Every criterion of `CRITERIA` for one finished trial run."""
+    import keras
+
+    import keras_deepcluster as kdc
+
+    backbone = keras.saving.load_model(run.path / RunDirectory.MODEL).backbone
+    x, y = data.x_train[chosen], data.y_train[chosen]
+    probe = kdc.evaluation.linear_probe(
+        backbone,
+        base.probe_layer,
+        (x[~held], y[~held]),
+        (x[held], y[held]),
+        views,
+        epochs=base.probe_epochs,
+        flip=base.probe_flip,
+        seed=seed,
+    )
+    scores = {"probe": probe.accuracy, "nmi": run.read_history()[-1]["nmi_labels"]}
+    for classifier in ("knn", "linear"):
+        scores[classifier] = kdc.evaluation.cross_validated_accuracy(
+            backbone, base.probe_layer, x, y, views, classifier, seed=seed
+        )
+    return scores
+
+
+def _table(seed_scores: dict, trials: dict, criterion: str) -> Table:
     table = Table(title="candidates")
     for column in ("candidate", "score", "on"):
         table.add_column(column, justify="right")
     for s, score in sorted(seed_scores.items(), key=lambda item: -item[1]):
         table.add_row(f"seed {s}", f"{score:.4f}", "NMI, random filters")
-    for k, trial in trials.items():
-        table.add_row(f"k={k}", f"{trial['probe_heldout']:.2%}", "held-out probe accuracy")
+    for k, scores in trials.items():
+        table.add_row(
+            f"k={k}",
+            " ".join(
+                f"[bold]{name} {value:.4f}[/bold]" if name == criterion else f"{name} {value:.4f}"
+                for name, value in scores.items()
+            ),
+            "trial, with the labelled images",
+        )
     return table

@@ -143,6 +143,21 @@ def extract_features(
     return FeatureExtractor(model, views, flip)(images, batch_size, on_batch)
 
 
+def layer_model(backbone: keras.Model, layer: str) -> keras.Model:
+    """`backbone` up to its layer `layer` (whose output a probe reads).
+
+    Raises:
+        ValueError: `backbone` has no such layer (the message lists them).
+    """
+    names = [each.name for each in backbone.layers]
+    if layer not in names:
+        raise ValueError(
+            f"Backbone {backbone.name!r} has no layer {layer!r}; its layers are: "
+            f"{', '.join(names)}."
+        )
+    return keras.Model(backbone.input, backbone.get_layer(layer).output)
+
+
 def _copy(features: np.ndarray, start: int, count: int, out) -> None:
     features[start : start + count] = keras.ops.convert_to_numpy(out)[:count]
 

@@ -242,34 +242,41 @@ def test_report_needs_runs(tmp_path):
 
 
 def test_select_chooses_and_trains(tmp_path):
+    def select(out, *args):
+        result = invoke(
+            "select",
+            "digits",
+            "--labelled",
+            "60",
+            "--trial-epochs",
+            "2",
+            "--epochs",
+            "2",
+            *DIGITS,
+            "--out",
+            out,
+            *args,
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "selection.json").read_text()), result.output
+
     out = tmp_path / "select"
-    result = invoke(
-        "select",
-        "digits",
-        "--labelled",
-        "60",
-        "--seeds",
-        "0-1",
-        "-k",
-        "3,4",
-        "--trial-epochs",
-        "2",
-        "--epochs",
-        "2",
-        *DIGITS,
-        "--out",
-        out,
-    )
-    assert result.exit_code == 0, result.output
-    selection = json.loads((out / "selection.json").read_text())
+    selection, output = select(out, "--seeds", "0-1", "-k", "3,4", "--criterion", "knn")
     chosen = selection["chosen"]
     assert chosen["seed"] == int(max(selection["seed_nmi"], key=selection["seed_nmi"].get))
-    scores = {int(k): t["probe_heldout"] for k, t in selection["trials"].items()}
-    assert chosen["clusters"] == max(scores, key=scores.get)
+    trials = {int(k): t for k, t in selection["trials"].items()}
+    assert all(set(t) == {"probe", "knn", "linear", "nmi"} for t in trials.values())
+    assert all(0 <= v <= 1 for t in trials.values() for v in t.values())
+    for criterion, k in selection["choices"].items():
+        assert trials[k][criterion] == max(t[criterion] for t in trials.values())
+    assert selection["criterion"] == "knn" and chosen["clusters"] == selection["choices"]["knn"]
     assert chosen["halt_after"] in (None, 1)
     final = RunDirectory(out / "final")
     assert final.is_finished and f"clusters = {chosen['clusters']}" in final.read_config()
-    assert "chosen seed" in result.output and "chosen k=" in result.output
+    assert "chosen seed" in output and "chosen k=" in output
+    # Another draw of the labelled images scores the same seeds differently.
+    other, _ = select(tmp_path / "draw1", "--seeds", "0-1", "-k", "3", "--draw", "1")
+    assert other["draw"] == 1 and other["seed_nmi"] != selection["seed_nmi"]
 
 
 def test_select_bad_input(tmp_path):

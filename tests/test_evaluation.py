@@ -5,6 +5,7 @@ import pytest
 from keras_deepcluster import ImageViews, backbones
 from keras_deepcluster.evaluation import (
     InverseSqrtDecay,
+    cross_validated_accuracy,
     label_entropy,
     label_noise,
     linear_probe,
@@ -53,3 +54,31 @@ def test_linear_probe_bad_input(shapes):
         linear_probe(backbones.lenet(), "conv_7", (x, y), (x, y), views)
     with pytest.raises(ValueError, match="The train split has 20 images but 19 labels"):
         linear_probe(backbones.lenet(), "conv_2", (x, y[:19]), (x, y), views)
+
+
+@pytest.mark.parametrize("classifier", ["knn", "linear"])
+def test_cross_validated_accuracy_sees_the_classes_in_random_features(shapes, classifier):
+    x, y = shapes(200, seed=0)
+    views = ImageViews.for_dataset("mnist")
+    score = cross_validated_accuracy(backbones.lenet(seed=0), "conv_2", x, y, views, classifier)
+    assert 0.4 < score <= 1  # four balanced classes: chance is 0.25
+    # Same folds for the same seed; scrambled labels fall to chance.
+    assert score == cross_validated_accuracy(
+        backbones.lenet(seed=0), "conv_2", x, y, views, classifier
+    )
+    scrambled = np.random.default_rng(0).permutation(y)
+    assert (
+        cross_validated_accuracy(backbones.lenet(seed=0), "conv_2", x, scrambled, views, classifier)
+        < 0.4
+    )
+
+
+def test_cross_validated_accuracy_bad_input(shapes):
+    x, y = shapes(20)
+    views = ImageViews.for_dataset("mnist")
+    with pytest.raises(ValueError, match="classifier must be one of"):
+        cross_validated_accuracy(backbones.lenet(), "conv_2", x, y, views, "svm")
+    with pytest.raises(ValueError, match="two or more images of every labelled class"):
+        cross_validated_accuracy(backbones.lenet(), "conv_2", x, np.r_[y[:19], 9], views)
+    with pytest.raises(ValueError, match="has no layer 'conv_7'"):
+        cross_validated_accuracy(backbones.lenet(), "conv_7", x, y, views)

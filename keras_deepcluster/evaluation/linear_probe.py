@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_deepcluster.features import FeatureExtractor
+from keras_deepcluster.features import FeatureExtractor, layer_model
 from keras_deepcluster.pseudo_label_dataset import check_images
 from keras_deepcluster.views import ImageViews
 
@@ -93,12 +93,7 @@ def linear_probe(
     ...     (x_test, y_test), ImageViews.for_dataset("fashion_mnist"))
     >>> result.accuracy
     """
-    names = [each.name for each in backbone.layers]
-    if layer not in names:
-        raise ValueError(
-            f"Backbone {backbone.name!r} has no layer {layer!r}; its layers are: "
-            f"{', '.join(names)}."
-        )
+    tap = layer_model(backbone, layer)
     (x_train, y_train), (x_test, y_test) = train, test
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         check_images(x)
@@ -107,8 +102,6 @@ def linear_probe(
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1; got {epochs} and {batch_size}.")
     y_train, y_test = np.asarray(y_train, np.int64), np.asarray(y_test, np.int64)
-    tap = keras.Model(backbone.input, backbone.get_layer(layer).output)
-
     extract = FeatureExtractor(tap, views)
     train_views = [extract(x_train, feature_batch_size)]
     if flip:

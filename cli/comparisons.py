@@ -1,0 +1,170 @@
+"""What `deepcluster report` compares: groups of seeds, halting against never
+halting, filter quality × k, and the choices of `select` against the grid.
+
+Each function takes the flat run records of `report.collect_runs` and returns
+plain rows (dicts) for the tables; the tests themselves are in `statistics`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from keras_deepcluster_cli import statistics
+from keras_deepcluster_cli.plots import finite
+
+NEVER = "never"
+# Settings that, with the seed, make a run; runs equal in all of them are one group.
+SETTINGS = ("recipe", "images", "clusters", "pca", "epochs", "halt")
+# Values summarised per group with a bootstrap interval.
+MEASURES = ("probe", "best_nmi", "last_nmi", "probe_random", "gain")
+
+
+def halt_rule(recipe) -> str:
+    """The halting setting of a recipe, as the groups name it."""
+    if recipe.halt_after is not None:
+        return f"after {recipe.halt_after}"
+    if recipe.halt_when_stable is not None:
+        return f"NMI(t,t-1)>={recipe.halt_when_stable:g} x{recipe.halt_patience}"
+    return NEVER
+
+
+def _groups(runs: list[dict]) -> dict[tuple, list[dict]]:
+    groups = defaultdict(list)
+    for r in runs:
+        groups[tuple(r[key] for key in SETTINGS)].append(r)
+    return groups
+
+
+def group_summary(runs: list[dict]) -> list[dict]:
+    """Runs that differ only in their seed, pooled: n, mean, sd and 95 % bootstrap
+    interval of every measure, and the mean halt epoch and times."""
+    rows = []
+    for key, members in _groups(runs).items():
+        row = dict(zip(SETTINGS, key), seeds=len(members))
+        for measure in MEASURES:
+            summary = statistics.interval([m.get(measure) for m in members])
+            for field in ("n", "mean", "sd", "low", "high"):
+                row[f"{measure}_{field}"] = getattr(summary, field) if summary else None
+        for measure in ("halted_at", "recluster_seconds", "wall_seconds"):
+            row[measure] = sum(m[measure] for m in members) / len(members)
+        rows.append(row)
+    return rows
+
+
+def halting_equivalence(runs: list[dict], margin: float) -> list[dict]:
+    """Every halted group against the never-halted group of the same settings,
+    paired by seed: mean probe difference, its 90 % interval, the TOST p-value
+    for ±`margin` (a fraction), and the time saved."""
+    groups = _groups(runs)
+    rows = []
+    for key, members in groups.items():
+        settings = dict(zip(SETTINGS, key))
+        reference = groups.get(tuple({**settings, "halt": NEVER}[k] for k in SETTINGS))
+        if settings["halt"] == NEVER or not reference:
+            continue
+        never = {r["seed"]: r for r in reference if finite(r["probe"])}
+        pairs = [
+            (r, never[r["seed"]]) for r in members if finite(r["probe"]) and r["seed"] in never
+        ]
+        row = {**settings, "seeds": len(pairs), "margin": margin}
+        if pairs:
+            row["probe"] = sum(r["probe"] for r, _ in pairs) / len(pairs)
+            row["probe_never"] = sum(n["probe"] for _, n in pairs) / len(pairs)
+            row["halted_at"] = sum(r["halted_at"] for r, _ in pairs) / len(pairs)
+            for measure in ("recluster_seconds", "wall_seconds"):
+                ours = sum(r[measure] for r, _ in pairs) / len(pairs)
+                theirs = sum(n[measure] for _, n in pairs) / len(pairs)
+                row[measure], row[f"{measure}_saved"] = ours, theirs - ours
+            row["wall_saved_share"] = row["wall_seconds_saved"] / (
+                row["wall_seconds"] + row["wall_seconds_saved"]
+            )
+        try:
+            test = statistics.equivalence_test([r["probe"] - n["probe"] for r, n in pairs], margin)
+            row.update(
+                difference=test.difference,
+                difference_low=test.low,
+                difference_high=test.high,
+                p_tost=test.p,
+                verdict="equivalent" if test.equivalent else "not shown",
+            )
+        except statistics.NotTestable as error:
+            row["verdict"] = f"not testable: {error}"
+        rows.append(row)
+    return rows
+
+
+def quality_by_k(runs: list[dict], quality: dict[int, float]) -> list[tuple[dict, object]]:
+    """The filter-quality × k interaction test of every set of never-halted runs
+    that share all settings but k and seed: `(settings, Interaction or the reason
+    it could not be tested)`. `quality` maps seeds to their `space` NMI; seeds
+    without one use the NMI of their first clustering at the smallest k."""
+    sets = defaultdict(list)
+    for r in runs:
+        if r["halt"] == NEVER and finite(r["probe"]):
+            sets[(r["recipe"], r["images"], r["pca"], r["epochs"])].append(r)
+    results = []
+    for key, members in sets.items():
+        if len({r["clusters"] for r in members}) < 2:
+            continue
+        probes = defaultdict(dict)
+        own_quality = {}
+        for r in sorted(members, key=lambda r: -r["clusters"]):
+            probes[r["seed"]][r["clusters"]] = r["probe"]
+            if finite(r["initial_nmi"]):
+                own_quality[r["seed"]] = r["initial_nmi"]
+        settings = dict(zip(("recipe", "images", "pca", "epochs"), key))
+        try:
+            result = statistics.interaction_test(probes, {**own_quality, **quality})
+        except statistics.NotTestable as error:
+            result = str(error)
+        results.append((settings, result))
+    return results
+
+
+def selection_regret(runs: list[dict], selections: list[Path]) -> list[dict]:
+    """Each `select` folder's choices scored on the grid of runs: regret = best
+    grid probe minus the grid probe of the chosen seed and k (same recipe and
+    epochs, never halted), for the chosen k and for the k every recorded
+    criterion would have chosen. Runs inside `select` folders are not the grid."""
+    grid = [r for r in runs if r["selection"] is None and r["halt"] == NEVER and finite(r["probe"])]
+    rows = []
+    for path in selections:
+        chosen = json.loads(path.read_text())
+        final = next(
+            (r for r in runs if r["selection"] == path.parent and r["name"].endswith("final")), None
+        )
+        row = {
+            "selection": str(path.parent),
+            "draw": chosen.get("draw"),
+            "seed": chosen["chosen"]["seed"],
+            "clusters": chosen["chosen"]["clusters"],
+            "halt_after": chosen["chosen"]["halt_after"],
+            "criterion": chosen.get("criterion", "probe"),
+            "final_probe": final["probe"] if final else None,
+        }
+        if final is None:
+            rows.append(row)
+            continue
+        same = [
+            r
+            for r in grid
+            if (r["recipe"], r["images"], r["epochs"], r["pca"])
+            == (final["recipe"], final["images"], final["epochs"], final["pca"])
+        ]
+        if same:
+            probe = {(r["seed"], r["clusters"]): r["probe"] for r in same}
+            best = max(probe.values())
+            default = [p for (s, k), p in probe.items() if k == chosen.get("recipe_clusters")]
+            row.update(
+                grid_best=best,
+                grid_mean=sum(probe.values()) / len(probe),
+                default_mean=sum(default) / len(default) if default else None,
+                final_regret=best - final["probe"] if finite(final["probe"]) else None,
+            )
+            for criterion, k in chosen.get("choices", {}).items():
+                key = (row["seed"], int(k))
+                row[f"regret_{criterion}"] = best - probe[key] if key in probe else None
+        rows.append(row)
+    return rows
