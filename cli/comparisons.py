@@ -125,15 +125,16 @@ def quality_by_k(runs: list[dict], quality: dict[int, float]) -> list[tuple[dict
 
 def selection_regret(runs: list[dict], selections: list[Path]) -> list[dict]:
     """Each `select` folder's choices scored on the grid of runs: regret = best
-    grid probe minus the grid probe of the chosen seed and k (same recipe and
-    epochs, never halted), for the chosen k and for the k every recorded
-    criterion would have chosen. Runs inside `select` folders are not the grid."""
-    grid = [r for r in runs if r["selection"] is None and r["halt"] == NEVER and finite(r["probe"])]
+    grid probe minus the grid probe of the chosen seed and k (same recipe, images,
+    epochs and PCA, never halted), for the chosen k and for the k each recorded
+    criterion would have chosen; and the probe of `select`'s own final run, if
+    it has one. Runs inside `select` folders are not the grid."""
     rows = []
     for path in selections:
         chosen = json.loads(path.read_text())
         final = next(
-            (r for r in runs if r["selection"] == path.parent and r["name"].endswith("final")), None
+            (r for r in runs if r["selection"] == path.parent and Path(r["name"]).name == "final"),
+            None,
         )
         row = {
             "selection": str(path.parent),
@@ -144,27 +145,27 @@ def selection_regret(runs: list[dict], selections: list[Path]) -> list[dict]:
             "criterion": chosen.get("criterion", "probe"),
             "final_probe": final["probe"] if final else None,
         }
-        if final is None:
-            rows.append(row)
-            continue
-        same = [
-            r
-            for r in grid
-            if (r["recipe"], r["images"], r["epochs"], r["pca"])
-            == (final["recipe"], final["images"], final["epochs"], final["pca"])
-        ]
-        if same:
-            probe = {(r["seed"], r["clusters"]): r["probe"] for r in same}
+        settings = chosen.get("final", {})
+        probe = {
+            (r["seed"], r["clusters"]): r["probe"]
+            for r in runs
+            if r["selection"] is None
+            and r["halt"] == NEVER
+            and finite(r["probe"])
+            and all(r[key] == value for key, value in settings.items())
+        }
+        if probe:
             best = max(probe.values())
-            default = [p for (s, k), p in probe.items() if k == chosen.get("recipe_clusters")]
+            default = [p for (_, k), p in probe.items() if k == chosen.get("recipe_clusters")]
             row.update(
                 grid_best=best,
                 grid_mean=sum(probe.values()) / len(probe),
                 default_mean=sum(default) / len(default) if default else None,
-                final_regret=best - final["probe"] if finite(final["probe"]) else None,
+                final_regret=best - row["final_probe"] if finite(row["final_probe"]) else None,
             )
             for criterion, k in chosen.get("choices", {}).items():
                 key = (row["seed"], int(k))
+                row[f"probe_{criterion}"] = probe.get(key)
                 row[f"regret_{criterion}"] = best - probe[key] if key in probe else None
         rows.append(row)
     return rows

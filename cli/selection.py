@@ -110,6 +110,11 @@ CRITERIA = {
 )
 @override("--epochs", type=int, help="Epochs of the final run (default: the recipe's).")
 @click.option("--probe", is_flag=True, help="Linear-probe the final run (all labels, probe.json).")
+@click.option(
+    "--choose-only",
+    is_flag=True,
+    help="Choose and write selection.json, without the final run.",
+)
 @backend_option
 @data_options
 @devices_option
@@ -125,6 +130,7 @@ def select(
     draw,
     holdout,
     probe,
+    choose_only,
     backend,
     devices,
     out,
@@ -134,6 +140,7 @@ def select(
     """Choose the seed, k and halt epoch of RECIPE with only --labelled labelled
     images, say why, and train with them. Trials and the final run are run
     directories under --out; selection.json records every score. Resumable.
+    --choose-only stops before the final run.
 
     \b
     Examples:
@@ -246,6 +253,13 @@ def select(
             ),
         }
         selection = {
+            # What the final run is, so `report` can find its twin in a grid of runs.
+            "final": {
+                "recipe": base.name,
+                "images": len(data.x_train),
+                "epochs": final.epochs,
+                "pca": final.pca,
+            },
             "labelled": labelled,
             "draw": draw,
             "holdout": holdout,
@@ -261,6 +275,9 @@ def select(
         console.print(_table(seed_scores, trials, criterion))
         for line in reasons.values():
             console.print(f"[bold]chosen[/bold] {line}")
+        if choose_only:
+            console.print(f"written {out / 'selection.json'}; no final run (--choose-only)")
+            return
 
         # 4. The final run.
         run = RunDirectory(out / "final")

@@ -275,8 +275,11 @@ def test_select_chooses_and_trains(tmp_path):
     assert final.is_finished and f"clusters = {chosen['clusters']}" in final.read_config()
     assert "chosen seed" in output and "chosen k=" in output
     # Another draw of the labelled images scores the same seeds differently.
-    other, _ = select(tmp_path / "draw1", "--seeds", "0-1", "-k", "3", "--draw", "1")
+    other, _ = select(
+        tmp_path / "draw1", "--seeds", "0-1", "-k", "3", "--draw", "1", "--choose-only"
+    )
     assert other["draw"] == 1 and other["seed_nmi"] != selection["seed_nmi"]
+    assert other["final"]["epochs"] == 2 and not (tmp_path / "draw1" / "final").exists()
 
 
 def test_select_bad_input(tmp_path):

@@ -259,6 +259,7 @@ def test_report_scores_select_choices_on_the_grid(tmp_path):
     (chosen / "selection.json").write_text(
         json.dumps(
             {
+                "final": {"recipe": "fashion_mnist", "images": 600, "epochs": 3, "pca": None},
                 "draw": 3,
                 "criterion": "probe",
                 "recipe_clusters": 5,
@@ -275,6 +276,11 @@ def test_report_scores_select_choices_on_the_grid(tmp_path):
     assert float(row["regret_probe"]) == pytest.approx(0.03) and float(row["regret_knn"]) == 0
     assert float(row["grid_mean"]) == pytest.approx(np.mean(list(probes.values())))
     assert float(row["default_mean"]) == pytest.approx(0.79)
+    # Without a final run (--choose-only) the grid still scores the choices.
+    (chosen / "final").rename(tmp_path / "final")
+    report(chosen, grid, out=tmp_path / "choose-only")
+    (row,) = read(tmp_path / "choose-only" / "selection.csv")
+    assert row["final_probe"] == "" and float(row["regret_linear"]) == 0
     # select's final run is listed with the runs but not pooled with the grid's seeds.
     groups = {g["clusters"]: g for g in read(out / "groups.csv")}
     assert groups["5"]["seeds"] == "2" and len(read(out / "runs.csv")) == 5
