@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -122,44 +123,64 @@ def probe_against_initial_nmi(runs: list[dict], path: Path, correlation: float |
     return _save(figure, path)
 
 
-def halting(settings: dict[str, list[dict]], path: Path) -> Path:
-    """Probe accuracy (mean and 95 % interval over seeds) and mean wall time per
-    halt setting; one pair of lines per set of groups that differ only in halting."""
-    figure, axis = plt.subplots(figsize=(7, 4.5 + 0.25 * len(settings)))
+def halting(rows: list[dict], path: Path) -> Path:
+    """Probe difference to never halting (paired by seed; mean and 90 % interval) and
+    mean wall time against the halt epoch, with the equivalence margin shaded; one
+    line per set of settings (k, epochs)."""
+    figure, axis = plt.subplots(figsize=(7, 4.8))
     time_axis = axis.twinx()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for color, (label, groups) in zip(colors, settings.items()):
-        groups = sorted(groups, key=lambda g: g["halted_at"])
-        x = [g["halted_at"] for g in groups]
+    sets = defaultdict(list)
+    for row in rows:
+        if finite(row.get("difference")):
+            sets[(row["clusters"], row["epochs"])].append(row)
+    margin = 100 * rows[0]["margin"]
+    axis.axhspan(-margin, margin, color="tab:green", alpha=0.12, label=f"±{margin:g} points")
+    axis.axhline(0, color="black", linewidth=0.8)
+    for color, ((k, epochs), group) in zip(colors, sets.items()):
+        group = sorted(group, key=lambda row: row["halted_at"])
+        x = [row["halted_at"] for row in group]
+        means = [100 * row["difference"] for row in group]
         axis.errorbar(
             x,
-            [100 * g["probe_mean"] for g in groups],
-            yerr=_error_bars(groups),
+            means,
+            yerr=[
+                [m - 100 * row["difference_low"] for m, row in zip(means, group)],
+                [100 * row["difference_high"] - m for m, row in zip(means, group)],
+            ],
             fmt="o-",
             color=color,
             capsize=4,
-            label=f"{label}: probe, mean and 95 % interval",
+            label=f"k={k}: probe minus never halted (90 % interval)",
         )
-        for g in groups:
+        for row, m in zip(group, means):
             axis.annotate(
-                g["halt"],
-                (g["halted_at"], 100 * g["probe_mean"]),
+                row["halt"],
+                (row["halted_at"], m),
                 fontsize=7,
-                xytext=(4, -10),
+                xytext=(4, 4),
                 textcoords="offset points",
             )
         time_axis.plot(
             x,
-            [g["wall_seconds"] for g in groups],
+            [row["wall_seconds"] for row in group],
             "s--",
             color=color,
-            alpha=0.6,
-            label=f"{label}: mean wall time",
+            alpha=0.5,
+            label=f"k={k}: mean wall time",
         )
+        time_axis.axhline(
+            group[0]["wall_seconds"] + group[0]["wall_seconds_saved"],
+            color=color,
+            linestyle=":",
+            alpha=0.5,
+            label=f"k={k}: never halted, mean wall time",
+        )
+    axis.set_xlim(0, epochs + 0.5)
     axis.set(
-        title="Stopping the clustering early",
-        ylabel="test accuracy (%) (solid)",
-        xlabel="epochs clustered before the labels froze, mean over seeds (all: never halted)",
+        title="Stopping the clustering early (paired by seed)",
+        ylabel="probe accuracy difference (points)",
+        xlabel=f"epochs clustered before the labels froze (mean over seeds; {epochs} = never)",
     )
     time_axis.set_ylabel("wall time of the run (s) (dashed)")
     lines = axis.get_legend_handles_labels()[0] + time_axis.get_legend_handles_labels()[0]
@@ -175,14 +196,26 @@ def halting(settings: dict[str, list[dict]], path: Path) -> Path:
 
 
 def interaction(tests: list[tuple[dict, object]], path: Path) -> Path:
-    """Mean probe against k, one line per filter-quality tercile (interaction plot)."""
+    """Mean probe against k, one line per filter-quality tercile, with 95 % intervals."""
     figure, axes = plt.subplots(1, len(tests), figsize=(6 * len(tests), 4), squeeze=False)
     for axis, (settings, result) in zip(axes[0], tests):
-        for name, seeds, cells in zip(("worst", "middle", "best"), result.groups, result.cells):
-            axis.plot(
-                result.ks,
-                [100 * c for c in cells],
-                "o-",
+        for shift, (name, seeds, cells, intervals) in enumerate(
+            zip(("worst", "middle", "best"), result.groups, result.cells, result.intervals)
+        ):
+            x = [k * 1.06 ** (shift - 1) for k in result.ks]  # side by side on the log axis
+            means = [100 * c for c in cells]
+            axis.errorbar(
+                x,
+                means,
+                yerr=[
+                    [m - 100 * low if finite(low) else 0 for m, (low, _) in zip(means, intervals)],
+                    [
+                        100 * high - m if finite(high) else 0
+                        for m, (_, high) in zip(means, intervals)
+                    ],
+                ],
+                fmt="o-",
+                capsize=3,
                 label=f"{name} third of filters (seeds {', '.join(map(str, seeds))})",
             )
         axis.set(

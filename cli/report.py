@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import click
@@ -174,7 +173,7 @@ def report(directories, out, margin):
             written += write_interactions(interactions, out)
             for settings, result in interactions:
                 console.print(describe_interaction(settings, result))
-        written += draw_plots(pooled, tables["groups"][0], interactions, out)
+        written += draw_plots(pooled, tables["groups"][0], tables["halting"][0], interactions, out)
     console.print("written: " + ", ".join(str(path) for path in written))
 
 
@@ -379,7 +378,7 @@ def write_interactions(interactions: list, out: Path) -> list[Path]:
     return [out / "interaction.md", out / "interaction.json"]
 
 
-def draw_plots(runs, groups, interactions, out: Path) -> list[Path]:
+def draw_plots(runs, groups, halting, interactions, out: Path) -> list[Path]:
     """Every plot the runs have the data for."""
     written = []
     if runs:
@@ -395,17 +394,8 @@ def draw_plots(runs, groups, interactions, out: Path) -> list[Path]:
                 with_nmi, out / "probe_vs_initial_nmi.png", filter_quality_correlation(runs)
             )
         )
-    by_settings = defaultdict(list)
-    for g in groups:
-        if plots.finite(g["probe_mean"]):
-            by_settings[(g["recipe"], g["clusters"], g["pca"], g["epochs"])].append(g)
-    halted = {
-        f"k={k}" + (f", PCA {pca}" if pca else ""): gs
-        for (_, k, pca, _), gs in by_settings.items()
-        if len(gs) >= 2 and any(g["halt"] == comparisons.NEVER for g in gs)
-    }
-    if halted:
-        written.append(plots.halting(halted, out / "halting.png"))
+    if any(plots.finite(row.get("difference")) for row in halting):
+        written.append(plots.halting(halting, out / "halting.png"))
     tested = [(s, r) for s, r in interactions if not isinstance(r, str)]
     if tested:
         written.append(plots.interaction(tested, out / "interaction.png"))

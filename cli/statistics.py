@@ -77,6 +77,7 @@ class Interaction:
         ks: The k values (columns).
         groups: Seeds of each filter-quality group, worst first.
         cells: Mean probe per (group, k), rows in the order of `groups`.
+        intervals: 95 % bootstrap interval (low, high) of each cell's mean.
         statistic: F ratio of the group × k interaction, computed on each
             seed's probes minus that seed's mean.
         p_permutation: Share of regroupings of the seeds with an F at least as large.
@@ -90,6 +91,7 @@ class Interaction:
     ks: list[int]
     groups: list[list[int]]
     cells: list[list[float]]
+    intervals: list[list[tuple[float, float]]]
     statistic: float
     p_permutation: float
     permutations: int
@@ -176,6 +178,7 @@ def interaction_test(
         ks=ks,
         groups=[[seeds[i] for i in g] for g in split],
         cells=[y[g].mean(axis=0).tolist() for g in split],
+        intervals=[[(cell.low, cell.high) for cell in map(interval, y[g].T)] for g in split],
         statistic=float(statistic),
         p_permutation=float(result.pvalue),
         permutations=len(result.null_distribution),
