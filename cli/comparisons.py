@@ -169,3 +169,33 @@ def selection_regret(runs: list[dict], selections: list[Path]) -> list[dict]:
                 row[f"regret_{criterion}"] = best - probe[key] if key in probe else None
         rows.append(row)
     return rows
+
+
+def regret_summary(rows: list[dict]) -> list[dict]:
+    """Per k-choosing criterion over the `select` draws: mean probe of the chosen
+    configurations and mean regret, each with a 95 % bootstrap interval, beside
+    choosing at random (the grid's mean) and the recipe's k (mean over seeds)."""
+    criteria = sorted(
+        {key.removeprefix("regret_") for row in rows for key in row if key.startswith("regret_")}
+    )
+    summary = []
+    for criterion in criteria:
+        scored = [row for row in rows if finite(row.get(f"regret_{criterion}"))]
+        if not scored:
+            continue
+        probe = statistics.interval([row[f"probe_{criterion}"] for row in scored])
+        regret = statistics.interval([row[f"regret_{criterion}"] for row in scored])
+        summary.append(
+            {
+                "criterion": criterion,
+                "draws": len(scored),
+                **{f"probe_{f}": getattr(probe, f) for f in ("mean", "sd", "low", "high")},
+                **{f"regret_{f}": getattr(regret, f) for f in ("mean", "sd", "low", "high")},
+                "grid_mean": sum(row["grid_mean"] for row in scored) / len(scored),
+                "default_mean": scored[0]["default_mean"],
+                "over_default": probe.mean - scored[0]["default_mean"]
+                if finite(scored[0]["default_mean"])
+                else None,
+            }
+        )
+    return summary

@@ -164,6 +164,10 @@ def report(directories, out, margin):
             "halting": (comparisons.halting_equivalence(pooled, margin / 100), HALTING_COLUMNS),
             "selection": (comparisons.selection_regret(runs, selections), SELECTION_COLUMNS),
         }
+        tables["criteria"] = (
+            comparisons.regret_summary(tables["selection"][0]),
+            CRITERIA_COLUMNS,
+        )
         for name, (rows, columns) in tables.items():
             if rows:
                 written += write_table(rows, columns, out / name)
@@ -182,6 +186,7 @@ TITLES = {
     "groups": "{n} groups of seeds: mean, sd, [95 % bootstrap interval]",
     "halting": "halting against never halting, paired by seed (TOST)",
     "selection": "select's choices scored on the grid (regret in probe points)",
+    "criteria": "criteria for k over the select draws: probe of the choice, regret",
 }
 
 
@@ -291,6 +296,25 @@ SELECTION_COLUMNS = (
     (("grid_best",), "grid best %", _percent),
     (("grid_mean",), "grid mean (random choice) %", _percent),
     (("default_mean",), "recipe's k, mean %", _percent),
+)
+
+
+CRITERIA_COLUMNS = (
+    (("criterion",), "criterion", "{}"),
+    (("draws",), "draws", "{}"),
+    (
+        tuple(f"probe_{f}" for f in ("mean", "sd", "low", "high")),
+        "probe of the choice %",
+        _interval("probe"),
+    ),
+    (
+        tuple(f"regret_{f}" for f in ("mean", "sd", "low", "high")),
+        "regret (points)",
+        _interval("regret"),
+    ),
+    (("grid_mean",), "random choice %", _percent),
+    (("default_mean",), "recipe's k %", _percent),
+    (("over_default",), "choice minus recipe's k", lambda v: f"{100 * v:+.2f}"),
 )
 
 

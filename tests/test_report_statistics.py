@@ -276,6 +276,11 @@ def test_report_scores_select_choices_on_the_grid(tmp_path):
     assert float(row["regret_probe"]) == pytest.approx(0.03) and float(row["regret_knn"]) == 0
     assert float(row["grid_mean"]) == pytest.approx(np.mean(list(probes.values())))
     assert float(row["default_mean"]) == pytest.approx(0.79)
+    criteria = {row["criterion"]: row for row in read(out / "criteria.csv")}
+    assert set(criteria) == {"probe", "knn", "linear", "nmi"} and criteria["knn"]["draws"] == "1"
+    assert float(criteria["knn"]["probe_mean"]) == pytest.approx(0.83)
+    assert float(criteria["knn"]["over_default"]) == pytest.approx(0.04)
+    assert criteria["knn"]["regret_low"] == ""  # one draw: no interval
     # Without a final run (--choose-only) the grid still scores the choices.
     (chosen / "final").rename(tmp_path / "final")
     report(chosen, grid, out=tmp_path / "choose-only")
