@@ -239,6 +239,8 @@ def test_report_draws_every_plot_from_saved_runs(tmp_path, monkeypatch):
 def test_report_needs_runs(tmp_path):
     result = invoke("report", tmp_path)
     assert result.exit_code == 1 and "No finished runs" in result.output
+    result = invoke("report", tmp_path, "--margin", "0")
+    assert result.exit_code == 2 and "'--margin': 0.0 is not in the range 0<x<=100" in result.output
 
 
 def test_select_chooses_and_trains(tmp_path):
@@ -285,6 +287,11 @@ def test_select_chooses_and_trains(tmp_path):
 def test_select_bad_input(tmp_path):
     result = invoke("select", "digits", "--labelled", "5", "--out", tmp_path / "s")
     assert result.exit_code == 2 and "--labelled" in result.output
+    for option, value in (("--criterion", "svm"), ("--draw", "-1")):
+        result = invoke(
+            "select", "digits", "--labelled", "50", option, value, "--out", tmp_path / "s"
+        )
+        assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output
     result = invoke("select", "digits", "--labelled", "500", *DIGITS, "--out", tmp_path / "s")
     assert (
         result.exit_code == 1
