@@ -4,7 +4,7 @@
 # Run from the repository root; runs go to runs/results/, the reports to docs/results/.
 # Every stage is resumable: finished runs and probes are kept, so rerunning a stage finishes it.
 #   KERAS_BACKEND=jax bash benchmarks/results_fashion_mnist.sh [space grid halt grid-k select auto authors report]...
-# Without arguments, in order of need: space grid halt grid-k select auto report (each claim gets
+# Without arguments, in order of need: space grid halt auto grid-k select report (each claim gets
 # its core runs first; the authors' 49-epoch run is separate). On the 2-core CPU of
 # docs/results.md one pipeline on both cores (XLA uses both well: 10 s per epoch) was as fast as two
 # single-core pipelines side by side (22 s per epoch each) and keeps wall times comparable.
@@ -23,7 +23,7 @@ seeds = [int(float(rows[round(i * (len(rows) - 1) / 8)]["seed"])) for i in range
 print(",".join(map(str, seeds if sys.argv[1] == "9" else seeds[::2])))
 PY
 }
-for what in ${@:-space grid halt grid-k select auto report}; do case $what in
+for what in ${@:-space grid halt auto grid-k select report}; do case $what in
 space)  step "claim 1: filter quality of 50 seeds"
         /usr/bin/time -f "space wall %e s" $DC space fashion_mnist --seeds 0-49 "${DATA[@]}" --out $OUT/space ;;
 grid)   step "claim 1: seeds $(picks 9), k=5, with the untrained networks' probes (once per seed)"
