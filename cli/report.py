@@ -42,13 +42,27 @@ COLUMNS = (
 
 
 def collect_runs(directories: list[Path]) -> list[dict]:
-    """Every finished run under `directories`, as one flat record each."""
+    """Every finished run under `directories`, as one flat record each.
+
+    The untrained network depends on the recipe's seed only, so a run without
+    its own random-init probe takes that of a run of the same recipe, data and
+    seed (e.g. probed once per seed in a grid over k).
+    """
     records = []
     for directory in directories:
         for config in sorted(directory.rglob(RunDirectory.CONFIG)):
             run = RunDirectory(config.parent)
             if run.is_finished and (run.path / "history.csv").is_file():
                 records.append(_record(run, directory))
+    untrained = {
+        (r["recipe"], r["images"], r["seed"]): r["probe_random"]
+        for r in records
+        if r["probe_random"] is not None
+    }
+    for r in records:
+        r["probe_random"] = untrained.get((r["recipe"], r["images"], r["seed"]))
+        if r["probe"] is not None and r["probe_random"] is not None:
+            r["gain"] = r["probe"] - r["probe_random"]  # over its own random init
     return records
 
 
@@ -87,8 +101,6 @@ def _record(run: RunDirectory, root: Path) -> dict:
     for name in ("probe", "probe_random"):
         if (run.path / f"{name}.json").is_file():
             record[name] = run.read_json(f"{name}.json")["accuracy"]
-    if record["probe"] is not None and record["probe_random"] is not None:
-        record["gain"] = record["probe"] - record["probe_random"]  # over its own random init
     return record
 
 

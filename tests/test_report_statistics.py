@@ -180,12 +180,15 @@ def test_report_groups_seeds_with_intervals_and_tests_halting(tmp_path):
     never = {1: 0.810, 2: 0.820, 3: 0.815, 4: 0.805}
     for seed, probe in never.items():
         fake_run(grid, seed, probe=probe, probe_random=probe - 0.02, wall=100)
+        fake_run(grid, seed, k=10, probe=probe + 0.01)  # untrained probe taken from k=5
         fake_run(halt, seed, halt_after=1, probe=probe + 0.002 * (-1) ** seed, wall=90)
         fake_run(halt, seed, halt_after=2, probe=probe - 0.03 + 0.004 * seed, wall=95)
     fake_run(halt, 9, halt_after=2, probe=0.7)  # no never-halted twin: not paired
     out = tmp_path / "report"
     printed = report(grid, halt, out=out)
-    groups = {g["halt"]: g for g in read(out / "groups.csv")}
+    k10 = next(g for g in read(out / "groups.csv") if g["clusters"] == "10")
+    assert float(k10["gain_mean"]) == pytest.approx(0.03)
+    groups = {g["halt"]: g for g in read(out / "groups.csv") if g["clusters"] == "5"}
     assert set(groups) == {"never", "after 1", "after 2"} and groups["never"]["seeds"] == "4"
     g = groups["never"]
     assert float(g["probe_mean"]) == pytest.approx(np.mean(list(never.values())))
