@@ -3,11 +3,11 @@
 # 60,000 training images, the authors' settings (fashion_mnist recipe) at 15 epochs instead of 49.
 # Run from the repository root; runs go to runs/results/, the reports to docs/results/.
 # Every stage is resumable: finished runs and probes are kept, so rerunning a stage finishes it.
-#   KERAS_BACKEND=jax bash benchmarks/results_fashion_mnist.sh [space grid halt grid-k select auto authors report]...
+#   KERAS_BACKEND=tensorflow bash benchmarks/results_fashion_mnist.sh [space grid halt auto grid-k select authors report]...
 # Without arguments, in order of need: space grid halt auto grid-k select report (each claim gets
-# its core runs first; the authors' 49-epoch run is separate). On the 2-core CPU of
-# docs/results.md one pipeline on both cores (XLA uses both well: 10 s per epoch) was as fast as two
-# single-core pipelines side by side (22 s per epoch each) and keeps wall times comparable.
+# its core runs first; the authors' 49-epoch run is separate). Backend: TensorFlow, the fastest
+# on the 2-core CPU of docs/results.md (9.4-11 s per epoch against JAX's 14-17 s in
+# docs/benchmarks/cycle and cache_cycle); one pipeline at a time (two would share the cores).
 set -euo pipefail
 DC=${DC:-.venv/bin/deepcluster}
 DATA=(--source idx --data-dir /usr/share/datasets/fashion-mnist)

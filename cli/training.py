@@ -230,7 +230,8 @@ class Pretraining:
             initial_epoch = checkpoint["epoch"] + 1
             recorder.rows = resume.read_history()[:initial_epoch]
             self.reclustering.restore(checkpoint, resume.read_pseudo_labels(checkpoint["epoch"]))
-        start = time.perf_counter()
+        # Wall time over every process that worked on the run, not just this one.
+        recorder.wall_before = checkpoint.get("wall_seconds", 0.0) if checkpoint else 0.0
         history = self.model.fit(
             self.dataset,
             epochs=self.recipe.epochs,
@@ -251,7 +252,7 @@ class Pretraining:
                 "devices": self.devices,
                 "processes": kdc.processes.process_count(),
                 "deterministic": kdc.determinism.enabled(),
-                "wall_seconds": time.perf_counter() - start,
+                "wall_seconds": recorder.wall_seconds(),
                 "final": last,
                 "best_nmi_labels": max(nmis) if nmis else None,
                 "clustering_stopped": None
@@ -347,6 +348,12 @@ class RunRecorder(keras.callbacks.Callback):
         self.run = run
         self.reclustering = reclustering
         self.rows: list[dict] = []
+        self.wall_before = 0.0  # wall seconds of the run before this process resumed it
+        self._created = time.perf_counter()
+
+    def wall_seconds(self) -> float:
+        """Wall time of the run so far, across resumes."""
+        return self.wall_before + time.perf_counter() - self._created
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -363,7 +370,9 @@ class RunRecorder(keras.callbacks.Callback):
         self.rows.append(row)
         self.run.write_pseudo_labels(epoch, self.reclustering.pseudo_labels)
         self.run.write_history(self.rows)
-        self.run.save_checkpoint(self.model, epoch, self.reclustering.state())
+        self.run.save_checkpoint(
+            self.model, epoch, {**self.reclustering.state(), "wall_seconds": self.wall_seconds()}
+        )
 
 
 def probe(

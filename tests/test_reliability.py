@@ -93,6 +93,9 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, recipe, unint
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output
     assert_same_run(run, uninterrupted)
+    # The wall time counts the killed process's epochs too.
+    epochs = sum(row["seconds_epoch"] for row in run.read_history())
+    assert run.read_json("summary.json")["wall_seconds"] >= epochs
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
