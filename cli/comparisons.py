@@ -16,7 +16,7 @@ from keras_deepcluster_cli.plots import finite
 
 NEVER = "never"
 # Settings that, with the seed, make a run; runs equal in all of them are one group.
-SETTINGS = ("recipe", "images", "clusters", "pca", "epochs", "halt")
+SETTINGS = ("recipe", "backend", "images", "clusters", "pca", "epochs", "halt")
 # Values summarised per group with a bootstrap interval.
 MEASURES = ("probe", "best_nmi", "last_nmi", "probe_random", "gain")
 
@@ -103,7 +103,7 @@ def quality_by_k(runs: list[dict], quality: dict[int, float]) -> list[tuple[dict
     sets = defaultdict(list)
     for r in runs:
         if r["halt"] == NEVER and finite(r["probe"]):
-            sets[(r["recipe"], r["images"], r["pca"], r["epochs"])].append(r)
+            sets[(r["recipe"], r["backend"], r["images"], r["pca"], r["epochs"])].append(r)
     results = []
     for key, members in sets.items():
         if len({r["clusters"] for r in members}) < 2:
@@ -114,7 +114,7 @@ def quality_by_k(runs: list[dict], quality: dict[int, float]) -> list[tuple[dict
             probes[r["seed"]][r["clusters"]] = r["probe"]
             if finite(r["initial_nmi"]):
                 own_quality[r["seed"]] = r["initial_nmi"]
-        settings = dict(zip(("recipe", "images", "pca", "epochs"), key))
+        settings = dict(zip(("recipe", "backend", "images", "pca", "epochs"), key))
         try:
             result = statistics.interaction_test(probes, {**own_quality, **quality})
         except statistics.NotTestable as error:

@@ -231,6 +231,7 @@ def _nmi(value) -> str:
 # (CSV keys, title, Markdown/terminal cell: a format or a function of the row).
 GROUP_COLUMNS = (
     (("recipe",), "recipe", "{}"),
+    (("backend",), "backend", "{}"),
     (("images",), "images", "{}"),
     (("clusters",), "k", "{}"),
     (("pca",), "pca", "{}"),
@@ -270,6 +271,7 @@ def _difference(row: dict) -> str:
 
 
 HALTING_COLUMNS = (
+    (("backend",), "backend", "{}"),
     (("clusters",), "k", "{}"),
     (("epochs",), "epochs", "{}"),
     (("halt",), "halt", "{}"),

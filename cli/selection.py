@@ -256,6 +256,7 @@ def select(
             # What the final run is, so `report` can find its twin in a grid of runs.
             "final": {
                 "recipe": base.name,
+                "backend": keras.backend.backend(),
                 "images": len(data.x_train),
                 "epochs": final.epochs,
                 "pca": final.pca,

@@ -205,7 +205,7 @@ def test_report_groups_seeds_with_intervals_and_tests_halting(tmp_path):
     assert "±1" in (out / "halting.md").read_text() and "[" in (out / "groups.md").read_text()
     for name in ("probe_vs_initial_nmi.png", "halting.png", "nmi_curves.png"):
         assert (out / name).stat().st_size > 0
-    assert "equivalent" in printed and "bootstrap" in printed
+    assert "halting against never halting" in printed and "bootstrap" in printed
     # A wider margin in points changes the verdict of the 3-point drop.
     report(grid, halt, out=tmp_path / "wide", extra=["--margin", "5"])
     wide = {h["halt"]: h for h in read(tmp_path / "wide" / "halting.csv")}
@@ -241,7 +241,9 @@ def test_report_tests_quality_by_k_on_a_grid_with_space(tmp_path):
     fake_space(tmp_path / "space", {s: 0.6 - q for s, q in quality.items()})  # reversed ranking
     out = tmp_path / "report"
     printed = report(tmp_path / "grid", tmp_path / "space", out=out)
-    result = json.loads((out / "interaction.json").read_text())[0]["result"]
+    (record,) = json.loads((out / "interaction.json").read_text())
+    assert record["backend"] == "jax"
+    result = record["result"]
     # The space NMI (not the runs' own epoch-0 NMI) ranks the seeds.
     assert result["groups"] == [[8, 7, 6], [5, 4, 3], [2, 1, 0]]
     assert result["p_permutation"] < 0.01 and result["permutations"] == 1680
@@ -262,7 +264,13 @@ def test_report_scores_select_choices_on_the_grid(tmp_path):
     (chosen / "selection.json").write_text(
         json.dumps(
             {
-                "final": {"recipe": "fashion_mnist", "images": 600, "epochs": 3, "pca": None},
+                "final": {
+                    "recipe": "fashion_mnist",
+                    "backend": "jax",
+                    "images": 600,
+                    "epochs": 3,
+                    "pca": None,
+                },
                 "draw": 3,
                 "criterion": "probe",
                 "recipe_clusters": 5,
