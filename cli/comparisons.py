@@ -50,7 +50,15 @@ def group_summary(runs: list[dict]) -> list[dict]:
         for measure in ("halted_at", "recluster_seconds", "wall_seconds"):
             row[measure] = sum(m[measure] for m in members) / len(members)
         rows.append(row)
-    return rows
+    return sorted(rows, key=_order)
+
+
+def _order(row: dict) -> tuple:
+    """Tables sorted by settings, then by how long the clustering ran."""
+    return tuple(str(row[key]) for key in SETTINGS[:4]) + (
+        row["clusters"],
+        row.get("halted_at") or 0,
+    )
 
 
 def halting_equivalence(runs: list[dict], margin: float) -> list[dict]:
@@ -92,7 +100,7 @@ def halting_equivalence(runs: list[dict], margin: float) -> list[dict]:
         except statistics.NotTestable as error:
             row["verdict"] = f"not testable: {error}"
         rows.append(row)
-    return rows
+    return sorted(rows, key=_order)
 
 
 def quality_by_k(runs: list[dict], quality: dict[int, float]) -> list[tuple[dict, object]]:
