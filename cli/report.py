@@ -45,8 +45,8 @@ def collect_runs(directories: list[Path]) -> list[dict]:
     """Every finished run under `directories`, as one flat record each.
 
     The untrained network depends on the recipe's seed only, so a run without
-    its own random-init probe takes that of a run of the same recipe, data and
-    seed (e.g. probed once per seed in a grid over k).
+    its own random-init probe takes that of a run of the same recipe, backend,
+    data and seed (e.g. probed once per seed in a grid over k).
     """
     records = []
     for directory in directories:
@@ -54,13 +54,13 @@ def collect_runs(directories: list[Path]) -> list[dict]:
             run = RunDirectory(config.parent)
             if run.is_finished and (run.path / "history.csv").is_file():
                 records.append(_record(run, directory))
-    untrained = {
-        (r["recipe"], r["images"], r["seed"]): r["probe_random"]
-        for r in records
-        if r["probe_random"] is not None
-    }
+    twin = {}
     for r in records:
-        r["probe_random"] = untrained.get((r["recipe"], r["images"], r["seed"]))
+        if r["probe_random"] is not None:
+            twin.setdefault((r["recipe"], r["backend"], r["images"], r["seed"]), r["probe_random"])
+    for r in records:
+        if r["probe_random"] is None:
+            r["probe_random"] = twin.get((r["recipe"], r["backend"], r["images"], r["seed"]))
         if r["probe"] is not None and r["probe_random"] is not None:
             r["gain"] = r["probe"] - r["probe_random"]  # over its own random init
     return records

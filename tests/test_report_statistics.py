@@ -18,7 +18,15 @@ BASE = load_recipe("fashion_mnist").replace(epochs=3)
 
 
 def fake_run(
-    folder, seed, k=5, probe=None, probe_random=None, halt_after=None, wall=100.0, nmi0=0.3
+    folder,
+    seed,
+    k=5,
+    probe=None,
+    probe_random=None,
+    halt_after=None,
+    wall=100.0,
+    nmi0=0.3,
+    backend="jax",
 ):
     """A finished run directory as `sweep` leaves it, with made-up numbers."""
     recipe = BASE.replace(seed=seed, clusters=k, halt_after=halt_after)
@@ -45,7 +53,7 @@ def fake_run(
     run.write_json(
         "summary.json",
         {
-            "backend": "jax",
+            "backend": backend,
             "images": 600,
             "wall_seconds": wall,
             "clustering_stopped": {"epoch": halt_after} if halt_after else None,
@@ -181,6 +189,7 @@ def test_report_groups_seeds_with_intervals_and_tests_halting(tmp_path):
     for seed, probe in never.items():
         fake_run(grid, seed, probe=probe, probe_random=probe - 0.02, wall=100)
         fake_run(grid, seed, k=10, probe=probe + 0.01)  # untrained probe taken from k=5
+        fake_run(grid, seed, k=50, probe=probe, probe_random=0.5, backend="torch")  # not pooled
         fake_run(halt, seed, halt_after=1, probe=probe + 0.002 * (-1) ** seed, wall=90)
         fake_run(halt, seed, halt_after=2, probe=probe - 0.03 + 0.004 * seed, wall=95)
     fake_run(halt, 9, halt_after=2, probe=0.7)  # no never-halted twin: not paired
@@ -188,6 +197,11 @@ def test_report_groups_seeds_with_intervals_and_tests_halting(tmp_path):
     printed = report(grid, halt, out=out)
     k10 = next(g for g in read(out / "groups.csv") if g["clusters"] == "10")
     assert float(k10["gain_mean"]) == pytest.approx(0.03)
+    k5, k50 = (
+        next(g for g in read(out / "groups.csv") if g["clusters"] == k) for k in "5 50".split()
+    )
+    assert float(k50["probe_random_mean"]) == 0.5 and k50["backend"] == "torch"
+    assert float(k5["probe_random_mean"]) < 0.81  # its own, not the other backend's
     groups = {g["halt"]: g for g in read(out / "groups.csv") if g["clusters"] == "5"}
     assert set(groups) == {"never", "after 1", "after 2"} and groups["never"]["seeds"] == "4"
     g = groups["never"]
