@@ -130,6 +130,8 @@ def sweep(
         ]
     except RecipeError as error:
         raise click.UsageError(str(error)) from None
+    import keras
+
     from keras_deepcluster_cli import training
     from keras_deepcluster_cli.progress import TrainingProgress, progress_bars
 
@@ -156,6 +158,9 @@ def sweep(
         grid_task = bars.add_task("sweep", total=len(runs))
         with interruptible(console, RUN_AGAIN), bars:
             for run, r in zip(runs, recipes):
+                # Each run builds its own models; without this TensorFlow keeps every earlier
+                # run's graphs (6.2 GB resident after 7 fashion_mnist runs in one sweep).
+                keras.utils.clear_session()
                 bars.update(grid_task, description=run.path.name[:17])
                 progress = TrainingProgress(console, r.epochs, progress=bars)
                 training.train_unless_finished(
