@@ -18,7 +18,7 @@ from keras_deepcluster_cli.recipe import load_recipe
 from keras_deepcluster_cli.run_directory import RunDirectory
 
 # (key, title, format) of the run table and its CSV / Markdown files.
-COLUMNS = (
+_RUN_COLUMNS = (
     ("name", "run", "{}"),
     ("recipe", "recipe", "{}"),
     ("backend", "backend", "{}"),
@@ -39,6 +39,7 @@ COLUMNS = (
     ("train_seconds", "train s", "{:.1f}"),
     ("wall_seconds", "wall s", "{:.1f}"),
 )
+COLUMNS = tuple(((key,), title, fmt) for key, title, fmt in _RUN_COLUMNS)
 
 
 def collect_runs(directories: list[Path]) -> list[dict]:
@@ -228,6 +229,15 @@ def _nmi(value) -> str:
     return f"{value:.3f}"
 
 
+def _interval_column(measure: str, title: str, scale=_percent) -> tuple:
+    """A column of a group measure: mean, sd and interval in the CSV, one cell on screen."""
+    return (
+        tuple(f"{measure}_{f}" for f in ("mean", "sd", "low", "high")),
+        title,
+        _interval(measure, scale),
+    )
+
+
 # (CSV keys, title, Markdown/terminal cell: a format or a function of the row).
 GROUP_COLUMNS = (
     (("recipe",), "recipe", "{}"),
@@ -238,23 +248,11 @@ GROUP_COLUMNS = (
     (("epochs",), "epochs", "{}"),
     (("halt",), "halt", "{}"),
     (("seeds",), "seeds", "{}"),
-    (tuple(f"probe_{f}" for f in ("mean", "sd", "low", "high")), "probe %", _interval("probe")),
-    (
-        tuple(f"probe_random_{f}" for f in ("mean", "sd", "low", "high")),
-        "random-init probe %",
-        _interval("probe_random"),
-    ),
-    (tuple(f"gain_{f}" for f in ("mean", "sd", "low", "high")), "gain (points)", _interval("gain")),
-    (
-        tuple(f"best_nmi_{f}" for f in ("mean", "sd", "low", "high")),
-        "NMI best",
-        _interval("best_nmi", _nmi),
-    ),
-    (
-        tuple(f"last_nmi_{f}" for f in ("mean", "sd", "low", "high")),
-        "NMI last",
-        _interval("last_nmi", _nmi),
-    ),
+    _interval_column("probe", "probe %"),
+    _interval_column("probe_random", "random-init probe %"),
+    _interval_column("gain", "gain (points)"),
+    _interval_column("best_nmi", "NMI best", _nmi),
+    _interval_column("last_nmi", "NMI last", _nmi),
     (("halted_at",), "halted at", "{:.1f}"),
     (("recluster_seconds",), "recluster s", "{:.1f}"),
     (("wall_seconds",), "wall s", "{:.1f}"),
@@ -316,16 +314,8 @@ SELECTION_COLUMNS = (
 CRITERIA_COLUMNS = (
     (("criterion",), "criterion", "{}"),
     (("draws",), "draws", "{}"),
-    (
-        tuple(f"probe_{f}" for f in ("mean", "sd", "low", "high")),
-        "probe of the choice %",
-        _interval("probe"),
-    ),
-    (
-        tuple(f"regret_{f}" for f in ("mean", "sd", "low", "high")),
-        "regret (points)",
-        _interval("regret"),
-    ),
+    _interval_column("probe", "probe of the choice %"),
+    _interval_column("regret", "regret (points)"),
     (("grid_mean",), "random choice %", _percent),
     (("default_mean",), "recipe's k %", _percent),
     (("over_default",), "choice minus recipe's k", lambda v: f"{100 * v:+.2f}"),
@@ -341,14 +331,8 @@ def _cell(row: dict, keys: tuple, fmt) -> str:
     return fmt(value) if callable(fmt) else fmt.format(value)
 
 
-def _columns(columns):
-    """The run table's (key, title, format) columns in the (keys, title, cell) shape."""
-    return tuple(((key,), title, fmt) for key, title, fmt in columns)
-
-
 def table(rows: list[dict], columns, title: str) -> Table:
     result = Table(title=title)
-    columns = columns if isinstance(columns[0][0], tuple) else _columns(columns)
     for _, name, _ in columns:
         result.add_column(name, justify="right")
     for row in rows:
@@ -358,7 +342,6 @@ def table(rows: list[dict], columns, title: str) -> Table:
 
 def write_table(rows: list[dict], columns, stem: Path) -> list[Path]:
     """`stem`.csv (every number, unformatted) and `stem`.md (the terminal's cells)."""
-    columns = columns if isinstance(columns[0][0], tuple) else _columns(columns)
     keys = [key for group, _, _ in columns for key in group]
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")

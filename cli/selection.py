@@ -229,8 +229,7 @@ def select(
         best_k = choices[criterion]
 
         # 3. The halt epoch: where the pseudo-labels agreed best with the labelled images.
-        nmis = RunDirectory(out / f"trial-k{best_k}").read_history()
-        nmis = [row["nmi_labels"] for row in nmis]
+        nmis = [row["nmi_labels"] for row in RunDirectory(out / f"trial-k{best_k}").read_history()]
         peak = int(np.argmax(nmis))
         halt = peak + 1 if peak + 1 < len(nmis) else None
         final = base.replace(seed=best_seed, clusters=best_k, halt_after=halt)
