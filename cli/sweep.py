@@ -159,7 +159,7 @@ def sweep(
         with interruptible(console, RUN_AGAIN), bars:
             for run, r in zip(runs, recipes):
                 # Each run builds its own models; without this TensorFlow keeps every earlier
-                # run's graphs (6.2 GB resident after 7 fashion_mnist runs in one sweep).
+                # run's graphs, and a long sweep's memory grows run after run.
                 keras.utils.clear_session()
                 bars.update(grid_task, description=run.path.name[:17])
                 progress = TrainingProgress(console, r.epochs, progress=bars)
