@@ -274,7 +274,15 @@ def interruptible(console: Console, how_to_continue: str):
         _interrupted.set()
         raise KeyboardInterrupt
 
+    def quiet_swallowed_interrupt(unraisable):
+        # A signal that lands in a callback Python cannot propagate from (JAX's
+        # garbage-collection hook, which Keras imports on every backend) would
+        # print an "Exception ignored" traceback; the flag above re-raises it.
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous_hook(unraisable)
+
     _interrupted.clear()
+    previous_hook, sys.unraisablehook = sys.unraisablehook, quiet_swallowed_interrupt
     previous = {}
     for number in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -287,6 +295,7 @@ def interruptible(console: Console, how_to_continue: str):
         console.print(f"interrupted; {how_to_continue}")
         sys.exit(130)
     finally:
+        sys.unraisablehook = previous_hook
         for number, handler in previous.items():
             signal.signal(number, handler)
 

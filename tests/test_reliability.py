@@ -113,6 +113,30 @@ def test_interrupt_leaves_a_resumable_run(tmp_path, recipe, uninterrupted, signa
     assert_same_run(run, uninterrupted)
 
 
+def test_an_interrupt_swallowed_by_a_callback_prints_no_traceback(monkeypatch):
+    """A signal inside a hook Python cannot raise from (JAX's GC callback) is
+    re-raised by the flag, not reported as an ignored exception."""
+    from rich.console import Console
+
+    from keras_deepcluster_cli.options import interruptible
+
+    class RaisesWhenCollected:
+        def __init__(self, error):
+            self.error = error
+
+        def __del__(self):
+            raise self.error
+
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(type(u.exc_value)))
+    with interruptible(Console(), "again"):
+        RaisesWhenCollected(KeyboardInterrupt())
+        RaisesWhenCollected(ValueError("a real bug"))
+    assert reported == [ValueError]  # other swallowed errors are still reported
+    RaisesWhenCollected(KeyboardInterrupt())
+    assert reported == [ValueError, KeyboardInterrupt]  # the usual hook is back outside
+
+
 def test_resume_refuses_what_it_cannot_continue(tmp_path, recipe, uninterrupted):
     result = invoke("train", recipe, "--resume", uninterrupted.path)
     assert result.exit_code == 1 and "already finished" in result.output
