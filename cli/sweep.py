@@ -158,8 +158,8 @@ def sweep(
         grid_task = bars.add_task("sweep", total=len(runs))
         with interruptible(console, RUN_AGAIN), bars:
             for run, r in zip(runs, recipes):
-                # Each run builds its own models; without this TensorFlow keeps every earlier
-                # run's graphs, and a long sweep's memory grows run after run.
+                # Each run builds its own models: start each from a fresh Keras session, as
+                # `space` and `select` do (benchmarks/sweep_memory.py: memory per run).
                 keras.utils.clear_session()
                 bars.update(grid_task, description=run.path.name[:17])
                 progress = TrainingProgress(console, r.epochs, progress=bars)

@@ -1,3 +1,6 @@
+import gc
+import tracemalloc
+
 import keras
 import numpy as np
 import pytest
@@ -45,6 +48,25 @@ def test_linear_probe_on_a_random_network_beats_chance(shapes):
     # The reported accuracy is the last epoch's (the authors' protocol), the best one their max.
     assert result.accuracy == result.epoch_accuracies[-1]
     assert result.best_accuracy == max(result.epoch_accuracies)
+
+
+def test_linear_probe_leaves_no_features_behind(shapes):
+    # TensorFlow's from_generator, behind Keras's PyDataset adapter, keeps every
+    # dataset alive; a sweep that probed 36 runs ran out of memory that way.
+    x, y = shapes(2000, seed=0)
+    views = ImageViews.for_dataset("mnist")
+    features_mib = 2 * len(x) * 1600 * 4 / 2**20  # the plain and flipped conv_2 features
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        linear_probe(
+            backbones.lenet(seed=0), "conv_2", (x, y), (x[:50], y[:50]), views, epochs=1, flip=True
+        )
+        gc.collect()
+        left_mib = (tracemalloc.get_traced_memory()[0] - before) / 2**20
+    finally:
+        tracemalloc.stop()
+    assert left_mib < features_mib / 4, f"{left_mib:.1f} MiB left after the probe"
 
 
 def test_linear_probe_bad_input(shapes):

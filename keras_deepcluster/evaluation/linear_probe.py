@@ -122,12 +122,9 @@ def linear_probe(
     for epoch in range(epochs):
         order = rng.permutation(n)
         choice = rng.integers(len(train_views), size=n)
-        classifier.fit(
-            _ShuffledFeatures(train_views, y_train, order, choice, batch_size),
-            epochs=epoch + 1,
-            initial_epoch=epoch,
-            verbose=0,
-        )
+        epoch_data = _ShuffledFeatures(train_views, y_train, order, choice, batch_size)
+        classifier.fit(epoch_data, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
+        epoch_data.release()
         logits = classifier.predict(test_features, batch_size=1024, verbose=0)
         accuracies.append(float(np.mean(np.argmax(logits, axis=1) == y_test)))
     return ProbeResult(accuracies[-1], accuracies, layer, dim)
@@ -153,6 +150,12 @@ class _ShuffledFeatures(keras.utils.PyDataset):
             flipped = self.choice[positions] == 1
             x[flipped] = self.views[1][rows[flipped]]
         return x, self.labels[rows]
+
+    def release(self):
+        """Drops the features. On TensorFlow, Keras wraps a PyDataset in
+        `tf.data.Dataset.from_generator`, whose global graph keeps it alive: without
+        this every probe would leave its features behind (0.8 GB each on Fashion-MNIST)."""
+        self.views = self.labels = self.order = self.choice = None
 
 
 def _linear_classifier(dim, classes, weight_decay, seed):
