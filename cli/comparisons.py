@@ -54,11 +54,9 @@ def group_summary(runs: list[dict]) -> list[dict]:
 
 
 def _order(row: dict) -> tuple:
-    """Tables sorted by settings, then by how long the clustering ran."""
-    return tuple(str(row[key]) for key in SETTINGS[:4]) + (
-        row["clusters"],
-        row.get("halted_at") or 0,
-    )
+    """Tables sorted by settings (numbers as numbers), then by how long the clustering ran."""
+    text = str(row["recipe"]), str(row["backend"]), str(row["pca"])
+    return text + (row["images"] or 0, row["clusters"], row["epochs"], row.get("halted_at") or 0)
 
 
 def halting_equivalence(runs: list[dict], margin: float) -> list[dict]:

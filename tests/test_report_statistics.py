@@ -266,6 +266,8 @@ def test_report_tests_quality_by_k_on_a_grid_with_space(tmp_path):
     )
     for name in ("interaction.png", "probe_vs_k.png", "space_space.png"):
         assert (out / name).stat().st_size > 0
+    groups = list(csv.DictReader((out / "groups.csv").open()))
+    assert [int(g["clusters"]) for g in groups] == [5, 10, 50, 200]  # numbers sort as numbers
 
 
 def test_report_scores_select_choices_on_the_grid(tmp_path):
