@@ -85,10 +85,11 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, recipe, unint
     wait_for_epochs(run, 2, process)
     process.kill()
     process.wait()
-    assert not run.is_finished and len(run.read_history()) >= 2
+    epochs_done = len(run.read_history())
+    assert not run.is_finished and epochs_done >= 2, f"killed after {epochs_done} epochs"
     refused = invoke("train", recipe, "--out", run.path)
-    assert refused.exit_code == 1 and "holds an unfinished run" in refused.output
-    assert "--resume" in refused.output
+    assert refused.exit_code == 1, refused.output
+    assert "holds an unfinished run" in refused.output and "--resume" in refused.output
     result = invoke("train", recipe, "--resume", run.path)
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output
