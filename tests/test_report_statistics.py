@@ -197,9 +197,7 @@ def test_report_groups_seeds_with_intervals_and_tests_halting(tmp_path):
     printed = report(grid, halt, out=out)
     k10 = next(g for g in read(out / "groups.csv") if g["clusters"] == "10")
     assert float(k10["gain_mean"]) == pytest.approx(0.03)
-    k5, k50 = (
-        next(g for g in read(out / "groups.csv") if g["clusters"] == k) for k in "5 50".split()
-    )
+    k5, k50 = (next(g for g in read(out / "groups.csv") if g["clusters"] == k) for k in ("5", "50"))
     assert float(k50["probe_random_mean"]) == 0.5 and k50["backend"] == "torch"
     assert float(k5["probe_random_mean"]) < 0.81  # its own, not the other backend's
     groups = {g["halt"]: g for g in read(out / "groups.csv") if g["clusters"] == "5"}
@@ -266,8 +264,12 @@ def test_report_tests_quality_by_k_on_a_grid_with_space(tmp_path):
     )
     for name in ("interaction.png", "probe_vs_k.png", "space_space.png"):
         assert (out / name).stat().st_size > 0
-    groups = list(csv.DictReader((out / "groups.csv").open()))
-    assert [int(g["clusters"]) for g in groups] == [5, 10, 50, 200]  # numbers sort as numbers
+    assert [int(g["clusters"]) for g in read(out / "groups.csv")] == [
+        5,
+        10,
+        50,
+        200,
+    ]  # numbers sort as numbers
 
 
 def test_report_scores_select_choices_on_the_grid(tmp_path):
