@@ -1,6 +1,6 @@
 """Per-epoch cost and NMI of a recipe on the current backend, as JSON.
 
-Trains exactly as `deepcluster train` does (`keras_deepcluster_cli.training.Pretraining`),
+Trains exactly as `deepcluster train` does (`keras_deepcluster.train`),
 into a temporary run directory, and reports per epoch the seconds spent re-clustering
 (feature extraction + PCA + k-means) and training, the NMI against the true labels and
 NMI(t, t-1); `--out` writes them, with the machine and settings, to a JSON file.
@@ -23,9 +23,7 @@ from pathlib import Path
 
 import keras
 
-from keras_deepcluster_cli import training
-from keras_deepcluster_cli.recipe import load_recipe
-from keras_deepcluster_cli.run_directory import RunDirectory
+from keras_deepcluster import load_recipe, train
 
 OVERRIDES = {
     "limit": int,
@@ -48,18 +46,14 @@ def main() -> None:
     overrides = {name: getattr(args, name) for name in OVERRIDES if getattr(args, name) is not None}
     recipe = load_recipe(args.recipe).replace(**overrides)
 
-    data = training.load_data(recipe)
-    pretraining = training.Pretraining.build(recipe, data)
     with tempfile.TemporaryDirectory() as directory:
-        run = RunDirectory(Path(directory) / "run")
-        run.create(recipe.to_toml())
         start = time.perf_counter()
-        pretraining.fit(run)
+        run = train(recipe, Path(directory) / "run")
         wall = time.perf_counter() - start
-        history = run.read_history()
+        history, images = run.history, run.summary["images"]
 
     rows = []
-    print(f"{keras.backend.backend()} | {recipe.name} {overrides} | {len(data.x_train)} images")
+    print(f"{keras.backend.backend()} | {recipe.name} {overrides} | {images} images")
     print("epoch  recluster_s  train_s  nmi_labels  nmi_previous  loss")
     for h in history:
         recluster = h["seconds_features"] + h["seconds_pca"] + h["seconds_kmeans"]
@@ -92,7 +86,7 @@ def main() -> None:
                 dict(
                     backend=keras.backend.backend(),
                     recipe=recipe.sections(),
-                    images=len(data.x_train),
+                    images=images,
                     wall_s=wall,
                     epochs=rows,
                     machine=platform.processor() or platform.machine(),

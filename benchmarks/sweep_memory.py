@@ -44,10 +44,10 @@ def main() -> None:
 
     import keras
 
-    import keras_deepcluster_cli
-    from keras_deepcluster_cli import training
-    from keras_deepcluster_cli.recipe import load_recipe
-    from keras_deepcluster_cli.run_directory import RunDirectory
+    import keras_deepcluster
+    from keras_deepcluster import pretraining
+    from keras_deepcluster.recipe import load_recipe
+    from keras_deepcluster.run_directory import RunDirectory
 
     data_settings = {"source": args.source, "data_dir": args.data_dir}
     base = load_recipe(args.recipe).replace(
@@ -56,16 +56,16 @@ def main() -> None:
         probe_epochs=args.probe_epochs,
         **{key: value for key, value in data_settings.items() if value},
     )
-    data = training.load_data(base)
+    data = pretraining.load_data(base)
     rows = [{"after": "loading the data", "rss_mib": round(rss_mib(), 1)}]
     with tempfile.TemporaryDirectory() as work:
         for seed in range(args.runs):
             recipe = base.replace(seed=seed)
             run = RunDirectory(Path(work) / f"seed{seed}")
             keras.utils.clear_session()
-            training.train_unless_finished(recipe, data, run)
+            pretraining.train_unless_finished(recipe, data, run)
             trained = rss_mib()
-            training.probe(recipe, data, run)
+            pretraining.probe(recipe, data, run)
             rows.append(
                 {
                     "seed": seed,
@@ -79,7 +79,7 @@ def main() -> None:
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
         "python": platform.python_version(),
-        "code": str(Path(keras_deepcluster_cli.__file__).parent.resolve()),
+        "code": str(Path(keras_deepcluster.__file__).parent.resolve()),
         "settings": vars(args) | {"out": str(args.out)},
         "images": len(data.x_train),
         "rows": rows,

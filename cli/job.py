@@ -1,25 +1,19 @@
 """One `deepcluster train` job over several processes (hosts or GPUs), on JAX.
 
-Every process runs the same command with its own ``--process-id``. Process 0
-writes the run directory; the others write the same files into a scratch
-folder that is removed at the end (saving a model is a collective: every
-process must take part), and read the run directory only to resume.
+Every process runs the same command with its own ``--process-id``; process 0
+writes the run directory (`keras_deepcluster.pretraining.train`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
-from keras_deepcluster_cli.recipe import Recipe
-from keras_deepcluster_cli.run_directory import RunDirectory
+from keras_deepcluster.recipe import Recipe
 
 
 def join(coordinator, num_processes, process_id, devices: int, recipe: Recipe, resume) -> int:
@@ -40,29 +34,6 @@ def join(coordinator, num_processes, process_id, devices: int, recipe: Recipe, r
     kdc.processes.initialize(coordinator, num_processes, process_id)
     kdc.processes.check_same("the recipe and options", f"{recipe.to_toml()}{resume is not None}")
     return kdc.devices.device_count()
-
-
-def writer(run: RunDirectory) -> RunDirectory:
-    """Where this process writes: `run` on process 0 (and alone), else a scratch folder.
-
-    The scratch folder is named by the run and the process, so that a process
-    relaunched after a crash replaces what its killed predecessor left.
-    """
-    from keras_deepcluster import processes
-
-    index = processes.process_index()
-    if index == 0:
-        return run
-    digest = hashlib.sha256(str(run.path.resolve()).encode()).hexdigest()[:12]
-    scratch = Path(tempfile.gettempdir()) / f"deepcluster-process-{index}-{digest}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    return RunDirectory(scratch)
-
-
-def remove_scratch(writer: RunDirectory, run: RunDirectory) -> None:
-    if writer is not run:
-        shutil.rmtree(writer.path, ignore_errors=True)
 
 
 @contextlib.contextmanager

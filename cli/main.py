@@ -13,7 +13,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from keras_deepcluster_cli import directory_lock, job, report, selection, space, sweep
+from keras_deepcluster import directory_lock
+from keras_deepcluster_cli import job, report, selection, space, sweep
 from keras_deepcluster_cli.options import (
     OptionalInt,
     backend_option,
@@ -30,8 +31,8 @@ from keras_deepcluster_cli.options import (
     use_backend,
     user_errors,
 )
-from keras_deepcluster_cli.recipe import Recipe, load_recipe, recipe_names
-from keras_deepcluster_cli.run_directory import RunDirectory
+from keras_deepcluster.recipe import Recipe, load_recipe, recipe_names
+from keras_deepcluster.run_directory import RunDirectory
 
 # The TFDS names the `datasets` command looks for.
 TFDS_DATASETS = ("mnist", "fashion_mnist", "svhn_cropped", "cifar10")
@@ -138,58 +139,41 @@ def _train(recipe, devices, out, overwrite, resume, overrides):
         out = resume
     import keras
 
-    from keras_deepcluster_cli import training  # imports keras, after the backend is set
-    from keras_deepcluster_cli.progress import TrainingProgress, metrics_table
+    from keras_deepcluster import pretraining, processes  # import keras, after the backend is set
+    from keras_deepcluster_cli.progress import TrainingProgress, cache_progress, metrics_table
 
     console = make_console()
+    console.quiet = processes.process_index() != 0  # process 0 speaks for the job
     backend = keras.backend.backend()
     out = out or Path("runs") / f"{recipe.name}-{backend}-k{recipe.clusters}-seed{recipe.seed}"
-    run = RunDirectory(out)
-    writer = job.writer(run)
-    console.quiet = writer is not run  # process 0 speaks for the job
-    with user_errors():
-        if resume is None and writer is run:
-            run.check_writable(overwrite)
-        writer.lock()  # before anything is loaded or written: another process may be in it
-        training.check_devices(devices, [recipe])
-        _print_config(console, recipe, backend, out, devices)
-        data = training.load_data(recipe, console)
-        console.print(
-            f"data: {len(data.x_train)} training images {data.x_train.shape[1:]}"
-            + ("" if data.y_train is not None else ", unlabelled")
-        )
-        progress = TrainingProgress(console, recipe.epochs)
-        pretraining = training.Pretraining.build(
-            recipe, data, on_progress=progress.on_progress, devices=devices
-        )
-        if resume is None or writer is not run:
-            writer.create(recipe.to_toml(), overwrite)
-        if resume is not None:
-            checkpoint = run.read_checkpoint()
-            console.print(
-                f"resuming after epoch {checkpoint['epoch']}"
-                if checkpoint
-                else "resuming from the start (no epoch had finished)"
+    _print_config(console, recipe, backend, out, devices)
+    progress = TrainingProgress(console, recipe.epochs)
+    continue_hint = f"continue with: deepcluster train {recipe.name} --resume {out}"
+    with user_errors(), interruptible(console, continue_hint), cache_progress(console) as cache_bar:
+
+        def on_progress(phase, done, total):
+            (cache_bar(done, total) if phase == "cache" else progress.on_progress(phase, done, total))
+
+        try:
+            run = pretraining.train(
+                recipe,
+                out,
+                resume=resume is not None,
+                overwrite=overwrite,
+                devices=devices,
+                callbacks=[progress],
+                on_progress=on_progress,
+                on_note=console.print,
             )
-        with interruptible(
-            console, f"continue with: deepcluster train {recipe.name} --resume {out}"
-        ):
-            try:
-                pretraining.fit(
-                    writer, callbacks=[progress], resume=run if resume is not None else None
-                )
-            except OSError as error:  # a full disk, a vanished directory, ...
-                raise OSError(
-                    f"{error}. The epochs before it are saved in {out}; fix this, then continue "
-                    f"with: deepcluster train {recipe.name} --resume {out}"
-                ) from None
-            finally:
-                progress.progress.stop()
-                job.remove_scratch(writer, run)
-    if writer is not run:
+        except OSError as error:  # a full disk, a vanished directory, ...
+            if not RunDirectory(out).is_run:
+                raise
+            raise OSError(f"{error}. The epochs before it are saved in {out}; fix this, then {continue_hint}") from None
+        finally:
+            progress.progress.stop()
+    if console.quiet:
         return
-    rows = run.read_history()
-    console.print(metrics_table(rows, title=f"{recipe.name} on {backend}"))
+    console.print(metrics_table(run.read_history(), title=f"{recipe.name} on {backend}"))
     summary = run.read_json(RunDirectory.SUMMARY)
     console.print(f"finished in {summary['wall_seconds']:.1f} s; run directory: {out}")
 
@@ -220,11 +204,12 @@ def probe(run_dir, layer, epochs, random):
         run.lock()
         recipe = load_recipe(run_dir / RunDirectory.CONFIG)
         use_backend(None)
-        from keras_deepcluster_cli import training
+        from keras_deepcluster import pretraining
+        from keras_deepcluster_cli.progress import load_data
 
-        data = training.load_data(recipe, console)
+        data = load_data(console, recipe)
         with console.status("linear probe"):
-            report = training.probe(recipe, data, run, layer, epochs, random)
+            report = pretraining.probe(recipe, data, run, layer, epochs, random)
     console.print(
         f"{report['model']} {report['layer']} ({report['feature_dim']} features): "
         f"accuracy {report['accuracy']:.2%} (best epoch {report['best_accuracy']:.2%}) on "

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
+import re
 import sys
-import threading
 from pathlib import Path
 
 import click
 from rich.console import Console
 
-from keras_deepcluster_cli.recipe import Recipe, RecipeError, check_value, load_recipe
+from keras_deepcluster.recipe import Recipe, RecipeError, check_value, load_recipe
 
 BACKENDS = ("tensorflow", "jax", "torch")
 # keras_deepcluster.data.image_cache.CACHE_ENV, named here without importing keras.
@@ -252,12 +251,6 @@ def resolve_recipe(name: str, overrides: dict) -> Recipe:
 
 # What an interrupted resumable command (space, sweep, select) tells the user.
 RUN_AGAIN = "run the same command again to continue; what finished is kept"
-_interrupted = threading.Event()
-
-
-def interrupt_requested() -> bool:
-    """Whether SIGINT or SIGTERM arrived inside `interruptible` (see `StopOnInterrupt`)."""
-    return _interrupted.is_set()
 
 
 @contextlib.contextmanager
@@ -265,39 +258,54 @@ def interruptible(console: Console, how_to_continue: str):
     """Ctrl-C (SIGINT) and SIGTERM end the command with a short message and exit 130.
 
     Whatever finished is on disk already (atomic writes); `how_to_continue`
-    tells the user how to go on. The signal also sets a flag, because native
-    code can swallow the KeyboardInterrupt it raises; training re-raises it at
-    the next batch or epoch boundary (`training.StopOnInterrupt`).
+    tells the user how to go on. Training stops at the next batch or epoch
+    boundary (`keras_deepcluster.interrupts`).
     """
+    from keras_deepcluster.interrupts import catch_interrupts
 
-    def interrupt(signum, frame):
-        _interrupted.set()
-        raise KeyboardInterrupt
-
-    def quiet_swallowed_interrupt(unraisable):
-        # A signal that lands in a callback Python cannot propagate from (JAX's
-        # garbage-collection hook, which Keras imports on every backend) would
-        # print an "Exception ignored" traceback; the flag above re-raises it.
-        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-            previous_hook(unraisable)
-
-    _interrupted.clear()
-    previous_hook, sys.unraisablehook = sys.unraisablehook, quiet_swallowed_interrupt
-    previous = {}
-    for number in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[number] = signal.signal(number, interrupt)
-        except ValueError:  # not the main thread: leave the handlers alone
-            pass
     try:
-        yield
+        with catch_interrupts():
+            yield
     except KeyboardInterrupt:
         console.print(f"interrupted; {how_to_continue}")
         sys.exit(130)
-    finally:
-        sys.unraisablehook = previous_hook
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+
+
+# The library's parameters, as its messages name them (`name` or `name=value`),
+# and the options that set them here.
+OPTIONS = {
+    "out": "--out",
+    "overwrite": "--overwrite",
+    "resume": "--resume",
+    "devices": "--devices",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "layer": "--layer",
+    "random": "--random",
+    "pca_dim": "--pca",
+    "size": "--size",
+    "coordinator": "--coordinator",
+    "backend": "--backend",
+}
+
+
+def as_options(message: str) -> str:
+    """A library message with its parameters written as this CLI's options.
+
+    Example:
+    >>> as_options("pass `overwrite=True` to replace it, or choose another `out`.")
+    'pass --overwrite to replace it, or choose another --out.'
+    """
+
+    def option(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        if name not in OPTIONS:
+            return match.group(0)
+        if value in (None, "True"):
+            return OPTIONS[name]
+        return f"{OPTIONS[name]} {'none' if value == 'None' else value}"
+
+    return re.sub(r"`(\w+)(?:=([^`]+))?`", option, message)
 
 
 class user_errors:
@@ -308,5 +316,5 @@ class user_errors:
 
     def __exit__(self, kind, error, traceback):
         if kind is not None and issubclass(kind, (ValueError, FloatingPointError, OSError)):
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(as_options(str(error))) from None
         return False

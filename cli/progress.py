@@ -161,6 +161,8 @@ def cache_progress(console: Console | None):
             task = bars.add_task("", total=total, rate="…")
         rate = done / max(time.perf_counter() - started, 1e-9)
         bars.update(task, completed=done, rate=f"{rate:,.0f}")
+        if done >= total:  # the bar goes before training's display comes
+            bars.stop()
 
     try:
         yield on_progress
@@ -168,23 +170,15 @@ def cache_progress(console: Console | None):
         bars.stop()
 
 
+def load_data(console: Console, recipe):
+    """The recipe's images (`keras_deepcluster.pretraining.load_data`), with a cache bar."""
+    from keras_deepcluster import pretraining
+
+    with cache_progress(console) as on_progress:
+        return pretraining.load_data(recipe, on_progress=on_progress, on_note=console.print)
+
+
 def report_cache(console: Console, cache) -> None:
     """One line on a cache: where, how many images, and the files that could not be read."""
-    manifest = cache.manifest
-    counts = ", ".join(
-        f"{entry['shape'][0] - len(entry['skipped'])} {name}"
-        for name, entry in manifest["splits"].items()
-    )
-    skipped = manifest["skipped"]
-    console.print(
-        f"image cache {cache.path}: {counts} images {tuple(manifest['image_shape'])}"
-        + (
-            f"; {len(skipped)} unreadable files skipped (listed in its manifest.json)"
-            if skipped
-            else ""
-        )
-    )
-    for entry in skipped[:5]:
-        console.print(f"  skipped {entry['file']}: {entry['reason']}")
-    if len(skipped) > 5:
-        console.print(f"  ... and {len(skipped) - 5} more")
+    for line in cache.describe():
+        console.print(line)

@@ -12,10 +12,10 @@ import numpy as np
 from rich.table import Table
 
 from keras_deepcluster_cli import comparisons, plots, space
-from keras_deepcluster_cli.directory_lock import lock_folder
+from keras_deepcluster.directory_lock import lock_folder
 from keras_deepcluster_cli.options import make_console, user_errors
-from keras_deepcluster_cli.recipe import load_recipe
-from keras_deepcluster_cli.run_directory import RunDirectory
+from keras_deepcluster.recipe import load_recipe
+from keras_deepcluster.run_directory import RunDirectory
 
 # (key, title, format) of the run table and its CSV / Markdown files.
 _RUN_COLUMNS = (

@@ -26,7 +26,7 @@ import click
 import numpy as np
 from rich.table import Table
 
-from keras_deepcluster_cli.directory_lock import lock_folder
+from keras_deepcluster.directory_lock import lock_folder
 from keras_deepcluster_cli.options import (
     RUN_AGAIN,
     IntList,
@@ -43,7 +43,7 @@ from keras_deepcluster_cli.options import (
     use_backend,
     user_errors,
 )
-from keras_deepcluster_cli.run_directory import RunDirectory
+from keras_deepcluster.run_directory import RunDirectory
 
 # How a trial run is scored with the labelled images (higher is better).
 CRITERIA = {
@@ -161,13 +161,13 @@ def select(
     import keras
 
     import keras_deepcluster as kdc
-    from keras_deepcluster_cli import training
-    from keras_deepcluster_cli.progress import TrainingProgress
+    from keras_deepcluster import pretraining
+    from keras_deepcluster_cli.progress import TrainingProgress, load_data
 
     console = make_console()
     out = out or Path("runs") / f"select-{base.name}-n{labelled}"
     with user_errors(), interruptible(console, RUN_AGAIN):
-        data = training.load_data(base, console)
+        data = load_data(console, base)
         if data.y_train is None:
             raise ValueError(f"{base.dataset} has no labels; `select` needs --labelled of them.")
         if labelled > len(data.x_train):
@@ -181,8 +181,8 @@ def select(
         partial = np.full(len(data.x_train), -1, np.int64)
         partial[chosen] = data.y_train[chosen]
         known = dataclasses.replace(data, y_train=partial, x_test=None, y_test=None)
-        training.check_devices(devices, [base])
-        views = training.image_views(base)
+        pretraining.check_devices(devices, [base])
+        views = pretraining.image_views(base)
         shape = (views.size, views.size, data.x_train.shape[-1])
         out.mkdir(parents=True, exist_ok=True)
         lock_folder(out)  # one selection per folder: a second process is refused
@@ -193,7 +193,7 @@ def select(
             for s in seed:
                 keras.utils.clear_session()
                 seed_scores[s] = kdc.evaluation.filter_quality(
-                    training.build_backbone(base.replace(seed=s), shape),
+                    pretraining.build_backbone(base.replace(seed=s), shape),
                     data.x_train[chosen],
                     data.y_train[chosen],
                     views,
@@ -217,7 +217,7 @@ def select(
             run = RunDirectory(out / f"trial-k{k}")
             run.check_replaceable(trial.to_toml(), overwrite)
             with console.status(f"trial run k={k}, {trial_epochs} epochs"):
-                training.train_unless_finished(trial, known, run, devices=devices)
+                pretraining.train_unless_finished(trial, known, run, devices=devices)
             if not (run.path / "scores_labelled.json").is_file():
                 with console.status(f"scoring trial k={k} with the labelled images"):
                     run.write_json(
@@ -283,7 +283,7 @@ def select(
         run = RunDirectory(out / "final")
         run.check_replaceable(final.to_toml(), overwrite)
         progress = TrainingProgress(console, final.epochs)
-        training.train_unless_finished(
+        pretraining.train_unless_finished(
             final,
             data,
             run,
@@ -293,7 +293,7 @@ def select(
         )
         if probe and not (run.path / "probe.json").is_file():
             with console.status("probing the final run"):
-                training.probe(final, data, run)
+                pretraining.probe(final, data, run)
     summary = run.read_json(RunDirectory.SUMMARY)
     console.print(
         f"final run {run.path}: {summary['wall_seconds']:.0f} s"

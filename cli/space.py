@@ -23,7 +23,7 @@ from keras_deepcluster_cli.options import (
     use_backend,
     user_errors,
 )
-from keras_deepcluster_cli.run_directory import RunDirectory
+from keras_deepcluster.run_directory import RunDirectory
 
 RESULTS = "space.csv"
 HISTOGRAM = "space_nmi.png"
@@ -64,14 +64,16 @@ def space(recipe, seeds, clusters, backend, out, overwrite, **data):
     import keras
 
     import keras_deepcluster as kdc
-    from keras_deepcluster_cli import plots, training
+    from keras_deepcluster import pretraining
+    from keras_deepcluster_cli import plots
+    from keras_deepcluster_cli.progress import load_data
 
     console = make_console()
     out = out or Path("runs") / f"space-{recipe.name}-k{recipe.clusters}"
     run = RunDirectory(out)
     with user_errors():
         run.lock()  # before loading: another process may be scoring here
-        data_ = training.load_data(recipe, console)
+        data_ = load_data(console, recipe)
         if data_.y_train is None:
             raise ValueError(
                 f"{recipe.dataset} has no labels; `space` scores clusters against labels."
@@ -84,14 +86,14 @@ def space(recipe, seeds, clusters, backend, out, overwrite, **data):
             f"{len(seeds) - len(todo)} of {len(seeds)} seeds already scored"
             + (" (resumed)" if resumed else "")
         )
-        views = training.image_views(recipe)
+        views = pretraining.image_views(recipe)
         shape = (views.size, views.size, data_.x_train.shape[-1])
         with interruptible(console, RUN_AGAIN), console.status("") as status:
             for i, seed in enumerate(todo):
                 status.update(f"seed {seed} ({i + 1} of {len(todo)})")
                 keras.utils.clear_session()
                 quality = kdc.evaluation.filter_quality(
-                    training.build_backbone(recipe.replace(seed=seed), shape),
+                    pretraining.build_backbone(recipe.replace(seed=seed), shape),
                     data_.x_train,
                     data_.y_train,
                     views,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from keras_deepcluster_cli.directory_lock import lock_folder
+from keras_deepcluster.directory_lock import lock_folder
 from keras_deepcluster_cli.options import (
     RUN_AGAIN,
     IntList,
@@ -25,8 +25,8 @@ from keras_deepcluster_cli.options import (
     use_backend,
     user_errors,
 )
-from keras_deepcluster_cli.recipe import Recipe, RecipeError
-from keras_deepcluster_cli.run_directory import RunDirectory
+from keras_deepcluster.recipe import Recipe, RecipeError
+from keras_deepcluster.run_directory import RunDirectory
 
 
 def run_name(recipe: Recipe) -> str:
@@ -132,15 +132,15 @@ def sweep(
         raise click.UsageError(str(error)) from None
     import keras
 
-    from keras_deepcluster_cli import training
-    from keras_deepcluster_cli.progress import TrainingProgress, progress_bars
+    from keras_deepcluster import pretraining
+    from keras_deepcluster_cli.progress import TrainingProgress, load_data, progress_bars
 
     console = make_console()
     out = out or Path("runs") / f"sweep-{base.name}"
     with user_errors():
         if out.exists() and not out.is_dir():
             raise ValueError(f"{out} is a file, not a directory; choose another --out.")
-        training.check_devices(devices, recipes)
+        pretraining.check_devices(devices, recipes)
         runs = [RunDirectory(out / run_name(r)) for r in recipes]
         for run, r in zip(runs, recipes):  # refuse other settings before any work
             run.check_replaceable(r.to_toml(), overwrite)
@@ -152,7 +152,7 @@ def sweep(
                 indent=1,
             )
         )
-        data = training.load_data(base, console)
+        data = load_data(console, base)
         console.print(f"sweep {base.name}: {len(runs)} runs on {len(data.x_train)} images -> {out}")
         bars = progress_bars(console)
         grid_task = bars.add_task("sweep", total=len(runs))
@@ -163,7 +163,7 @@ def sweep(
                 keras.utils.clear_session()
                 bars.update(grid_task, description=run.path.name[:17])
                 progress = TrainingProgress(console, r.epochs, progress=bars)
-                training.train_unless_finished(
+                pretraining.train_unless_finished(
                     r,
                     data,
                     run,
@@ -172,9 +172,9 @@ def sweep(
                     devices=devices,
                 )
                 if probe and not (run.path / "probe.json").is_file():
-                    training.probe(r, data, run, epochs=probe_epochs)
+                    pretraining.probe(r, data, run, epochs=probe_epochs)
                 if probe_random and not (run.path / "probe_random.json").is_file():
-                    training.probe(r, data, run, epochs=probe_epochs, random=True)
+                    pretraining.probe(r, data, run, epochs=probe_epochs, random=True)
                 summary = run.read_json(RunDirectory.SUMMARY)
                 console.print(_line(run, summary))
                 bars.advance(grid_task)

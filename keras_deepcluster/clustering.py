@@ -32,6 +32,19 @@ PCA_BACKENDS = ("faiss", "sklearn")
 # units) are not scaled by 0^-0.5 = inf.
 PCA_EPSILON = 1e-5
 
+# Independent random streams derived from the run's seed, one per use.
+KMEANS_STREAM, HEAD_STREAM = 1, 2
+
+
+def derive_seed(seed: int, epoch: int, stream: int) -> int:
+    """A 31-bit seed that depends on (seed, epoch, stream) only."""
+    return int(np.random.default_rng([seed, epoch, stream]).integers(2**31 - 1))
+
+
+def kmeans_seed(seed: int, epoch: int) -> int:
+    """The k-means seed of `epoch` in a run seeded with `seed`."""
+    return derive_seed(seed, epoch, KMEANS_STREAM)
+
 
 @dataclasses.dataclass
 class Clustering:

@@ -55,7 +55,7 @@ def initialize(coordinator: str, num_processes: int, process_id: int, timeout: i
         raise ValueError(
             f"Several processes need the JAX backend (jax.distributed); got {backend}. "
             "Keras's fit does not run under TensorFlow's MultiWorkerMirroredStrategy, and on "
-            "PyTorch it runs in one process. Use --backend jax, or one process."
+            "PyTorch it runs in one process. Use `backend=jax`, or one process."
         )
     import jax
 
@@ -176,7 +176,7 @@ def _check_can_listen(host: str, port: int) -> None:
     except OSError as error:
         raise ConnectionError(
             f"Process 0 runs the coordinator at {host}:{port} but cannot listen on port "
-            f"{port} ({error.strerror}); choose a free port for --coordinator."
+            f"{port} ({error.strerror}); choose a free port for `coordinator`."
         ) from None
 
 
@@ -191,7 +191,7 @@ def _wait_for(host: str, port: int, timeout: float) -> None:
                 raise ConnectionError(
                     f"The coordinator at {host}:{port} did not answer within {timeout:g} s "
                     f"({error.strerror or error}). Start process 0 with the same "
-                    "--coordinator (its own host and port), and check that this host can "
+                    "`coordinator` (its own host and port), and check that this host can "
                     "reach it."
                 ) from None
             time.sleep(0.5)

@@ -14,20 +14,6 @@ from keras_deepcluster.evaluation.cluster_metrics import label_entropy, nmi
 from keras_deepcluster.features import FeatureExtractor
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
 
-# Independent random streams derived from the run's seed, one per use.
-_KMEANS_STREAM, _HEAD_STREAM = 1, 2
-
-
-def derive_seed(seed: int, epoch: int, stream: int) -> int:
-    """A 31-bit seed that depends on (seed, epoch, stream) only."""
-    return int(np.random.default_rng([seed, epoch, stream]).integers(2**31 - 1))
-
-
-def kmeans_seed(seed: int, epoch: int) -> int:
-    """The k-means seed of `epoch` in a run seeded with `seed`."""
-    return derive_seed(seed, epoch, _KMEANS_STREAM)
-
-
 class Reclustering(keras.callbacks.Callback):
     """Re-clusters the training set at the start of every epoch.
 
@@ -189,7 +175,7 @@ class Reclustering(keras.callbacks.Callback):
             raise ValueError(
                 f"pca_dim={self.pca_dim} needs at least {self.pca_dim} images, but the data has "
                 f"{n}: PCA gives at most as many dimensions as there are images; use at most "
-                f"{n}, or None (on the command line: --pca {n} or --pca none)."
+                f"{n} (`pca_dim={n}`) or none (`pca_dim=None`)."
             )
         if processes.process_count() > 1 and self.kmeans_backend not in ("auto", "keras"):
             raise ValueError(
@@ -242,6 +228,19 @@ class Reclustering(keras.callbacks.Callback):
                 "use a smaller batch size",
             )
 
+    def settings(self) -> dict:
+        """The settings that decide the pseudo-labels (what a run records as its config)."""
+        return {
+            "pca_dim": self.pca_dim,
+            "pca_backend": self.pca_backend,
+            "kmeans_backend": self.kmeans_backend,
+            "kmeans_iterations": self.kmeans_iterations,
+            "halt_after": self.halt_after,
+            "halt_when_stable": self.halt_when_stable,
+            "halt_patience": self.halt_patience,
+            "seed": self.seed,
+        }
+
     def state(self) -> dict:
         """What a checkpoint needs besides the pseudo-labels (JSON-serialisable)."""
         return {
@@ -265,7 +264,7 @@ class Reclustering(keras.callbacks.Callback):
             labels, stats = self._cluster(model, epoch)
         self.previous_labels, self.pseudo_labels = self.pseudo_labels, labels
         self.data.set_pseudo_labels(labels, epoch)
-        model.reset_head(derive_seed(self.seed, epoch, _HEAD_STREAM))
+        model.reset_head(clustering.derive_seed(self.seed, epoch, clustering.HEAD_STREAM))
         self._epoch_logs = {**stats, **self._label_stats(labels)}
         if not halted and self.halt_when_stable is not None:
             self._stability.append(self._epoch_logs["nmi_previous"])
@@ -297,7 +296,7 @@ class Reclustering(keras.callbacks.Callback):
             result = clustering.cluster_features(
                 features,
                 model.num_clusters,
-                seed=kmeans_seed(self.seed, epoch),
+                seed=clustering.kmeans_seed(self.seed, epoch),
                 pca_dim=self.pca_dim,
                 pca_backend=self.pca_backend,
                 kmeans_backend=self.kmeans_backend,

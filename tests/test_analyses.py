@@ -9,9 +9,9 @@ from click.testing import CliRunner
 
 import keras_deepcluster as kdc
 from keras_deepcluster.reclustering import stable_since
-from keras_deepcluster_cli import training
+from keras_deepcluster import pretraining
 from keras_deepcluster_cli.main import main
-from keras_deepcluster_cli.run_directory import RunDirectory
+from keras_deepcluster.run_directory import RunDirectory
 
 DIGITS = ["--limit", "150"]
 
@@ -135,7 +135,7 @@ def test_sweep_runs_the_grid_and_resumes_after_a_kill(tmp_path, monkeypatch):
 
     # Killed mid-way through the second run: after its first epoch was checkpointed
     # (the first run's two epochs, then one more).
-    interrupt_after(monkeypatch, training.RunRecorder, "on_epoch_end", 3)
+    interrupt_after(monkeypatch, pretraining.RunRecorder, "on_epoch_end", 3)
     killed = invoke(*args, "--out", tmp_path / "resumed")
     assert killed.exit_code != 0
     second = RunDirectory(tmp_path / "resumed" / names[1])
@@ -212,7 +212,7 @@ def test_report_draws_every_plot_from_saved_runs(tmp_path, monkeypatch):
     )
     assert result.exit_code == 0, result.output
     invoke("space", "digits", "--seeds", "0-2", "-k", "3", *DIGITS, "--out", tmp_path / "space")
-    interrupt_after(monkeypatch, training.Pretraining, "fit", 0)  # report must not train
+    interrupt_after(monkeypatch, pretraining.Pretraining, "fit", 0)  # report must not train
     result = invoke("report", sweep, tmp_path / "space", "--out", tmp_path / "report")
     assert result.exit_code == 0, result.output
     for name in (

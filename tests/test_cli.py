@@ -10,7 +10,7 @@ import tomllib
 from click.testing import CliRunner
 
 from keras_deepcluster_cli.main import main
-from keras_deepcluster_cli.run_directory import RunDirectory
+from keras_deepcluster.run_directory import RunDirectory
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 # A small, quick digits run: 300 images, 2 epochs of 1,200 draws.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tomllib
 
-from keras_deepcluster_cli.run_directory import RunDirectory
+from keras_deepcluster.run_directory import RunDirectory
 
 SWITCHES = """
 import json, os, keras, keras_deepcluster as kdc
@@ -87,7 +87,7 @@ def test_deterministic_runs_are_identical_and_recorded(tmp_path):
 
 @pytest.mark.parametrize("value, ok", [("true", True), ("1", False), ('"yes"', False)])
 def test_recipe_key_deterministic(tmp_path, value, ok):
-    from keras_deepcluster_cli.recipe import RecipeError, load_recipe
+    from keras_deepcluster.recipe import RecipeError, load_recipe
 
     path = tmp_path / "r.toml"
     path.write_text(f'[data]\ndataset = "digits"\n[training]\ndeterministic = {value}\n')

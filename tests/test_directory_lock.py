@@ -11,7 +11,7 @@ import keras
 import pytest
 from click.testing import CliRunner
 
-from keras_deepcluster_cli.directory_lock import (
+from keras_deepcluster.directory_lock import (
     LOCK_FILE,
     FolderInUseError,
     holds_lock,
@@ -22,7 +22,7 @@ from keras_deepcluster_cli.main import main
 
 HOLD = """
 import sys, time
-from keras_deepcluster_cli.directory_lock import lock_folder
+from keras_deepcluster.directory_lock import lock_folder
 lock_folder(sys.argv[1])
 print("locked", flush=True)
 time.sleep(600)

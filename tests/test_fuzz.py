@@ -275,7 +275,7 @@ recipe_values = st.one_of(
     garbage=st.one_of(st.none(), st.binary(max_size=40)),
 )
 def test_recipe_files(sections, top, garbage):
-    from keras_deepcluster_cli.recipe import Recipe, RecipeError, load_recipe
+    from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
 
     lines = [f"{key} = {toml_value(value)}" for key, value in top.items()]
     for section, keys in sections.items():

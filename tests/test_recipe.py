@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from keras_deepcluster_cli.recipe import Recipe, RecipeError, load_recipe, recipe_names
+from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe, recipe_names
 
 
 def test_bundled_recipes_hold_the_authors_settings():

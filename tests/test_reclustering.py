@@ -14,7 +14,7 @@ from keras_deepcluster import (
     extract_features,
 )
 from keras_deepcluster.evaluation import nmi
-from keras_deepcluster.reclustering import _HEAD_STREAM, derive_seed
+from keras_deepcluster.clustering import HEAD_STREAM, derive_seed
 
 
 class Recorder(keras.callbacks.Callback):
@@ -147,7 +147,7 @@ def test_head_reset_reaches_the_trainer_on_every_backend(shapes):
     # would write back the previous epoch's head instead.
     images, _ = shapes(96)
     _, recorder, _, model = run(images, epochs=2, lr=0.0, seed=5)
-    expected = np.random.default_rng(derive_seed(5, 1, _HEAD_STREAM)).normal(0, 0.01, (84, 4))
+    expected = np.random.default_rng(derive_seed(5, 1, HEAD_STREAM)).normal(0, 0.01, (84, 4))
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(model.head.kernel), expected.astype("float32")
     )

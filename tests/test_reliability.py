@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from keras_deepcluster import clustering
 from keras_deepcluster_cli.main import main
-from keras_deepcluster_cli.recipe import load_recipe
-from keras_deepcluster_cli.run_directory import RunDirectory
+from keras_deepcluster.recipe import load_recipe
+from keras_deepcluster.run_directory import RunDirectory
 
 
 @pytest.fixture(scope="module")
@@ -304,7 +304,7 @@ def test_pca_wider_than_the_number_of_images(tmp_path, write_pngs):
     assert result.exit_code == 1, result.output
     message = " ".join(result.output.split())
     assert "pca_dim=256 needs at least 256 images, but the data has 100" in message
-    assert "--pca 100 or --pca none" in message
+    assert "use at most 100 (--pca 100) or none (--pca none)" in message
     assert not (tmp_path / "run").exists()
     result = invoke("train", "cifar10", *args, "--pca", "8", "--out", tmp_path / "ok")
     assert result.exit_code == 0, result.output

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from keras_deepcluster_cli import statistics
 from keras_deepcluster_cli.main import main
-from keras_deepcluster_cli.recipe import load_recipe
-from keras_deepcluster_cli.run_directory import RunDirectory
+from keras_deepcluster.recipe import load_recipe
+from keras_deepcluster.run_directory import RunDirectory
 
 BASE = load_recipe("fashion_mnist").replace(epochs=3)
 

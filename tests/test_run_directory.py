@@ -5,7 +5,7 @@ import stat
 import numpy as np
 import pytest
 
-from keras_deepcluster_cli.run_directory import RunDirectory, RunDirectoryError
+from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
 
 
 def test_new_run_files(tmp_path):
@@ -34,7 +34,7 @@ def test_refuses_to_replace_or_mix_runs(tmp_path):
     run = RunDirectory(tmp_path / "run")
     run.create("a = 1\n")
     with pytest.raises(
-        RunDirectoryError, match="holds an unfinished run; continue it with --resume"
+        RunDirectoryError, match="holds an unfinished run; continue it with `resume=True`"
     ):
         run.check_writable()
     run.write_json(RunDirectory.SUMMARY, {"done": True})

@@ -49,6 +49,7 @@ def load(source: str, name: str | None = None, path: str | Path | None = None) -
     """
     if source not in SOURCES:
         raise ValueError(f"Unknown data source {source!r}; known sources: {', '.join(SOURCES)}.")
+    path = None if path is None else Path(path).expanduser()
     if source == "digits":
         return load_digits()
     if source == "tfds":

@@ -80,6 +80,28 @@ class ImageCache:
             )
         self.manifest = manifest
 
+    def describe(self, files: int = 5) -> list[str]:
+        """Lines on the cache: where, how many images, and (the first `files` of) the
+        files that could not be read."""
+        manifest = self.manifest
+        counts = ", ".join(
+            f"{entry['shape'][0] - len(entry['skipped'])} {name}"
+            for name, entry in manifest["splits"].items()
+        )
+        skipped = manifest["skipped"]
+        lines = [
+            f"image cache {self.path}: {counts} images {tuple(manifest['image_shape'])}"
+            + (
+                f"; {len(skipped)} unreadable files skipped (listed in its manifest.json)"
+                if skipped
+                else ""
+            )
+        ]
+        lines += [f"  skipped {entry['file']}: {entry['reason']}" for entry in skipped[:files]]
+        if len(skipped) > files:
+            lines.append(f"  ... and {len(skipped) - files} more")
+        return lines
+
     def data(self) -> ImageData:
         """The cached splits: images on disk (`DiskImages`), labels in memory."""
         arrays = {}
@@ -135,6 +157,8 @@ def prepare(
         raise ValueError(f"size must be a positive number of pixels or None; got {size!r}.")
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 (grayscale), 3 (RGB) or None; got {channels!r}.")
+    path = None if path is None else Path(path).expanduser()
+    out = None if out is None else Path(out).expanduser()
     splits, source_files, root = _splits(source, name, path, limit)
     shape = _image_shape(source, splits, size, channels)
     identity = {
@@ -215,7 +239,7 @@ def _image_shape(source, splits, size, channels) -> tuple[int, int, int]:
     if native is None or any(s.shape != native for s in splits):
         raise ValueError(
             f"The {source!r} images do not all have one size; give the side S to resize them "
-            "to (--size, or the recipe's [data] image_size)."
+            "to (`size`, or the recipe's [data] image_size)."
         )
     return native[:2] + (channels,)
 
@@ -260,7 +284,7 @@ class _Build:
                 error.errno,
                 f"No space left for the image cache in {out}: it needs "
                 f"{self.total * int(np.prod(self.shape)) / 2**30:.2f} GiB. Free space or put "
-                f"the cache elsewhere (--cache-dir or ${CACHE_ENV}); the partial cache was "
+                f"the cache elsewhere (${CACHE_ENV}, or prepare's `out`); the partial cache was "
                 "removed",
             ) from None
         (out / LISTING).write_text("\n".join(listing) + "\n")

@@ -40,8 +40,7 @@ def load_image_folder(directory: str | Path, name: str = "folder") -> ImageData:
                 raise ValueError(
                     f"Images differ in size or mode: {first[0].name} is {first[1]}, "
                     f"{path.name} is {array.shape} (H, W[, C]). Use the image cache, which "
-                    "resizes them: `deepcluster prepare folder --data-dir DIR --size S` or "
-                    'keras_deepcluster.data.prepare("folder", path=DIR, size=S).'
+                    "resizes them: keras_deepcluster.data.prepare('folder', path=DIR, size=S)."
                 )
             images.append(array)
         arrays[f"x_{split.name}"], arrays[f"y_{split.name}"] = np.stack(images), split.labels

@@ -11,7 +11,6 @@ import numpy as np
 from keras_deepcluster import clustering
 from keras_deepcluster.evaluation.cluster_metrics import label_entropy, label_noise, nmi
 from keras_deepcluster.features import extract_features
-from keras_deepcluster.reclustering import kmeans_seed
 from keras_deepcluster.views import ImageViews
 
 
@@ -66,7 +65,7 @@ def filter_quality(
     result = clustering.cluster_features(
         features,
         num_clusters,
-        seed=kmeans_seed(seed, 0),
+        seed=clustering.kmeans_seed(seed, 0),
         pca_dim=pca_dim,
         kmeans_backend=kmeans_backend,
     )

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deepcluster_cli.directory_lock import LOCK_FILE, lock_folder
+from keras_deepcluster.directory_lock import LOCK_FILE, lock_folder
 
 # history.csv columns, in this order; further keys follow alphabetically.
 HISTORY_COLUMNS = (
@@ -86,6 +86,18 @@ class RunDirectory:
         return (self.path / self.SUMMARY).is_file()
 
     @property
+    def history(self) -> list[dict[str, float | str]]:
+        """The finished epochs' rows of history.csv (see `read_history`)."""
+        return self.read_history()
+
+    @property
+    def summary(self) -> dict:
+        """summary.json of a finished run (final metrics, wall time, versions)."""
+        if not self.is_finished:
+            raise RunDirectoryError(f"{self.path} holds no finished run (no {self.SUMMARY}).")
+        return self.read_json(self.SUMMARY)
+
+    @property
     def has_checkpoint(self) -> bool:
         return (self.path / self.CHECKPOINT).is_file()
 
@@ -123,26 +135,26 @@ class RunDirectory:
         """
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(
-                f"{self.path} is a file, not a directory; choose another --out."
+                f"{self.path} is a file, not a directory; choose another `out`."
             )
         if self.is_run and not overwrite:
             if self.is_finished:
                 raise RunDirectoryError(
-                    f"{self.path} already holds a finished run; pass --overwrite to replace it, "
-                    "or choose another --out."
+                    f"{self.path} already holds a finished run; pass `overwrite=True` to replace "
+                    "it, or choose another `out`."
                 )
             raise RunDirectoryError(
-                f"{self.path} holds an unfinished run; continue it with --resume {self.path}, "
-                "replace it with --overwrite, or choose another --out."
+                f"{self.path} holds an unfinished run; continue it with `resume=True`, "
+                "replace it with `overwrite=True`, or choose another `out`."
             )
         if self.path.is_dir() and not self.is_run and self._contents():
             raise RunDirectoryError(
-                f"{self.path} is not empty and holds no run; choose an empty or new --out."
+                f"{self.path} is not empty and holds no run; choose an empty or new `out`."
             )
         parent = next(p for p in (self.path, *self.path.parents) if p.exists())
         if not os.access(parent, os.W_OK | os.X_OK):
             raise RunDirectoryError(
-                f"Cannot write to {parent}: permission denied; choose another --out."
+                f"Cannot write to {parent}: permission denied; choose another `out`."
             )
 
     def lock(self) -> None:
@@ -191,7 +203,7 @@ class RunDirectory:
         if self.is_run and not overwrite and self.read_config() != config_toml:
             raise RunDirectoryError(
                 f"{self.path} holds a run of other settings ({self.path / self.CONFIG}); "
-                "pass --overwrite to replace it, or choose another --out."
+                "pass `overwrite=True` to replace it, or choose another `out`."
             )
 
     def read_config(self) -> str:

@@ -120,12 +120,12 @@ class Recipe:
     def to_toml(self) -> str:
         """The recipe as TOML; `load_recipe` reads it back to an equal recipe."""
         lines = [
-            f"name = {_toml_value(self.name)}",
-            f"description = {_toml_value(self.description)}",
+            f"name = {toml_value(self.name)}",
+            f"description = {toml_value(self.description)}",
         ]
         for section, settings in self.sections().items():
             lines += ["", f"[{section}]"]
-            lines += [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
+            lines += [f"{key} = {toml_value(value)}" for key, value in settings.items()]
         return "\n".join(lines) + "\n"
 
 
@@ -133,7 +133,8 @@ def _toml_key(name: str) -> str:
     return name.removeprefix("probe_") if name.startswith("probe_") else name
 
 
-def _toml_value(value) -> str:
+def toml_value(value) -> str:
+    """`value` (bool, str, int or float) written as TOML."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -184,7 +185,7 @@ _FIELDS = {field.name: field for field in dataclasses.fields(Recipe)}
 
 
 def _bundled() -> Path:
-    return Path(str(importlib.resources.files("keras_deepcluster_cli.recipes")))
+    return Path(str(importlib.resources.files("keras_deepcluster.recipes")))
 
 
 def recipe_names() -> list[str]:

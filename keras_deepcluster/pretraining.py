@@ -1,39 +1,51 @@
-"""From a recipe to a trained run directory, and the linear probe of a run.
+"""From a recipe to a finished run directory: `train`, and the linear probe of a run.
 
-Importing this module imports keras: the CLI does so only after choosing the
-backend.
+`train(recipe, out)` loads the recipe's data, builds and compiles the model
+(`Pretraining`), and fits it with `RunRecorder`, `StopOnNaN` and
+`StopOnInterrupt`, so the run directory is written after every epoch and a
+killed run continues with ``resume=True`` to the same result. Every front
+end (the CLI, `sweep`, `select`, the benchmarks) trains through here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import platform
+import hashlib
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import keras
 import numpy as np
-from rich.console import Console
 
 import keras_deepcluster as kdc
+from keras_deepcluster.callbacks import RunRecorder, StopOnInterrupt, StopOnNaN
 from keras_deepcluster.data.disk_images import take_rows
-from keras_deepcluster_cli.options import interrupt_requested
-from keras_deepcluster_cli.progress import cache_progress, report_cache
-from keras_deepcluster_cli.recipe import Recipe, RecipeError
-from keras_deepcluster_cli.run_directory import RunDirectory
+from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
+from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
 
 # Images per device in each feature-extraction batch.
 FEATURE_BATCH_SIZE = 256
 # Images held out for the probe's test split when the data has none.
 PROBE_HOLDOUT = 0.2
 
+ProgressCallback = Callable[[str, int, int], None]
 
-def load_data(recipe: Recipe, console: Console | None = None) -> kdc.data.ImageData:
+
+def load_data(
+    recipe: Recipe,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> kdc.data.ImageData:
     """The recipe's images (the first `limit` training images if set).
 
     Folders, IDX, ``.npz`` and TFDS sources come from their image cache
-    (`kdc.data.prepare`), built on first use with a progress bar on `console`
-    and rebuilt when the source changed; their images stay on disk.
+    (`kdc.data.prepare`), built on first use and rebuilt when the source
+    changed; their images stay on disk. `on_progress` and `on_note` are
+    passed to `kdc.data.prepare` (images cached of the total, one-line notes);
+    `on_note` also gets the cache's `describe` lines.
     """
     views = image_views(recipe)
     if recipe.source not in kdc.data.CACHED_SOURCES:
@@ -44,27 +56,27 @@ def load_data(recipe: Recipe, console: Console | None = None) -> kdc.data.ImageD
         return data
     size = recipe.image_size or (views.resize if recipe.source == "folder" else None)
     if size is not None and size < views.size:
-        raise ValueError(
-            f"image_size={size} is smaller than the {views.size}-pixel views of recipe "
-            f"{recipe.name!r}; cache the images at {views.size} pixels or more."
+        raise RecipeError(
+            f"{recipe.origin}: [data] image_size={size} is smaller than the {views.size}-pixel "
+            f"views of recipe {recipe.name!r}; cache the images at {views.size} pixels or more."
         )
-    with cache_progress(console) as on_progress:
-        cache = kdc.data.prepare(
-            recipe.source,
-            recipe.dataset,
-            recipe.data_dir,
-            size=size,
-            channels=views.channels,
-            limit=recipe.limit,
-            on_progress=on_progress,
-            on_note=None if console is None else console.print,
-        )
-    if console is not None:
-        report_cache(console, cache)
+    cache = kdc.data.prepare(
+        recipe.source,
+        recipe.dataset,
+        recipe.data_dir,
+        size=size,
+        channels=views.channels,
+        limit=recipe.limit,
+        on_progress=on_progress,
+        on_note=on_note,
+    )
+    for line in cache.describe() if on_note is not None else ():
+        on_note(line)
     return cache.data()
 
 
 def image_views(recipe: Recipe) -> kdc.ImageViews:
+    """The recipe's `ImageViews` (its ``views`` preset, else its dataset's)."""
     return kdc.ImageViews.for_dataset(recipe.views or recipe.dataset)
 
 
@@ -107,15 +119,15 @@ def steps_per_execution(recipe: Recipe, devices: int) -> int:
 def check_devices(devices: int, recipes: Sequence[Recipe]) -> None:
     """Raises ValueError unless every recipe can train on `devices` devices.
 
-    Called before anything is written, so a bad --devices leaves no trace.
+    Called before anything is written, so a bad `devices` leaves no trace.
     """
     kdc.devices.data_parallel(devices)
     for recipe in recipes:
         if recipe.batch_size % devices:
             raise ValueError(
-                f"--devices {devices}: the batch size {recipe.batch_size} of recipe "
+                f"`devices={devices}`: the batch size {recipe.batch_size} of recipe "
                 f"{recipe.name!r} does not split evenly over {devices} devices; use a "
-                f"--batch-size that is a multiple of {devices}, or other --devices."
+                f"`batch_size` that is a multiple of {devices}, or other `devices`."
             )
 
 
@@ -144,7 +156,7 @@ class Pretraining:
         cls,
         recipe: Recipe,
         data: kdc.data.ImageData,
-        on_progress: Callable[[str, int, int], None] | None = None,
+        on_progress: ProgressCallback | None = None,
         devices: int = 1,
     ) -> Pretraining:
         """Builds and checks everything, so bad settings fail before anything is written.
@@ -202,111 +214,146 @@ class Pretraining:
         self,
         run: RunDirectory,
         callbacks: Sequence[keras.callbacks.Callback] = (),
-        resume: RunDirectory | None = None,
+        resume_from: RunDirectory | None = None,
     ) -> keras.callbacks.History:
-        """Trains, recording every epoch into `run` (created by `RunDirectory.create`).
+        """Trains, recording every epoch into `run` (see `RunRecorder`).
 
-        After each epoch its pseudo-labels, history row and a checkpoint (model,
-        optimizer, re-clustering state) are on disk; at the end the model and
-        ``summary.json``. With `resume` (a run directory, `run` itself except
-        on the processes that do not write the run), training continues after
-        its last checkpoint (from the start if it has none) and gives the same
-        pseudo-labels and metrics as an uninterrupted run on the same backend
-        and machine: every random draw derives from (seed, epoch).
+        A run directory that holds a checkpoint of these settings is continued
+        after it, to the same pseudo-labels and metrics as an uninterrupted
+        run on the same backend and machine; `resume_from` reads the
+        checkpoint from another directory (see `RunRecorder`).
 
         Raises:
             FloatingPointError: the loss or the features became NaN or inf; the
                 message names the epoch (and step); the last checkpoint stays.
         """
+        recorder = RunRecorder(
+            run,
+            self.reclustering,
+            config=self.recipe,
+            summary={"recipe": self.recipe.name, "devices": self.devices},
+            resume_from=resume_from,
+        )
         with self.distribution.scope():
-            return self._fit(run, callbacks, resume)
-
-    def _fit(self, run, callbacks, resume):
-        recorder = RunRecorder(run, self.reclustering)
-        checkpoint = resume.read_checkpoint() if resume is not None else None
-        initial_epoch = 0
-        if checkpoint is not None:
-            self.model = keras.saving.load_model(resume.path / checkpoint["model"])
-            initial_epoch = checkpoint["epoch"] + 1
-            recorder.rows = resume.read_history()[:initial_epoch]
-            self.reclustering.restore(checkpoint, resume.read_pseudo_labels(checkpoint["epoch"]))
-        # Wall time over every process that worked on the run, not just this one.
-        recorder.wall_before = checkpoint.get("wall_seconds", 0.0) if checkpoint else 0.0
-        history = self.model.fit(
-            self.dataset,
-            epochs=self.recipe.epochs,
-            initial_epoch=initial_epoch,
-            verbose=0,
-            callbacks=[self.reclustering, StopOnNaN(), recorder, StopOnInterrupt(), *callbacks],
-        )
-        run.save_model(self.model)
-        last = recorder.rows[-1]
-        nmis = [row["nmi_labels"] for row in recorder.rows if "nmi_labels" in row]
-        run.write_json(
-            RunDirectory.SUMMARY,
-            {
-                "recipe": self.recipe.name,
-                "backend": keras.backend.backend(),
-                "epochs": self.recipe.epochs,
-                "images": self.dataset.num_images,
-                "devices": self.devices,
-                "processes": kdc.processes.process_count(),
-                "deterministic": kdc.determinism.enabled(),
-                "wall_seconds": recorder.wall_seconds(),
-                "final": last,
-                "best_nmi_labels": max(nmis) if nmis else None,
-                "clustering_stopped": None
-                if self.reclustering.halted_at is None
-                else {
-                    "epoch": self.reclustering.halted_at,
-                    "reason": self.reclustering.halt_reason,
-                },
-                "versions": {"keras": keras.__version__, "python": platform.python_version()},
-                "resumed_at_epoch": initial_epoch or None,
-            },
-        )
-        run.remove_checkpoint()
-        return history
-
-
-class StopOnInterrupt(keras.callbacks.Callback):
-    """Re-raises a Ctrl-C / SIGTERM that native code swallowed, at the next boundary.
-
-    Goes after the `RunRecorder`, so an epoch that finished is checkpointed first.
-    Safe for Keras's asynchronous batch callbacks (see `StopOnNaN`).
-    """
-
-    async_safe = True
-
-    def on_train_batch_end(self, batch, logs=None):
-        if interrupt_requested():
-            raise KeyboardInterrupt
-
-    on_epoch_begin = on_epoch_end = on_train_batch_end
-
-
-class StopOnNaN(keras.callbacks.Callback):
-    """Stops training with a FloatingPointError naming the epoch and step of a NaN/inf loss.
-
-    Marked `async_safe`: on JAX and PyTorch Keras then runs the batch hooks in
-    a thread, so reading the loss waits for that step there while the
-    training loop goes on dispatching steps; a NaN stops training a step or
-    a few later, with the step where it was seen. (A hook that is not
-    async-safe makes Keras wait for every step on the host.)
-    """
-
-    async_safe = True
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = float((logs or {}).get("loss", 0.0))
-        if not np.isfinite(loss):
-            raise FloatingPointError(
-                f"The training loss is NaN or inf at epoch {self.epoch}, step {batch}: the "
-                "network diverged (lower --lr). Epochs before it are kept in the run directory."
+            return self.model.fit(
+                self.dataset,
+                epochs=self.recipe.epochs,
+                verbose=0,
+                callbacks=[self.reclustering, StopOnNaN(), recorder, StopOnInterrupt(), *callbacks],
             )
+
+
+def train(
+    recipe: Recipe | str | Path | None,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    devices: int = 1,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    on_progress: ProgressCallback | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> RunDirectory:
+    """Trains `recipe` into the run directory `out`; returns the finished run.
+
+    Args:
+        recipe: A `Recipe`, a bundled recipe's name or a TOML file; None with
+            `resume` takes the run's own ``config.toml``.
+        out: The run directory (created; see `RunDirectory` for its files).
+        resume: Continue the unfinished run in `out` after its last
+            checkpoint (from the start if no epoch finished); its settings
+            must be `recipe`'s.
+        overwrite: Replace a run that `out` holds.
+        devices: Train data-parallel on this many devices.
+        callbacks: More Keras callbacks for the `fit`.
+        on_progress: Called as ``on_progress(phase, done, total)``: the
+            re-clustering's phases (see `Reclustering`), and ``"cache"``
+            while an image cache is built.
+        on_note: Called with one-line notes (a rebuilt cache, ...).
+
+    Raises:
+        RunDirectoryError: `out` holds something that this call may not
+            replace (the message says what can be done).
+        RecipeError, ValueError: bad settings or data, before anything is written.
+        FloatingPointError: the training diverged; the epochs before it stay.
+
+    Example:
+    >>> run = kdc.train("digits", out="runs/digits")
+    >>> run.summary["final"]["nmi_labels"]
+    >>> run = kdc.train(None, out="runs/digits", resume=True)  # after a crash
+    """
+    run = RunDirectory(Path(out).expanduser())
+    recipe = _recipe_to_run(recipe, run, resume)
+    if not resume:
+        run.check_writable(overwrite)
+    run.lock()  # before anything is loaded or written: another process may be in it
+    check_devices(devices, [recipe])
+    note = on_note or (lambda line: None)
+    data = load_data(
+        recipe,
+        on_progress=None if on_progress is None else lambda done, total: on_progress("cache", done, total),
+        on_note=on_note,
+    )
+    shape = data.x_train.shape[1:]
+    note(f"data: {len(data.x_train)} training images {shape}" + ("" if data.y_train is not None else ", unlabelled"))
+    pretraining = Pretraining.build(recipe, data, on_progress=on_progress, devices=devices)
+    writer = _writer(run)
+    if not resume or writer is not run:
+        writer.create(recipe.to_toml(), overwrite=overwrite or writer is not run)
+    if resume:
+        checkpoint = run.read_checkpoint()
+        note(
+            f"resuming after epoch {checkpoint['epoch']}"
+            if checkpoint
+            else "resuming from the start (no epoch had finished)"
+        )
+    try:
+        pretraining.fit(writer, callbacks=callbacks, resume_from=run if writer is not run else None)
+    finally:
+        if writer is not run:
+            shutil.rmtree(writer.path, ignore_errors=True)
+    return run
+
+
+def _recipe_to_run(recipe, run: RunDirectory, resume: bool) -> Recipe:
+    """The recipe `train` runs: `recipe`, or with `resume` the run's own (which must agree)."""
+    if not resume:
+        if recipe is None:
+            raise ValueError("train needs a recipe (a Recipe, a recipe name or a .toml file).")
+        return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if not run.is_run:
+        raise RunDirectoryError(f"{run.path} holds no run ({RunDirectory.CONFIG}); nothing to resume.")
+    if run.is_finished:
+        raise RunDirectoryError(f"{run.path} holds a run that already finished; nothing to resume.")
+    saved = load_recipe(run.path / RunDirectory.CONFIG)
+    if recipe is None:
+        return saved
+    given = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if given.to_toml() != saved.to_toml():
+        raise RunDirectoryError(
+            f"{run.path} is a run of other settings than recipe {given.name!r} "
+            f"({run.path / RunDirectory.CONFIG}); a resumed run keeps its settings: "
+            "resume it with recipe=None."
+        )
+    return saved
+
+
+def _writer(run: RunDirectory) -> RunDirectory:
+    """Where this process writes: `run` on process 0 (and alone), else a scratch folder.
+
+    Saving a model is a collective (every process of a job takes part), so the
+    other processes write the same files into a scratch folder, named by the
+    run and the process so that a relaunched process replaces what its killed
+    predecessor left, and read the run only to resume.
+    """
+    index = kdc.processes.process_index()
+    if index == 0:
+        return run
+    digest = hashlib.sha256(str(run.path.resolve()).encode()).hexdigest()[:12]
+    scratch = Path(tempfile.gettempdir()) / f"deepcluster-process-{index}-{digest}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    return RunDirectory(scratch)
 
 
 def train_unless_finished(
@@ -314,14 +361,14 @@ def train_unless_finished(
     data: kdc.data.ImageData,
     run: RunDirectory,
     callbacks: Sequence[keras.callbacks.Callback] = (),
-    on_progress: Callable[[str, int, int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
     devices: int = 1,
 ) -> bool:
     """Brings `run` to a finished run of `recipe`; what `sweep` and `select` do per run.
 
     A finished run of exactly these settings is kept; an unfinished one is
     resumed after its last checkpoint; anything else in `run` (refused
-    earlier by `RunDirectory.check_replaceable` unless --overwrite) is replaced.
+    earlier by `RunDirectory.check_replaceable` unless overwriting) is replaced.
     Returns whether it trained.
     """
     config = recipe.to_toml()
@@ -329,50 +376,10 @@ def train_unless_finished(
     if run.holds(config):
         return False
     pretraining = Pretraining.build(recipe, data, on_progress=on_progress, devices=devices)
-    resume = run.is_run and run.read_config() == config
-    if not resume:
+    if not (run.is_run and run.read_config() == config):
         run.create(config, overwrite=True)
-    pretraining.fit(run, callbacks=callbacks, resume=run if resume else None)
+    pretraining.fit(run, callbacks=callbacks)  # resumes after a checkpoint of these settings
     return True
-
-
-class RunRecorder(keras.callbacks.Callback):
-    """Writes each finished epoch's row, pseudo-labels and checkpoint into the run directory.
-
-    Goes after `Reclustering` in the callback list, so it sees the epoch's
-    metrics and times the training part of the epoch alone.
-    """
-
-    def __init__(self, run: RunDirectory, reclustering: kdc.Reclustering):
-        super().__init__()
-        self.run = run
-        self.reclustering = reclustering
-        self.rows: list[dict] = []
-        self.wall_before = 0.0  # wall seconds of the run before this process resumed it
-        self._created = time.perf_counter()
-
-    def wall_seconds(self) -> float:
-        """Wall time of the run so far, across resumes."""
-        return self.wall_before + time.perf_counter() - self._created
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
-        logs["seconds_train"] = time.perf_counter() - self._start
-        logs["seconds_epoch"] = logs["seconds_train"] + sum(
-            logs.get(key, 0.0) for key in ("seconds_features", "seconds_pca", "seconds_kmeans")
-        )
-        row = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
-        if self.reclustering.halted_at == epoch:  # the first epoch on frozen labels
-            row["halt_reason"] = self.reclustering.halt_reason
-        self.rows.append(row)
-        self.run.write_pseudo_labels(epoch, self.reclustering.pseudo_labels)
-        self.run.write_history(self.rows)
-        self.run.save_checkpoint(
-            self.model, epoch, {**self.reclustering.state(), "wall_seconds": self.wall_seconds()}
-        )
 
 
 def probe(
@@ -391,7 +398,7 @@ def probe(
     """
     layer = layer or recipe.probe_layer
     if layer is None:
-        raise RecipeError(f"{recipe.origin}: no [probe] layer; pass --layer.")
+        raise RecipeError(f"{recipe.origin}: no [probe] layer; pass `layer`.")
     if data.y_train is None:
         raise ValueError(f"{data.name} has no labels; the linear probe needs labelled images.")
     views = image_views(recipe)
@@ -401,7 +408,8 @@ def probe(
         if not (run.path / RunDirectory.MODEL).is_file():
             raise ValueError(
                 f"{run.path} holds no trained model ({RunDirectory.MODEL}); "
-                "the run did not finish. Probe it with --random, or train it again."
+                "the run did not finish. Probe its untrained network with `random=True`, or "
+                "train it again."
             )
         backbone = keras.saving.load_model(run.path / RunDirectory.MODEL).backbone
     train_split, test_split, test_name = _probe_splits(data, recipe.seed)

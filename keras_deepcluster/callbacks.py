@@ -1,0 +1,220 @@
+"""Callbacks that make a `fit` a run: recorded, resumable, stopped cleanly.
+
+`RunRecorder` writes a run directory after every epoch and, like Keras's
+`BackupAndRestore`, continues a run that holds a checkpoint; `StopOnNaN` and
+`StopOnInterrupt` end training with a message at a step boundary.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_deepcluster import determinism, processes
+from keras_deepcluster.interrupts import interrupt_requested
+from keras_deepcluster.reclustering import Reclustering
+from keras_deepcluster.recipe import Recipe, toml_value
+from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Records a DeepCluster `fit` into a run directory, and resumes it exactly.
+
+    After every epoch it writes that epoch's pseudo-labels, the history so
+    far and a checkpoint of the model, its optimizer and the re-clustering
+    state, each atomically; when training ends after the last epoch it writes
+    ``model.keras`` and ``summary.json`` and drops the checkpoint (see
+    `RunDirectory` for the layout).
+
+    When the directory already holds a checkpoint, `fit` continues after it
+    (as `keras.callbacks.BackupAndRestore` does): the model and optimizer
+    are restored in place, the `Reclustering` gets its state back, and the
+    epochs run from there give the same pseudo-labels and metrics as an
+    uninterrupted run on the same backend and machine, since every random
+    draw derives from (seed, epoch). Put it after the `Reclustering` in the
+    callback list, so that it sees each epoch's metrics and times the
+    training part of the epoch alone.
+
+    Args:
+        run: The run directory (a path or `RunDirectory`). A new one is
+            created with `config` as its ``config.toml``; one that holds a
+            run must hold one of the same config.
+        reclustering: The `Reclustering` callback of this `fit`.
+        config: The settings to record (a `Recipe` or TOML text); None
+            records the re-clustering's settings.
+        summary: Extra entries for ``summary.json``.
+        resume_from: Where to read the checkpoint from, when not `run` (the
+            processes of a multi-process job other than process 0 write a
+            scratch copy and resume from the real run).
+
+    Example:
+    >>> recorder = RunRecorder("runs/mine", reclustering)
+    >>> model.fit(data, epochs=50, callbacks=[reclustering, recorder, StopOnNaN()])
+    >>> # the kernel dies at epoch 40; the same three lines again continue at 41
+    """
+
+    def __init__(
+        self,
+        run: str | Path | RunDirectory,
+        reclustering: Reclustering,
+        config: Recipe | str | None = None,
+        summary: dict | None = None,
+        resume_from: RunDirectory | None = None,
+    ):
+        super().__init__()
+        if not isinstance(reclustering, Reclustering):
+            raise ValueError(
+                f"reclustering must be the Reclustering callback of the fit; got "
+                f"{type(reclustering).__name__}."
+            )
+        self.run = run if isinstance(run, RunDirectory) else RunDirectory(run)
+        self.reclustering = reclustering
+        if config is None:
+            config = _settings_toml(reclustering)
+        self.config = config if isinstance(config, str) else config.to_toml()
+        self.resume_from = resume_from
+        self.summary = dict(summary or {})
+        self.rows: list[dict] = []
+        self.resumed_at: int | None = None
+        self._wall_before = 0.0  # wall seconds of the run before this process resumed it
+        self._created = time.perf_counter()
+        self._epochs_done = 0
+
+    def wall_seconds(self) -> float:
+        """Wall time of the run so far, across resumes."""
+        return self._wall_before + time.perf_counter() - self._created
+
+    def on_train_begin(self, logs=None):
+        source = self.resume_from or self.run
+        if source.is_run:
+            source.check_replaceable(self.config)
+            if source.is_finished:
+                raise RunDirectoryError(
+                    f"{source.path} already holds this run, finished; read it with "
+                    "RunDirectory(path), or record into another directory."
+                )
+        checkpoint = source.read_checkpoint() if source.is_run else None
+        if checkpoint is None or self.run is not source:
+            self.run.create(self.config, overwrite=self.run.is_run)
+        else:
+            self.run.lock()
+        if checkpoint is not None:
+            self._restore(checkpoint, source)
+
+    def _restore(self, checkpoint: dict, source: RunDirectory) -> None:
+        model, epoch = self.model, checkpoint["epoch"]
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(source.path / checkpoint["model"])
+        self.reclustering.restore(checkpoint, source.read_pseudo_labels(epoch))
+        self.rows = source.read_history()[: epoch + 1]
+        self._wall_before = checkpoint.get("wall_seconds", 0.0)
+        self.resumed_at = epoch + 1
+        model._initial_epoch = epoch + 1  # what BackupAndRestore sets; read by fit
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        logs["seconds_train"] = time.perf_counter() - self._start
+        logs["seconds_epoch"] = logs["seconds_train"] + sum(
+            logs.get(key, 0.0) for key in ("seconds_features", "seconds_pca", "seconds_kmeans")
+        )
+        row = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
+        if self.reclustering.halted_at == epoch:  # the first epoch on frozen labels
+            row["halt_reason"] = self.reclustering.halt_reason
+        self.rows.append(row)
+        self.run.write_pseudo_labels(epoch, self.reclustering.pseudo_labels)
+        self.run.write_history(self.rows)
+        self.run.save_checkpoint(
+            self.model, epoch, {**self.reclustering.state(), "wall_seconds": self.wall_seconds()}
+        )
+        self._epochs_done = epoch + 1
+
+    def on_train_end(self, logs=None):
+        self.model._initial_epoch = None  # Keras keeps it; a later fit starts where asked
+        epochs = self.params.get("epochs") if self.params else None
+        if self.model.stop_training or epochs is None or self._epochs_done < epochs:
+            return  # stopped early: the checkpoint stays, to resume
+        self.run.save_model(self.model)
+        self.run.write_json(RunDirectory.SUMMARY, self._summary(epochs))
+        self.run.remove_checkpoint()
+
+    def _summary(self, epochs: int) -> dict:
+        nmis = [row["nmi_labels"] for row in self.rows if "nmi_labels" in row]
+        reclustering = self.reclustering
+        return {
+            **self.summary,
+            "backend": keras.backend.backend(),
+            "epochs": epochs,
+            "images": reclustering.data.num_images,
+            "processes": processes.process_count(),
+            "deterministic": determinism.enabled(),
+            "wall_seconds": self.wall_seconds(),
+            "final": self.rows[-1],
+            "best_nmi_labels": max(nmis) if nmis else None,
+            "clustering_stopped": None
+            if reclustering.halted_at is None
+            else {"epoch": reclustering.halted_at, "reason": reclustering.halt_reason},
+            "versions": {"keras": keras.__version__, "python": platform.python_version()},
+            "resumed_at_epoch": self.resumed_at,
+        }
+
+
+def _settings_toml(reclustering: Reclustering) -> str:
+    """The config of a run recorded without a recipe: the re-clustering's settings."""
+    data = reclustering.data
+    settings = {
+        "images": data.num_images,
+        "batch_size": data.batch_size,
+        "epoch_length": data.epoch_length,
+        **{key: value for key, value in reclustering.settings().items() if value is not None},
+    }
+    lines = ["# A model.fit() run recorded by keras_deepcluster.RunRecorder.", "[fit]"]
+    return "\n".join(lines + [f"{k} = {toml_value(v)}" for k, v in settings.items()]) + "\n"
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training with a FloatingPointError naming the epoch and step of a NaN/inf loss.
+
+    Marked `async_safe`: on JAX and PyTorch Keras then runs the batch hooks in
+    a thread, so reading the loss waits for that step there while the
+    training loop goes on dispatching steps; a NaN stops training a step or
+    a few later, with the step where it was seen. (A hook that is not
+    async-safe makes Keras wait for every step on the host.)
+    """
+
+    async_safe = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not np.isfinite(loss):
+            raise FloatingPointError(
+                f"The training loss is NaN or inf at epoch {self.epoch}, step {batch}: the "
+                "network diverged (lower `lr`). Epochs before it are kept in the run directory."
+            )
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Re-raises a Ctrl-C / SIGTERM that native code swallowed, at the next boundary.
+
+    Works inside `keras_deepcluster.catch_interrupts`. Goes after the
+    `RunRecorder`, so an epoch that finished is checkpointed first.
+    Async-safe (see `StopOnNaN`).
+    """
+
+    async_safe = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if interrupt_requested():
+            raise KeyboardInterrupt
+
+    on_epoch_begin = on_epoch_end = on_train_batch_end

@@ -1,0 +1,1 @@
+"""The bundled recipes (TOML files), installed as package data."""

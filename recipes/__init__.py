@@ -1,1 +1,0 @@
-"""The bundled recipes (TOML files), installed as package data of the CLI."""
