@@ -30,6 +30,49 @@ import tomllib
 
 SECTIONS = ("data", "model", "training", "clustering", "probe")
 
+# The settings with a fixed set of values, checked when a recipe loads (before
+# any data is read). The registries they name (data.SOURCES,
+# clustering.KMEANS_BACKENDS, backbones.names(), ImageViews.presets() and the
+# backbones' layers) import keras, so they are listed here; tests/test_recipe.py
+# checks that each list equals its registry.
+CHOICES = {
+    "source": ("tfds", "idx", "npz", "folder", "digits", "cache"),
+    "kmeans": ("auto", "faiss", "sklearn", "keras"),
+    "backbone": ("alexnet", "alexnet_micro", "lenet"),
+    "views": ("cifar10", "fashion_mnist", "imagenet", "mnist", "svhn"),
+}
+# Each backbone's layers with batch norm and Sobel on (the probe taps one of them).
+_ALEXNET_MICRO = (
+    "sobel", "conv_1", "batch_norm_1", "relu_1", "max_pool_1", "conv_2", "batch_norm_2",
+    "relu_2", "max_pool_2", "conv_3", "batch_norm_3", "relu_3", "conv_4", "batch_norm_4",
+    "relu_4", "conv_5", "batch_norm_5", "relu_5", "max_pool_3", "drop_out_1", "flatten",
+    "linear_1", "relu_6", "drop_out_2", "linear_2",
+)  # fmt: skip
+BACKBONE_LAYERS = {
+    "lenet": (
+        "conv_1", "batch_norm_1", "relu_1", "max_pool_1", "conv_2", "batch_norm_2", "relu_2",
+        "max_pool_2", "flatten", "linear_1", "relu_3", "linear_2",
+    ),
+    "alexnet_micro": _ALEXNET_MICRO,
+    "alexnet": _ALEXNET_MICRO[:1]
+    + tuple(
+        layer for name in _ALEXNET_MICRO[1:] for layer in
+        ((f"zero_pad_{name[-1]}", name) if name.startswith("conv_") else (name,))
+    ),
+}  # fmt: skip
+# The backbones that have a Sobel layer (on by default).
+SOBEL_BACKBONES = ("alexnet", "alexnet_micro")
+
+
+def backbone_layers(backbone: str, batch_norm: bool = True, sobel: bool | None = None) -> list[str]:
+    """The layer names of a backbone built with these settings (input layer left out)."""
+    layers = BACKBONE_LAYERS[backbone]
+    if not batch_norm:
+        layers = [name for name in layers if not name.startswith("batch_norm_")]
+    if sobel is False:
+        layers = [name for name in layers if name != "sobel"]
+    return list(layers)
+
 
 class RecipeError(ValueError):
     """A recipe that cannot be used, with a message naming the file and key."""
@@ -101,6 +144,36 @@ class Recipe:
                 f"{self.origin}: halt_after={self.halt_after} is larger than epochs={self.epochs}; "
                 "halting needs halt_after <= epochs (leave it out to never halt)."
             )
+        self._check_choices()
+
+    def _check_choices(self) -> None:
+        """The settings with a fixed set of values (`CHOICES`), and what depends on them."""
+
+        def refuse(key: str, value, allowed) -> None:
+            section = _FIELDS[key].metadata["section"]
+            raise RecipeError(
+                f"{self.origin}: [{section}] {_toml_key(key)} = {value!r} is not one of "
+                f"{', '.join(allowed)}."
+            )
+
+        for key, allowed in CHOICES.items():
+            value = getattr(self, key)
+            if value is not None and value not in allowed:
+                refuse(key, value, allowed)
+        if self.views is None and self.dataset not in CHOICES["views"]:
+            raise RecipeError(
+                f"{self.origin}: [data] dataset = {self.dataset!r} has no image views of its "
+                f"own; set [data] views to one of {', '.join(CHOICES['views'])} (the views of "
+                "the dataset most like these images)."
+            )
+        if self.sobel is not None and self.backbone not in SOBEL_BACKBONES:
+            raise RecipeError(
+                f"{self.origin}: [model] sobel is set, but backbone {self.backbone!r} has no "
+                f"Sobel layer (only {', '.join(SOBEL_BACKBONES)} have one); leave sobel out."
+            )
+        layers = backbone_layers(self.backbone, self.batch_norm, self.sobel)
+        if self.probe_layer is not None and self.probe_layer not in layers:
+            refuse("probe_layer", self.probe_layer, layers)
 
     def replace(self, **overrides) -> Recipe:
         """A copy with some settings changed, validated again."""

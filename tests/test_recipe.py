@@ -1,8 +1,19 @@
 import dataclasses
+import sys
 
 import pytest
 
-from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe, recipe_names
+from keras_deepcluster.recipe import (
+    BACKBONE_LAYERS,
+    CHOICES,
+    Recipe,
+    RecipeError,
+    backbone_layers,
+    load_recipe,
+    recipe_names,
+)
+
+pytestmark = pytest.mark.backend_independent
 
 
 def test_bundled_recipes_hold_the_authors_settings():
@@ -93,6 +104,42 @@ def write(tmp_path, text):
             r"bad.toml: unknown key 'seed'; a recipe has name, description and the sections",
         ),
         ("[data\n", r"bad.toml: not valid TOML"),
+        # The keys with a fixed set of values, named with the file before any data is read.
+        (
+            '[data]\ndataset = "mnist"\nsource = "tfsd"\n',
+            r"bad.toml: \[data\] source = 'tfsd' is not one of tfds, idx, npz, folder, digits, "
+            "cache",
+        ),
+        (
+            '[data]\ndataset = "mnist"\n[clustering]\nkmeans = "fiass"\n',
+            r"bad.toml: \[clustering\] kmeans = 'fiass' is not one of auto, faiss, sklearn",
+        ),
+        (
+            '[data]\ndataset = "mnist"\n[model]\nbackbone = "resnet"\n',
+            r"bad.toml: \[model\] backbone = 'resnet' is not one of alexnet, alexnet_micro, lenet",
+        ),
+        (
+            '[data]\ndataset = "mnist"\nviews = "celeba"\n',
+            r"bad.toml: \[data\] views = 'celeba' is not one of cifar10, fashion_mnist",
+        ),
+        (
+            '[data]\ndataset = "my_photos"\n',
+            r"bad.toml: \[data\] dataset = 'my_photos' has no image views of its own; set "
+            r"\[data\] views",
+        ),
+        (
+            '[data]\ndataset = "mnist"\n[model]\nbackbone = "lenet"\nsobel = true\n',
+            r"bad.toml: \[model\] sobel is set, but backbone 'lenet' has no Sobel layer",
+        ),
+        (
+            '[data]\ndataset = "mnist"\n[probe]\nlayer = "relu_5"\n',
+            r"bad.toml: \[probe\] layer = 'relu_5' is not one of conv_1, ",
+        ),
+        (
+            '[data]\ndataset = "mnist"\n[model]\nbatch_norm = false\n[probe]\n'
+            'layer = "batch_norm_2"\n',
+            r"\[probe\] layer = 'batch_norm_2' is not one of conv_1, relu_1, ",
+        ),
     ],
 )
 def test_bad_recipes_name_the_file_and_key(tmp_path, text, message):
@@ -118,3 +165,50 @@ def test_replace_validates_and_says_what_changed():
     assert recipe.replace(pca=None).pca is None
     with pytest.raises(TypeError):
         Recipe(name="x", origin="x")  # dataset is required
+
+
+def test_a_bad_choice_stops_the_cli_before_any_data_is_read(tmp_path):
+    from click.testing import CliRunner
+
+    from keras_deepcluster_cli.main import main
+
+    missing = tmp_path / "nothing-here.npz"  # a data source that would fail if it were read
+    recipe = write(
+        tmp_path,
+        f'[data]\ndataset = "mnist"\nsource = "npz"\ndata_dir = "{missing}"\n'
+        '[clustering]\nkmeans = "fiass"\n',
+    )
+    result = CliRunner().invoke(main, ["train", str(recipe), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert "[clustering] kmeans = 'fiass' is not one of" in result.output
+    assert "nothing-here" not in result.output and not (tmp_path / "run").exists()
+    result = CliRunner().invoke(main, ["train", "digits", "--source", "fodler"])
+    assert result.exit_code == 2 and "[data] source = 'fodler' is not one of" in result.output
+
+
+def test_the_choices_are_the_registries_they_name():
+    """The keras-free lists in recipe.py equal the registries (which import keras)."""
+    import keras_deepcluster as kdc
+
+    assert CHOICES["source"] == kdc.data.SOURCES
+    assert CHOICES["kmeans"] == kdc.clustering.KMEANS_BACKENDS
+    assert list(CHOICES["backbone"]) == kdc.backbones.names()
+    assert list(CHOICES["views"]) == kdc.ImageViews.presets()
+    for backbone in BACKBONE_LAYERS:
+        for batch_norm in (True, False):
+            for sobel in (None,) if backbone == "lenet" else (True, False):
+                kwargs = {"batch_norm": batch_norm} | ({} if sobel is None else {"sobel": sobel})
+                model = kdc.backbones.get(backbone, **kwargs)
+                built = [layer.name for layer in model.layers[1:]]  # after the input
+                assert backbone_layers(backbone, batch_norm, sobel) == built, (backbone, kwargs)
+
+
+def test_loading_a_recipe_does_not_import_keras(tmp_path):
+    import subprocess
+
+    code = (
+        "import sys; from keras_deepcluster.recipe import load_recipe; "
+        "load_recipe('fashion_mnist'); print('keras' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
