@@ -247,8 +247,13 @@ def probe(run_dir, layer, epochs, random):
     type=click.IntRange(min=1),
     help="Decoding processes (default: the CPUs available).",
 )
+@click.option(
+    "--no-download",
+    is_flag=True,
+    help="tfds: fail rather than download a dataset that is not prepared.",
+)
 @cache_dir_option
-def prepare(source, data_dir, name, size, channels, limit, out, workers):
+def prepare(source, data_dir, name, size, channels, limit, out, workers, no_download):
     """Decode SOURCE once into an image cache that every command reads from disk.
 
     A folder's images may differ in size, mode (grayscale, RGB, RGBA,
@@ -288,6 +293,7 @@ def prepare(source, data_dir, name, size, channels, limit, out, workers):
                 workers=workers,
                 on_progress=on_progress,
                 on_note=console.print,
+                download=not no_download,
             )
     report_cache(console, cache)
     seconds = cache.manifest["seconds"]

@@ -182,7 +182,7 @@ def cache_dir_option(command):
 
 
 def data_options(command):
-    """--limit, --source, --data-dir and --cache-dir: where the images come from."""
+    """--limit, --source, --data-dir, --no-download and --cache-dir: where the images come from."""
     command = cache_dir_option(command)
     for option in reversed(
         [
@@ -198,6 +198,12 @@ def data_options(command):
                 type=click.Path(exists=True, readable=True),
                 help="Data directory (TFDS data_dir, IDX folder, image folder, image cache) or "
                 "the .npz file.",
+            ),
+            override(
+                "--download/--no-download",
+                "download",
+                help="tfds: download and prepare a dataset that is not prepared (default: on; "
+                "also [data] download, KERAS_DEEPCLUSTER_NO_DOWNLOAD=1).",
             ),
         ]
     ):

@@ -49,7 +49,7 @@ def load_data(
     """
     views = image_views(recipe)
     if recipe.source not in kdc.data.CACHED_SOURCES:
-        data = kdc.data.load(recipe.source, recipe.dataset, recipe.data_dir)
+        data = kdc.data.load(recipe.source, recipe.dataset, recipe.data_dir, recipe.download)
         if recipe.limit is not None:
             data.x_train = take_rows(data.x_train, np.arange(min(recipe.limit, len(data.x_train))))
             data.y_train = None if data.y_train is None else data.y_train[: recipe.limit]
@@ -69,6 +69,7 @@ def load_data(
         limit=recipe.limit,
         on_progress=on_progress,
         on_note=on_note,
+        download=recipe.download,
     )
     for line in cache.describe() if on_note is not None else ():
         on_note(line)

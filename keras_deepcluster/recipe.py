@@ -96,6 +96,8 @@ class Recipe:
     dataset: str = _field("data", str, required=True)  # TFDS name / name of the data
     source: str = _field("data", str, default="tfds")  # keras_deepcluster.data.SOURCES
     data_dir: str | None = _field("data", str)
+    # tfds: download and prepare a dataset that is not prepared (data/tfds.py).
+    download: bool = _field("data", bool, default=True)
     views: str | None = _field("data", str)  # ImageViews preset; default: `dataset`
     limit: int | None = _field("data", int, ">= 1")  # first N training images
     # Side S of the image cache (shorter side to S, centre crop). Default: the

@@ -34,7 +34,9 @@ from keras_deepcluster.data.tfds import load_tfds, tfds_unavailable_reason
 SOURCES = ("tfds", "idx", "npz", "folder", "digits", "cache")
 
 
-def load(source: str, name: str | None = None, path: str | Path | None = None) -> ImageData:
+def load(
+    source: str, name: str | None = None, path: str | Path | None = None, download: bool = True
+) -> ImageData:
     """Loads a dataset from one of `SOURCES`.
 
     Args:
@@ -46,6 +48,8 @@ def load(source: str, name: str | None = None, path: str | Path | None = None) -
             images stay on disk).
         name: Dataset name (TFDS name for ``"tfds"``).
         path: Directory or file, as above.
+        download: For ``"tfds"``: download and prepare a dataset that is not
+            prepared (see `keras_deepcluster.data.tfds`).
     """
     if source not in SOURCES:
         raise ValueError(f"Unknown data source {source!r}; known sources: {', '.join(SOURCES)}.")
@@ -55,7 +59,7 @@ def load(source: str, name: str | None = None, path: str | Path | None = None) -
     if source == "tfds":
         if not name:
             raise ValueError("The 'tfds' source needs a dataset name, e.g. 'fashion_mnist'.")
-        return load_tfds(name, None if path is None else str(path))
+        return load_tfds(name, None if path is None else str(path), download)
     if path is None:
         raise ValueError(f"The {source!r} source needs a path (data directory or file).")
     if source == "cache":

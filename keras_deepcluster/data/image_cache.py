@@ -131,6 +131,7 @@ def prepare(
     workers: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    download: bool = True,
 ) -> ImageCache:
     """The cache of a source: reused while it matches, else built (or resumed).
 
@@ -146,7 +147,9 @@ def prepare(
             `default_cache_root()`.
         workers: Decoding processes for folders (default: the CPUs available).
         on_progress: Called as ``on_progress(images_done, images_total)``.
-        on_note: Gets one-line notes (a rebuilt cache); default: a log warning.
+        on_note: Gets one-line notes (a rebuilt cache, a download); default: a log warning.
+        download: For ``"tfds"``: download and prepare a dataset that is not
+            prepared (see `keras_deepcluster.data.tfds`).
 
     Raises:
         ValueError: bad settings, a source that cannot be read, an `out`
@@ -159,7 +162,7 @@ def prepare(
         raise ValueError(f"channels must be 1 (grayscale), 3 (RGB) or None; got {channels!r}.")
     path = None if path is None else Path(path).expanduser()
     out = None if out is None else Path(out).expanduser()
-    splits, source_files, root = _splits(source, name, path, limit)
+    splits, source_files, root = _splits(source, name, path, limit, download, on_note)
     shape = _image_shape(source, splits, size, channels)
     identity = {
         "format": FORMAT,
@@ -202,7 +205,7 @@ def prepare(
     return ImageCache(out, built=True)
 
 
-def _splits(source, name, path, limit):
+def _splits(source, name, path, limit, download=True, on_note=None):
     """The source's splits, the files whose listing identifies it, and their root."""
     if source not in CACHED_SOURCES:
         raise ValueError(f"Unknown cached source {source!r}; known: {', '.join(CACHED_SOURCES)}.")
@@ -224,7 +227,8 @@ def _splits(source, name, path, limit):
         return image_sources.npz_splits(root, limit), [root], root.parent
     if not name:
         raise ValueError("The 'tfds' source needs a dataset name, e.g. 'fashion_mnist'.")
-    splits = image_sources.tfds_splits(name, None if path is None else str(path), limit)
+    data_dir = None if path is None else str(path)
+    splits = image_sources.tfds_splits(name, data_dir, limit, download, on_note)
     root = Path(path) if path else Path.home() / "tensorflow_datasets"
     files = sorted(p for p in (root / name).rglob("*") if p.is_file())
     return splits, files, root

@@ -160,24 +160,22 @@ def npz_splits(path: Path, limit: int | None = None) -> list[Split]:
     return splits
 
 
-def tfds_splits(name: str, data_dir: str | None, limit: int | None = None) -> list[Split]:
-    """A prepared TFDS dataset's train and test splits, streamed record by record."""
-    from keras_deepcluster.data.tfds import import_tfds
+def tfds_splits(
+    name: str,
+    data_dir: str | None,
+    limit: int | None = None,
+    download: bool = True,
+    on_note: Callable[[str], None] | None = None,
+) -> list[Split]:
+    """A TFDS dataset's train and test splits, streamed record by record.
+
+    A dataset not prepared in `data_dir` is downloaded first if `download`
+    (see `keras_deepcluster.data.tfds`).
+    """
+    from keras_deepcluster.data.tfds import import_tfds, prepared_splits
 
     tfds = import_tfds()
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-        datasets = {
-            split: builder.as_dataset(split=split, as_supervised=True)
-            for split in ("train", "test")
-            if split in builder.info.splits or not builder.info.splits
-        }
-    except Exception as error:  # unknown name, not prepared, unreadable directory, ...
-        raise ValueError(
-            f"TFDS cannot load {name!r} from {data_dir or 'its default data_dir'} without "
-            f"downloading ({type(error).__name__}: {str(error).splitlines()[0][:200]}). Prepare "
-            "it with network access, or use local files: the 'idx', 'npz' or 'folder' source."
-        ) from None
+    builder, datasets = prepared_splits(name, data_dir, download, on_note)
     image_shape = builder.info.features["image"].shape
     shape = tuple(image_shape) if None not in image_shape else None
     splits = []
