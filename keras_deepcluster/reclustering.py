@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
 import time
 from collections.abc import Callable
 
@@ -14,6 +16,61 @@ from keras_deepcluster.evaluation.cluster_metrics import label_entropy, nmi
 from keras_deepcluster.features import FeatureExtractor
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
 
+
+@dataclasses.dataclass(frozen=True)
+class ReclusteringSettings:
+    """How a `Reclustering` clusters and when it stops, checked once when made.
+
+    The fields are the `Reclustering` arguments of the same names (which see).
+
+    Raises:
+        ValueError: A setting out of its range; the message names it.
+
+    Example:
+    >>> ReclusteringSettings(pca_dim=256, halt_after=10).kmeans_iterations
+    20
+    """
+
+    pca_dim: int | None = None
+    pca_backend: str = "faiss"
+    kmeans_backend: str = "auto"
+    kmeans_iterations: int = 20
+    halt_after: int | None = None
+    halt_when_stable: float | None = None
+    halt_patience: int = 3
+    seed: int = 0
+    feature_batch_size: int = 256
+    feature_jit_compile: bool | str = "auto"
+
+    def __post_init__(self):
+        _check_integer("pca_dim", self.pca_dim, minimum=1, optional=True)
+        _check_choice("pca_backend", self.pca_backend, clustering.PCA_BACKENDS)
+        _check_choice("kmeans_backend", self.kmeans_backend, clustering.KMEANS_BACKENDS)
+        _check_integer("kmeans_iterations", self.kmeans_iterations, minimum=1)
+        _check_integer("halt_after", self.halt_after, minimum=1, optional=True)
+        threshold = self.halt_when_stable
+        real = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
+        if threshold is not None and not (real and 0 < threshold <= 1):
+            raise ValueError(
+                f"halt_when_stable must be a threshold in (0, 1] or None; got {threshold!r}."
+            )
+        _check_integer("halt_patience", self.halt_patience, minimum=1)
+        _check_integer("seed", self.seed, minimum=0)
+        _check_integer("feature_batch_size", self.feature_batch_size, minimum=1)
+        _check_choice("feature_jit_compile", self.feature_jit_compile, ("auto", True, False))
+
+
+# What the logs of an epoch on frozen labels say about the clustering it skipped.
+_HALTED_STATS = {
+    "clustered": 0.0,
+    "kmeans_objective": float("nan"),
+    "empty_clusters": 0.0,
+    "seconds_features": 0.0,
+    "seconds_pca": 0.0,
+    "seconds_kmeans": 0.0,
+}
+
+
 class Reclustering(keras.callbacks.Callback):
     """Re-clusters the training set at the start of every epoch.
 
@@ -21,9 +78,9 @@ class Reclustering(keras.callbacks.Callback):
     training image (fixed view, inference mode), PCA-whitens them (optional),
     L2-normalises them, runs k-means with a seed derived from ``(seed,
     epoch)`` (all on the device when k-means runs there, so that only the
-    labels come back to the host), hands the labels to the `PseudoLabelDataset`
-    for that same epoch, and re-initialises the model's head and its
-    optimizer state. After
+    labels come back to the host), refills the clusters k-means left empty,
+    hands the labels to the `PseudoLabelDataset` for that same epoch, and
+    re-initialises the model's head and its optimizer state. After
     `halt_after` epochs the pseudo-labels are frozen (the Deep Dive paper's
     early stopping of the clustering) and only the sampler and the head are
     renewed each epoch. With `halt_when_stable`, the clustering also stops by
@@ -52,8 +109,9 @@ class Reclustering(keras.callbacks.Callback):
         halt_after: Stop re-clustering after this many epochs (>= 1); None never stops.
         halt_when_stable: Stop re-clustering once NMI(t, t-1) >= this threshold
             (in (0, 1]) for `halt_patience` clusterings in a row; None never does.
-        halt_patience: Consecutive stable clusterings `halt_when_stable` needs.
-        seed: Seed from which every epoch's k-means and head seeds are derived.
+        halt_patience: Consecutive stable clusterings `halt_when_stable` needs
+            (a positive integer; None is refused).
+        seed: Seed (>= 0) from which every epoch's k-means and head seeds are derived.
         feature_batch_size: Batch size of the feature extraction.
         feature_jit_compile: ``jit_compile`` of the feature extraction (see
             `FeatureExtractor`); True compiles it with `torch.compile` on PyTorch.
@@ -61,6 +119,14 @@ class Reclustering(keras.callbacks.Callback):
             epoch re-clusters: phase ``"features"`` after every extraction
             batch (images done of N), then ``"clustering"`` at the start (0 of
             1) and end (1 of 1) of PCA + k-means. For progress displays.
+
+    Attributes:
+        config: The `ReclusteringSettings`; each of them also reads as an
+            attribute of the callback (``callback.pca_dim``).
+        pseudo_labels: The current epoch's labels (N,); None before the first.
+        previous_labels: The previous epoch's labels, or None.
+        halted_at: The first epoch that does not re-cluster, or None.
+        halt_reason: Why the clustering stops there, or None.
 
     Example:
     >>> callback = Reclustering(data, labels=y_train, halt_after=10, seed=0)
@@ -97,194 +163,71 @@ class Reclustering(keras.callbacks.Callback):
                     f"labels must hold one label per image, shape ({data.num_images},); "
                     f"got shape {labels.shape}."
                 )
-        _check_optional_int("halt_after", halt_after)
-        _check_optional_int("halt_patience", halt_patience)
-        if halt_when_stable is not None and not 0 < halt_when_stable <= 1:
-            raise ValueError(
-                f"halt_when_stable must be a threshold in (0, 1] or None; got {halt_when_stable!r}."
-            )
-        _check_optional_int("pca_dim", pca_dim)
-        _check_optional_int("kmeans_iterations", kmeans_iterations)
-        _check_optional_int("feature_batch_size", feature_batch_size)
-        if pca_backend not in clustering.PCA_BACKENDS:
-            raise ValueError(
-                f"pca_backend must be one of {clustering.PCA_BACKENDS}; got {pca_backend!r}."
-            )
-        if kmeans_backend not in clustering.KMEANS_BACKENDS:
-            raise ValueError(
-                f"kmeans_backend must be one of {clustering.KMEANS_BACKENDS}; "
-                f"got {kmeans_backend!r}."
-            )
+        self.config = ReclusteringSettings(
+            pca_dim=pca_dim,
+            pca_backend=pca_backend,
+            kmeans_backend=kmeans_backend,
+            kmeans_iterations=kmeans_iterations,
+            halt_after=halt_after,
+            halt_when_stable=halt_when_stable,
+            halt_patience=halt_patience,
+            seed=seed,
+            feature_batch_size=feature_batch_size,
+            feature_jit_compile=feature_jit_compile,
+        )
         self.data = data
         self.labels = labels
-        self.pca_dim = pca_dim
-        self.pca_backend = pca_backend
-        self.kmeans_backend = kmeans_backend
-        self.kmeans_iterations = kmeans_iterations
-        self.halt_after = halt_after
-        self.halt_when_stable = halt_when_stable
-        self.halt_patience = halt_patience
-        # The first epoch that does not re-cluster, and why.
-        self.halted_at: int | None = halt_after
-        self.halt_reason: str | None = None if halt_after is None else f"halt_after={halt_after}"
-        self._stability: list[float] = []
-        self.seed = seed
-        self.feature_batch_size = feature_batch_size
-        self.feature_jit_compile = feature_jit_compile
         self.on_progress = on_progress or (lambda phase, done, total: None)
         self.pseudo_labels: np.ndarray | None = None
         self.previous_labels: np.ndarray | None = None
+        self.halted_at: int | None = halt_after
+        self.halt_reason: str | None = None if halt_after is None else f"halt_after={halt_after}"
+        self._stability: list[float] = []  # NMI(t, t-1) of every clustering so far
         self._epoch_logs: dict[str, float] = {}
+
+    def __getattr__(self, name: str):
+        # The settings read as attributes too (`callback.seed`); `config` holds them.
+        config = self.__dict__.get("config")
+        if config is not None and name in _SETTING_NAMES:
+            return getattr(config, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # The epoch: extract -> PCA -> L2 -> k-means -> repair -> sampler -> head.
 
     def on_train_begin(self, logs=None):
         self.check(self.model)
         processes.check_same("the data and the re-clustering settings", self._fingerprint())
         self._extractor = FeatureExtractor(
-            self.model.backbone, self.data.views, jit_compile=self.feature_jit_compile
+            self.model.backbone, self.data.views, jit_compile=self.config.feature_jit_compile
         )
-
-    def check(self, model) -> None:
-        """Raises ValueError when `model` cannot be trained on this callback's data."""
-        for attribute in ("backbone", "num_clusters", "reset_head"):
-            if not hasattr(model, attribute):
-                raise ValueError(
-                    f"Reclustering trains a keras_deepcluster.DeepCluster model; got a "
-                    f"{type(model).__name__} without `{attribute}`."
-                )
-        data = self.data
-        k, n = model.num_clusters, data.num_images
-        if k > n:
-            raise ValueError(
-                f"num_clusters={k} is larger than the number of images ({n}); use at most {n}."
-            )
-        expected = tuple(model.backbone.input_shape[1:])
-        got = (data.views.size, data.views.size, data.images.shape[-1])
-        if expected != got:
-            raise ValueError(
-                f"The backbone takes images of shape {expected} (H, W, C) but the data "
-                f"gives {got}: {data.images.shape[-1]}-channel images viewed at "
-                f"{data.views.size}x{data.views.size}. Match the backbone's input_shape "
-                "to the data (channels, ImageViews size)."
-            )
-        if self.pca_dim is not None and self.pca_dim > model.feature_dim:
-            raise ValueError(
-                f"pca_dim={self.pca_dim} exceeds the feature dimension {model.feature_dim}; "
-                f"use at most {model.feature_dim} or None."
-            )
-        if self.pca_dim is not None and self.pca_dim > n:
-            raise ValueError(
-                f"pca_dim={self.pca_dim} needs at least {self.pca_dim} images, but the data has "
-                f"{n}: PCA gives at most as many dimensions as there are images; use at most "
-                f"{n} (`pca_dim={n}`) or none (`pca_dim=None`)."
-            )
-        if processes.process_count() > 1 and self.kmeans_backend not in ("auto", "keras"):
-            raise ValueError(
-                f"kmeans_backend={self.kmeans_backend!r} clusters in one process; with "
-                f"{processes.process_count()} processes k-means runs in keras.ops over their "
-                "shards: use 'auto' or 'keras'."
-            )
-        self._check_memory(model)
-        replicas = devices.replica_count(model)
-        for name, size in (
-            ("batch_size", data.batch_size),
-            ("feature_batch_size", self.feature_batch_size),
-        ):
-            if size % replicas:
-                raise ValueError(
-                    f"{name}={size} does not split evenly over the {replicas} devices the "
-                    f"model is distributed on; use a multiple of {replicas}."
-                )
-
-    def _fingerprint(self) -> str:
-        """What every process of a job must share: settings, and a sample of the images."""
-        data, n = self.data, self.data.num_images
-        sample = np.asarray(data.images[[0, n // 2, n - 1]])
-        settings = (self.model.num_clusters, self.pca_dim, self.kmeans_iterations, self.seed)
-        settings += (self.halt_after, self.halt_when_stable, self.halt_patience)
-        settings += (data.images.shape, data.batch_size, data.epoch_length, data.seed)
-        return repr(settings) + sample.tobytes().hex()
-
-    def _check_memory(self, model) -> None:
-        """Refuses settings whose arrays cannot fit, before anything is allocated."""
-        rows = processes.shard(self.data.num_images)  # this process's features
-        n, dim = rows.stop - rows.start, model.feature_dim
-        # The features, their normalised copy and, with PCA, the whitened ones (float32).
-        features = 4 * n * (2 * dim + (self.pca_dim or 0))
-        memory.check_fits(
-            f"Clustering the features of {n} images ({dim} dimensions)",
-            features,
-            memory.available_host_bytes(),
-            "use fewer images, a feature layer with fewer dimensions, or more memory",
-        )
-        where = memory.device_or_host_bytes()
-        for name, batch_size, copies in (
-            ("A training batch", self.data.batch_size, 1),
-            ("A feature-extraction batch", self.feature_batch_size, 1 / 3),
-        ):
-            memory.check_fits(
-                f"{name} of {batch_size} images",
-                int(copies * memory.training_batch_bytes(model.backbone, batch_size)),
-                where,
-                "use a smaller batch size",
-            )
-
-    def settings(self) -> dict:
-        """The settings that decide the pseudo-labels (what a run records as its config)."""
-        return {
-            "pca_dim": self.pca_dim,
-            "pca_backend": self.pca_backend,
-            "kmeans_backend": self.kmeans_backend,
-            "kmeans_iterations": self.kmeans_iterations,
-            "halt_after": self.halt_after,
-            "halt_when_stable": self.halt_when_stable,
-            "halt_patience": self.halt_patience,
-            "seed": self.seed,
-        }
-
-    def state(self) -> dict:
-        """What a checkpoint needs besides the pseudo-labels (JSON-serialisable)."""
-        return {
-            "halted_at": self.halted_at,
-            "halt_reason": self.halt_reason,
-            "stability": list(self._stability),
-        }
-
-    def restore(self, state: dict, pseudo_labels: np.ndarray) -> None:
-        """Continues after a checkpoint: `state()` and the last epoch's pseudo-labels."""
-        self.halted_at, self.halt_reason = state["halted_at"], state["halt_reason"]
-        self._stability = list(state["stability"])
-        self.pseudo_labels, self.previous_labels = np.asarray(pseudo_labels), None
 
     def on_epoch_begin(self, epoch, logs=None):
-        model = self.model
         halted = self.halted_at is not None and epoch >= self.halted_at
         if halted and self.pseudo_labels is not None:
-            labels, stats = self.pseudo_labels, _halted_stats()
+            labels, stats = self.pseudo_labels, _HALTED_STATS
         else:
-            labels, stats = self._cluster(model, epoch)
+            labels, stats = self._recluster(epoch)
         self.previous_labels, self.pseudo_labels = self.pseudo_labels, labels
         self.data.set_pseudo_labels(labels, epoch)
-        model.reset_head(clustering.derive_seed(self.seed, epoch, clustering.HEAD_STREAM))
+        # The new cluster ids bear no relation to the old ones: a fresh head.
+        head_seed = clustering.derive_seed(self.config.seed, epoch, clustering.HEAD_STREAM)
+        self.model.reset_head(head_seed)
         self._epoch_logs = {**stats, **self._label_stats(labels)}
-        if not halted and self.halt_when_stable is not None:
-            self._stability.append(self._epoch_logs["nmi_previous"])
-            if stable_since(self._stability, self.halt_when_stable, self.halt_patience):
-                self.halted_at = epoch + 1
-                self.halt_reason = (
-                    f"NMI(t, t-1) >= {self.halt_when_stable} for {self.halt_patience} "
-                    f"clusterings in a row (epochs {epoch + 1 - self.halt_patience}-{epoch})"
-                )
+        if not halted and self.config.halt_when_stable is not None:
+            self._halt_if_stable(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs.update(self._epoch_logs)
 
-    def _cluster(self, model, epoch):
+    def _recluster(self, epoch: int) -> tuple[np.ndarray, dict[str, float]]:
+        """This epoch's pseudo-labels from the backbone's features, and their logs."""
+        config, model = self.config, self.model
         start = time.perf_counter()
         on_device = self._clusters_on_device(model)
         features = self._extractor(
             _own_shard(self.data.images),
-            self.feature_batch_size,
+            config.feature_batch_size,
             on_batch=lambda done, total: self.on_progress("features", done, total),
             on_device=on_device,
         )
@@ -292,20 +235,20 @@ class Reclustering(keras.callbacks.Callback):
             keras.ops.convert_to_numpy(features[0, 0])
         seconds_features = time.perf_counter() - start
         self.on_progress("clustering", 0, 1)
-        try:
+        try:  # PCA-whitening, L2, k-means and the refill of empty clusters
             result = clustering.cluster_features(
                 features,
                 model.num_clusters,
-                seed=clustering.kmeans_seed(self.seed, epoch),
-                pca_dim=self.pca_dim,
-                pca_backend=self.pca_backend,
-                kmeans_backend=self.kmeans_backend,
-                iterations=self.kmeans_iterations,
+                seed=clustering.kmeans_seed(config.seed, epoch),
+                pca_dim=config.pca_dim,
+                pca_backend=config.pca_backend,
+                kmeans_backend=config.kmeans_backend,
+                iterations=config.kmeans_iterations,
             )
         except FloatingPointError as error:
             raise FloatingPointError(f"Epoch {epoch}, re-clustering: {error}") from None
         self.on_progress("clustering", 1, 1)
-        stats = {
+        return result.labels, {
             "clustered": 1.0,
             "kmeans_objective": result.objective,
             "empty_clusters": float(result.empty_clusters),
@@ -313,7 +256,6 @@ class Reclustering(keras.callbacks.Callback):
             "seconds_pca": result.seconds_pca,
             "seconds_kmeans": result.seconds_kmeans,
         }
-        return result.labels, stats
 
     def _clusters_on_device(self, model) -> bool:
         """Whether the features stay on the device for our k-means there.
@@ -321,13 +263,14 @@ class Reclustering(keras.callbacks.Callback):
         So when k-means runs in `keras.ops` (on a GPU by default) and the
         (N, D) features take at most a quarter of the device's free memory.
         """
-        on_gpu = devices.accelerator_available()
-        if self.kmeans_backend != "keras" and not (self.kmeans_backend == "auto" and on_gpu):
+        backend = self.config.kmeans_backend
+        if backend != "keras" and not (backend == "auto" and devices.accelerator_available()):
             return False
         free = devices.free_memory_bytes()
         return free is None or 4 * self.data.num_images * model.feature_dim <= free / 4
 
-    def _label_stats(self, labels):
+    def _label_stats(self, labels: np.ndarray) -> dict[str, float]:
+        """The logs of a clustering: its sizes, and its agreement with the last and the labels."""
         sizes = np.bincount(labels, minlength=self.model.num_clusters)
         stats = {
             "nmi_previous": (
@@ -345,15 +288,130 @@ class Reclustering(keras.callbacks.Callback):
             stats["label_entropy"] = label_entropy(labels[known], self.labels[known])
         return stats
 
+    def _halt_if_stable(self, epoch: int) -> None:
+        """Freezes the labels from the next epoch once the clustering has stopped changing."""
+        threshold, patience = self.config.halt_when_stable, self.config.halt_patience
+        self._stability.append(self._epoch_logs["nmi_previous"])
+        if stable_since(self._stability, threshold, patience):
+            self.halted_at = epoch + 1
+            self.halt_reason = (
+                f"NMI(t, t-1) >= {threshold} for {patience} clusterings in a row "
+                f"(epochs {epoch + 1 - patience}-{epoch})"
+            )
 
-def _own_shard(images):
-    """The images this process extracts: all of them, or its shard with several processes."""
-    if processes.process_count() == 1:
-        return images
-    rows = processes.shard(len(images))
-    if isinstance(images, DiskImages):  # still on disk
-        return images.take(np.arange(rows.start, rows.stop))
-    return images[rows]
+    # What a run records, and what a checkpoint restores.
+
+    def settings(self) -> dict:
+        """The settings that decide the pseudo-labels (what a run records as its config)."""
+        settings = dataclasses.asdict(self.config)
+        # How the features are computed, not which: no part of a run's config.
+        del settings["feature_batch_size"], settings["feature_jit_compile"]
+        return settings
+
+    def state(self) -> dict:
+        """What a checkpoint needs besides the pseudo-labels (JSON-serialisable)."""
+        return {
+            "halted_at": self.halted_at,
+            "halt_reason": self.halt_reason,
+            "stability": list(self._stability),
+        }
+
+    def restore(self, state: dict, pseudo_labels: np.ndarray) -> None:
+        """Continues after a checkpoint: `state()` and the last epoch's pseudo-labels."""
+        self.halted_at, self.halt_reason = state["halted_at"], state["halt_reason"]
+        self._stability = list(state["stability"])
+        self.pseudo_labels, self.previous_labels = np.asarray(pseudo_labels), None
+
+    # The checks of a model against the data and the settings, before anything runs.
+
+    def check(self, model) -> None:
+        """Raises ValueError when `model` cannot be trained on this callback's data."""
+        for attribute in ("backbone", "num_clusters", "reset_head"):
+            if not hasattr(model, attribute):
+                raise ValueError(
+                    f"Reclustering trains a keras_deepcluster.DeepCluster model; got a "
+                    f"{type(model).__name__} without `{attribute}`."
+                )
+        data, pca_dim = self.data, self.config.pca_dim
+        k, n = model.num_clusters, data.num_images
+        if k > n:
+            raise ValueError(
+                f"num_clusters={k} is larger than the number of images ({n}); use at most {n}."
+            )
+        expected = tuple(model.backbone.input_shape[1:])
+        got = (data.views.size, data.views.size, data.images.shape[-1])
+        if expected != got:
+            raise ValueError(
+                f"The backbone takes images of shape {expected} (H, W, C) but the data "
+                f"gives {got}: {data.images.shape[-1]}-channel images viewed at "
+                f"{data.views.size}x{data.views.size}. Match the backbone's input_shape "
+                "to the data (channels, ImageViews size)."
+            )
+        if pca_dim is not None and pca_dim > model.feature_dim:
+            dim = model.feature_dim
+            raise ValueError(
+                f"pca_dim={pca_dim} exceeds the feature dimension {dim}; "
+                f"use at most {dim} (`pca_dim={dim}`) or none (`pca_dim=None`)."
+            )
+        if pca_dim is not None and pca_dim > n:
+            raise ValueError(
+                f"pca_dim={pca_dim} needs at least {pca_dim} images, but the data has "
+                f"{n}: PCA gives at most as many dimensions as there are images; use at most "
+                f"{n} (`pca_dim={n}`) or none (`pca_dim=None`)."
+            )
+        backend = self.config.kmeans_backend
+        if processes.process_count() > 1 and backend not in ("auto", "keras"):
+            raise ValueError(
+                f"kmeans_backend={backend!r} clusters in one process; with "
+                f"{processes.process_count()} processes k-means runs in keras.ops over their "
+                "shards: use 'auto' or 'keras'."
+            )
+        self._check_memory(model)
+        replicas = devices.replica_count(model)
+        for name, size in (
+            ("batch_size", data.batch_size),
+            ("feature_batch_size", self.config.feature_batch_size),
+        ):
+            if size % replicas:
+                raise ValueError(
+                    f"{name}={size} does not split evenly over the {replicas} devices the "
+                    f"model is distributed on; use a multiple of {replicas}."
+                )
+
+    def _check_memory(self, model) -> None:
+        """Refuses settings whose arrays cannot fit, before anything is allocated."""
+        rows = processes.shard(self.data.num_images)  # this process's features
+        n, dim = rows.stop - rows.start, model.feature_dim
+        # The features, their normalised copy and, with PCA, the whitened ones (float32).
+        features = 4 * n * (2 * dim + (self.config.pca_dim or 0))
+        memory.check_fits(
+            f"Clustering the features of {n} images ({dim} dimensions)",
+            features,
+            memory.available_host_bytes(),
+            "use fewer images, a feature layer with fewer dimensions, or more memory",
+        )
+        where = memory.device_or_host_bytes()
+        for name, batch_size, copies in (
+            ("A training batch", self.data.batch_size, 1),
+            ("A feature-extraction batch", self.config.feature_batch_size, 1 / 3),
+        ):
+            memory.check_fits(
+                f"{name} of {batch_size} images",
+                int(copies * memory.training_batch_bytes(model.backbone, batch_size)),
+                where,
+                "use a smaller batch size",
+            )
+
+    def _fingerprint(self) -> str:
+        """What every process of a job must share: settings, and a sample of the images."""
+        data, n = self.data, self.data.num_images
+        sample = np.asarray(data.images[[0, n // 2, n - 1]])
+        shared = (self.model.num_clusters, self.settings(), data.images.shape)
+        shared += (data.batch_size, data.epoch_length, data.seed)
+        return repr(shared) + sample.tobytes().hex()
+
+
+_SETTING_NAMES = frozenset(field.name for field in dataclasses.fields(ReclusteringSettings))
 
 
 def stable_since(nmi_previous: list[float], threshold: float, patience: int) -> bool:
@@ -369,20 +427,28 @@ def stable_since(nmi_previous: list[float], threshold: float, patience: int) -> 
     return len(recent) == patience and all(value >= threshold for value in recent)
 
 
-def _halted_stats():
-    nan = float("nan")
-    return {
-        "clustered": 0.0,
-        "kmeans_objective": nan,
-        "empty_clusters": 0.0,
-        "seconds_features": 0.0,
-        "seconds_pca": 0.0,
-        "seconds_kmeans": 0.0,
-    }
+def _own_shard(images):
+    """The images this process extracts: all of them, or its shard with several processes."""
+    if processes.process_count() == 1:
+        return images
+    rows = processes.shard(len(images))
+    if isinstance(images, DiskImages):  # still on disk
+        return images.take(np.arange(rows.start, rows.stop))
+    return images[rows]
 
 
-def _check_optional_int(name, value):
-    if value is None:
+def _check_integer(name: str, value, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool)) or value < minimum:
+        wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {wanted}{' or None' if optional else ''}; got {value!r}.")
+
+
+def _check_choice(name: str, value, choices: tuple) -> None:
+    # Booleans apart: 1 == True, and some choices mix strings and booleans.
+    if not any(
+        isinstance(value, bool) == isinstance(choice, bool) and value == choice
+        for choice in choices
+    ):
+        raise ValueError(f"{name} must be one of {choices}; got {value!r}.")

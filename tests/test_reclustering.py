@@ -1,3 +1,5 @@
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -13,8 +15,9 @@ from keras_deepcluster import (
     backbones,
     extract_features,
 )
-from keras_deepcluster.evaluation import nmi
 from keras_deepcluster.clustering import HEAD_STREAM, derive_seed
+from keras_deepcluster.evaluation import nmi
+from keras_deepcluster.reclustering import ReclusteringSettings
 
 
 class Recorder(keras.callbacks.Callback):
@@ -141,6 +144,17 @@ def test_halting_freezes_labels_but_renews_the_head(shapes):
     assert not np.allclose(recorder.heads[2], recorder.heads[3])
 
 
+def test_clusters_left_empty_by_kmeans_are_refilled(shapes):
+    # Two distinct images, so two distinct features for k = 4: k-means must leave clusters
+    # empty, and the repair must give every cluster images before the sampler sees them.
+    images, _ = shapes(96)
+    images[:48], images[48:] = images[0], images[1]
+    history, recorder, *_ = run(images, k=4, epochs=1)
+    assert history["empty_clusters"][0] >= 2
+    assert history["clusters"][0] == 4 and history["cluster_min"][0] >= 1
+    assert sorted(np.unique(recorder.labels[0])) == [0, 1, 2, 3]
+
+
 def test_head_reset_reaches_the_trainer_on_every_backend(shapes):
     # With lr = 0 nothing trains, so the head at the end of each epoch must be
     # exactly that epoch's fresh draw; a trainer that kept stale state (JAX)
@@ -187,6 +201,7 @@ def test_bad_combinations_fail_before_training(shapes, change, message):
     assert data.pseudo_labels is None  # nothing ran
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -194,6 +209,11 @@ def test_bad_combinations_fail_before_training(shapes, change, message):
         (dict(halt_after=0), "halt_after must be a positive integer or None; got 0"),
         (dict(pca_dim=-3), "pca_dim must be a positive integer"),
         (dict(kmeans_backend="cuda"), "kmeans_backend must be one of"),
+        (dict(halt_when_stable=1.5), r"halt_when_stable must be a threshold in \(0, 1\]"),
+        # None is no default here: it was a TypeError once halt_when_stable asked for it.
+        (dict(halt_patience=None), "halt_patience must be a positive integer; got None"),
+        (dict(seed=-1), "seed must be an integer >= 0; got -1"),
+        (dict(feature_jit_compile=1), r"feature_jit_compile must be one of \('auto', True"),
     ],
 )
 def test_bad_callback_arguments(shapes, kwargs, message):
@@ -201,6 +221,31 @@ def test_bad_callback_arguments(shapes, kwargs, message):
     data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"), batch_size=32)
     with pytest.raises(ValueError, match=message):
         Reclustering(data, **kwargs)
+
+
+@pytest.mark.backend_independent
+def test_settings_are_one_checked_object_and_record_what_decides_the_labels(shapes):
+    images, _ = shapes(32)
+    data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"), batch_size=8)
+    callback = Reclustering(data, pca_dim=16, halt_when_stable=0.9, seed=7, feature_batch_size=8)
+    assert callback.config == ReclusteringSettings(
+        pca_dim=16, halt_when_stable=0.9, seed=7, feature_batch_size=8
+    )
+    assert (callback.pca_dim, callback.seed, callback.kmeans_backend) == (16, 7, "auto")
+    assert callback.settings() == {
+        "pca_dim": 16,
+        "pca_backend": "faiss",
+        "kmeans_backend": "auto",
+        "kmeans_iterations": 20,
+        "halt_after": None,
+        "halt_when_stable": 0.9,
+        "halt_patience": 3,
+        "seed": 7,
+    }
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        callback.config.seed = 8
+    with pytest.raises(AttributeError, match="no attribute 'pca'"):
+        callback.pca
 
 
 def test_reclustering_needs_a_deepcluster_model(shapes):
