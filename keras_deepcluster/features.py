@@ -144,7 +144,10 @@ def extract_features(
 
 
 def layer_model(backbone: keras.Model, layer: str) -> keras.Model:
-    """`backbone` up to its layer `layer` (whose output a probe reads).
+    """`backbone` up to its layer `layer`, under the backbone's name.
+
+    What a probe reads (`linear_probe`) and what `DeepCluster(feature_layer=...)`
+    clusters.
 
     Raises:
         ValueError: `backbone` has no such layer (the message lists them).
@@ -155,7 +158,7 @@ def layer_model(backbone: keras.Model, layer: str) -> keras.Model:
             f"Backbone {backbone.name!r} has no layer {layer!r}; its layers are: "
             f"{', '.join(names)}."
         )
-    return keras.Model(backbone.input, backbone.get_layer(layer).output)
+    return keras.Model(backbone.input, backbone.get_layer(layer).output, name=backbone.name)
 
 
 def _copy(features: np.ndarray, start: int, count: int, out) -> None:

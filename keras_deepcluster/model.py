@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_deepcluster import devices
+from keras_deepcluster.features import layer_model
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
 from keras_deepcluster.reclustering import Reclustering
 from keras_deepcluster.views import ImageViews, random_view, views_config, views_from_config
@@ -75,7 +76,7 @@ class DeepCluster(keras.Model):
             raise ValueError(f"weight_decay must be >= 0; got {weight_decay}.")
         super().__init__(**kwargs)
         if feature_layer is not None:
-            backbone = _truncate(backbone, feature_layer)
+            backbone = layer_model(backbone, feature_layer)
         self.backbone = backbone
         self.head_relu = keras.layers.ReLU(name="head_relu")
         self.head_flatten = keras.layers.Flatten(name="head_flatten")
@@ -210,12 +211,3 @@ class DeepCluster(keras.Model):
             config["views"] = views_from_config(config["views"])
         return cls(**config)
 
-
-def _truncate(backbone: keras.Model, layer_name: str) -> keras.Model:
-    names = [layer.name for layer in backbone.layers]
-    if layer_name not in names:
-        raise ValueError(
-            f"Backbone {backbone.name!r} has no layer {layer_name!r}; its layers "
-            f"are: {', '.join(names)}."
-        )
-    return keras.Model(backbone.input, backbone.get_layer(layer_name).output, name=backbone.name)
