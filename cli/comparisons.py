@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from keras_deepcluster_cli import statistics
-from keras_deepcluster_cli.plots import finite
+from keras_deepcluster_cli.statistics import finite
 
 NEVER = "never"
 # Settings that, with the seed, make a run; runs equal in all of them are one group.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,6 +11,8 @@ matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+
+from keras_deepcluster_cli.statistics import finite  # noqa: E402
 
 # Above this many runs a legend hides the curves.
 MAX_LEGEND = 12
@@ -226,7 +227,3 @@ def interaction(tests: list[tuple[dict, object]], path: Path) -> Path:
         )
         axis.legend(fontsize=7)
     return _save(figure, path)
-
-
-def finite(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))

@@ -14,6 +14,7 @@ from rich.table import Table
 from keras_deepcluster_cli import comparisons, plots, space
 from keras_deepcluster.directory_lock import lock_folder
 from keras_deepcluster_cli.options import make_console, user_errors
+from keras_deepcluster_cli.statistics import finite
 from keras_deepcluster.recipe import load_recipe
 from keras_deepcluster.run_directory import RunDirectory
 
@@ -213,12 +214,12 @@ def _interval(measure: str, scale=_percent):
     def cell(row: dict) -> str:
         mean, sd = row.get(f"{measure}_mean"), row.get(f"{measure}_sd")
         low, high = row.get(f"{measure}_low"), row.get(f"{measure}_high")
-        if not plots.finite(mean):
+        if not finite(mean):
             return "–"
         text = scale(mean)
-        if plots.finite(sd):
+        if finite(sd):
             text += f" ± {scale(sd)}"
-        if plots.finite(low):
+        if finite(low):
             text += f" [{scale(low)}, {scale(high)}]"
         return text
 
@@ -260,7 +261,7 @@ GROUP_COLUMNS = (
 
 
 def _difference(row: dict) -> str:
-    if not plots.finite(row.get("difference")):
+    if not finite(row.get("difference")):
         return "–"
     return (
         f"{100 * row['difference']:+.2f} [{100 * row['difference_low']:+.2f}, "
@@ -322,11 +323,16 @@ CRITERIA_COLUMNS = (
 )
 
 
+def _shown(value) -> bool:
+    """Whether a table cell has a value: a label, or a finite number (see `finite`)."""
+    return isinstance(value, str) or finite(value)
+
+
 def _cell(row: dict, keys: tuple, fmt) -> str:
     if callable(fmt) and len(keys) > 1:
         return fmt(row)
     value = row.get(keys[0])
-    if not plots.finite(value):
+    if not _shown(value):
         return "–"
     return fmt(value) if callable(fmt) else fmt.format(value)
 
@@ -346,7 +352,7 @@ def write_table(rows: list[dict], columns, stem: Path) -> list[Path]:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(keys)
-    writer.writerows([["" if not plots.finite(r.get(k)) else r[k] for k in keys] for r in rows])
+    writer.writerows([[r[k] if _shown(r.get(k)) else "" for k in keys] for r in rows])
     stem.with_suffix(".csv").write_text(text.getvalue())
     lines = [
         "| " + " | ".join(title for _, title, _ in columns) + " |",
@@ -404,18 +410,18 @@ def draw_plots(runs, groups, halting, interactions, out: Path) -> list[Path]:
     written = []
     if runs:
         written.append(plots.nmi_curves(runs, out / "nmi_curves.png"))
-    probed = [r for r in runs if plots.finite(r["probe"])]
-    never = [g for g in groups if g["halt"] == comparisons.NEVER and plots.finite(g["probe_mean"])]
+    probed = [r for r in runs if finite(r["probe"])]
+    never = [g for g in groups if g["halt"] == comparisons.NEVER and finite(g["probe_mean"])]
     if len({g["clusters"] for g in never}) >= 2:
         written.append(plots.probe_against_k(never, probed, out / "probe_vs_k.png"))
-    with_nmi = [r for r in probed if plots.finite(r["initial_nmi"])]
+    with_nmi = [r for r in probed if finite(r["initial_nmi"])]
     if len({r["seed"] for r in with_nmi}) >= 2:
         written.append(
             plots.probe_against_initial_nmi(
                 with_nmi, out / "probe_vs_initial_nmi.png", filter_quality_correlation(runs)
             )
         )
-    if any(plots.finite(row.get("difference")) for row in halting):
+    if any(finite(row.get("difference")) for row in halting):
         written.append(plots.halting(halting, out / "halting.png"))
     tested = [(s, r) for s, r in interactions if not isinstance(r, str)]
     if tested:
@@ -428,7 +434,7 @@ def filter_quality_correlation(runs: list[dict]) -> float | None:
 
     None when fewer than three seeds were probed (then the NMIs barely vary).
     """
-    probed = [r for r in runs if plots.finite(r["initial_nmi"]) and plots.finite(r["probe"])]
+    probed = [r for r in runs if finite(r["initial_nmi"]) and finite(r["probe"])]
     if len({r["seed"] for r in probed}) < 3:
         return None
     pairs = np.array([(r["initial_nmi"], r["probe"]) for r in probed]).T

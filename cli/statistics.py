@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import warnings
 
 import numpy as np
@@ -48,7 +49,7 @@ def interval(values, confidence: float = CONFIDENCE, seed: int = 0) -> Interval 
     Example:
     >>> interval([0.81, 0.83, 0.80, 0.82]).low
     """
-    values = np.array([v for v in values if _finite(v)], float)
+    values = np.array([v for v in values if finite(v)], float)
     if not len(values):
         return None
     mean = float(values.mean())
@@ -128,7 +129,7 @@ def interaction_test(
             probe at every k and a quality, or no variation at all.
     """
     ks = sorted({k for row in probes.values() for k in row})
-    seeds = [s for s in probes if s in quality and all(_finite(probes[s].get(k)) for k in ks)]
+    seeds = [s for s in probes if s in quality and all(finite(probes[s].get(k)) for k in ks)]
     if len(ks) < 2:
         raise NotTestable(f"probes at one k only ({ks}); the interaction needs two or more.")
     if len(seeds) < 2 * num_groups:
@@ -217,7 +218,7 @@ def equivalence_test(differences, margin: float, alpha: float = 0.05) -> Equival
     Raises:
         NotTestable: Fewer than two differences.
     """
-    d = np.array([v for v in differences if _finite(v)], float)
+    d = np.array([v for v in differences if finite(v)], float)
     if len(d) < 2:
         raise NotTestable(f"{len(d)} paired seed(s); equivalence needs two or more.")
     mean = float(d.mean())
@@ -231,5 +232,14 @@ def equivalence_test(differences, margin: float, alpha: float = 0.05) -> Equival
     return Equivalence(len(d), mean, float(low), float(high), p, p < alpha)
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+def finite(value) -> bool:
+    """Whether `value` is a number to compute with or show: not None, NaN or ±inf.
+
+    Infinity is as unusable as NaN here (in a mean, an error bar or a table
+    cell), so both count as missing; NumPy numbers count as numbers.
+
+    Example:
+    >>> [finite(v) for v in (0.5, 3, None, float("nan"), float("inf"), "0.5")]
+    [True, True, False, False, False, False]
+    """
+    return isinstance(value, numbers.Real) and math.isfinite(value)
