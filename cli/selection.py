@@ -26,6 +26,7 @@ import click
 import numpy as np
 from rich.table import Table
 
+from keras_deepcluster.data.image_data import ImageData
 from keras_deepcluster.directory_lock import lock_folder
 from keras_deepcluster_cli.options import (
     RUN_AGAIN,
@@ -44,6 +45,7 @@ from keras_deepcluster_cli.options import (
     user_errors,
 )
 from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster_cli.space import random_filter_qualities
 
 # How a trial run is scored with the labelled images (higher is better).
 CRITERIA = {
@@ -160,97 +162,29 @@ def select(
         )
     import keras
 
-    import keras_deepcluster as kdc
     from keras_deepcluster import pretraining
-    from keras_deepcluster_cli.progress import TrainingProgress, load_data
+    from keras_deepcluster_cli.progress import load_data
 
     console = make_console()
     out = out or Path("runs") / f"select-{base.name}-n{labelled}"
     with user_errors(), interruptible(console, RUN_AGAIN):
         data = load_data(console, base)
-        if data.y_train is None:
-            raise ValueError(f"{base.dataset} has no labels; `select` needs --labelled of them.")
-        if labelled > len(data.x_train):
-            raise ValueError(
-                f"--labelled {labelled} is more than the {len(data.x_train)} training images."
-            )
-        rng = np.random.default_rng(draw)
-        chosen = np.sort(rng.choice(len(data.x_train), labelled, replace=False))
-        held = np.zeros(labelled, bool)
-        held[rng.choice(labelled, round(holdout * labelled), replace=False)] = True
-        partial = np.full(len(data.x_train), -1, np.int64)
-        partial[chosen] = data.y_train[chosen]
-        known = dataclasses.replace(data, y_train=partial, x_test=None, y_test=None)
+        known = _draw_labelled(data, base.dataset, labelled, draw, holdout)
         pretraining.check_devices(devices, [base])
-        views = pretraining.image_views(base)
-        shape = (views.size, views.size, data.x_train.shape[-1])
         out.mkdir(parents=True, exist_ok=True)
         lock_folder(out)  # one selection per folder: a second process is refused
 
-        # 1. The seed: filter quality on the labelled images.
-        seed_scores = {}
-        with console.status("scoring the seeds' random filters on the labelled images"):
-            for s in seed:
-                keras.utils.clear_session()
-                seed_scores[s] = kdc.evaluation.filter_quality(
-                    pretraining.build_backbone(base.replace(seed=s), shape),
-                    data.x_train[chosen],
-                    data.y_train[chosen],
-                    views,
-                    base.clusters,
-                    s,
-                    base.pca,
-                    base.kmeans,
-                ).nmi
-        best_seed = max(seed_scores, key=seed_scores.get)
-
-        # 2. k: trial runs, scored with the labelled images.
-        trials = {}
-        for k in candidates_k:
-            trial = base.replace(
-                seed=best_seed,
-                clusters=k,
-                epochs=trial_epochs,
-                halt_after=None,
-                halt_when_stable=None,
-            )
-            run = RunDirectory(out / f"trial-k{k}")
-            run.check_replaceable(trial.to_toml(), overwrite)
-            with console.status(f"trial run k={k}, {trial_epochs} epochs"):
-                pretraining.train_unless_finished(trial, known, run, devices=devices)
-            if not (run.path / "scores_labelled.json").is_file():
-                with console.status(f"scoring trial k={k} with the labelled images"):
-                    run.write_json(
-                        "scores_labelled.json",
-                        _trial_scores(run, base, data, chosen, held, views, best_seed),
-                    )
-            trials[k] = run.read_json("scores_labelled.json")
-        choices = {name: max(trials, key=lambda k: trials[k][name]) for name in CRITERIA}
-        best_k = choices[criterion]
-
-        # 3. The halt epoch: where the pseudo-labels agreed best with the labelled images.
-        nmis = [row["nmi_labels"] for row in RunDirectory(out / f"trial-k{best_k}").read_history()]
-        peak = int(np.argmax(nmis))
-        halt = peak + 1 if peak + 1 < len(nmis) else None
+        best_seed, seed_scores, why_seed = _choose_seed(console, base, seed, known)
+        # The trials: the chosen seed, a few epochs, no halting of their own.
+        trial = base.replace(
+            seed=best_seed, epochs=trial_epochs, halt_after=None, halt_when_stable=None
+        )
+        best_k, trials, choices, why_k = _choose_clusters(
+            console, trial, candidates_k, criterion, known, out, overwrite, devices
+        )
+        halt, why_halt = _choose_halt(RunDirectory(out / f"trial-k{best_k}"))
         final = base.replace(seed=best_seed, clusters=best_k, halt_after=halt)
-        reasons = {
-            "seed": (
-                f"seed {best_seed}: NMI {seed_scores[best_seed]:.4f} of k-means "
-                f"(k={base.clusters}) on its random features of the {labelled} labelled "
-                f"images, best of {len(seed)}"
-            ),
-            "clusters": (
-                f"k={best_k}: {CRITERIA[criterion]} {trials[best_k][criterion]:.4f} "
-                f"after {trial_epochs} trial epochs, best of k in {candidates_k}"
-            ),
-            "halt_after": (
-                f"halt after {halt} epochs: NMI with the labelled images peaked at "
-                f"epoch {peak} ({nmis[peak]:.4f}) of the trial"
-                if halt
-                else f"never halt: NMI with the labelled images still peaked at the trial's "
-                f"last epoch ({nmis[peak]:.4f})"
-            ),
-        }
+        reasons = {"seed": why_seed, "clusters": why_k, "halt_after": why_halt}
         selection = {
             # What the final run is, so `report` can find its twin in a grid of runs.
             "final": {
@@ -278,22 +212,7 @@ def select(
         if choose_only:
             console.print(f"written {out / 'selection.json'}; no final run (--choose-only)")
             return
-
-        # 4. The final run.
-        run = RunDirectory(out / "final")
-        run.check_replaceable(final.to_toml(), overwrite)
-        progress = TrainingProgress(console, final.epochs)
-        pretraining.train_unless_finished(
-            final,
-            data,
-            run,
-            callbacks=[progress],
-            on_progress=progress.on_progress,
-            devices=devices,
-        )
-        if probe and not (run.path / "probe.json").is_file():
-            with console.status("probing the final run"):
-                pretraining.probe(final, data, run)
+        run = _train_final(console, final, data, out / "final", overwrite, devices, probe)
     summary = run.read_json(RunDirectory.SUMMARY)
     console.print(
         f"final run {run.path}: {summary['wall_seconds']:.0f} s"
@@ -301,28 +220,178 @@ def select(
     )
 
 
-def _trial_scores(run, base, data, chosen, held, views, seed) -> dict:
-    """Every criterion of `CRITERIA` for one finished trial run."""
+@dataclasses.dataclass(frozen=True)
+class _Labelled:
+    """The training images whose labels `select` may use, drawn once.
+
+    Attributes:
+        rows: Their indices in the training set, ascending.
+        held_out: Which of them score the trial probes (the others train them).
+        data: The training data with only their labels (the others -1), no test split.
+        images: Their images.
+        labels: Their labels.
+    """
+
+    rows: np.ndarray
+    held_out: np.ndarray
+    data: ImageData
+
+    @property
+    def images(self) -> np.ndarray:
+        return self.data.x_train[self.rows]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.data.y_train[self.rows]
+
+
+def _draw_labelled(data, dataset: str, count: int, draw: int, holdout: float) -> _Labelled:
+    """Draws the `count` labelled images (seed `draw`), and the `holdout` fraction of them.
+
+    Raises:
+        ValueError: The data has no labels, or fewer training images than `count`.
+    """
+    if data.y_train is None:
+        raise ValueError(f"{dataset} has no labels; `select` needs --labelled of them.")
+    if count > len(data.x_train):
+        raise ValueError(
+            f"--labelled {count} is more than the {len(data.x_train)} training images."
+        )
+    rng = np.random.default_rng(draw)
+    rows = np.sort(rng.choice(len(data.x_train), count, replace=False))
+    held_out = np.zeros(count, bool)
+    held_out[rng.choice(count, round(holdout * count), replace=False)] = True
+    partial = np.full(len(data.x_train), -1, np.int64)
+    partial[rows] = data.y_train[rows]
+    known = dataclasses.replace(data, y_train=partial, x_test=None, y_test=None)
+    return _Labelled(rows, held_out, known)
+
+
+def _choose_seed(console, base, seeds, labelled: _Labelled) -> tuple[int, dict, str]:
+    """Step 1: the seed whose random filters cluster the labelled images best.
+
+    Returns:
+        The seed, every seed's NMI (of one k-means with the recipe's k), and why.
+    """
+    with console.status("scoring the seeds' random filters on the labelled images"):
+        scores = {
+            seed: quality.nmi
+            for seed, quality in random_filter_qualities(
+                base, seeds, labelled.images, labelled.labels
+            )
+        }
+    best = max(scores, key=scores.get)
+    why = (
+        f"seed {best}: NMI {scores[best]:.4f} of k-means (k={base.clusters}) on its random "
+        f"features of the {len(labelled.rows)} labelled images, best of {len(seeds)}"
+    )
+    return best, scores, why
+
+
+def _choose_clusters(
+    console, trial, candidates, criterion: str, labelled: _Labelled, out: Path, overwrite, devices
+) -> tuple[int, dict, dict, str]:
+    """Step 2: k, by `criterion`, from a short run of `trial` per candidate k.
+
+    The trials see only the labelled images' labels and are scored with them
+    by every criterion of `CRITERIA`. Each is a run directory ``trial-k<k>``
+    under `out`, kept with its ``scores_labelled.json``, so an interrupted
+    selection resumes.
+
+    Returns:
+        The k; the trials' scores ``{k: {criterion: score}}``; the k each
+        criterion chooses; and why.
+    """
+    from keras_deepcluster import pretraining
+
+    trials = {}
+    for k in candidates:
+        recipe = trial.replace(clusters=k)
+        run = RunDirectory(out / f"trial-k{k}")
+        run.check_replaceable(recipe.to_toml(), overwrite)
+        with console.status(f"trial run k={k}, {trial.epochs} epochs"):
+            pretraining.train_unless_finished(recipe, labelled.data, run, devices=devices)
+        if not (run.path / "scores_labelled.json").is_file():
+            with console.status(f"scoring trial k={k} with the labelled images"):
+                run.write_json("scores_labelled.json", _trial_scores(run, trial, labelled))
+        trials[k] = run.read_json("scores_labelled.json")
+    choices = {name: max(trials, key=lambda k: trials[k][name]) for name in CRITERIA}
+    best = choices[criterion]
+    why = (
+        f"k={best}: {CRITERIA[criterion]} {trials[best][criterion]:.4f} "
+        f"after {trial.epochs} trial epochs, best of k in {candidates}"
+    )
+    return best, trials, choices, why
+
+
+def _choose_halt(trial: RunDirectory) -> tuple[int | None, str]:
+    """Step 3: halt after the trial epoch whose labels agreed best with the labelled images.
+
+    Returns:
+        The halt epoch, or None (never) when the agreement still peaked at the
+        trial's last epoch, and why.
+    """
+    nmis = [row["nmi_labels"] for row in trial.read_history()]
+    peak = int(np.argmax(nmis))
+    if peak + 1 < len(nmis):
+        why = (
+            f"halt after {peak + 1} epochs: NMI with the labelled images peaked at "
+            f"epoch {peak} ({nmis[peak]:.4f}) of the trial"
+        )
+        return peak + 1, why
+    why = (
+        f"never halt: NMI with the labelled images still peaked at the trial's "
+        f"last epoch ({nmis[peak]:.4f})"
+    )
+    return None, why
+
+
+def _train_final(console, final, data, out: Path, overwrite, devices, probe: bool) -> RunDirectory:
+    """Step 4: the run of the chosen settings on all the data, probed with --probe."""
+    from keras_deepcluster import pretraining
+    from keras_deepcluster_cli.progress import TrainingProgress
+
+    run = RunDirectory(out)
+    run.check_replaceable(final.to_toml(), overwrite)
+    progress = TrainingProgress(console, final.epochs)
+    pretraining.train_unless_finished(
+        final,
+        data,
+        run,
+        callbacks=[progress],
+        on_progress=progress.on_progress,
+        devices=devices,
+    )
+    if probe and not (run.path / "probe.json").is_file():
+        with console.status("probing the final run"):
+            pretraining.probe(final, data, run)
+    return run
+
+
+def _trial_scores(run: RunDirectory, recipe, labelled: _Labelled) -> dict:
+    """Every criterion of `CRITERIA` for one finished trial run of `recipe`."""
     import keras
 
     import keras_deepcluster as kdc
+    from keras_deepcluster import pretraining
 
     backbone = keras.saving.load_model(run.path / RunDirectory.MODEL).backbone
-    x, y = data.x_train[chosen], data.y_train[chosen]
+    views = pretraining.image_views(recipe)
+    x, y, held = labelled.images, labelled.labels, labelled.held_out
     probe = kdc.evaluation.linear_probe(
         backbone,
-        base.probe_layer,
+        recipe.probe_layer,
         (x[~held], y[~held]),
         (x[held], y[held]),
         views,
-        epochs=base.probe_epochs,
-        flip=base.probe_flip,
-        seed=seed,
+        epochs=recipe.probe_epochs,
+        flip=recipe.probe_flip,
+        seed=recipe.seed,
     )
     scores = {"probe": probe.accuracy, "nmi": run.read_history()[-1]["nmi_labels"]}
     for classifier in ("knn", "linear"):
         scores[classifier] = kdc.evaluation.cross_validated_accuracy(
-            backbone, base.probe_layer, x, y, views, classifier, seed=seed
+            backbone, recipe.probe_layer, x, y, views, classifier, seed=recipe.seed
         )
     return scores
 

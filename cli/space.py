@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
@@ -23,7 +25,11 @@ from keras_deepcluster_cli.options import (
     use_backend,
     user_errors,
 )
+from keras_deepcluster.recipe import Recipe
 from keras_deepcluster.run_directory import RunDirectory
+
+if TYPE_CHECKING:  # importing it imports Keras, before the command chose the backend
+    from keras_deepcluster.evaluation import FilterQuality
 
 RESULTS = "space.csv"
 HISTOGRAM = "space_nmi.png"
@@ -61,10 +67,6 @@ def space(recipe, seeds, clusters, backend, out, overwrite, **data):
     if any(seed < 0 for seed in seeds):
         raise click.BadParameter("seeds must be >= 0.", param_hint="--seeds")
     recipe = resolve_recipe(recipe, {"clusters": clusters, **data})
-    import keras
-
-    import keras_deepcluster as kdc
-    from keras_deepcluster import pretraining
     from keras_deepcluster_cli import plots
     from keras_deepcluster_cli.progress import load_data
 
@@ -86,22 +88,11 @@ def space(recipe, seeds, clusters, backend, out, overwrite, **data):
             f"{len(seeds) - len(todo)} of {len(seeds)} seeds already scored"
             + (" (resumed)" if resumed else "")
         )
-        views = pretraining.image_views(recipe)
-        shape = (views.size, views.size, data_.x_train.shape[-1])
-        with interruptible(console, RUN_AGAIN), console.status("") as status:
-            for i, seed in enumerate(todo):
-                status.update(f"seed {seed} ({i + 1} of {len(todo)})")
-                keras.utils.clear_session()
-                quality = kdc.evaluation.filter_quality(
-                    pretraining.build_backbone(recipe.replace(seed=seed), shape),
-                    data_.x_train,
-                    data_.y_train,
-                    views,
-                    recipe.clusters,
-                    seed,
-                    recipe.pca,
-                    recipe.kmeans,
-                )
+        scores = random_filter_qualities(recipe, todo, data_.x_train, data_.y_train)
+        status = console.status(f"scoring {len(todo)} seeds")
+        with interruptible(console, RUN_AGAIN), status:
+            for i, (seed, quality) in enumerate(scores):
+                status.update(f"{i + 1} of {len(todo)} seeds scored")
                 done[seed] = {
                     "seed": seed,
                     "nmi": quality.nmi,
@@ -116,6 +107,31 @@ def space(recipe, seeds, clusters, backend, out, overwrite, **data):
         )
     console.print(results_table(rows, f"space {recipe.name} k={recipe.clusters}"))
     console.print(f"{summary(rows)}; written to {out / RESULTS} and {out / HISTOGRAM}")
+
+
+def random_filter_qualities(
+    recipe: Recipe, seeds: Iterable[int], images: np.ndarray, labels: np.ndarray
+) -> Iterator[tuple[int, FilterQuality]]:
+    """`filter_quality` of the untrained network `recipe` draws with each seed, in turn.
+
+    The views, k, PCA and k-means are the recipe's, so a seed's NMI is the
+    epoch-0 NMI of its training run on these images. Yields ``(seed,
+    FilterQuality)`` as each is scored, for callers that save or report as
+    they go.
+    """
+    import keras
+
+    import keras_deepcluster as kdc
+    from keras_deepcluster import pretraining
+
+    views = pretraining.image_views(recipe)
+    shape = (views.size, views.size, images.shape[-1])
+    for seed in seeds:
+        keras.utils.clear_session()  # one network at a time in memory, not every seed's
+        backbone = pretraining.build_backbone(recipe.replace(seed=seed), shape)
+        yield seed, kdc.evaluation.filter_quality(
+            backbone, images, labels, views, recipe.clusters, seed, recipe.pca, recipe.kmeans
+        )
 
 
 def read_results(run: RunDirectory) -> list[dict]:
