@@ -22,6 +22,7 @@ from keras_deepcluster_cli.options import (
     data_options,
     deterministic_option,
     devices_option,
+    halt_options,
     interruptible,
     make_console,
     output_options,
@@ -66,18 +67,7 @@ def main():
     type=OptionalInt(),
     help="Freeze the pseudo-labels after this many epochs ('none': never).",
 )
-@override(
-    "--halt-when-stable",
-    "halt_when_stable",
-    type=float,
-    help="Freeze the pseudo-labels once NMI(t, t-1) stays >= this for --halt-patience epochs.",
-)
-@override(
-    "--halt-patience",
-    "halt_patience",
-    type=int,
-    help="Consecutive stable clusterings --halt-when-stable needs (default 3).",
-)
+@halt_options
 @override("--seed", type=int, help="Seed of the weights, sampler, augmentation and k-means.")
 @override("--batch-size", "batch_size", type=int, help="Training batch size.")
 @override("--lr", type=float, help="SGD learning rate.")

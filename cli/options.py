@@ -155,6 +155,29 @@ def deterministic_option(command):
     )(command)
 
 
+def halt_options(command):
+    """--halt-when-stable and --halt-patience: the automatic halt of the clustering."""
+    for option in reversed(
+        [
+            override(
+                "--halt-when-stable",
+                "halt_when_stable",
+                type=float,
+                help="Freeze the pseudo-labels once NMI(t, t-1) stays >= this for "
+                "--halt-patience epochs.",
+            ),
+            override(
+                "--halt-patience",
+                "halt_patience",
+                type=int,
+                help="Consecutive stable clusterings --halt-when-stable needs (default 3).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 def cache_dir_option(command):
     """--cache-dir: where this command keeps image caches (for the command's duration)."""
 

@@ -17,6 +17,7 @@ from keras_deepcluster_cli.options import (
     data_options,
     deterministic_option,
     devices_option,
+    halt_options,
     interruptible,
     make_console,
     output_options,
@@ -65,18 +66,7 @@ def run_name(recipe: Recipe) -> str:
     help="PCA dimensions, e.g. 64,256,none (default: the recipe's).",
 )
 @override("--epochs", type=int, help="Epochs of every run.")
-@override(
-    "--halt-when-stable",
-    "halt_when_stable",
-    type=float,
-    help="Also stop each run's clustering once NMI(t, t-1) stays >= this.",
-)
-@override(
-    "--halt-patience",
-    "halt_patience",
-    type=int,
-    help="Consecutive stable clusterings --halt-when-stable needs (default 3).",
-)
+@halt_options
 @click.option("--probe", is_flag=True, help="Linear-probe every finished run (probe.json).")
 @click.option(
     "--probe-random",
