@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from keras_deepcluster import directory_lock
+from keras_deepcluster.recipe import Recipe, load_recipe, recipe_names
+from keras_deepcluster.run_directory import RunDirectory
 from keras_deepcluster_cli import job, report, selection, space, sweep
 from keras_deepcluster_cli.options import (
     OptionalInt,
@@ -32,8 +34,6 @@ from keras_deepcluster_cli.options import (
     use_backend,
     user_errors,
 )
-from keras_deepcluster.recipe import Recipe, load_recipe, recipe_names
-from keras_deepcluster.run_directory import RunDirectory
 
 # The TFDS names the `datasets` command looks for.
 TFDS_DATASETS = ("mnist", "fashion_mnist", "svhn_cropped", "cifar10")
@@ -142,7 +142,11 @@ def _train(recipe, devices, out, overwrite, resume, overrides):
     with user_errors(), interruptible(console, continue_hint), cache_progress(console) as cache_bar:
 
         def on_progress(phase, done, total):
-            (cache_bar(done, total) if phase == "cache" else progress.on_progress(phase, done, total))
+            (
+                cache_bar(done, total)
+                if phase == "cache"
+                else progress.on_progress(phase, done, total)
+            )
 
         try:
             run = pretraining.train(
@@ -158,7 +162,9 @@ def _train(recipe, devices, out, overwrite, resume, overrides):
         except OSError as error:  # a full disk, a vanished directory, ...
             if not RunDirectory(out).is_run:
                 raise
-            raise OSError(f"{error}. The epochs before it are saved in {out}; fix this, then {continue_hint}") from None
+            raise OSError(
+                f"{error}. The epochs before it are saved in {out}; fix this, then {continue_hint}"
+            ) from None
         finally:
             progress.progress.stop()
     if console.quiet:

@@ -56,7 +56,38 @@ _SUBMODULES = (
     "recipe",
 )
 
-__all__ = sorted([*_EXPORTS, *_SUBMODULES])
+__all__ = [
+    "DeepCluster",
+    "FeatureExtractor",
+    "FixedView",
+    "ImageViews",
+    "PseudoLabelDataset",
+    "RandomView",
+    "Recipe",
+    "RecipeError",
+    "Reclustering",
+    "RunDirectory",
+    "RunRecorder",
+    "StopOnInterrupt",
+    "StopOnNaN",
+    "backbones",
+    "callbacks",
+    "catch_interrupts",
+    "cluster_features",
+    "clustering",
+    "data",
+    "data_parallel",
+    "determinism",
+    "devices",
+    "enable_determinism",
+    "evaluation",
+    "extract_features",
+    "load_recipe",
+    "pretraining",
+    "processes",
+    "recipe",
+    "train",
+]
 
 
 def __getattr__(name):

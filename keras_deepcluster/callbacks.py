@@ -16,8 +16,8 @@ import numpy as np
 
 from keras_deepcluster import determinism, processes
 from keras_deepcluster.interrupts import interrupt_requested
-from keras_deepcluster.reclustering import Reclustering
 from keras_deepcluster.recipe import Recipe, toml_value
+from keras_deepcluster.reclustering import Reclustering
 from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
 
 

@@ -285,20 +285,19 @@ def train(
     """
     run = RunDirectory(Path(out).expanduser())
     recipe = _recipe_to_run(recipe, run, resume)
-    if not resume:
+    writer = _writer(run)  # `run` itself, except on processes > 0 of a multi-process job
+    if not resume and writer is run:
         run.check_writable(overwrite)
-    run.lock()  # before anything is loaded or written: another process may be in it
+    writer.lock()  # before anything is loaded or written: another process may be in it
     check_devices(devices, [recipe])
     note = on_note or (lambda line: None)
-    data = load_data(
-        recipe,
-        on_progress=None if on_progress is None else lambda done, total: on_progress("cache", done, total),
-        on_note=on_note,
+    cache_progress = (
+        None if on_progress is None else lambda done, total: on_progress("cache", done, total)
     )
-    shape = data.x_train.shape[1:]
-    note(f"data: {len(data.x_train)} training images {shape}" + ("" if data.y_train is not None else ", unlabelled"))
+    data = load_data(recipe, on_progress=cache_progress, on_note=on_note)
+    labelled = "" if data.y_train is not None else ", unlabelled"
+    note(f"data: {len(data.x_train)} training images {data.x_train.shape[1:]}{labelled}")
     pretraining = Pretraining.build(recipe, data, on_progress=on_progress, devices=devices)
-    writer = _writer(run)
     if not resume or writer is not run:
         writer.create(recipe.to_toml(), overwrite=overwrite or writer is not run)
     if resume:
@@ -309,7 +308,9 @@ def train(
             else "resuming from the start (no epoch had finished)"
         )
     try:
-        pretraining.fit(writer, callbacks=callbacks, resume_from=run if writer is not run else None)
+        pretraining.fit(
+            writer, callbacks=callbacks, resume_from=run if resume and writer is not run else None
+        )
     finally:
         if writer is not run:
             shutil.rmtree(writer.path, ignore_errors=True)
@@ -323,7 +324,9 @@ def _recipe_to_run(recipe, run: RunDirectory, resume: bool) -> Recipe:
             raise ValueError("train needs a recipe (a Recipe, a recipe name or a .toml file).")
         return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if not run.is_run:
-        raise RunDirectoryError(f"{run.path} holds no run ({RunDirectory.CONFIG}); nothing to resume.")
+        raise RunDirectoryError(
+            f"{run.path} holds no run ({RunDirectory.CONFIG}); nothing to resume."
+        )
     if run.is_finished:
         raise RunDirectoryError(f"{run.path} holds a run that already finished; nothing to resume.")
     saved = load_recipe(run.path / RunDirectory.CONFIG)

@@ -37,3 +37,13 @@ def test_the_cli_holds_no_training_logic():
         text = path.read_text()
         for call in (".fit(", ".compile(", "DeepCluster(", "Reclustering(", "model.save("):
             assert call not in text, f"{path.name} calls {call}"
+
+
+def test_every_public_name_resolves():
+    import keras_deepcluster as kdc
+
+    assert sorted(kdc.__all__) == sorted([*kdc._EXPORTS, *kdc._SUBMODULES])
+    for name in kdc.__all__:
+        assert getattr(kdc, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'Trainer'"):
+        kdc.Trainer

@@ -108,7 +108,9 @@ def test_train_runs_a_recipe_end_to_end_and_resumes(tmp_path, monkeypatch):
     again = kdc.train(None, tmp_path / "again", resume=True, on_note=notes.append)
     assert "resuming after epoch 0" in notes
     for epoch in range(3):
-        np.testing.assert_array_equal(again.read_pseudo_labels(epoch), run.read_pseudo_labels(epoch))
+        np.testing.assert_array_equal(
+            again.read_pseudo_labels(epoch), run.read_pseudo_labels(epoch)
+        )
 
 
 def _then_die(on_epoch_end, after_epoch):

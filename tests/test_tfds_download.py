@@ -18,7 +18,9 @@ def downloads(monkeypatch):
     """Records TFDS download attempts; none reaches the network."""
     calls = []
     monkeypatch.setattr(
-        tfds.core.DatasetBuilder, "download_and_prepare", lambda self, *a, **k: calls.append(self.name)
+        tfds.core.DatasetBuilder,
+        "download_and_prepare",
+        lambda self, *a, **k: calls.append(self.name),
     )
     return calls
 
