@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import normalized_mutual_info_score
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import (
+    adjusted_mutual_info_score,
+    adjusted_rand_score,
+    normalized_mutual_info_score,
+)
 
 
 def nmi(a: np.ndarray, b: np.ndarray) -> float:
@@ -12,6 +17,80 @@ def nmi(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         raise ValueError(f"NMI needs two labelings of equal length; got {a.shape} and {b.shape}.")
     return float(normalized_mutual_info_score(a, b))
+
+
+def ari(a: np.ndarray, b: np.ndarray) -> float:
+    """Adjusted Rand index, as scikit-learn computes it (1: identical, ~0: chance)."""
+    a, b = _pair(a, b, "ARI")
+    return float(adjusted_rand_score(a, b))
+
+
+def ami(a: np.ndarray, b: np.ndarray) -> float:
+    """Adjusted mutual information (arithmetic mean), as scikit-learn computes it."""
+    a, b = _pair(a, b, "AMI")
+    return float(adjusted_mutual_info_score(a, b))
+
+
+def hungarian_accuracy(clusters: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy after the best one-to-one map of clusters to labels (the field's ACC).
+
+    The map maximises the images it gets right (Hungarian algorithm,
+    `scipy.optimize.linear_sum_assignment`), as SCAN and IIC report it. With
+    more clusters than classes the clusters left unmatched count as wrong;
+    `many_to_one_accuracy` is the measure for that case.
+
+    Example:
+    >>> hungarian_accuracy([0, 0, 1, 1, 2, 2], [1, 1, 0, 0, 0, 2])
+    0.8333333333333334
+    """
+    table = _contingency(*_pair(clusters, labels, "ACC"))
+    rows, columns = linear_sum_assignment(table, maximize=True)
+    return float(table[rows, columns].sum() / table.sum())
+
+
+def many_to_one_accuracy(clusters: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy when every cluster predicts its majority label (several clusters may share one)."""
+    table = _contingency(*_pair(clusters, labels, "ACC"))
+    return float(table.max(axis=1).sum() / table.sum())
+
+
+def matched_confusion(clusters: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cluster x label counts with clusters reordered by their Hungarian match.
+
+    Returns:
+        (table, cluster_ids): ``table[i, j]`` counts images of cluster
+        ``cluster_ids[i]`` with label j (labels in sorted order); the
+        matched clusters come first, in the order of the labels they match,
+        so a good clustering puts its counts on the diagonal.
+    """
+    clusters, labels = _pair(clusters, labels, "the confusion matrix")
+    ids = np.unique(clusters)
+    table = _contingency(clusters, labels)
+    rows, columns = linear_sum_assignment(table, maximize=True)
+    matched = rows[np.argsort(columns)]
+    order = np.concatenate([matched, np.setdiff1d(np.arange(len(ids)), matched)])
+    return table[order], ids[order]
+
+
+def cluster_scores(clusters: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """NMI, AMI, ARI, ACC (Hungarian) and many-to-one ACC of a clustering against labels."""
+    return {
+        "nmi": nmi(clusters, labels),
+        "ami": ami(clusters, labels),
+        "ari": ari(clusters, labels),
+        "acc": hungarian_accuracy(clusters, labels),
+        "acc_many_to_one": many_to_one_accuracy(clusters, labels),
+    }
+
+
+def _pair(a, b, what: str) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(
+            f"{what} needs two non-empty labelings of equal length; got shapes {a.shape} and "
+            f"{b.shape}."
+        )
+    return a, b
 
 
 def _contingency(clusters: np.ndarray, labels: np.ndarray) -> np.ndarray:
