@@ -31,6 +31,7 @@ from keras_deepcluster_cli.options import (
     override,
     processes_options,
     resolve_recipe,
+    run_data_option,
     use_backend,
     user_errors,
 )
@@ -183,8 +184,15 @@ def _train(recipe, devices, out, overwrite, resume, overrides):
     is_flag=True,
     help="Probe the untrained network of the same seed instead of the trained one.",
 )
+@click.option(
+    "--knn",
+    is_flag=True,
+    help="Also the weighted kNN classifier (cosine, k = 20 and 200, T = 0.07) on the same "
+    "layer and splits; writes knn.json.",
+)
+@run_data_option
 @cache_dir_option
-def probe(run_dir, layer, epochs, random):
+def probe(run_dir, layer, epochs, random, knn, data_dir):
     """Linear probe of the run in RUN_DIR: test accuracy of a linear classifier
     trained on a frozen layer. Writes probe.json (probe_random.json with --random).
 
@@ -192,6 +200,7 @@ def probe(run_dir, layer, epochs, random):
     Examples:
       deepcluster probe runs/digits-tensorflow-k10-seed61
       deepcluster probe runs/digits-tensorflow-k10-seed61 --random --epochs 5
+      deepcluster probe runs/digits-tensorflow-k10-seed61 --knn
     """
     console = make_console()
     run = RunDirectory(run_dir)
@@ -203,14 +212,20 @@ def probe(run_dir, layer, epochs, random):
         from keras_deepcluster import pretraining
         from keras_deepcluster_cli.progress import load_data
 
-        data = load_data(console, recipe)
+        data = load_data(console, recipe, run, data_dir)
         with console.status("linear probe"):
             report = pretraining.probe(recipe, data, run, layer, epochs, random)
+        if knn:
+            with console.status("kNN probe"):
+                neighbours = pretraining.knn_probe(recipe, data, run, layer, random=random)
     console.print(
         f"{report['model']} {report['layer']} ({report['feature_dim']} features): "
         f"accuracy {report['accuracy']:.2%} (best epoch {report['best_accuracy']:.2%}) on "
         f"{report['test_images']} images ({report['test_split']}); written to {run_dir}"
     )
+    if knn:
+        accuracies = ", ".join(f"k={k} {value:.2%}" for k, value in neighbours["accuracy"].items())
+        console.print(f"weighted kNN (T={neighbours['temperature']}): {accuracies}")
 
 
 @main.command()

@@ -234,6 +234,16 @@ def data_options(command):
     return command
 
 
+def run_data_option(command):
+    """--data-dir for a finished run: where its training data is now, if it moved."""
+    return click.option(
+        "--data-dir",
+        type=click.Path(exists=True, path_type=Path),
+        help="The run's data source, if it moved since training (default: the image cache "
+        "the run recorded, else its recipe's source).",
+    )(command)
+
+
 def output_options(command):
     command = click.option(
         "--overwrite",

@@ -170,12 +170,17 @@ def cache_progress(console: Console | None):
         bars.stop()
 
 
-def load_data(console: Console, recipe):
-    """The recipe's images (`keras_deepcluster.pretraining.load_data`), with a cache bar."""
+def load_data(console: Console, recipe, run=None, data_dir=None):
+    """The recipe's images (`keras_deepcluster.pretraining.load_data`), with a cache bar.
+
+    With `run`, the images that run trained on (`pretraining.recorded_data`).
+    """
     from keras_deepcluster import pretraining
 
     with cache_progress(console) as on_progress:
-        return pretraining.load_data(recipe, on_progress=on_progress, on_note=console.print)
+        if run is None:
+            return pretraining.load_data(recipe, on_progress=on_progress, on_note=console.print)
+        return pretraining.recorded_data(run, recipe, data_dir, on_progress, console.print)
 
 
 def report_cache(console: Console, cache) -> None:

@@ -31,6 +31,8 @@ _EXPORTS = {
     "Reclustering": "reclustering",
     "Recipe": "recipe",
     "RecipeError": "recipe",
+    "Run": "trained_run",
+    "ClusterModel": "cluster_model",
     "RunDirectory": "run_directory",
     "RunRecorder": "callbacks",
     "StopOnInterrupt": "callbacks",
@@ -57,6 +59,7 @@ _SUBMODULES = (
 )
 
 __all__ = [
+    "ClusterModel",
     "DeepCluster",
     "FeatureExtractor",
     "FixedView",
@@ -66,6 +69,7 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "Reclustering",
+    "Run",
     "RunDirectory",
     "RunRecorder",
     "StopOnInterrupt",
@@ -106,6 +110,7 @@ def __dir__():
 
 if TYPE_CHECKING:
     from keras_deepcluster.callbacks import RunRecorder, StopOnInterrupt, StopOnNaN
+    from keras_deepcluster.cluster_model import ClusterModel
     from keras_deepcluster.clustering import cluster_features
     from keras_deepcluster.determinism import enable_determinism
     from keras_deepcluster.devices import data_parallel
@@ -117,4 +122,5 @@ if TYPE_CHECKING:
     from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
     from keras_deepcluster.reclustering import Reclustering
     from keras_deepcluster.run_directory import RunDirectory
+    from keras_deepcluster.trained_run import Run
     from keras_deepcluster.views import FixedView, ImageViews, RandomView

@@ -15,6 +15,10 @@ import keras
 import numpy as np
 
 from keras_deepcluster import determinism, processes
+from keras_deepcluster.cluster_model import ClusterModel
+from keras_deepcluster.clustering import kmeans_seed
+from keras_deepcluster.evaluation.cluster_metrics import cluster_scores
+from keras_deepcluster.features import FeatureExtractor
 from keras_deepcluster.interrupts import interrupt_requested
 from keras_deepcluster.recipe import Recipe, toml_value
 from keras_deepcluster.reclustering import Reclustering
@@ -27,7 +31,8 @@ class RunRecorder(keras.callbacks.Callback):
     After every epoch it writes that epoch's pseudo-labels, the history so
     far and a checkpoint of the model, its optimizer and the re-clustering
     state, each atomically; when training ends after the last epoch it writes
-    ``model.keras`` and ``summary.json`` and drops the checkpoint (see
+    ``model.keras``, the final clustering of the trained network's features
+    (``clustering.npz``) and ``summary.json``, and drops the checkpoint (see
     `RunDirectory` for the layout).
 
     When the directory already holds a checkpoint, `fit` continues after it
@@ -98,10 +103,10 @@ class RunRecorder(keras.callbacks.Callback):
                     "RunDirectory(path), or record into another directory."
                 )
         checkpoint = source.read_checkpoint() if source.is_run else None
-        if checkpoint is None or self.run is not source:
-            self.run.create(self.config, overwrite=self.run.is_run)
+        if self.run.is_run and self.run.read_config() == self.config:
+            self.run.lock()  # created for this fit (by `train`), or a resume
         else:
-            self.run.lock()
+            self.run.create(self.config, overwrite=self.run.is_run)
         if checkpoint is not None:
             self._restore(checkpoint, source)
 
@@ -142,8 +147,39 @@ class RunRecorder(keras.callbacks.Callback):
         if self.model.stop_training or epochs is None or self._epochs_done < epochs:
             return  # stopped early: the checkpoint stays, to resume
         self.run.save_model(self.model)
-        self.run.write_json(RunDirectory.SUMMARY, self._summary(epochs))
+        final = self._save_final_clustering(epochs)
+        self.run.write_json(RunDirectory.SUMMARY, {**self._summary(epochs), **final})
         self.run.remove_checkpoint()
+
+    def _save_final_clustering(self, epochs: int) -> dict:
+        """Clusters the trained network's features once more and keeps the clustering.
+
+        ``clustering.npz`` (a `ClusterModel`) is what `kdc.Run.assign` places
+        new images with; the training images' scores against their labels
+        go into the summary. Skipped with several processes (their features
+        are sharded).
+        """
+        if processes.process_count() > 1:
+            return {"final_clustering": None}
+        reclustering, settings = self.reclustering, self.reclustering.config
+        data = reclustering.data
+        features = FeatureExtractor(self.model.backbone, data.views)(
+            data.images, settings.feature_batch_size
+        )
+        cluster_model, labels = ClusterModel.fit(
+            features,
+            self.model.num_clusters,
+            seed=kmeans_seed(settings.seed, epochs),
+            pca_dim=settings.pca_dim,
+            kmeans_backend=settings.kmeans_backend,
+            iterations=settings.kmeans_iterations,
+        )
+        self.run.write_cluster_model(cluster_model)
+        final = {"clusters": int(np.count_nonzero(np.bincount(labels)))}
+        known = None if reclustering.labels is None else reclustering.labels >= 0
+        if known is not None and known.any():
+            final["train"] = cluster_scores(labels[known], reclustering.labels[known])
+        return {"final_clustering": final}
 
     def _summary(self, epochs: int) -> dict:
         nmis = [row["nmi_labels"] for row in self.rows if "nmi_labels" in row]

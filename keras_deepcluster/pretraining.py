@@ -23,6 +23,7 @@ import numpy as np
 import keras_deepcluster as kdc
 from keras_deepcluster.callbacks import RunRecorder, StopOnInterrupt, StopOnNaN
 from keras_deepcluster.data.disk_images import take_rows
+from keras_deepcluster.features import layer_model
 from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
 from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
 
@@ -30,6 +31,8 @@ from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
 FEATURE_BATCH_SIZE = 256
 # Images held out for the probe's test split when the data has none.
 PROBE_HOLDOUT = 0.2
+# The weighted kNN protocol of solo-learn and lightly: neighbours and temperature.
+KNN_K, KNN_TEMPERATURE = (20, 200), 0.07
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -74,6 +77,42 @@ def load_data(
     for line in cache.describe() if on_note is not None else ():
         on_note(line)
     return cache.data()
+
+
+def recorded_data(
+    run: RunDirectory,
+    recipe: Recipe,
+    data_dir: str | Path | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> kdc.data.ImageData:
+    """The images `run` trained on: the image cache its ``data.json`` names, if unchanged.
+
+    Otherwise the recipe's source (with `data_dir` instead of the recipe's,
+    if given), through `load_data`; it must hold the images the run trained on.
+
+    Raises:
+        ValueError: the source changed since training (the message says how
+            to point at the training data).
+    """
+    recorded = run.read_json(RunDirectory.DATA) if (run.path / RunDirectory.DATA).is_file() else {}
+    if data_dir is None and recorded.get("cache"):
+        try:
+            cache = kdc.data.ImageCache(recorded["cache"])
+        except ValueError:  # moved or removed: rebuilt from the source below
+            cache = None
+        if cache is not None and cache.identity() == recorded:
+            return cache.data()
+    if data_dir is not None:
+        recipe = recipe.replace(data_dir=str(Path(data_dir).expanduser().resolve()))
+    data = load_data(recipe, on_progress, on_note)
+    digest = (data.origin or {}).get("source_digest")
+    if recorded.get("source_digest") and digest != recorded["source_digest"]:
+        raise ValueError(
+            f"The data of {run.path} changed since training: {recorded.get('path')} holds other "
+            "files than it trained on. Point at the images it trained on with `data_dir`."
+        )
+    return data
 
 
 def image_views(recipe: Recipe) -> kdc.ImageViews:
@@ -300,6 +339,7 @@ def train(
     pretraining = Pretraining.build(recipe, data, on_progress=on_progress, devices=devices)
     if not resume or writer is not run:
         writer.create(recipe.to_toml(), overwrite=overwrite or writer is not run)
+        writer.write_json(RunDirectory.DATA, data.origin or {"source": recipe.source})
     if resume:
         checkpoint = run.read_checkpoint()
         note(
@@ -314,7 +354,22 @@ def train(
     finally:
         if writer is not run:
             shutil.rmtree(writer.path, ignore_errors=True)
+    if writer is run and kdc.processes.process_count() == 1:
+        _score_test_split(run, data)
     return run
+
+
+def _score_test_split(run: RunDirectory, data: kdc.data.ImageData) -> None:
+    """Adds the scores of the test split, assigned to the final clusters, to the summary.
+
+    As SCAN reports them: the test images never trained the network or the clustering.
+    """
+    if data.x_test is None or data.y_test is None:
+        return
+    clusters, _ = kdc.Run.open(run.path).assign(data.x_test, batch_size=FEATURE_BATCH_SIZE)
+    summary = run.summary
+    summary["final_clustering"]["test"] = kdc.evaluation.cluster_scores(clusters, data.y_test)
+    run.write_json(RunDirectory.SUMMARY, summary)
 
 
 def _recipe_to_run(recipe, run: RunDirectory, resume: bool) -> Recipe:
@@ -398,24 +453,10 @@ def probe(
 
     Trains on the training images the run used, with their true labels, and
     reports accuracy on the test split; data without a test split hold out a
-    seeded `PROBE_HOLDOUT` of the training images instead.
+    seeded `PROBE_HOLDOUT` of the training images instead. Writes
+    ``probe.json`` (``probe_random.json``).
     """
-    layer = layer or recipe.probe_layer
-    if layer is None:
-        raise RecipeError(f"{recipe.origin}: no [probe] layer; pass `layer`.")
-    if data.y_train is None:
-        raise ValueError(f"{data.name} has no labels; the linear probe needs labelled images.")
-    views = image_views(recipe)
-    if random:
-        backbone = build_backbone(recipe, (views.size, views.size, data.x_train.shape[-1]))
-    else:
-        if not (run.path / RunDirectory.MODEL).is_file():
-            raise ValueError(
-                f"{run.path} holds no trained model ({RunDirectory.MODEL}); "
-                "the run did not finish. Probe its untrained network with `random=True`, or "
-                "train it again."
-            )
-        backbone = keras.saving.load_model(run.path / RunDirectory.MODEL).backbone
+    layer, backbone, views = _probe_setup(recipe, data, run, layer, random, "linear probe")
     train_split, test_split, test_name = _probe_splits(data, recipe.seed)
     start = time.perf_counter()
     result = kdc.evaluation.linear_probe(
@@ -443,6 +484,73 @@ def probe(
     }
     run.write_json("probe_random.json" if random else "probe.json", report)
     return report
+
+
+def knn_probe(
+    recipe: Recipe,
+    data: kdc.data.ImageData,
+    run: RunDirectory,
+    layer: str | None = None,
+    k: Sequence[int] = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
+    random: bool = False,
+) -> dict:
+    """Weighted kNN classifier on a frozen layer (`evaluation.weighted_knn`), like `probe`.
+
+    The same layer and the same train and test splits as the linear probe;
+    the features of the fixed view, flattened. Writes ``knn.json``
+    (``knn_random.json``).
+    """
+    layer, backbone, views = _probe_setup(recipe, data, run, layer, random, "kNN probe")
+    (x_train, y_train), (x_test, y_test), test_name = _probe_splits(data, recipe.seed)
+    start = time.perf_counter()
+    network = layer_model(backbone, layer)
+    extractor = kdc.FeatureExtractor(network, views)
+    accuracies = kdc.evaluation.weighted_knn(
+        extractor(x_train, FEATURE_BATCH_SIZE),
+        y_train,
+        extractor(x_test, FEATURE_BATCH_SIZE),
+        y_test,
+        k=k,
+        temperature=temperature,
+    )
+    report = {
+        "model": "random" if random else "trained",
+        "layer": layer,
+        "feature_dim": extractor.dim,
+        "accuracy": {str(key): value for key, value in accuracies.items()},
+        "temperature": temperature,
+        "train_images": len(x_train),
+        "test_images": len(x_test),
+        "test_split": test_name,
+        "backend": keras.backend.backend(),
+        "seconds": time.perf_counter() - start,
+    }
+    run.write_json("knn_random.json" if random else "knn.json", report)
+    return report
+
+
+def _probe_setup(recipe, data, run, layer, random, what):
+    """The layer, backbone and views a probe of `run` (or its untrained twin) reads."""
+    layer = layer or recipe.probe_layer
+    if layer is None:
+        raise RecipeError(f"{recipe.origin}: no [probe] layer; pass `layer`.")
+    if data.y_train is None:
+        raise ValueError(f"{data.name} has no labels; the {what} needs labelled images.")
+    views = image_views(recipe)
+    if random:
+        return (
+            layer,
+            build_backbone(recipe, (views.size, views.size, data.x_train.shape[-1])),
+            views,
+        )
+    if not (run.path / RunDirectory.MODEL).is_file():
+        raise ValueError(
+            f"{run.path} holds no trained model ({RunDirectory.MODEL}); "
+            "the run did not finish. Probe its untrained network with `random=True`, or "
+            "train it again."
+        )
+    return layer, keras.saving.load_model(run.path / RunDirectory.MODEL).backbone, views
 
 
 def _probe_splits(data, seed):

@@ -8,6 +8,8 @@ Layout::
     history.csv                 one row per finished epoch: metrics, loss, seconds
     pseudo_labels/epoch_000.npz the pseudo-labels each epoch trained on (``labels``)
     model.keras                 the trained DeepCluster model
+    clustering.npz              the final clustering (`ClusterModel`: whitening, centroids)
+    data.json                   the data it trained on (source, image cache and its identity)
     summary.json                written last: the run finished (final metrics, wall time)
     probe.json, probe_random.json   written by ``deepcluster probe``
 
@@ -73,6 +75,7 @@ class RunDirectory:
         "pseudo_labels",
         "checkpoint.json",
     )
+    CLUSTERING, DATA = "clustering.npz", "data.json"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -247,6 +250,10 @@ class RunDirectory:
     def read_pseudo_labels(self, epoch: int) -> np.ndarray:
         with np.load(self.path / self.LABELS / f"epoch_{epoch:03d}.npz") as npz:
             return npz["labels"]
+
+    def write_cluster_model(self, cluster_model) -> None:
+        """Writes the final clustering (a `ClusterModel`) as clustering.npz."""
+        self._write_atomic(self.CLUSTERING, cluster_model.save)
 
     def save_model(self, model) -> None:
         # Keras insists on the .keras suffix, so the temporary name keeps it.

@@ -117,7 +117,32 @@ class ImageCache:
                 labels = np.load(self.path / entry["labels"])
                 labels = labels if kept is None else labels[kept]
             arrays[f"x_{split}"], arrays[f"y_{split}"] = images, labels
-        return ImageData(self.manifest["name"], **arrays)
+        return ImageData(self.manifest["name"], **arrays, origin=self.identity())
+
+    def identity(self) -> dict:
+        """The cache's folder and what it holds: source, path, shape, limit, source digest."""
+        keys = ("source", "name", "path", "image_shape", "limit", "source_digest")
+        return {"cache": str(self.path.resolve()), **{key: self.manifest.get(key) for key in keys}}
+
+    def files(self, split: str) -> list[str] | None:
+        """The source files of a split's rows, relative to the source root (folders only).
+
+        Rows the cache skipped (unreadable files) are left out, as `data` leaves
+        them out, so entry i is the file of image i. None for other sources.
+        """
+        if self.manifest["source"] != "folder":
+            return None
+        lines = (self.path / self.manifest["listing"]).read_text().splitlines()
+        paths = [line.split("\t")[0] for line in lines if line]
+        offset = 0
+        for name, entry in self.manifest["splits"].items():
+            count = entry["shape"][0]
+            if name == split:
+                skipped = {row for row, _ in entry["skipped"]}
+                rows = paths[offset : offset + count]
+                return [path for row, path in enumerate(rows) if row not in skipped]
+            offset += count
+        raise ValueError(f"{self.path} has no split {split!r}; it has {', '.join(self.manifest['splits'])}.")
 
 
 def prepare(

@@ -12,6 +12,8 @@ class ImageData:
     """Train (and optional test) images, labels optional.
 
     Images are uint8 (N, H, W, C); labels int64 (N,) or None for unlabelled data.
+    `origin` says where they come from, for an image cache its folder and
+    identity (`ImageCache.data`); a run records it in its ``data.json``.
     """
 
     name: str
@@ -19,6 +21,7 @@ class ImageData:
     y_train: np.ndarray | None = None
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    origin: dict | None = None
 
     def __post_init__(self):
         for split in ("train", "test"):

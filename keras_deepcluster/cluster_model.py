@@ -1,0 +1,130 @@
+"""`ClusterModel`: a clustering kept to assign new images to it.
+
+The re-clustering of an epoch keeps only the labels. What a finished run
+needs to place new images in its clusters is kept here: the PCA-whitening
+(mean and projection, faiss's ``PCAMatrix(eigen_power=-0.5)`` formula), and
+the centroids in the whitened, L2-normalised space, each the mean of its
+cluster's members. A new image gets the nearest centroid and its distance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from keras_deepcluster import clustering
+
+# Rows per block of the assignment's distance computation (block x k floats).
+ASSIGN_BLOCK = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterModel:
+    """PCA-whitening (optional), L2 normalisation and centroids.
+
+    Attributes:
+        centroids: float32 (k, d') in the normalised space.
+        mean: float32 (d,) feature mean, or None without PCA.
+        projection: float32 (d, d') whitening projection, or None without PCA.
+    """
+
+    centroids: np.ndarray
+    mean: np.ndarray | None = None
+    projection: np.ndarray | None = None
+
+    @classmethod
+    def fit(
+        cls,
+        features: np.ndarray,
+        num_clusters: int,
+        seed: int,
+        pca_dim: int | None = None,
+        kmeans_backend: str = "auto",
+        iterations: int = 20,
+    ) -> tuple[ClusterModel, np.ndarray]:
+        """Clusters `features` (N, d) as `Reclustering` does; returns the model and the labels."""
+        features = np.asarray(features, np.float32)
+        mean = projection = None
+        if pca_dim is not None:
+            mean, projection = _whitening(features, pca_dim)
+        if projection is not None:
+            features = (features - mean) @ projection
+        normalised = clustering.l2_normalize(features)
+        labels, _ = clustering.kmeans(normalised, num_clusters, seed, iterations, kmeans_backend)
+        labels, _ = clustering.fill_empty_clusters(labels, normalised, num_clusters)
+        sums = np.zeros((num_clusters, normalised.shape[1]), np.float64)
+        np.add.at(sums, labels, normalised)
+        centroids = sums / np.bincount(labels, minlength=num_clusters)[:, None]
+        return cls(centroids.astype(np.float32), mean, projection), labels
+
+    @property
+    def num_clusters(self) -> int:
+        return len(self.centroids)
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """Features (N, d) into the clustering's space: whitened (if PCA), L2-normalised."""
+        features = np.asarray(features, np.float32)
+        expected = len(self.mean) if self.projection is not None else self.centroids.shape[1]
+        if features.ndim != 2 or features.shape[1] != expected:
+            raise ValueError(
+                f"The features have shape {features.shape}; this clustering was fitted to "
+                f"features of {expected} dimensions."
+            )
+        if self.projection is not None:
+            features = (features - self.mean) @ self.projection
+        return clustering.l2_normalize(features)
+
+    def assign(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The nearest centroid of each row of `features` (N, d), and the distance to it.
+
+        Returns:
+            ``(labels, distances)``: int64 (N,) and float32 (N,) Euclidean
+            distances in the clustering's space.
+        """
+        points = self.transform(features)
+        squared_norms = np.sum(self.centroids.astype(np.float64) ** 2, axis=1)
+        labels = np.empty(len(points), np.int64)
+        distances = np.empty(len(points), np.float32)
+        for start in range(0, len(points), ASSIGN_BLOCK):
+            block = points[start : start + ASSIGN_BLOCK].astype(np.float64)
+            squared = (
+                np.sum(block**2, axis=1, keepdims=True) - 2 * block @ self.centroids.T
+            ) + squared_norms
+            nearest = np.argmin(squared, axis=1)
+            labels[start : start + len(block)] = nearest
+            best = squared[np.arange(len(block)), nearest]
+            distances[start : start + len(block)] = np.sqrt(np.maximum(best, 0))
+        return labels, distances
+
+    def save(self, file) -> None:
+        """Writes the model as ``.npz`` to a path or an open binary file (see `load`)."""
+        arrays = {"centroids": self.centroids}
+        if self.projection is not None:
+            arrays |= {"mean": self.mean, "projection": self.projection}
+        np.savez(file, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClusterModel:
+        with np.load(path) as npz:
+            return cls(
+                npz["centroids"],
+                npz["mean"] if "mean" in npz else None,
+                npz["projection"] if "projection" in npz else None,
+            )
+
+
+def _whitening(features: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and projection of faiss's ``PCAMatrix(d, dim, eigen_power=-0.5)`` with epsilon."""
+    if not 1 <= dim <= features.shape[1]:
+        raise ValueError(
+            f"pca_dim must be between 1 and the feature dimension {features.shape[1]}; got {dim}."
+        )
+    mean = features.mean(axis=0, dtype=np.float64)
+    centred = features - mean.astype(np.float32)
+    scatter = centred.T.astype(np.float64) @ centred
+    eigenvalues, eigenvectors = np.linalg.eigh(scatter)
+    top = np.argsort(eigenvalues)[::-1][:dim]
+    scale = (np.maximum(eigenvalues[top], 0) + clustering.PCA_EPSILON) ** -0.5
+    return mean.astype(np.float32), (eigenvectors[:, top] * scale).astype(np.float32)

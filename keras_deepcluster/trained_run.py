@@ -1,0 +1,123 @@
+"""`Run`: a finished run, loaded to be used: its network, data and clusters.
+
+Example:
+>>> run = kdc.Run.open("runs/digits-tensorflow-k10-seed61")
+>>> labels, distances = run.assign(new_images)  # the run's clusters for new images
+>>> features = run.embed(new_images, layer="conv_2")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_deepcluster import data as data_sources
+from keras_deepcluster.cluster_model import ClusterModel
+from keras_deepcluster.features import FeatureExtractor, layer_model
+from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
+from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
+
+
+class Run:
+    """A finished run: its recipe, trained model, final clustering and training data.
+
+    Open one with `Run.open`. `embed` and `assign` run the trained network on
+    the fixed view of any images (batched and compiled, as the feature
+    extraction of training is); `assign` places them in the final clustering
+    (the nearest centroid, as ``clustering.npz`` keeps it).
+
+    Attributes:
+        directory: The `RunDirectory`.
+        recipe: Its settings (None for a run recorded from a `fit` without a recipe).
+        model: The trained `DeepCluster`.
+        cluster_model: The final `ClusterModel`.
+    """
+
+    def __init__(self, directory: RunDirectory, recipe: Recipe | None, model, cluster_model):
+        self.directory = directory
+        self.recipe = recipe
+        self.model = model
+        self.cluster_model = cluster_model
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        """Loads the finished run in `path`.
+
+        Raises:
+            RunDirectoryError: no finished run there, or its files are damaged.
+        """
+        directory = RunDirectory(Path(path).expanduser())
+        if not directory.is_run:
+            raise RunDirectoryError(f"{directory.path} holds no run ({RunDirectory.CONFIG}).")
+        if not directory.is_finished:
+            raise RunDirectoryError(
+                f"{directory.path} holds a run that has not finished (no "
+                f"{RunDirectory.SUMMARY}); continue it with `resume=True` first."
+            )
+        if not (directory.path / RunDirectory.CLUSTERING).is_file():
+            raise RunDirectoryError(
+                f"{directory.path} has no final clustering ({RunDirectory.CLUSTERING}): the run "
+                "was trained by an earlier version, or with several processes; train it again."
+            )
+        try:
+            recipe = load_recipe(directory.path / RunDirectory.CONFIG)
+        except RecipeError:
+            recipe = None  # recorded from a fit without a recipe
+        try:
+            model = keras.saving.load_model(directory.path / RunDirectory.MODEL)
+            cluster_model = ClusterModel.load(directory.path / RunDirectory.CLUSTERING)
+        except (OSError, ValueError, KeyError) as error:
+            raise RunDirectoryError(
+                f"{directory.path}: cannot read its model or clustering ({error}); the files are "
+                "damaged. Train the run again."
+            ) from None
+        return cls(directory, recipe, model, cluster_model)
+
+    @property
+    def backbone(self) -> keras.Model:
+        return self.model.backbone
+
+    @property
+    def num_clusters(self) -> int:
+        return self.cluster_model.num_clusters
+
+    def embed(
+        self, images: np.ndarray, layer: str | None = None, batch_size: int = 256
+    ) -> np.ndarray:
+        """Features (N, D) of `images` (uint8 or float in [0, 1], NHW[C]) on the fixed view.
+
+        `layer` names a backbone layer (default: the backbone's output, the
+        features the run clustered).
+        """
+        network = self.backbone if layer is None else layer_model(self.backbone, layer)
+        return FeatureExtractor(network, self.model.views)(images, batch_size)
+
+    def assign(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """The run's cluster of each image and the distance to its centroid.
+
+        Returns:
+            ``(clusters, distances)``: int64 (N,) in ``0..k-1`` and float32 (N,).
+        """
+        return self.cluster_model.assign(self.embed(images, batch_size=batch_size))
+
+    def data(self, data_dir: str | Path | None = None) -> data_sources.ImageData:
+        """The images the run trained on (and its test split, if any).
+
+        The image cache recorded in ``data.json`` when it is still there and
+        unchanged; otherwise the recipe's source (or `data_dir` instead of
+        the recipe's), which must hold the same images.
+
+        Raises:
+            ValueError: the data moved or changed since training (the message
+                says how to point at it).
+        """
+        from keras_deepcluster import pretraining
+
+        if self.recipe is None:
+            raise RunDirectoryError(
+                f"{self.directory.path} was recorded from a fit without a recipe; it does not "
+                "know its data. Pass the images to embed or assign."
+            )
+        return pretraining.recorded_data(self.directory, self.recipe, data_dir)
