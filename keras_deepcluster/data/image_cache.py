@@ -142,7 +142,9 @@ class ImageCache:
                 rows = paths[offset : offset + count]
                 return [path for row, path in enumerate(rows) if row not in skipped]
             offset += count
-        raise ValueError(f"{self.path} has no split {split!r}; it has {', '.join(self.manifest['splits'])}.")
+        raise ValueError(
+            f"{self.path} has no split {split!r}; it has {', '.join(self.manifest['splits'])}."
+        )
 
 
 def prepare(
