@@ -182,7 +182,7 @@ class Reclustering(keras.callbacks.Callback):
         self.previous_labels: np.ndarray | None = None
         self.halted_at: int | None = halt_after
         self.halt_reason: str | None = None if halt_after is None else f"halt_after={halt_after}"
-        self._stability: list[float] = []  # NMI(t, t-1) of every clustering so far
+        self._stability: list[float] = []  # NMI(t, t-1) so far, with halt_when_stable
         self._epoch_logs: dict[str, float] = {}
 
     def __getattr__(self, name: str):
