@@ -11,12 +11,12 @@ import click
 import numpy as np
 from rich.table import Table
 
-from keras_deepcluster_cli import comparisons, plots, space
 from keras_deepcluster.directory_lock import lock_folder
-from keras_deepcluster_cli.options import make_console, user_errors
-from keras_deepcluster_cli.statistics import finite
 from keras_deepcluster.recipe import load_recipe
 from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster_cli import comparisons, plots, space
+from keras_deepcluster_cli.options import make_console, user_errors
+from keras_deepcluster_cli.statistics import finite
 
 # (key, title, format) of the run table and its CSV / Markdown files.
 _RUN_COLUMNS = (

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from keras_deepcluster.data.image_data import ImageData
 from keras_deepcluster.directory_lock import lock_folder
+from keras_deepcluster.run_directory import RunDirectory
 from keras_deepcluster_cli.options import (
     RUN_AGAIN,
     IntList,
@@ -44,7 +45,6 @@ from keras_deepcluster_cli.options import (
     use_backend,
     user_errors,
 )
-from keras_deepcluster.run_directory import RunDirectory
 from keras_deepcluster_cli.space import random_filter_qualities
 
 # How a trial run is scored with the labelled images (higher is better).

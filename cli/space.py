@@ -12,6 +12,8 @@ import click
 import numpy as np
 from rich.table import Table
 
+from keras_deepcluster.recipe import Recipe
+from keras_deepcluster.run_directory import RunDirectory
 from keras_deepcluster_cli.options import (
     RUN_AGAIN,
     IntList,
@@ -25,8 +27,6 @@ from keras_deepcluster_cli.options import (
     use_backend,
     user_errors,
 )
-from keras_deepcluster.recipe import Recipe
-from keras_deepcluster.run_directory import RunDirectory
 
 if TYPE_CHECKING:  # importing it imports Keras, before the command chose the backend
     from keras_deepcluster.evaluation import FilterQuality

@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 
 from keras_deepcluster.directory_lock import lock_folder
+from keras_deepcluster.recipe import Recipe, RecipeError
+from keras_deepcluster.run_directory import RunDirectory
 from keras_deepcluster_cli.options import (
     RUN_AGAIN,
     IntList,
@@ -26,8 +28,6 @@ from keras_deepcluster_cli.options import (
     use_backend,
     user_errors,
 )
-from keras_deepcluster.recipe import Recipe, RecipeError
-from keras_deepcluster.run_directory import RunDirectory
 
 
 def run_name(recipe: Recipe) -> str:
