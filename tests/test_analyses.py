@@ -2,22 +2,21 @@
 
 import csv
 import json
+import types
 
+import keras
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import invoke
 
 import keras_deepcluster as kdc
+from keras_deepcluster.evaluation.cluster_metrics import nmi
+from keras_deepcluster.recipe import load_recipe
 from keras_deepcluster.reclustering import stable_since
 from keras_deepcluster import pretraining
-from keras_deepcluster_cli.main import main
 from keras_deepcluster.run_directory import RunDirectory
 
 DIGITS = ["--limit", "150"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], prog_name="deepcluster")
 
 
 def read_csv(path, drop=("seconds",)):
@@ -41,6 +40,7 @@ def interrupt_after(monkeypatch, owner, name, calls):
     monkeypatch.setattr(owner, name, wrapped)
 
 
+@pytest.mark.backend_independent
 def test_stable_since_fires_only_on_a_stable_run():
     nan = float("nan")
     assert stable_since([nan, 0.5, 0.91, 0.92, 0.95], threshold=0.9, patience=3)
@@ -99,6 +99,7 @@ def test_space_nmi_is_the_first_clustering_of_training(tmp_path):
     )
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -156,6 +157,7 @@ def test_sweep_runs_the_grid_and_resumes_after_a_kill(tmp_path, monkeypatch):
         )
 
 
+@pytest.mark.backend_independent
 def test_sweep_bad_grid(tmp_path):
     result = invoke("sweep", "digits", "--clusters", "5,x", "--out", tmp_path / "s")
     assert result.exit_code == 2 and "'x' in '5,x' is not an integer" in result.output
@@ -236,6 +238,7 @@ def test_report_draws_every_plot_from_saved_runs(tmp_path, monkeypatch):
     assert len(groups) == 4 and all(g["seeds"] == "2" for g in groups)
 
 
+@pytest.mark.backend_independent
 def test_report_needs_runs(tmp_path):
     result = invoke("report", tmp_path)
     assert result.exit_code == 1 and "No finished runs" in result.output
@@ -243,17 +246,115 @@ def test_report_needs_runs(tmp_path):
     assert result.exit_code == 2 and "'--margin': 0.0 is not in the range 0<x<=100" in result.output
 
 
-def test_select_chooses_and_trains(tmp_path):
-    def select(out, *args):
+# The criteria of `select` (cli/selection.py), each with its answer known in advance:
+# the seed whose random filters cluster the labelled images best; per criterion the k
+# whose trial scores highest; and the epoch after which the chosen trial's pseudo-labels
+# agreed best with the labelled images (NMI), or never when that was the last epoch.
+PLANTED_SEED_NMI = {0: 0.21, 1: 0.35, 2: 0.28}  # seed 1 is best
+PLANTED_TRIAL_NMI = {  # NMI with the labelled images per epoch of the 4-epoch trials
+    3: [0.30, 0.46, 0.38, 0.40],  # peak at epoch 1: halt after 2
+    4: [0.30, 0.33, 0.36, 0.48],  # still rising at the last epoch: never halt
+    5: [0.30, 0.50, 0.55, 0.45],  # peak at epoch 2: halt after 3
+}
+PLANTED_SCORES = {  # the trials' scores; "nmi" is the last epoch's NMI, as select scores it
+    3: {"probe": 0.50, "knn": 0.80, "linear": 0.60, "nmi": 0.40},
+    4: {"probe": 0.70, "knn": 0.60, "linear": 0.65, "nmi": 0.48},
+    5: {"probe": 0.60, "knn": 0.70, "linear": 0.90, "nmi": 0.45},
+}
+PLANTED_CHOICES = {"probe": 4, "knn": 3, "linear": 5, "nmi": 4}
+PLANTED_HALT = {3: 2, 4: None, 5: 3}
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("criterion", ["knn", "probe", "linear", "nmi"])
+def test_select_chooses_by_the_documented_criteria(tmp_path, monkeypatch, criterion):
+    """select on planted scores and trial histories (nothing trains): each choice is known."""
+    from keras_deepcluster_cli import selection as selection_module
+
+    labelled, trials = {}, []
+
+    def filter_quality(backbone, images, labels, views, clusters, seed, *args, **kwargs):
+        labelled.setdefault("labels", np.asarray(labels))
+        return types.SimpleNamespace(nmi=PLANTED_SEED_NMI[seed])
+
+    def train_unless_finished(recipe, data, run, **kwargs):
+        trials.append(recipe)
+        labelled.setdefault("known", np.asarray(data.y_train))
+        run.create(recipe.to_toml())
+        run.write_history(
+            [
+                {"epoch": epoch, "nmi_labels": value}
+                for epoch, value in enumerate(PLANTED_TRIAL_NMI[recipe.clusters])
+            ]
+        )
+
+    def trial_scores(run, *args):
+        return PLANTED_SCORES[int(run.path.name.removeprefix("trial-k"))]
+
+    monkeypatch.setattr(pretraining, "build_backbone", lambda recipe, shape: None)
+    monkeypatch.setattr(kdc.evaluation, "filter_quality", filter_quality)
+    monkeypatch.setattr(pretraining, "train_unless_finished", train_unless_finished)
+    monkeypatch.setattr(selection_module, "_trial_scores", trial_scores)
+    out = tmp_path / "select"
+    result = invoke(
+        "select",
+        "digits",
+        "--labelled",
+        "60",
+        "--seeds",
+        "0-2",
+        "-k",
+        "3,4,5",
+        "--trial-epochs",
+        "4",
+        "--epochs",
+        "4",
+        "--criterion",
+        criterion,
+        "--choose-only",
+        *DIGITS,
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    selection = json.loads((out / "selection.json").read_text())
+    best_k = PLANTED_CHOICES[criterion]
+    assert selection["choices"] == PLANTED_CHOICES
+    halt = PLANTED_HALT[best_k]
+    assert selection["chosen"] == {"seed": 1, "clusters": best_k, "halt_after": halt}
+    # Every trial: the chosen seed, the trial's epochs, no halting of its own.
+    assert [(t.seed, t.clusters, t.epochs, t.halt_after, t.halt_when_stable) for t in trials] == [
+        (1, k, 4, None, None) for k in (3, 4, 5)
+    ]
+    # Only the labelled images' labels reach the trials: 60 known, the rest -1, and the
+    # known ones are the labels the seeds were scored with.
+    known = labelled["known"]
+    assert np.count_nonzero(known >= 0) == 60 and set(known[known < 0]) == {-1}
+    np.testing.assert_array_equal(known[known >= 0], labelled["labels"])
+    assert not (out / "final").exists()
+
+
+def test_select_chooses_and_trains(tmp_path, monkeypatch):
+    # What the trials were given (the labelled images, as the runs saw them).
+    trial_data, train = {}, pretraining.train_unless_finished
+
+    def recording(recipe, data, run, **kwargs):
+        if run.path.name.startswith("trial-"):
+            trial_data.setdefault(run.path.parent, data)
+        return train(recipe, data, run, **kwargs)
+
+    monkeypatch.setattr(pretraining, "train_unless_finished", recording)
+
+    def select(out, *args, epochs=3):
         result = invoke(
             "select",
             "digits",
             "--labelled",
             "60",
             "--trial-epochs",
-            "2",
+            epochs,
             "--epochs",
-            "2",
+            epochs,
             *DIGITS,
             "--out",
             out,
@@ -264,26 +365,63 @@ def test_select_chooses_and_trains(tmp_path):
 
     out = tmp_path / "select"
     selection, output = select(out, "--seeds", "0-1", "-k", "3,4", "--criterion", "knn")
-    chosen = selection["chosen"]
-    assert chosen["seed"] == int(max(selection["seed_nmi"], key=selection["seed_nmi"].get))
-    trials = {int(k): t for k, t in selection["trials"].items()}
-    assert all(set(t) == {"probe", "knn", "linear", "nmi"} for t in trials.values())
-    assert all(0 <= v <= 1 for t in trials.values() for v in t.values())
-    for criterion, k in selection["choices"].items():
-        assert trials[k][criterion] == max(t[criterion] for t in trials.values())
-    assert selection["criterion"] == "knn" and chosen["clusters"] == selection["choices"]["knn"]
-    assert chosen["halt_after"] in (None, 1)
+    chosen, recipe = selection["chosen"], load_recipe("digits")
+    known = trial_data[out]
+    mask = known.y_train >= 0
+    x, y = known.x_train[mask], known.y_train[mask]
+    assert len(y) == 60
+    views = pretraining.image_views(recipe)
+
+    # The seed: recomputed filter quality of each seed's random network on the labelled images.
+    seed_nmi = {}
+    for seed in (0, 1):
+        keras.utils.clear_session()
+        shape = (views.size, views.size, x.shape[-1])
+        backbone = pretraining.build_backbone(recipe.replace(seed=seed), shape)
+        seed_nmi[seed] = kdc.evaluation.filter_quality(
+            backbone, x, y, views, recipe.clusters, seed, recipe.pca, recipe.kmeans
+        ).nmi
+    assert {int(s): v for s, v in selection["seed_nmi"].items()} == pytest.approx(seed_nmi)
+    assert chosen["seed"] == max(seed_nmi, key=seed_nmi.get)
+
+    # k: the criterion recomputed from each trial run's saved model and history.
+    trials = {k: RunDirectory(out / f"trial-k{k}") for k in (3, 4)}
+    knn, last_nmi = {}, {}
+    for k, run in trials.items():
+        assert f"seed = {chosen['seed']}" in run.read_config()
+        model = keras.saving.load_model(run.path / RunDirectory.MODEL)
+        knn[k] = kdc.evaluation.cross_validated_accuracy(
+            model.backbone, recipe.probe_layer, x, y, views, "knn", seed=chosen["seed"]
+        )
+        last_nmi[k] = run.read_history()[-1]["nmi_labels"]
+    scores = {int(k): t for k, t in selection["trials"].items()}
+    assert {k: t["knn"] for k, t in scores.items()} == pytest.approx(knn)
+    assert {k: t["nmi"] for k, t in scores.items()} == pytest.approx(last_nmi)
+    assert selection["choices"]["nmi"] == max(last_nmi, key=last_nmi.get)
+    assert selection["criterion"] == "knn" and chosen["clusters"] == max(knn, key=knn.get)
+    assert all(0 <= v <= 1 for t in scores.values() for v in t.values())
+
+    # The halt epoch, from the chosen trial's pseudo-labels: 3 epochs give None, 1 or 2.
+    trial = trials[chosen["clusters"]]
+    agreement = [nmi(trial.read_pseudo_labels(epoch)[mask], y) for epoch in range(3)]
+    assert agreement == pytest.approx([row["nmi_labels"] for row in trial.read_history()])
+    peak = int(np.argmax(agreement))
+    assert chosen["halt_after"] == (peak + 1 if peak < 2 else None)
+
     final = RunDirectory(out / "final")
     assert final.is_finished and f"clusters = {chosen['clusters']}" in final.read_config()
+    stopped = final.read_json("summary.json")["clustering_stopped"]
+    assert (stopped or {}).get("epoch") == chosen["halt_after"]
     assert "chosen seed" in output and "chosen k=" in output
     # Another draw of the labelled images scores the same seeds differently.
     other, _ = select(
-        tmp_path / "draw1", "--seeds", "0-1", "-k", "3", "--draw", "1", "--choose-only"
+        tmp_path / "draw1", "--seeds", "0-1", "-k", "3", "--draw", "1", "--choose-only", epochs=2
     )
     assert other["draw"] == 1 and other["seed_nmi"] != selection["seed_nmi"]
     assert other["final"]["epochs"] == 2 and not (tmp_path / "draw1" / "final").exists()
 
 
+@pytest.mark.backend_independent
 def test_select_bad_input(tmp_path):
     result = invoke("select", "digits", "--labelled", "5", "--out", tmp_path / "s")
     assert result.exit_code == 2 and "--labelled" in result.output

@@ -1,21 +1,58 @@
-"""What importing keras_deepcluster sets up in the process environment."""
+"""What importing keras_deepcluster sets up in the process: TensorFlow's oneDNN kernels on."""
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-PRINT_ONEDNN = "import keras_deepcluster, os; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+pytest.importorskip("tensorflow")
+
+# TensorFlow answers whether its oneDNN kernels are on (`IsMKLEnabled` in
+# tensorflow/core/util/port.cc: TF_ENABLE_ONEDNN_OPTS, read once when TensorFlow
+# starts, else `DefaultOneDnnPolicy`, which is off on CPUs without AVX-512 VNNI/BF16,
+# AVX-VNNI or AMX); it also logs "oneDNN custom operations are on" then.
+ONEDNN = """
+import json, os, sys
+if sys.argv[1] == "package":
+    import keras_deepcluster
+seen = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+from tensorflow.python.util import _pywrap_util_port
+print(json.dumps({"variable": seen, "onednn": _pywrap_util_port.IsMklEnabled()}))
+"""
 
 
-@pytest.mark.parametrize("given, expected", [(None, "1"), ("0", "0")])
-def test_tensorflow_onednn_is_on_unless_the_user_said_otherwise(given, expected):
+def onednn(given, import_package=True):
+    """(what TensorFlow read, whether it turned oneDNN on, its log) in a fresh process."""
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # TensorFlow's INFO lines, the oneDNN one among them
     if given is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = given
     result = subprocess.run(
-        [sys.executable, "-c", PRINT_ONEDNN], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-c", ONEDNN, "package" if import_package else "tensorflow only"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == expected
+    state = json.loads(result.stdout.strip().splitlines()[-1])
+    return state["variable"], state["onednn"], result.stderr
+
+
+@pytest.mark.backend_independent
+def test_importing_the_package_turns_tensorflows_onednn_on():
+    variable, on, log = onednn(None)
+    assert variable == "1"
+    assert on is True and "oneDNN custom operations are on" in log, log[-2000:]
+    # The same check sees oneDNN off when the variable says so (it can fail).
+    assert onednn("0", import_package=False)[1] is False
+    # On a CPU where TensorFlow's own default is off (no AVX-512 VNNI or AMX) `on` is
+    # the package's doing; where it is on anyway, `variable` shows the package set it.
+
+@pytest.mark.backend_independent
+def test_an_explicit_tf_enable_onednn_opts_0_is_kept():
+    variable, on, log = onednn("0")
+    assert variable == "0"
+    assert on is False and "oneDNN custom operations are on" not in log, log[-2000:]

@@ -2,17 +2,22 @@
 seeds, the filter-quality × k interaction, halting equivalence and select's regret."""
 
 import csv
+import itertools
 import json
 import math
 
 import numpy as np
 import pytest
+import scipy.stats
 from click.testing import CliRunner
 
 from keras_deepcluster_cli import statistics
 from keras_deepcluster_cli.main import main
 from keras_deepcluster.recipe import load_recipe
 from keras_deepcluster.run_directory import RunDirectory
+
+# Statistics on numbers and `report` on made-up run folders: nothing runs Keras.
+pytestmark = pytest.mark.backend_independent
 
 BASE = load_recipe("fashion_mnist").replace(epochs=3)
 
@@ -86,14 +91,92 @@ def read(path):
 # ---- statistics -------------------------------------------------------------
 
 
-def test_interval_of_spread_values_covers_the_mean_and_is_reproducible():
-    values = [0.80, 0.83, 0.81, 0.79, 0.82]
-    a, b = statistics.interval(values), statistics.interval(values)
-    assert a == b and a.n == 5
-    assert a.low < a.mean < a.high and min(values) <= a.low and a.high <= max(values)
-    assert a.mean == pytest.approx(np.mean(values)) and a.sd == pytest.approx(
-        np.std(values, ddof=1)
-    )
+# Probe accuracies of eight seeds, in percent, one far above the rest: skewed, so BCa's bias
+# and skew corrections move the interval well away from the plain percentile interval.
+# Integers, so that every resample's mean is exact and ties with the mean are real ties.
+SKEWED = [70, 71, 72, 72, 73, 75, 79, 90]
+
+
+def test_interval_is_scipys_bca_bootstrap_with_the_given_seed_and_confidence():
+    values = np.array(SKEWED, float)
+
+    def scipy_interval(method, confidence=0.95, seed=0):
+        return scipy.stats.bootstrap(
+            (values,),
+            np.mean,
+            confidence_level=confidence,
+            n_resamples=9999,
+            method=method,
+            random_state=np.random.default_rng(seed),
+        ).confidence_interval
+
+    for confidence, seed in ((0.95, 0), (0.9, 0), (0.95, 3)):
+        got = statistics.interval(SKEWED, confidence=confidence, seed=seed)
+        assert (got.low, got.high) == tuple(scipy_interval("BCa", confidence, seed))
+    got = statistics.interval(SKEWED)
+    assert got == statistics.interval(SKEWED) and got.n == 8
+    assert got.mean == pytest.approx(np.mean(values))
+    assert got.sd == pytest.approx(np.std(values, ddof=1))
+    # On these values another method would give another interval (the check above can fail).
+    for method in ("percentile", "basic"):
+        other = scipy_interval(method)
+        assert abs(other.low - got.low) + abs(other.high - got.high) > 1.0, method
+
+
+def exact_bca(values, confidence=0.95):
+    """BCa (Efron & Tibshirani 1993, 14.3) on the exact bootstrap distribution of the mean.
+
+    Every resample of n values is a count vector c (c_i >= 0, sum n) of probability
+    n! / prod(c_i!) / n^n; there are C(2n-1, n) of them. The bias correction z0 is the
+    normal quantile of P(mean* < mean) + P(mean* = mean) / 2 (scipy's convention for
+    ties), the acceleration a = sum(d^3) / (6 sum(d^2)^1.5) with d the jackknife means'
+    deviations from their mean, and the interval the exact quantiles of the resampled
+    means at Phi(z0 + (z0 + z) / (1 - a (z0 + z))) for z = -+1.96. Also returns the
+    percentile interval of the same distribution.
+    """
+    from scipy.special import ndtr, ndtri
+
+    x = np.asarray(values, float)
+    n = len(x)
+    means, probabilities = [], []
+    for bars in itertools.combinations(range(2 * n - 1), n - 1):  # stars and bars
+        counts = np.diff((-1, *bars, 2 * n - 1)) - 1
+        ways = math.factorial(n) // math.prod(math.factorial(int(c)) for c in counts)
+        means.append(float(counts @ x) / n)
+        probabilities.append(ways / n**n)
+    order = np.argsort(means)
+    means, probabilities = np.array(means)[order], np.array(probabilities)[order]
+    assert probabilities.sum() == pytest.approx(1.0)
+    cdf = np.cumsum(probabilities)
+
+    def quantile(p):
+        return float(means[np.searchsorted(cdf, p - 1e-12)])
+
+    mean = x.mean()
+    z0 = ndtri(probabilities[means < mean].sum() + probabilities[means == mean].sum() / 2)
+    jackknife = (x.sum() - x) / (n - 1)
+    d = jackknife.mean() - jackknife
+    a = np.sum(d**3) / (6 * np.sum(d**2) ** 1.5)
+    z = ndtri((1 - confidence) / 2)
+    levels = [ndtr(z0 + (z0 + t) / (1 - a * (z0 + t))) for t in (z, -z)]
+    alpha = (1 - confidence) / 2
+    return tuple(map(quantile, levels)), (quantile(alpha), quantile(1 - alpha))
+
+
+def test_interval_matches_a_bca_interval_computed_by_hand():
+    (low, high), percentile = exact_bca(SKEWED)
+    # Hand-computed: the exact BCa interval is (72.25, 82.0), the percentile one (71.75, 80.0).
+    assert (low, high) == (72.25, 82.0) and percentile == (71.75, 80.0)
+    got = statistics.interval(SKEWED)
+    # 9,999 resamples estimate the quantiles: within two steps (1/8) of the exact lower end,
+    # and the far upper tail (about 0.4 %) within 0.75; the percentile interval is outside.
+    assert got.low == pytest.approx(low, abs=0.25) and got.high == pytest.approx(high, abs=0.75)
+    assert abs(percentile[0] - low) > 0.25 and abs(percentile[1] - high) > 0.75
+    # Two values: z0 = 0 (a quarter below the mean, half on it) and a = 0 (symmetric), so the
+    # interval is the 2.5 and 97.5 % quantiles of {0: 1/4, 0.5: 1/2, 1: 1/4}: 0 and 1.
+    assert exact_bca([0, 1])[0] == (0.0, 1.0)
+    two = statistics.interval([0.0, 1.0])
+    assert (two.low, two.high) == (0.0, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -204,7 +287,10 @@ def test_report_groups_seeds_with_intervals_and_tests_halting(tmp_path):
     assert set(groups) == {"never", "after 1", "after 2"} and groups["never"]["seeds"] == "4"
     g = groups["never"]
     assert float(g["probe_mean"]) == pytest.approx(np.mean(list(never.values())))
-    assert float(g["probe_low"]) < float(g["probe_mean"]) < float(g["probe_high"])
+    expected = statistics.interval(list(never.values()))  # the seeds' BCa interval
+    assert float(g["probe_low"]) == pytest.approx(expected.low)
+    assert float(g["probe_high"]) == pytest.approx(expected.high)
+    assert float(g["probe_sd"]) == pytest.approx(expected.sd)
     assert float(g["gain_mean"]) == pytest.approx(0.02) and float(g["gain_sd"]) == pytest.approx(0)
     assert groups["after 2"]["seeds"] == "5"
     halting = {h["halt"]: h for h in read(out / "halting.csv")}
