@@ -1,3 +1,5 @@
+import shutil
+
 import keras
 import numpy as np
 import pytest
@@ -80,3 +82,38 @@ def write_pngs():
             Image.fromarray(image).save(folder / f"{i:03d}.png")
 
     return write
+
+
+def invoke(*args):
+    """`deepcluster ARGS...` in this process (click's CliRunner, current backend); its Result.
+
+    Every test that runs the command line imports this: `from conftest import invoke`.
+    """
+    from click.testing import CliRunner
+
+    from keras_deepcluster_cli.main import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], prog_name="deepcluster")
+
+
+# The shared run: `train digits` with these options, trained once per session.
+SHARED_RUN = ["--limit", "100", "--epochs", "1"]
+
+
+@pytest.fixture(scope="session")
+def shared_digits_run(tmp_path_factory):
+    """A finished `train digits --limit 100 --epochs 1` run, trained once per pytest session.
+
+    Tests only read it; one that changes a run (deletes a file, overwrites or
+    resumes it) changes `copy_of_shared_run` instead.
+    """
+    out = tmp_path_factory.mktemp("shared") / "digits"
+    result = invoke("train", "digits", *SHARED_RUN, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def copy_of_shared_run(shared_digits_run, tmp_path):
+    """A copy of `shared_digits_run` in this test's tmp_path, to change as it likes."""
+    return shutil.copytree(shared_digits_run, tmp_path / "shared-copy")

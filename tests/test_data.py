@@ -12,6 +12,9 @@ from keras_deepcluster import data
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
+# The loaders are NumPy, Pillow and tensorflow-datasets: on one backend.
+pytestmark = pytest.mark.backend_independent
+
 
 def write_idx(path, array, compress=True, truncate=0):
     header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
@@ -117,6 +120,16 @@ def test_image_folder_errors(tmp_path):
         ValueError, match=r"differ in size or mode: a.png is \(5, 5\), b.png is \(5, 5, 3\)"
     ):
         data.load("folder", path=tmp_path / "mixed")
+    # Loose images beside class folders: neither labelled nor unlabelled, refused (loaded
+    # or cached) with the names of both.
+    (tmp_path / "loose" / "cat").mkdir(parents=True)
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "loose" / "cat" / "0.png")
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "loose" / "stray.png")
+    loose = r"loose mixes loose files \(stray.png, ...\) with class sub-folders \(cat, ...\)"
+    with pytest.raises(ValueError, match=loose):
+        data.load("folder", path=tmp_path / "loose")
+    with pytest.raises(ValueError, match=loose):
+        data.prepare("folder", path=tmp_path / "loose", size=5, out=tmp_path / "cache")
 
 
 def test_tfds_with_mock_data():
@@ -135,10 +148,12 @@ def test_without_tensorflow_datasets_tfds_is_refused_with_alternatives(monkeypat
     assert "tensorflow-datasets cannot be imported" in data.unavailable_reason("tfds", "mnist")
 
 
-def test_tfds_without_data_fails_fast_with_alternatives(tmp_path):
+def test_tfds_without_data_fails_fast_with_alternatives(tmp_path, monkeypatch):
     pytest.importorskip("tensorflow_datasets")
+    # Downloading forbidden (test_tfds_download.py has the download and the offline cases).
+    monkeypatch.setenv("KERAS_DEEPCLUSTER_NO_DOWNLOAD", "1")
     start = time.perf_counter()
-    with pytest.raises(ValueError, match="without downloading .* 'idx' source"):
+    with pytest.raises(ValueError, match="not prepared in .* downloading is off .* 'idx' source"):
         data.load("tfds", "mnist", path=tmp_path)
     assert time.perf_counter() - start < 30
 

@@ -7,6 +7,9 @@ import pytest
 
 from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
 
+# Files and folders only: on one backend.
+pytestmark = pytest.mark.backend_independent
+
 
 def test_new_run_files(tmp_path):
     run = RunDirectory(tmp_path / "run")
