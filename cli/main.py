@@ -16,7 +16,7 @@ from rich.table import Table
 from keras_deepcluster import directory_lock
 from keras_deepcluster.recipe import Recipe, load_recipe, recipe_names
 from keras_deepcluster.run_directory import RunDirectory
-from keras_deepcluster_cli import job, report, selection, space, sweep
+from keras_deepcluster_cli import job, report, results, selection, space, sweep
 from keras_deepcluster_cli.options import (
     OptionalInt,
     backend_option,
@@ -436,7 +436,14 @@ def _print_config(
     console.print(f"run directory: {out}")
 
 
-for _command in (space.space, sweep.sweep, report.report, selection.select):
+for _command in (
+    space.space,
+    sweep.sweep,
+    report.report,
+    selection.select,
+    results.export,
+    results.show,
+):
     main.add_command(_command)
 
 if __name__ == "__main__":

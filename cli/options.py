@@ -14,9 +14,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from keras_deepcluster_cli import BACKENDS
 from keras_deepcluster.recipe import Recipe, RecipeError, check_value, load_recipe
 
-BACKENDS = ("tensorflow", "jax", "torch")
 # keras_deepcluster.data.image_cache.CACHE_ENV, named here without importing keras.
 CACHE_ENV = "KERAS_DEEPCLUSTER_CACHE"
 
@@ -325,6 +325,9 @@ OPTIONS = {
     "size": "--size",
     "coordinator": "--coordinator",
     "backend": "--backend",
+    "data_dir": "--data-dir",
+    "split": "--split",
+    "copy": "--copy",
 }
 
 

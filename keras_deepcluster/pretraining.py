@@ -105,7 +105,15 @@ def recorded_data(
             return cache.data()
     if data_dir is not None:
         recipe = recipe.replace(data_dir=str(Path(data_dir).expanduser().resolve()))
-    data = load_data(recipe, on_progress, on_note)
+    try:
+        data = load_data(recipe, on_progress, on_note)
+    except ValueError as error:
+        if data_dir is not None:
+            raise
+        raise ValueError(
+            f"The images {run.path} trained on are not where they were ({error}); point at "
+            "them with `data_dir`."
+        ) from None
     digest = (data.origin or {}).get("source_digest")
     if recorded.get("source_digest") and digest != recorded["source_digest"]:
         raise ValueError(

@@ -203,12 +203,15 @@ def test_the_choices_are_the_registries_they_name():
                 assert backbone_layers(backbone, batch_norm, sobel) == built, (backbone, kwargs)
 
 
-def test_loading_a_recipe_does_not_import_keras(tmp_path):
+def test_the_command_line_backend_is_set_before_keras_is_imported():
+    """`deepcluster ... --backend jax` runs on JAX whatever KERAS_BACKEND says."""
+    import os
     import subprocess
 
     code = (
-        "import sys; from keras_deepcluster.recipe import load_recipe; "
-        "load_recipe('fashion_mnist'); print('keras' in sys.modules)"
+        "import sys; sys.argv = ['deepcluster', 'train', 'digits', '--backend', 'jax', '-k', '3'];"
+        "import keras_deepcluster_cli.main, keras; print(keras.backend.backend())"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stdout.strip() == "False", result.stderr
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.stdout.strip().splitlines()[-1] == "jax", result.stderr[-2000:]

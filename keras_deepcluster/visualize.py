@@ -1,0 +1,300 @@
+"""Pictures of what a run learned, and one self-contained HTML page that shows them.
+
+`write_report(run, data)` draws into ``RUN/figures/``: a gallery per chosen
+cluster (the images nearest its centroid, then a random sample of its
+members), the first convolution's filters untrained (the run's seed) beside
+trained, a 2-D map of the embeddings coloured by cluster and by label, the
+cluster x label confusion matrix after Hungarian matching and the per-epoch
+curves; ``RUN/report.html`` holds them as data URIs, so it opens anywhere,
+offline, with no server.
+
+The map is scikit-learn's t-SNE of a seeded subsample (default 3,000 images),
+after PCA to 50 dimensions: t-SNE is in a dependency the project already has,
+and at this size takes seconds on a CPU; UMAP (umap-learn) would add numba
+and its compile time to every install for a picture of the same kind.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from keras_deepcluster.data import ImageData
+from keras_deepcluster.evaluation.cluster_metrics import matched_confusion
+from keras_deepcluster.trained_run import Run
+
+# Images per gallery row: nearest the centroid, then a random sample.
+GALLERY_NEAREST = GALLERY_RANDOM = 8
+# Clusters drawn by default when k is larger: per criterion (largest, smallest, purest, ...).
+CLUSTERS_PER_CRITERION = 2
+
+
+def write_report(
+    run: Run,
+    data: ImageData,
+    files: Sequence[str] | None = None,
+    clusters: Sequence[int] | None = None,
+    map_images: int = 3000,
+    seed: int = 0,
+) -> dict:
+    """Draws the run's figures into ``figures/`` and writes ``report.html``.
+
+    Args:
+        run: The finished run.
+        data: The images it trained on (`Run.data`).
+        files: The source file of each training image, for the captions.
+        clusters: The cluster ids to draw galleries of; default: all when
+            k <= 8, else the largest, smallest, purest and least pure.
+        map_images: Images in the 2-D map (a subsample seeded by `seed`).
+        seed: Seed of the random samples.
+
+    Returns:
+        ``{"folder", "html", "figures"}``: the paths written.
+
+    Raises:
+        ValueError: a cluster id out of range.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    folder = run.directory.path / "figures"
+    folder.mkdir(exist_ok=True)
+    images, labels = data.x_train, data.y_train
+    features = run.embed(images)
+    assigned, distances = run.cluster_model.assign(features)
+    k = run.num_clusters
+    chosen = _chosen_clusters(assigned, labels, k, clusters)
+    rng = np.random.default_rng(seed)
+    figures = []  # (title, path)
+    for cluster in chosen:
+        path = folder / f"cluster_{cluster:0{len(str(k - 1))}d}.png"
+        title = _gallery(path, images, assigned, distances, labels, cluster, rng)
+        figures.append((title, path))
+    filters = _filters(folder / "filters.png", run)
+    if filters is not None:
+        figures.append(("First-layer filters: untrained (the run's seed) and trained", filters))
+    figures.append(
+        (
+            f"t-SNE map of {min(map_images, len(images))} training images' embeddings",
+            _embedding_map(folder / "map.png", features, assigned, labels, map_images, rng),
+        )
+    )
+    if labels is not None:
+        figures.append(
+            (
+                "Clusters x labels, clusters in the order of their Hungarian match",
+                _confusion(folder / "confusion.png", assigned, labels),
+            )
+        )
+    curves = _curves(folder / "curves.png", run.directory.history)
+    if curves is not None:
+        figures.append(("Per-epoch agreement of the pseudo-labels", curves))
+    page = run.directory.path / "report.html"
+    _write_html(page, run, figures)
+    return {"folder": str(folder), "html": str(page), "figures": [str(p) for _, p in figures]}
+
+
+def _chosen_clusters(assigned, labels, k, clusters):
+    sizes = np.bincount(assigned, minlength=k)
+    if clusters is not None:
+        bad = [c for c in clusters if not 0 <= c < k]
+        if bad:
+            raise ValueError(
+                f"Cluster ids {bad} are out of range: the run has clusters 0..{k - 1}."
+            )
+        return list(dict.fromkeys(clusters))
+    nonempty = np.flatnonzero(sizes)
+    if len(nonempty) <= 4 * CLUSTERS_PER_CRITERION:
+        return nonempty.tolist()
+    by_size = nonempty[np.argsort(sizes[nonempty], kind="stable")]
+    picks = [*by_size[::-1][:CLUSTERS_PER_CRITERION], *by_size[:CLUSTERS_PER_CRITERION]]
+    if labels is not None:
+        purity = np.array([_purity(labels[assigned == c]) for c in nonempty])
+        by_purity = nonempty[np.argsort(purity, kind="stable")]
+        picks += [*by_purity[::-1][:CLUSTERS_PER_CRITERION], *by_purity[:CLUSTERS_PER_CRITERION]]
+    return [int(c) for c in dict.fromkeys(picks)]
+
+
+def _purity(labels) -> float:
+    return float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
+
+
+def _gallery(path, images, assigned, distances, labels, cluster, rng) -> str:
+    import matplotlib.pyplot as plt
+
+    members = np.flatnonzero(assigned == cluster)
+    nearest = members[np.argsort(distances[members], kind="stable")][:GALLERY_NEAREST]
+    sample = np.sort(rng.choice(members, min(GALLERY_RANDOM, len(members)), replace=False))
+    title = f"Cluster {cluster}: {len(members)} images"
+    if labels is not None and len(members):
+        counts = np.bincount(labels[members])
+        title += f", majority label {counts.argmax()} ({counts.max() / len(members):.0%} pure)"
+    columns = max(GALLERY_NEAREST, GALLERY_RANDOM)
+    figure, axes = plt.subplots(2, columns, figsize=(columns * 1.1, 2.6), squeeze=False)
+    for row, (name, rows) in enumerate((("nearest", nearest), ("random", sample))):
+        picked = np.asarray(images[np.sort(rows)]) if len(rows) else []
+        order = np.argsort(np.argsort(rows)) if len(rows) else []
+        for column in range(columns):
+            axis = axes[row, column]
+            axis.axis("off")
+            if column < len(rows):
+                _show(axis, picked[order[column]])
+        axes[row, 0].set_title(name, fontsize=8, loc="left")
+    figure.suptitle(title, fontsize=9)
+    figure.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    return title
+
+
+def _show(axis, image):
+    image = np.asarray(image)
+    if image.shape[-1] == 1:
+        axis.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        axis.imshow(image[..., :3])
+
+
+def _filters(path, run) -> Path | None:
+    """The first convolution's kernels, untrained beside trained (None: no recipe or conv)."""
+    import matplotlib.pyplot as plt
+
+    from keras_deepcluster import pretraining
+
+    conv = next((layer for layer in run.backbone.layers if layer.name == "conv_1"), None)
+    if conv is None or run.recipe is None:
+        return None
+    untrained = pretraining.build_backbone(run.recipe, tuple(run.backbone.input_shape[1:]))
+    kernels = [np.asarray(untrained.get_layer("conv_1").get_weights()[0])]
+    kernels.append(np.asarray(conv.get_weights()[0]))
+    count = min(kernels[0].shape[-1], 32)
+    figure, axes = plt.subplots(2, count, figsize=(count * 0.5, 1.4), squeeze=False)
+    for row, (name, kernel) in enumerate(zip(("untrained", "trained"), kernels)):
+        for column in range(count):
+            tile = kernel[..., column]  # (kh, kw, in)
+            tile = tile[..., :3] if tile.shape[-1] >= 3 else tile[..., 0]
+            tile = (tile - tile.min()) / max(float(np.ptp(tile)), 1e-12)
+            axes[row, column].imshow(tile, cmap=None if tile.ndim == 3 else "gray")
+            axes[row, column].axis("off")
+        axes[row, 0].set_title(name, fontsize=7, loc="left")
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _embedding_map(path, features, assigned, labels, count, rng) -> Path:
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    rows = np.sort(rng.choice(len(features), min(count, len(features)), replace=False))
+    points = features[rows]
+    if points.shape[1] > 50 and len(rows) > 50:
+        points = PCA(50, random_state=0).fit_transform(points)
+    perplexity = min(30.0, max(2.0, (len(rows) - 1) / 3))
+    xy = TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(points)
+    panels = [("clusters", assigned[rows])] + (
+        [("labels", labels[rows])] if labels is not None else []
+    )
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
+    for axis, (name, colour) in zip(axes[0], panels):
+        axis.scatter(xy[:, 0], xy[:, 1], c=colour, s=3, cmap="tab20", linewidths=0)
+        axis.set_title(f"coloured by {name}", fontsize=9)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _confusion(path, assigned, labels) -> Path:
+    import matplotlib.pyplot as plt
+
+    table, ids = matched_confusion(assigned, labels)
+    classes = table.shape[1]
+    if len(table) > classes + 1:  # many clusters: the matched ones, the rest summed
+        table = np.vstack([table[:classes], table[classes:].sum(axis=0, keepdims=True)])
+        names = [str(i) for i in ids[:classes]] + ["others"]
+    else:
+        names = [str(i) for i in ids]
+    figure, axis = plt.subplots(figsize=(1 + 0.45 * classes, 1 + 0.4 * len(table)))
+    axis.imshow(table, cmap="Blues")
+    for (row, column), value in np.ndenumerate(table):
+        axis.text(column, row, str(value), ha="center", va="center", fontsize=6)
+    axis.set_xticks(range(classes), labels=[str(c) for c in np.unique(labels)], fontsize=7)
+    axis.set_yticks(range(len(table)), labels=names, fontsize=7)
+    axis.set_xlabel("label")
+    axis.set_ylabel("cluster")
+    figure.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _curves(path, history) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    keys = [
+        k
+        for k in ("nmi_labels", "acc_labels", "ari_labels", "nmi_previous")
+        if history and k in history[0]
+    ]
+    if not keys:
+        return None
+    figure, axis = plt.subplots(figsize=(5.5, 3.2))
+    epochs = [row["epoch"] for row in history]
+    for key in keys:
+        axis.plot(epochs, [row[key] for row in history], marker="o", markersize=3, label=key)
+    axis.set_xlabel("epoch")
+    axis.set_ylim(0, 1)
+    axis.legend(fontsize=7)
+    figure.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _write_html(page: Path, run: Run, figures) -> None:
+    summary = run.directory.summary
+    scores = summary.get("final_clustering") or {}
+    rows = []
+    for split in ("train", "test"):
+        if split in scores:
+            cells = "".join(f"<td>{value:.3f}</td>" for value in scores[split].values())
+            rows.append(f"<tr><th>{split}</th>{cells}</tr>")
+    header = ""
+    if rows:
+        names = "".join(
+            f"<th>{html.escape(key)}</th>"
+            for key in next(scores[s] for s in ("train", "test") if s in scores)
+        )
+        header = f"<table><tr><th></th>{names}</tr>{''.join(rows)}</table>"
+    probes = []
+    for name in ("probe.json", "knn.json"):
+        if (run.directory.path / name).is_file():
+            accuracy = json.dumps(run.directory.read_json(name)["accuracy"])
+            probes.append(f"<pre>{html.escape(name)}: {html.escape(accuracy)}</pre>")
+    body = "".join(
+        f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,"
+        f"{base64.b64encode(Path(path).read_bytes()).decode()}'><figcaption>"
+        f"{html.escape(title)}</figcaption></figure>"
+        for title, path in figures
+    )
+    title = html.escape(f"{summary.get('recipe', 'run')}: {run.directory.path.name}")
+    run.directory.write_text(
+        page.name,
+        f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;margin:2em}}figure{{margin:1.5em 0}}img{{max-width:100%}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head>
+<body><h1>{title}</h1><p>{summary.get("epochs")} epochs, {run.num_clusters} clusters,
+{summary.get("images")} images, backend {html.escape(str(summary.get("backend")))}.</p>
+{header}{"".join(probes)}{body}
+<script>window.addEventListener("load", () => {{
+  const images = [...document.images];
+  document.body.dataset.imagesTotal = images.length;
+  document.body.dataset.imagesLoaded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+}});</script></body></html>
+""",
+    )

@@ -1,0 +1,176 @@
+"""After training: export (clusters by file), show (figures and report.html), probe --knn."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import keras_deepcluster as kdc
+from keras_deepcluster.data.synthetic import write_image_folder
+from keras_deepcluster.export import read_table
+from keras_deepcluster_cli.main import main
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], prog_name="deepcluster")
+
+
+@pytest.fixture(scope="module")
+def photos_run(tmp_path_factory):
+    """A finished run on a folder of mixed synthetic photos (two of them broken)."""
+    root = tmp_path_factory.mktemp("results")
+    write_image_folder(root / "photos", 96, classes=3, sizes=(36, 90), corrupt=2, seed=1)
+    saved = os.environ.get("KERAS_DEEPCLUSTER_CACHE")
+    os.environ["KERAS_DEEPCLUSTER_CACHE"] = str(root / "caches")
+    try:
+        result = invoke(
+            "train", "cifar10", "--source", "folder", "--data-dir", root / "photos",
+            "-k", "3", "--pca", "8", "--epochs", "1", "--batch-size", "32", "--out", root / "run",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        yield root
+    finally:
+        if saved is None:
+            os.environ.pop("KERAS_DEEPCLUSTER_CACHE", None)
+        else:
+            os.environ["KERAS_DEEPCLUSTER_CACHE"] = saved
+
+
+def test_export_names_every_file_with_its_cluster_as_assign_does(photos_run, tmp_path):
+    run = photos_run / "run"
+    result = invoke("export", run)
+    assert result.exit_code == 0, result.output
+    table = read_table(run / "clusters_train.parquet")
+    assert len(table["file"]) == 96  # the two broken files are not rows
+    assert set(np.unique(table["label"])) == {0, 1, 2}
+    for name, label in zip(table["file"][:10], table["label"][:10]):
+        assert (photos_run / "photos" / name).is_file() and name.startswith(f"class_{label}/")
+    opened = kdc.Run.open(run)
+    clusters, distances = opened.assign(opened.data().x_train)
+    np.testing.assert_array_equal(table["cluster"], clusters)
+    np.testing.assert_allclose(table["distance"], distances, rtol=1e-5)
+
+    out = tmp_path / "rows.csv"
+    result = invoke(
+        "export", run, "--format", "csv", "--embeddings", "--layer", "conv_2", "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    csv_table = read_table(out)
+    np.testing.assert_array_equal(csv_table["cluster"], table["cluster"])
+    assert list(csv_table["file"]) == list(table["file"])
+    vectors = np.load(tmp_path / "rows.npy")
+    assert vectors.shape[0] == 96 and vectors.shape[1] == np.prod(
+        opened.backbone.get_layer("conv_2").output.shape[1:]
+    )
+
+
+def test_link_clusters_puts_the_most_typical_first(photos_run, tmp_path):
+    run = photos_run / "run"
+    links = tmp_path / "by-cluster"
+    result = invoke("export", run, "--link-clusters", links)
+    assert result.exit_code == 0, result.output
+    table = read_table(run / "clusters_train.parquet")
+    folders = sorted(links.iterdir())
+    assert [f.name for f in folders] == [f"cluster_{c}" for c in sorted(set(table["cluster"]))]
+    for folder in folders:
+        cluster = int(folder.name.split("_")[1])
+        entries = sorted(folder.iterdir())
+        assert all(entry.is_symlink() and entry.resolve().is_file() for entry in entries)
+        members = table["cluster"] == cluster
+        assert len(entries) == members.sum()
+        nearest = table["file"][members][np.argmin(table["distance"][members])]
+        assert entries[0].resolve() == (photos_run / "photos" / nearest).resolve()
+    # Into a folder that is not empty: refused, the folder untouched.
+    result = invoke("export", run, "--link-clusters", links)
+    assert result.exit_code == 1 and "is not an empty folder" in result.output
+    assert sorted(links.iterdir()) == folders
+    copies = tmp_path / "copies"
+    result = invoke("export", run, "--link-clusters", copies, "--copy")
+    assert result.exit_code == 0, result.output
+    first = next(copies.rglob("*.*"))
+    assert not first.is_symlink() and first.stat().st_size > 0
+
+
+def test_export_bad_input_is_refused_before_anything_is_written(photos_run, tmp_path):
+    run = photos_run / "run"
+    result = invoke("export", run, "--split", "test")
+    assert result.exit_code == 1 and "has no 'test' split" in result.output
+    assert not (run / "clusters_test.parquet").exists()
+    result = invoke(
+        "export", run, "--embeddings", "--layer", "conv_9", "--out", tmp_path / "x.parquet"
+    )
+    assert result.exit_code == 1 and "has no layer 'conv_9'" in result.output
+    assert list(tmp_path.iterdir()) == []
+    unfinished = tmp_path / "unfinished"
+    kdc.RunDirectory(unfinished).create(kdc.load_recipe("digits").to_toml())
+    result = invoke("export", unfinished)
+    assert result.exit_code == 1 and "has not finished" in result.output
+    result = invoke("export", run, "--copy")
+    assert result.exit_code == 2 and "--copy goes with --link-clusters" in result.output
+
+
+def test_moved_data_is_named_and_can_be_pointed_at(photos_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(photos_run / "run", copy)
+    record = json.loads((copy / "data.json").read_text())
+    record["cache"] = str(tmp_path / "gone")  # the cache was deleted
+    (copy / "data.json").write_text(json.dumps(record))
+    config = (copy / "config.toml").read_text()
+    (copy / "config.toml").write_text(
+        config.replace(str(photos_run / "photos"), str(tmp_path / "x"))
+    )
+    moved = tmp_path / "moved"
+    shutil.copytree(photos_run / "photos", moved)
+    result = invoke("export", copy)
+    assert result.exit_code == 1 and "are not where they were" in result.output
+    assert "point at them with --data-dir" in " ".join(result.output.split())
+    result = invoke("export", copy, "--data-dir", moved)
+    assert result.exit_code == 0, result.output
+    (moved / "class_0" / "extra.png").write_bytes(
+        (moved / "class_1").iterdir().__next__().read_bytes()
+    )
+    result = invoke("export", copy, "--data-dir", moved)
+    assert result.exit_code == 1 and "changed since training" in result.output
+    assert "--data-dir" in result.output
+
+
+def test_knn_probe(photos_run):
+    run = photos_run / "run"
+    result = invoke("probe", run, "--knn", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "knn.json").read_text())
+    assert set(report["accuracy"]) == {"20", "200"} and report["temperature"] == 0.07
+    assert all(0 <= value <= 1 for value in report["accuracy"].values())
+    assert "weighted kNN" in result.output
+
+
+@pytest.mark.backend_independent  # one backend: a real browser is slow to start
+def test_show_writes_figures_and_a_report_that_opens_in_a_browser(photos_run):
+    run = photos_run / "run"
+    result = invoke("show", run, "--map-images", "60")
+    assert result.exit_code == 0, result.output
+    figures = sorted(p.name for p in (run / "figures").iterdir())
+    assert {"filters.png", "map.png", "confusion.png", "curves.png"} <= set(figures)
+    assert sum(name.startswith("cluster_") for name in figures) == 3
+    page = (run / "report.html").read_text()
+    assert page.count("<img") == len(figures) and "src='figures" not in page  # self-contained
+    result = invoke("show", run, "--clusters", "7")
+    assert result.exit_code == 1 and "out of range" in result.output
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/setup installs it)")
+    dom = subprocess.run(
+        [
+            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={photos_run / 'chromium'}",
+            "--virtual-time-budget=10000", "--dump-dom", (run / "report.html").as_uri(),
+        ],
+        capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert f'data-images-total="{len(figures)}"' in dom
+    assert f'data-images-loaded="{len(figures)}"' in dom
