@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from keras_deepcluster_cli import BACKENDS
 from keras_deepcluster.recipe import Recipe, RecipeError, check_value, load_recipe
+from keras_deepcluster_cli import BACKENDS
 
 # keras_deepcluster.data.image_cache.CACHE_ENV, named here without importing keras.
 CACHE_ENV = "KERAS_DEEPCLUSTER_CACHE"
