@@ -23,6 +23,8 @@ METRIC_COLUMNS = (
     ("epoch", "epoch", "{:.0f}"),
     ("loss", "loss", "{:.3f}"),
     ("nmi_labels", "NMI labels", "{:.3f}"),
+    ("acc_labels", "ACC", "{:.3f}"),
+    ("ari_labels", "ARI", "{:.3f}"),
     ("nmi_previous", "NMI t-1", "{:.3f}"),
     ("label_entropy", "entropy", "{:.3f}"),
     ("clusters", "clusters", "{:.0f}"),
@@ -92,7 +94,7 @@ class TrainingProgress(keras.callbacks.Callback):
         self.progress.advance(self.epochs_task)
         logs = logs or {}
         parts = [f"epoch {epoch}"]
-        for key, title, fmt in METRIC_COLUMNS[1:5]:
+        for key, title, fmt in METRIC_COLUMNS[1:7]:
             if key in logs:
                 parts.append(f"{title} {fmt.format(logs[key])}")
         self.console.print("  ".join(parts))

@@ -33,6 +33,12 @@ _RUN_COLUMNS = (
     ("initial_nmi", "NMI epoch 0", "{:.4f}"),
     ("best_nmi", "NMI best", "{:.4f}"),
     ("last_nmi", "NMI last", "{:.4f}"),
+    ("last_acc", "ACC last", "{:.4f}"),
+    ("test_nmi", "test NMI", "{:.4f}"),
+    ("test_acc", "test ACC", "{:.4f}"),
+    ("test_ari", "test ARI", "{:.4f}"),
+    ("knn_20", "kNN 20", "{:.4f}"),
+    ("knn_200", "kNN 200", "{:.4f}"),
     ("probe", "probe acc", "{:.4f}"),
     ("probe_random", "random-init acc", "{:.4f}"),
     ("gain", "gain", "{:+.4f}"),
@@ -87,6 +93,8 @@ def _record(run: RunDirectory, root: Path) -> dict:
         "initial_nmi": nmis[0] if nmis else None,
         "best_nmi": max(nmis) if nmis else None,
         "last_nmi": nmis[-1] if nmis else None,
+        "last_acc": history[-1].get("acc_labels") if history else None,
+        **_final_clustering_scores(summary),
         "wall_seconds": summary["wall_seconds"],
         "recluster_seconds": sum(
             row[key]
@@ -97,13 +105,24 @@ def _record(run: RunDirectory, root: Path) -> dict:
         "history": history,
         "probe": None,
         "probe_random": None,
+        "knn_20": None,
+        "knn_200": None,
         # The `select` folder a trial or final run belongs to: not part of a grid.
         "selection": run.path.parent if (run.path.parent / "selection.json").is_file() else None,
     }
     for name in ("probe", "probe_random"):
         if (run.path / f"{name}.json").is_file():
             record[name] = run.read_json(f"{name}.json")["accuracy"]
+    if (run.path / "knn.json").is_file():
+        accuracy = run.read_json("knn.json")["accuracy"]
+        record |= {f"knn_{k}": accuracy.get(k) for k in ("20", "200")}
     return record
+
+
+def _final_clustering_scores(summary: dict) -> dict:
+    """The test split's scores against the final clustering (None where not recorded)."""
+    test = (summary.get("final_clustering") or {}).get("test") or {}
+    return {f"test_{key}": test.get(key) for key in ("nmi", "acc", "ari")}
 
 
 @click.command()

@@ -12,7 +12,12 @@ import numpy as np
 
 from keras_deepcluster import clustering, devices, memory, processes
 from keras_deepcluster.data.disk_images import DiskImages
-from keras_deepcluster.evaluation.cluster_metrics import label_entropy, nmi
+from keras_deepcluster.evaluation.cluster_metrics import (
+    ari,
+    hungarian_accuracy,
+    label_entropy,
+    nmi,
+)
 from keras_deepcluster.features import FeatureExtractor
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
 
@@ -90,7 +95,8 @@ class Reclustering(keras.callbacks.Callback):
 
     Each epoch's logs (and so the `History`) get:
     ``nmi_previous`` (NMI with the previous epoch's labels; NaN in the first),
-    ``nmi_labels`` and ``label_entropy`` (only when `labels` are given),
+    ``nmi_labels``, ``acc_labels`` (Hungarian accuracy), ``ari_labels`` and
+    ``label_entropy`` (only when `labels` are given),
     ``clusters``, ``cluster_min``, ``cluster_max`` (sizes after repair),
     ``empty_clusters`` (left empty by k-means and refilled),
     ``kmeans_objective`` (mean squared distance; NaN when not clustered),
@@ -284,8 +290,11 @@ class Reclustering(keras.callbacks.Callback):
         }
         known = None if self.labels is None else self.labels >= 0
         if known is not None and known.any():
-            stats["nmi_labels"] = nmi(labels[known], self.labels[known])
-            stats["label_entropy"] = label_entropy(labels[known], self.labels[known])
+            ours, truth = labels[known], self.labels[known]
+            stats["nmi_labels"] = nmi(ours, truth)
+            stats["acc_labels"] = hungarian_accuracy(ours, truth)
+            stats["ari_labels"] = ari(ours, truth)
+            stats["label_entropy"] = label_entropy(ours, truth)
         return stats
 
     def _halt_if_stable(self, epoch: int) -> None:

@@ -39,6 +39,8 @@ HISTORY_COLUMNS = (
     "epoch",
     "loss",
     "nmi_labels",
+    "acc_labels",
+    "ari_labels",
     "nmi_previous",
     "label_entropy",
     "clusters",

@@ -174,3 +174,25 @@ def test_show_writes_figures_and_a_report_that_opens_in_a_browser(photos_run):
     ).stdout  # fmt: skip
     assert f'data-images-total="{len(figures)}"' in dom
     assert f'data-images-loaded="{len(figures)}"' in dom
+
+
+def test_history_and_report_carry_the_fields_metrics(photos_run, tmp_path):
+    import csv
+
+    run = kdc.RunDirectory(photos_run / "run")
+    last = run.history[-1]
+    labels = np.asarray(kdc.Run.open(run.path).data().y_train)
+    from keras_deepcluster.evaluation import ari, hungarian_accuracy
+
+    pseudo = run.read_pseudo_labels(int(last["epoch"]))
+    assert last["acc_labels"] == pytest.approx(hungarian_accuracy(pseudo, labels))
+    assert last["ari_labels"] == pytest.approx(ari(pseudo, labels))
+    invoke("probe", run.path, "--knn", "--epochs", "1")
+    result = invoke("report", photos_run, "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "report" / "runs.csv").open()))
+    assert len(rows) == 1
+    knn = json.loads((run.path / "knn.json").read_text())["accuracy"]
+    assert float(rows[0]["knn_20"]) == pytest.approx(knn["20"])
+    assert float(rows[0]["last_acc"]) == pytest.approx(last["acc_labels"])
+    assert rows[0]["test_acc"] == ""  # a folder without a test split
