@@ -8,6 +8,7 @@ import click
 
 from keras_deepcluster.run_directory import RunDirectory
 from keras_deepcluster_cli.options import (
+    IntList,
     cache_dir_option,
     make_console,
     run_data_option,
@@ -127,8 +128,9 @@ def export(
 @click.option(
     "--clusters",
     "chosen",
-    help="Cluster ids to draw (comma-separated); default: the largest, smallest, purest and "
-    "least pure.",
+    type=IntList(),
+    help="Cluster ids to draw (comma-separated, ranges like 0-9); default: the largest, "
+    "smallest, purest and least pure.",
 )
 @click.option(
     "--map-images",
@@ -153,16 +155,10 @@ def show(run_dir, data_dir, chosen, map_images):
     console = make_console()
     directory = RunDirectory(run_dir)
     with user_errors():
-        try:
-            clusters = None if not chosen else [int(c) for c in chosen.split(",")]
-        except ValueError:
-            raise click.BadParameter(
-                f"{chosen!r} is not a comma-separated list of cluster ids.", param_hint="--clusters"
-            ) from None
         run, data, files, _ = _open(run_dir, data_dir, console=console)
         directory.lock()
         from keras_deepcluster.visualize import write_report
 
         with console.status("drawing"):
-            report = write_report(run, data, files=files, clusters=clusters, map_images=map_images)
+            report = write_report(run, data, files=files, clusters=chosen, map_images=map_images)
     console.print(f"{len(report['figures'])} figures in {report['folder']}; open {report['html']}")

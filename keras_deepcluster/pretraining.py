@@ -484,11 +484,7 @@ def probe(
         "accuracy": result.accuracy,
         "best_accuracy": result.best_accuracy,
         "epoch_accuracies": result.epoch_accuracies,
-        "train_images": len(train_split[0]),
-        "test_images": len(test_split[0]),
-        "test_split": test_name,
-        "backend": keras.backend.backend(),
-        "seconds": time.perf_counter() - start,
+        **_probe_facts(train_split[0], test_split[0], test_name, start),
     }
     run.write_json("probe_random.json" if random else "probe.json", report)
     return report
@@ -528,14 +524,21 @@ def knn_probe(
         "feature_dim": extractor.dim,
         "accuracy": {str(key): value for key, value in accuracies.items()},
         "temperature": temperature,
-        "train_images": len(x_train),
-        "test_images": len(x_test),
+        **_probe_facts(x_train, x_test, test_name, start),
+    }
+    run.write_json("knn_random.json" if random else "knn.json", report)
+    return report
+
+
+def _probe_facts(train_images, test_images, test_name: str, start: float) -> dict:
+    """What every probe report says about its splits, backend and time."""
+    return {
+        "train_images": len(train_images),
+        "test_images": len(test_images),
         "test_split": test_name,
         "backend": keras.backend.backend(),
         "seconds": time.perf_counter() - start,
     }
-    run.write_json("knn_random.json" if random else "knn.json", report)
-    return report
 
 
 def _probe_setup(recipe, data, run, layer, random, what):
