@@ -196,3 +196,25 @@ def test_history_and_report_carry_the_fields_metrics(photos_run, tmp_path):
     assert float(rows[0]["knn_20"]) == pytest.approx(knn["20"])
     assert float(rows[0]["last_acc"]) == pytest.approx(last["acc_labels"])
     assert rows[0]["test_acc"] == ""  # a folder without a test split
+
+
+@pytest.mark.backend_independent
+def test_link_clusters_without_symbolic_links_refuses_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from keras_deepcluster import export
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "b.png").write_bytes(b"y")
+    table = {"file": np.array(["a.png", "b.png"]), "cluster": np.array([1, 0]),
+             "distance": np.array([0.1, 0.2])}  # fmt: skip
+
+    def no_links(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(export.os, "symlink", no_links)
+    with pytest.raises(ValueError, match=r"Cannot make symbolic links .* \(`copy=True`\)"):
+        export.link_clusters(table, tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".partial-*"))
+    assert export.link_clusters(table, tmp_path, tmp_path / "out", copy=True) == 2
+    assert (tmp_path / "out" / "cluster_1" / "000000_a.png").read_bytes() == b"x"
