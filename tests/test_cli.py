@@ -1,5 +1,6 @@
 """The `deepcluster` command, through click's CliRunner (in process, current backend)."""
 
+import csv
 import json
 import os
 
@@ -7,18 +8,18 @@ import keras
 import numpy as np
 import pytest
 import tomllib
-from click.testing import CliRunner
+from conftest import invoke
 
-from keras_deepcluster_cli.main import main
+from keras_deepcluster import data
+from keras_deepcluster.evaluation import label_entropy, nmi
 from keras_deepcluster.run_directory import RunDirectory
+
+# Refused before Keras runs (options, recipes, data sources, listings): on one backend.
+independent = pytest.mark.backend_independent
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 # A small, quick digits run: 300 images, 2 epochs of 1,200 draws.
 SMALL = ["--limit", "300", "--epochs", "2", "-k", "5"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], prog_name="deepcluster")
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +57,22 @@ def test_train_writes_a_complete_run(digits_run):
     for epoch in (0, 1):
         labels = run.read_pseudo_labels(epoch)
         assert labels.shape == (300,) and set(np.unique(labels)) <= set(range(5))
+    # The metrics, recomputed from the files: the pseudo-labels and the digits' own labels
+    # (the run's images are the first 300).
+    truth = data.load("digits").y_train[:300]
+    first, last = run.read_pseudo_labels(0), run.read_pseudo_labels(1)
+    assert rows[1]["nmi_labels"] == pytest.approx(nmi(last, truth), rel=1e-6)
+    assert rows[1]["nmi_previous"] == pytest.approx(nmi(last, first), rel=1e-6)
+    assert rows[1]["label_entropy"] == pytest.approx(label_entropy(last, truth), rel=1e-6)
+    # The summary's final row is history.csv's last line, read as text.
+    with open(out / "history.csv", newline="") as f:
+        last_line = list(csv.DictReader(f))[-1]
     summary = run.read_json("summary.json")
-    assert summary["final"]["epoch"] == 1 and summary["images"] == 300
-    assert summary["final"]["nmi_labels"] == pytest.approx(rows[1]["nmi_labels"])
+    assert summary["images"] == 300 and summary["epochs"] == 2
+    assert summary["final"]["epoch"] == int(last_line["epoch"]) == 1
+    for key in ("loss", "nmi_labels", "nmi_previous", "kmeans_objective"):
+        assert summary["final"][key] == pytest.approx(float(last_line[key]), rel=1e-6), key
+    assert summary["final"]["nmi_labels"] == pytest.approx(nmi(last, truth), rel=1e-6)
     model = keras.saving.load_model(out / "model.keras")
     assert model.num_clusters == 5 and model.backbone.input_shape == (None, 32, 32, 1)
 
@@ -93,17 +107,14 @@ def test_probe_trained_and_random(digits_run):
     assert "accuracy" in result.output
 
 
-def test_refuses_to_overwrite_a_run(digits_run, tmp_path):
+def test_refuses_to_overwrite_a_run(digits_run, copy_of_shared_run):
     out, _ = digits_run
     before = (out / "history.csv").read_bytes()
     result = invoke("train", "digits", *SMALL, "--out", out)
     assert result.exit_code == 1
     assert "already holds a finished run; pass --overwrite" in result.output
     assert (out / "history.csv").read_bytes() == before
-    copy = tmp_path / "copy"
-    assert (
-        invoke("train", "digits", "--limit", "100", "--epochs", "1", "--out", copy).exit_code == 0
-    )
+    copy = copy_of_shared_run  # a finished `train digits --limit 100 --epochs 1`
     result = invoke(
         "train",
         "digits",
@@ -121,6 +132,7 @@ def test_refuses_to_overwrite_a_run(digits_run, tmp_path):
     assert tomllib.loads((copy / "config.toml").read_text())["model"]["clusters"] == 4
 
 
+@independent
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -141,6 +153,7 @@ def test_bad_options(tmp_path, args, message):
     assert not (tmp_path / "run").exists()
 
 
+@independent
 def test_unknown_recipe_lists_known_ones(tmp_path):
     result = invoke("train", "fmnist", "--out", tmp_path / "run")
     assert result.exit_code == 2
@@ -149,6 +162,7 @@ def test_unknown_recipe_lists_known_ones(tmp_path):
     )
 
 
+@independent
 def test_bad_recipe_file_names_key_and_file(tmp_path):
     recipe = tmp_path / "mine.toml"
     recipe.write_text('[data]\ndataset = "digits"\nsource = "digits"\n[model]\nclusterz = 3\n')
@@ -157,6 +171,7 @@ def test_bad_recipe_file_names_key_and_file(tmp_path):
     assert "mine.toml: unknown key 'clusterz' in [model]" in " ".join(result.output.split())
 
 
+@independent
 def test_unloadable_data_writes_nothing(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -168,14 +183,17 @@ def test_unloadable_data_writes_nothing(tmp_path):
         "No train-images-idx3-ubyte[.gz] in" in result.output and "Traceback" not in result.output
     )
     assert not (tmp_path / "run").exists()
+    # The recipe refuses an unknown source when it loads, before any data is read.
     result = invoke("train", "digits", "--source", "pickle", "--out", tmp_path / "run")
+    assert result.exit_code == 2
     assert (
-        "Unknown data source 'pickle'; known sources: tfds, idx, npz, folder, digits"
-        in result.output
+        "[data] source = 'pickle' is not one of tfds, idx, npz, folder, digits, cache"
+        in " ".join(result.output.split())
     )
     assert not (tmp_path / "run").exists()
 
 
+@independent
 def test_refuses_a_foreign_non_empty_directory(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     result = invoke("train", "digits", *SMALL, "--out", tmp_path, "--overwrite")
@@ -262,6 +280,7 @@ def test_fashion_mnist_from_idx(tmp_path):
     assert 0.2 < nmi < 0.7  # random LeNet features, k=5: the authors measure 0.31-0.43
 
 
+@independent
 def test_recipes_and_datasets_commands(tmp_path, shapes, write_pngs):
     result = invoke("recipes")
     assert result.exit_code == 0
@@ -280,6 +299,7 @@ def test_recipes_and_datasets_commands(tmp_path, shapes, write_pngs):
     assert str(tmp_path) in "".join(line.split("│")[3].strip() for line in lines if "│" in line)
 
 
+@independent
 @pytest.mark.parametrize("command", [[], ["train"], ["probe"], ["recipes"], ["datasets"]])
 def test_help_has_examples(command):
     result = invoke(*command, "--help")

@@ -6,20 +6,27 @@ with exit 1 or 2 from the CLI; never another exception, a traceback, an
 abort, a hang, or a run directory for a refused input. ``FUZZ_EXAMPLES``
 sets how many examples each test draws (CI: the default below; by hand:
 ``FUZZ_EXAMPLES=2000 KERAS_BACKEND=jax pytest tests/test_fuzz.py``).
+
+The examples are derandomized (the profile "ci"): every run draws the same
+ones, so a failure in CI fails again by hand. ``FUZZ_PROFILE=explore`` draws
+new ones each run.
 """
 
 import gzip
 import io
+import math
 import os
+import re
 import shutil
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
@@ -28,12 +35,19 @@ from keras_deepcluster import data
 from keras_deepcluster_cli.main import main
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 100))
-fuzz = settings(
+settings.register_profile(
+    "ci",
     max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,
+    derandomize=True,
 )
+settings.register_profile("explore", settings.get_profile("ci"), derandomize=False)
+settings.load_profile(os.environ.get("FUZZ_PROFILE", "ci"))
+# Loaders, caches and recipes are NumPy, Pillow and TOML: on one backend. The command
+# line tests train what they accept, on every backend.
+independent = pytest.mark.backend_independent
 # A loader may take this long on the small inputs drawn here; longer is a hang.
 SECONDS = 10
 
@@ -66,7 +80,7 @@ arrays = dtypes.flatmap(
 )
 
 
-@fuzz
+@independent
 @given(
     contents=st.dictionaries(
         st.sampled_from(["x", "y", "x_train", "y_train", "x_test", "y_test", "images"]),
@@ -85,7 +99,7 @@ def test_npz_files(contents, cut):
         loads_or_refuses("npz", path)
 
 
-@fuzz
+@independent
 @given(
     magic=st.one_of(st.just(b"\x00\x00\x08"), st.binary(min_size=0, max_size=3)),
     dims=st.lists(st.integers(0, 2**32 - 1) | st.integers(0, 9), min_size=0, max_size=5),
@@ -109,8 +123,8 @@ def test_idx_files(magic, dims, declared_dims, payload, zipped, labels):
 
 
 def image_bytes(draw_mode, size, kind):
-    if kind == "garbage":
-        return os.urandom(size[0] * 3), ".png"
+    if kind == "garbage":  # bytes fixed by the draw, so that a failure reproduces
+        return np.random.default_rng(size).bytes(size[0] * 3), ".png"
     mode = draw_mode
     image = Image.new(mode, size, color=7 if mode in ("L", "P", "I;16", "1") else None)
     buffer = io.BytesIO()
@@ -124,7 +138,7 @@ def image_bytes(draw_mode, size, kind):
     return raw, extension
 
 
-@fuzz
+@independent
 @given(
     files=st.lists(
         st.tuples(
@@ -179,7 +193,6 @@ OPTIONS = {
 }
 
 
-@fuzz
 @given(
     chosen=st.dictionaries(
         st.sampled_from(sorted(OPTIONS)), st.integers(0, 9), min_size=1, max_size=5
@@ -217,8 +230,12 @@ def test_train_options(chosen, out_kind):
         shutil.rmtree(folder)
 
 
-@pytest.mark.parametrize("command", ["space", "sweep", "select", "probe", "report"])
-@fuzz
+# `space --seeds 0` trains a space; the other commands refuse every drawn value while
+# parsing it or reading the (empty) folder, before Keras runs.
+@pytest.mark.parametrize(
+    "command",
+    ["space"] + [pytest.param(c, marks=independent) for c in ("sweep", "select", "probe", "report")],
+)
 @given(value=st.sampled_from(["0", "-1", "x", "", "1-", "5-3", "nan", "1e9", "ü", "2,,3"]))
 def test_analysis_options(command, value):
     folder = Path(tempfile.mkdtemp())
@@ -243,8 +260,11 @@ def toml_value(value):
         return "true" if value else "false"
     if isinstance(value, float):
         return {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(str(value), repr(value))
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, str):  # control characters escaped: a TOML string of any text
+        return '"' + "".join(
+            f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F or c in '"\\' else c
+            for c in value
+        ) + '"'
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return str(value)
@@ -259,17 +279,178 @@ recipe_values = st.one_of(
     st.integers(-(2**70), 2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(),
-    st.text(max_size=8),
+    # No control characters: `Recipe.to_toml` writes them unescaped, which TOML forbids
+    # (test_control_characters_survive_the_round_trip, an expected failure until fixed).
+    st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=8),
     st.lists(st.integers(0, 9), max_size=3),
+    # Valid names, so that some drawn recipes load.
+    st.sampled_from(["digits", "mnist", "folder", "lenet", "alexnet_micro", "faiss", "conv_2"]),
 )
+# Where each drawn key belongs, and what it must be (the recipe format of
+# docs/recipes.md, written out here so that the test does not ask the library).
+HOME = {
+    "dataset": "data", "source": "data", "limit": "data", "backbone": "model",
+    "batch_norm": "model", "sobel": "model", "clusters": "model", "epochs": "training",
+    "batch_size": "training", "lr": "training", "momentum": "training",
+    "weight_decay": "training", "seed": "training", "deterministic": "training",
+    "pca": "clustering", "steps_per_execution": "training", "kmeans": "clustering",
+    "halt_after": "clustering", "halt_when_stable": "clustering", "layer": "probe",
+    "flip": "probe",
+}  # fmt: skip
+KIND = {
+    "dataset": str, "source": str, "limit": int, "backbone": str, "batch_norm": bool,
+    "sobel": bool, "clusters": int, "epochs": int, "batch_size": int, "lr": float,
+    "momentum": float, "weight_decay": float, "seed": int, "deterministic": bool, "pca": int,
+    "steps_per_execution": int, "kmeans": str, "halt_after": int, "halt_when_stable": float,
+    "layer": str, "flip": bool, "name": str, "description": str,
+}  # fmt: skip
+RULE = {
+    "limit": ">= 1", "clusters": ">= 2", "epochs": ">= 1", "batch_size": ">= 1", "lr": "> 0",
+    "momentum": "in [0, 1)", "weight_decay": ">= 0", "seed": ">= 0", "pca": ">= 1",
+    "steps_per_execution": ">= 1", "halt_after": ">= 1", "halt_when_stable": "in (0, 1]",
+}  # fmt: skip
+ARTICLE = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
+HOLDS = {
+    ">= 0": lambda v: v >= 0,
+    ">= 1": lambda v: v >= 1,
+    ">= 2": lambda v: v >= 2,
+    "> 0": lambda v: v > 0,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+    "in (0, 1]": lambda v: 0 < v <= 1,
+}
+CHOICES = {
+    "source": ["tfds", "idx", "npz", "folder", "digits", "cache"],
+    "kmeans": ["auto", "faiss", "sklearn", "keras"],
+    "backbone": ["alexnet", "alexnet_micro", "lenet"],
+}
+VIEWS = ["cifar10", "fashion_mnist", "imagenet", "mnist", "svhn"]
 
 
-@fuzz
+def has_kind(value, kind) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
+def homed(pairs: list) -> dict:
+    """(key, value) pairs put in their keys' own sections (an unknown key in [extra])."""
+    sections = {}
+    for key, value in pairs:
+        sections.setdefault(HOME.get(key, "extra"), {})[key] = value
+    return sections
+
+
+def plausible(key: str):
+    """Values near what `key` accepts: at the edges of its rule, its choices and a few more."""
+    kind = KIND.get(key)
+    if key in CHOICES:
+        return st.sampled_from(CHOICES[key] + ["gpu"])
+    if key == "dataset":
+        return st.sampled_from(VIEWS + ["digits", "svhn_cropped"])
+    if key == "layer":
+        return st.sampled_from(["conv_2", "relu_5", "sobel", "linear_2", "conv_9"])
+    if kind is bool:
+        return st.booleans()
+    if kind is int:
+        return st.integers(-1, 12)
+    if kind is float:
+        return st.one_of(st.floats(-0.5, 1.5), st.integers(0, 2))
+    return recipe_values
+
+
+# Recipes in the right shape with values near their edges: some load, the others break
+# one rule or another (the drawn sections above mostly break the layout).
+shaped_sections = st.tuples(
+    plausible("dataset"),
+    st.lists(recipe_keys.flatmap(lambda k: st.tuples(st.just(k), plausible(k))), max_size=8),
+).map(lambda drawn: homed([("dataset", drawn[0]), *drawn[1]]))
+
+
+def assert_names_the_problem(message: str, path: Path) -> None:
+    """A RecipeError's message names the file and a key or rule that the file breaks."""
+    assert message.startswith(f"{path}: "), message
+    rest = message[len(f"{path}: ") :]
+    try:
+        document = tomllib.loads(path.read_bytes().decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        assert rest.startswith("not valid TOML ("), message
+        return
+    assert not rest.startswith("not valid TOML"), message  # it is TOML
+    sections = {k: v for k, v in document.items() if isinstance(v, dict)}
+
+    def value_of(section, key):
+        held = document if section is None else sections.get(section, {})
+        assert key in held, f"{message!r} names {key!r}, which the file does not set"
+        return held[key]
+
+    if m := re.fullmatch(r"unknown key (.+) in \[(\w+)\]; known keys: .*\.", rest, re.S):
+        section = m[2]
+        unknown = [k for k in sections.get(section, {}) if repr(k) == m[1]]
+        assert unknown and HOME.get(unknown[0]) != section, message
+    elif m := re.fullmatch(r"unknown key (.+); a recipe has name, description and .*", rest):
+        top = [k for k in document if repr(k) == m[1]]
+        assert top and top[0] not in ("name", "description"), message
+        assert top[0] not in HOME.values() or not isinstance(document[top[0]], dict), message
+    elif rest == "[data] dataset is required (the name of the data).":
+        assert "dataset" not in sections.get("data", {}), message
+    elif m := re.fullmatch(r"(?:\[(\w+)\] )?(\w+) must be (.+); got (.*)\.", rest, re.S):
+        section, key, rule, got = m.groups()
+        assert section == HOME.get(key) and key in KIND, message
+        value = value_of(section, key)
+        assert got == repr(value), message
+        if rule == ARTICLE[KIND[key]]:
+            assert not has_kind(value, KIND[key]), message
+        else:  # the key's own rule, which its value breaks
+            assert has_kind(value, KIND[key]) and rule == RULE[key], message
+            assert not HOLDS[rule](value), message
+    elif m := re.fullmatch(r"halt_after=(\d+) is larger than epochs=(\d+); .*", rest):
+        halt_after = value_of("clustering", "halt_after")
+        epochs = sections.get("training", {}).get("epochs", 10)
+        assert (int(m[1]), int(m[2])) == (halt_after, epochs) and halt_after > epochs, message
+    elif m := re.fullmatch(r"\[(\w+)\] (\w+) = (.+) is not one of (.+)\.", rest, re.S):
+        section, key, shown, allowed = m.groups()
+        value = value_of(section, key)
+        assert section == HOME[key] and shown == repr(value), message
+        assert value not in allowed.split(", "), message
+        if key in CHOICES:
+            assert value not in CHOICES[key] and allowed.split(", ") == CHOICES[key], message
+    elif m := re.fullmatch(r"\[data\] dataset = (.+) has no image views of its own; .*", rest):
+        data_section = sections["data"]
+        assert m[1] == repr(data_section["dataset"]) and data_section["dataset"] not in VIEWS
+        assert "views" not in data_section, message
+    elif rest.startswith("[model] sobel is set, but backbone "):
+        model = sections["model"]
+        assert "sobel" in model and model.get("backbone", "lenet") == "lenet", message
+    else:
+        raise AssertionError(f"an unexpected recipe error: {message!r}")
+
+
+def assert_holds_the_file(recipe, path: Path) -> None:
+    """A recipe that loaded holds every setting of its file, each of its kind and rule."""
+    document = tomllib.loads(path.read_text())
+    assert recipe.name == document.get("name", path.stem)
+    for section, keys in document.items():
+        if not isinstance(keys, dict):
+            continue
+        for key, value in keys.items():
+            assert HOME[key] == section and has_kind(value, KIND[key]), (section, key, value)
+            assert key not in RULE or HOLDS[RULE[key]](value), (section, key, value)
+            assert key not in CHOICES or value in CHOICES[key], (section, key, value)
+            attribute = f"probe_{key}" if section == "probe" else key
+            assert getattr(recipe, attribute) == value, (section, key, value)
+    if recipe.views is None:
+        assert recipe.dataset in VIEWS
+
+
+@independent
 @given(
-    sections=st.dictionaries(
-        st.sampled_from(["data", "model", "training", "clustering", "probe", "extra"]),
-        st.dictionaries(recipe_keys, recipe_values, max_size=6),
-        max_size=6,
+    sections=st.one_of(
+        st.dictionaries(
+            st.sampled_from(["data", "model", "training", "clustering", "probe", "extra"]),
+            st.dictionaries(recipe_keys, recipe_values, max_size=6),
+            max_size=6,
+        ),
+        shaped_sections,
     ),
     top=st.dictionaries(st.sampled_from(["name", "description", "seed"]), recipe_values),
     garbage=st.one_of(st.none(), st.binary(max_size=40)),
@@ -286,8 +467,28 @@ def test_recipe_files(sections, top, garbage):
         try:
             recipe = load_recipe(path)
         except RecipeError as error:
-            assert str(error).startswith(str(path)) or "recipe" in str(error).lower()
-        else:  # what loads is a valid recipe that survives its own round trip
-            assert isinstance(recipe, Recipe) and recipe.clusters >= 2
+            event(re.sub(r"'.*|\d.*|\(.*", "", str(error)[len(str(path)) + 2 :])[:40])
+            assert_names_the_problem(str(error), path)
+        else:  # what loads holds the file's settings and survives its own round trip
+            event("loaded")
+            assert isinstance(recipe, Recipe)
+            assert_holds_the_file(recipe, path)
             path.write_text(recipe.to_toml())
             assert load_recipe(path).to_toml() == recipe.to_toml()
+
+
+@independent
+@pytest.mark.xfail(
+    strict=True,
+    reason="source bug: Recipe.to_toml writes control characters (a newline in a description) "
+    "unescaped, so the config.toml it writes is not valid TOML",
+)
+def test_control_characters_survive_the_round_trip(tmp_path):
+    from keras_deepcluster.recipe import load_recipe
+
+    path = tmp_path / "recipe.toml"
+    path.write_text('description = """two\nlines"""\n[data]\ndataset = "mnist"\n')
+    recipe = load_recipe(path)
+    assert recipe.description == "two\nlines"
+    path.write_text(recipe.to_toml())
+    assert load_recipe(path) == recipe

@@ -8,12 +8,17 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import invoke
 from PIL import Image
 from test_data import write_idx
 
 from keras_deepcluster import data
 from keras_deepcluster.data import decoding, image_cache
 from keras_deepcluster.data.disk_images import DiskImages
+
+# Decoding and caching are NumPy and Pillow: on one backend. The tests that train or
+# probe on a cache run on every backend.
+independent = pytest.mark.backend_independent
 
 
 @pytest.fixture
@@ -23,6 +28,7 @@ def on_disk(tmp_path):
     return array, DiskImages(tmp_path / "images.npy")
 
 
+@independent
 def test_disk_images_index_as_numpy(on_disk):
     array, images = on_disk
     assert images.shape == array.shape and len(images) == 50 and images.dtype == np.uint8
@@ -42,6 +48,7 @@ def test_disk_images_index_as_numpy(on_disk):
         images[np.array([50])]
 
 
+@independent
 def test_disk_images_refuse_other_arrays(tmp_path):
     np.save(tmp_path / "float.npy", np.zeros((2, 3, 3, 1), np.float32))
     with pytest.raises(ValueError, match=r"holds a float32 array .* uint8 \(N, H, W, C\)"):
@@ -61,6 +68,7 @@ def _saved(tmp_path, image, name="x.png", **kwargs):
     return path
 
 
+@independent
 def test_decoding_modes_to_gray_or_rgb(tmp_path):
     rgba = Image.new("RGBA", (6, 6), (10, 20, 30, 0))  # fully transparent -> the background
     assert (decoding.decode_file(_saved(tmp_path, rgba), 6, 3) == 255).all()
@@ -80,6 +88,7 @@ def test_decoding_modes_to_gray_or_rgb(tmp_path):
     assert (decoding.decode_file(_saved(tmp_path, gray), 6, 3) == 77).all()
 
 
+@independent
 def test_decoding_resize_rule_and_exif_orientation(tmp_path):
     array = np.random.default_rng(0).integers(0, 256, (40, 100, 3), dtype=np.uint8)
     out = decoding.decode_file(_saved(tmp_path, Image.fromarray(array)), 20, 3)
@@ -98,12 +107,14 @@ def test_decoding_resize_rule_and_exif_orientation(tmp_path):
     assert out[:, :10].min() == 255 and out[:, 20:].max() == 0
 
 
+@independent
 def test_decoding_refuses_what_is_not_an_image(tmp_path):
     (tmp_path / "a.png").write_text("no")
     with pytest.raises(ValueError, match="UnidentifiedImageError"):
         decoding.decode_file(tmp_path / "a.png", 8, 3)
 
 
+@independent
 def test_folder_of_mixed_images_is_cached(tmp_path):
     bad = data.write_image_folder(tmp_path / "photos", 40, classes=4, sizes=(20, 90), corrupt=2)
     notes = []
@@ -142,6 +153,7 @@ def test_folder_of_mixed_images_is_cached(tmp_path):
     )
 
 
+@independent
 def test_train_and_val_folders_give_two_splits(tmp_path):
     data.write_image_folder(tmp_path / "tree" / "train", 12, classes=3, sizes=(20, 40))
     data.write_image_folder(tmp_path / "tree" / "val", 6, classes=3, sizes=(20, 40), seed=1)
@@ -151,6 +163,7 @@ def test_train_and_val_folders_give_two_splits(tmp_path):
     assert str(image_cache.default_cache_root()) in str(cached.x_train.path)
 
 
+@independent
 def test_bad_folders_and_cache_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="No images in .*empty"):
@@ -174,6 +187,7 @@ def test_bad_folders_and_cache_folders(tmp_path):
         data.load("cache", path=tmp_path / "mine")
 
 
+@independent
 def test_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
     monkeypatch.setattr(image_cache, "CHUNK", 4)
     data.write_image_folder(tmp_path / "p", 18, sizes=(20, 40), corrupt=1)
@@ -206,6 +220,7 @@ def test_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
     np.testing.assert_array_equal(resumed.y_train, clean.y_train)
 
 
+@independent
 def test_full_disk_leaves_no_cache(tmp_path, monkeypatch):
     data.write_image_folder(tmp_path / "p", 4, sizes=(20, 30))
 
@@ -219,6 +234,7 @@ def test_full_disk_leaves_no_cache(tmp_path, monkeypatch):
     assert not (tmp_path / "c" / image_cache.MANIFEST).exists()
 
 
+@independent
 def test_decoding_in_worker_processes(tmp_path, monkeypatch):
     monkeypatch.setattr(image_cache, "PARALLEL_FROM", 1)
     data.write_image_folder(tmp_path / "p", 600, sizes=(16, 24), corrupt=2)
@@ -228,6 +244,7 @@ def test_decoding_in_worker_processes(tmp_path, monkeypatch):
     assert len(parallel.manifest["skipped"]) == 2
 
 
+@independent
 def test_array_sources_stream_into_the_cache(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (300, 6, 5), dtype=np.uint8)
@@ -248,6 +265,7 @@ def test_array_sources_stream_into_the_cache(tmp_path):
         data.prepare("npz", path=tmp_path / "bad.npz")
 
 
+@independent
 def test_tfds_is_streamed_into_the_cache():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=40):
@@ -258,6 +276,7 @@ def test_tfds_is_streamed_into_the_cache():
     assert cached.x_test.shape == in_memory.x_test.shape
 
 
+@independent
 def test_manifest_is_json_with_the_rule(tmp_path):
     data.write_image_folder(tmp_path / "p", 3, sizes=(20, 30))
     cache = data.prepare("folder", path=tmp_path / "p", size=8, out=tmp_path / "c")
@@ -321,8 +340,6 @@ def test_training_and_the_probe_read_the_cache_a_batch_at_a_time(tmp_path, shape
 
 
 def test_cli_prepare_then_train_from_the_cache(tmp_path):
-    from test_cli import invoke
-
     data.write_image_folder(tmp_path / "photos", 48, classes=3, sizes=(20, 70), corrupt=1)
     prepare = ("prepare", "folder", "--data-dir", tmp_path / "photos", "--size", "36")
     result = invoke(*prepare, "--out", tmp_path / "cache")
@@ -358,8 +375,6 @@ def test_cli_prepare_then_train_from_the_cache(tmp_path):
 
 
 def test_cli_trains_on_a_mixed_folder_and_imagenet_recipe(tmp_path):
-    from test_cli import invoke
-
     data.write_image_folder(tmp_path / "photos" / "train", 40, classes=2, sizes=(48, 300))
     result = invoke(
         "train",

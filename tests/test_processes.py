@@ -17,11 +17,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import invoke
 
 import keras_deepcluster as kdc
 from keras_deepcluster.evaluation import nmi
-from keras_deepcluster_cli.main import main
 
 SCRIPT = Path(__file__).parent / "two_processes.py"
 BACKEND = keras.backend.backend()
@@ -115,7 +114,7 @@ def test_cli_processes_with_other_settings_are_refused(tmp_path):
 @needs_jax
 def test_cli_job_writes_one_run_and_resumes_after_a_worker_is_killed(tmp_path):
     def train(out, *extra, port):
-        args = ["cli", "train", "digits", "--epochs", 4, "--limit", 512, "-k", 8, "--out", out]
+        args = ["cli", "train", "digits", "--epochs", 4, "--limit", 256, "-k", 8, "--out", out]
         args += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", 2, *extra]
         return [start(*args, "--process-id", i, cwd=tmp_path, tmp=scratch) for i in (0, 1)]
 
@@ -151,10 +150,7 @@ def test_cli_job_writes_one_run_and_resumes_after_a_worker_is_killed(tmp_path):
     assert not list(scratch.glob("deepcluster-process-*"))  # process 1's scratch removed
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], prog_name="deepcluster")
-
-
+@pytest.mark.backend_independent  # refused while parsing the options, before any backend runs
 @pytest.mark.parametrize(
     "args, message",
     [
