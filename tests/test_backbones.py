@@ -58,6 +58,7 @@ def test_sobel_filter_computes_sobel():
     assert model.get_layer("sobel").weights == []  # frozen: nothing to train or re-draw
 
 
+@pytest.mark.backend_independent
 def test_unknown_backbone():
     with pytest.raises(
         ValueError,

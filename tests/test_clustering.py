@@ -14,6 +14,7 @@ def blobs(n=300, k=3, d=16, seed=0):
     return (centres[y] + rng.normal(0, 1, (n, d))).astype(np.float32), y
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("backend", ["faiss", "sklearn"])
 def test_pca_whitening_gives_unit_variance(backend):
     rng = np.random.default_rng(0)
@@ -26,6 +27,7 @@ def test_pca_whitening_gives_unit_variance(backend):
     assert np.abs(cov - np.diag(np.diag(cov))).max() < 0.02 * np.diag(cov).mean()
 
 
+@pytest.mark.backend_independent
 def test_pca_whitening_of_dead_units_is_finite():
     x = np.zeros((500, 20), np.float32)
     x[:, :3] = np.random.default_rng(0).normal(size=(500, 3))  # rank 3, 17 dead units
@@ -33,6 +35,7 @@ def test_pca_whitening_of_dead_units_is_finite():
         assert np.isfinite(clustering.pca_whiten(x, 10, backend)).all()
 
 
+@pytest.mark.backend_independent
 def test_l2_normalize_rows_and_zero_rows():
     x = np.array([[3, 4], [0, 0], [1e-30, 0]], np.float32)
     out = clustering.l2_normalize(x)
@@ -41,6 +44,7 @@ def test_l2_normalize_rows_and_zero_rows():
     assert np.isfinite(out).all()
 
 
+@pytest.mark.backend_independent
 def test_l2_normalize_in_blocks_equals_the_whole_array_in_float64():
     x = np.random.default_rng(0).normal(size=(103, 7)).astype(np.float32)
     x[5] = 0
@@ -50,6 +54,7 @@ def test_l2_normalize_in_blocks_equals_the_whole_array_in_float64():
     np.testing.assert_array_equal(out, whole.astype(np.float32))
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("backend", ["faiss", "sklearn"])
 def test_kmeans_finds_blobs_and_is_seeded(backend):
     from keras_deepcluster.evaluation import nmi
@@ -69,6 +74,7 @@ def test_kmeans_finds_blobs_and_is_seeded(backend):
     assert objective == pytest.approx(expected, rel=1e-3)
 
 
+@pytest.mark.backend_independent
 def test_fill_empty_clusters_splits_the_largest():
     x, _ = blobs(n=100, k=2)
     labels = np.zeros(100, np.int64)
@@ -80,6 +86,7 @@ def test_fill_empty_clusters_splits_the_largest():
     assert counts[3] == 30  # untouched clusters keep their points
 
 
+@pytest.mark.backend_independent
 def test_fill_empty_clusters_with_identical_points():
     x = np.ones((10, 4), np.float32)
     repaired, empty = clustering.fill_empty_clusters(np.zeros(10, np.int64), x, 5)
@@ -112,6 +119,7 @@ def test_cluster_features_rejects_nan_and_bad_arguments():
         clustering.kmeans(x, 3, seed=0, backend="gpu")
 
 
+@pytest.mark.backend_independent
 def test_auto_backend_falls_back_to_sklearn_without_faiss(monkeypatch):
     x, _ = blobs()
     expected, _ = clustering.kmeans(x, 3, seed=4, backend="sklearn")
@@ -171,6 +179,7 @@ def test_deterministic_sums_give_the_scatter_add_clustering():
     assert fixed_objective == pytest.approx(fast_objective, rel=1e-4)
 
 
+@pytest.mark.backend_independent
 def test_chunk_plan_fits_the_free_memory(monkeypatch):
     from keras_deepcluster import devices
 
@@ -199,6 +208,7 @@ def test_streamed_points_give_the_resident_clustering(monkeypatch):
     assert streamed[1] == pytest.approx(resident[1], rel=1e-6)
 
 
+@pytest.mark.backend_independent
 def test_split_plan_repeats_faiss_splits_on_the_centroids():
     def faiss_split(centroids, counts, rng):  # faiss's loop, on the vectors themselves
         centroids, counts = centroids.copy(), counts.copy()

@@ -79,6 +79,7 @@ def test_one_device_is_no_distribution():
         assert kdc.devices.strategy_replicas() == 1
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("devices", [0, -1, 1.5, "2", True])
 def test_data_parallel_rejects_what_is_not_a_device_count(devices):
     with pytest.raises(ValueError, match="devices must be a positive integer or None"):

@@ -6,6 +6,7 @@ from keras_deepcluster import DeepCluster, ImageViews, PseudoLabelDataset, Reclu
 from keras_deepcluster.pseudo_label_dataset import uniform_cluster_sample
 
 
+@pytest.mark.backend_independent
 def test_sampler_draws_clusters_equally_often():
     labels = np.array([0] * 900 + [1] * 90 + [2] * 10)
     picks = uniform_cluster_sample(labels, 1000, np.random.default_rng(0))
@@ -16,12 +17,14 @@ def test_sampler_draws_clusters_equally_often():
     assert len(set(picks[labels[picks] == 2])) == 10
 
 
+@pytest.mark.backend_independent
 def test_sampler_skips_empty_cluster_ids():
     labels = np.array([0] * 50 + [5] * 50)
     picks = uniform_cluster_sample(labels, 100, np.random.default_rng(0))
     assert sorted(set(labels[picks])) == [0, 5]
 
 
+@pytest.mark.backend_independent
 def test_batches_have_fixed_shapes_and_constant_length():
     images = np.random.default_rng(0).integers(0, 255, (103, 28, 28), dtype=np.uint8)
     data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"), batch_size=16, seed=0)
@@ -35,6 +38,7 @@ def test_batches_have_fixed_shapes_and_constant_length():
         assert all(x["images"].dtype == np.uint8 for x, _ in batches)  # a quarter of float32
 
 
+@pytest.mark.backend_independent
 def test_batches_pair_images_with_their_pseudo_labels():
     # Image i is constant with value i, its label is i % 4.
     images = np.repeat(np.arange(40, dtype=np.uint8)[:, None, None], 28, 1).repeat(28, 2)
@@ -45,6 +49,7 @@ def test_batches_pair_images_with_their_pseudo_labels():
     np.testing.assert_array_equal(y, x["images"][:, 0, 0, 0] % 4)
 
 
+@pytest.mark.backend_independent
 def test_boxes_are_crops_inside_the_image():
     images = np.zeros((200, 28, 20), np.uint8)
     data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist", flip=True), batch_size=100)
@@ -58,6 +63,7 @@ def test_boxes_are_crops_inside_the_image():
     assert area.min() >= 0.08 - 0.01 and area.max() <= 1.0  # RandomResizedCrop's scale
 
 
+@pytest.mark.backend_independent
 def test_batches_depend_only_on_seed_epoch_and_index():
     images = np.random.default_rng(0).integers(0, 255, (50, 28, 28), dtype=np.uint8)
     views = ImageViews.for_dataset("mnist")
@@ -70,6 +76,7 @@ def test_batches_depend_only_on_seed_epoch_and_index():
     assert not np.array_equal(a[3][0]["boxes"], b[3][0]["boxes"])
 
 
+@pytest.mark.backend_independent
 def test_epoch_length_multiplies_steps():
     images = np.zeros((100, 28, 28), np.uint8)
     data = PseudoLabelDataset(
@@ -78,6 +85,7 @@ def test_epoch_length_multiplies_steps():
     assert len(data) == 13
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "images, message",
     [
@@ -92,6 +100,7 @@ def test_bad_images(images, message):
         PseudoLabelDataset(images, ImageViews.for_dataset("mnist"))
 
 
+@pytest.mark.backend_independent
 def test_bad_labels_and_batch_size():
     views = ImageViews.for_dataset("mnist")
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
@@ -122,6 +131,7 @@ def test_fit_chooses_workers_only_when_not_given(shapes, given):
     assert data.workers == (chosen if given is None else given)
 
 
+@pytest.mark.backend_independent
 def test_cluster_members_group_indices_by_cluster_in_one_sort():
     from keras_deepcluster.clustering import cluster_members
 

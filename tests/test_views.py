@@ -8,6 +8,7 @@ from conftest import MATMUL_ATOL
 from keras_deepcluster import FixedView, ImageViews, RandomView
 
 
+@pytest.mark.backend_independent
 def test_fixed_view_is_resize_then_centre_crop():
     views = ImageViews(size=4, resize=4, mean=(0.0,), std=(1.0,))
     images = np.arange(16, dtype=np.uint8).reshape(1, 4, 4)
@@ -94,6 +95,7 @@ def test_crops_larger_than_the_view_are_antialiased_as_torchvision_does():
     np.testing.assert_allclose(fixed, expected.permute(0, 2, 3, 1).numpy(), atol=1e-5)
 
 
+@pytest.mark.backend_independent
 def test_bad_views():
     with pytest.raises(ValueError, match="No image views for dataset 'nope'; known: cifar10"):
         ImageViews.for_dataset("nope")
@@ -103,6 +105,7 @@ def test_bad_views():
         ImageViews.for_dataset("cifar10").fixed(np.zeros((1, 32, 32), np.uint8))
 
 
+@pytest.mark.backend_independent
 def test_fixed_view_matches_torch_bilinear_resize():
     torch = pytest.importorskip("torch")
     images = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
