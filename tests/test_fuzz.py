@@ -20,11 +20,11 @@ import re
 import shutil
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -234,7 +234,8 @@ def test_train_options(chosen, out_kind):
 # parsing it or reading the (empty) folder, before Keras runs.
 @pytest.mark.parametrize(
     "command",
-    ["space"] + [pytest.param(c, marks=independent) for c in ("sweep", "select", "probe", "report")],
+    ["space"]
+    + [pytest.param(c, marks=independent) for c in ("sweep", "select", "probe", "report")],
 )
 @given(value=st.sampled_from(["0", "-1", "x", "", "1-", "5-3", "nan", "1e9", "ü", "2,,3"]))
 def test_analysis_options(command, value):
@@ -261,10 +262,14 @@ def toml_value(value):
     if isinstance(value, float):
         return {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(str(value), repr(value))
     if isinstance(value, str):  # control characters escaped: a TOML string of any text
-        return '"' + "".join(
-            f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F or c in '"\\' else c
-            for c in value
-        ) + '"'
+        return (
+            '"'
+            + "".join(
+                f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F or c in '"\\' else c
+                for c in value
+            )
+            + '"'
+        )
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return str(value)
@@ -328,7 +333,9 @@ VIEWS = ["cifar10", "fashion_mnist", "imagenet", "mnist", "svhn"]
 
 def has_kind(value, kind) -> bool:
     if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
     return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 
 

@@ -193,7 +193,9 @@ def test_an_interrupt_swallowed_by_a_callback_prints_no_traceback(monkeypatch):
 
 @independent
 def test_resume_refuses_what_it_cannot_continue(tmp_path, shared_digits_run, copy_of_shared_run):
-    result = invoke("train", "digits", "--limit", "100", "--epochs", "1", "--resume", shared_digits_run)
+    result = invoke(
+        "train", "digits", "--limit", "100", "--epochs", "1", "--resume", shared_digits_run
+    )
     assert result.exit_code == 1 and "already finished" in result.output
     (tmp_path / "empty").mkdir()
     result = invoke("train", "digits", "--resume", tmp_path / "empty")
