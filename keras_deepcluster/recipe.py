@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,8 @@ def toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # JSON's string escapes are TOML's (\n, \", \\, \uXXXX), but for DEL, which TOML refuses raw.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     return repr(value)
 
 

@@ -485,11 +485,6 @@ def test_recipe_files(sections, top, garbage):
 
 
 @independent
-@pytest.mark.xfail(
-    strict=True,
-    reason="source bug: Recipe.to_toml writes control characters (a newline in a description) "
-    "unescaped, so the config.toml it writes is not valid TOML",
-)
 def test_control_characters_survive_the_round_trip(tmp_path):
     from keras_deepcluster.recipe import load_recipe
 
