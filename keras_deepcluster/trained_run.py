@@ -40,6 +40,7 @@ class Run:
         self.recipe = recipe
         self.model = model
         self.cluster_model = cluster_model
+        self._extractors: dict[str | None, FeatureExtractor] = {}  # compiled once per layer
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
@@ -91,8 +92,10 @@ class Run:
         `layer` names a backbone layer (default: the backbone's output, the
         features the run clustered).
         """
-        network = self.backbone if layer is None else layer_model(self.backbone, layer)
-        return FeatureExtractor(network, self.model.views)(images, batch_size)
+        if layer not in self._extractors:
+            network = self.backbone if layer is None else layer_model(self.backbone, layer)
+            self._extractors[layer] = FeatureExtractor(network, self.model.views)
+        return self._extractors[layer](images, batch_size)
 
     def assign(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """The run's cluster of each image and the distance to its centroid.
