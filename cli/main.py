@@ -48,7 +48,7 @@ def main():
 
     \b
     Examples:
-      deepcluster train digits                     # offline, about a minute on a CPU
+      deepcluster train digits                     # offline, about 25 s on a 2-core CPU
       deepcluster train fashion_mnist --source idx --data-dir /usr/share/datasets/fashion-mnist
       deepcluster probe runs/digits-tensorflow-k10-seed61
       deepcluster recipes

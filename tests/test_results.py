@@ -7,16 +7,11 @@ import subprocess
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import invoke
 
 import keras_deepcluster as kdc
 from keras_deepcluster.data.synthetic import write_image_folder
 from keras_deepcluster.export import read_table
-from keras_deepcluster_cli.main import main
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], prog_name="deepcluster")
 
 
 @pytest.fixture(scope="module")
