@@ -16,7 +16,7 @@ from rich.table import Table
 from keras_deepcluster import directory_lock
 from keras_deepcluster.recipe import Recipe, load_recipe, recipe_names
 from keras_deepcluster.run_directory import RunDirectory
-from keras_deepcluster_cli import job, report, results, selection, space, sweep
+from keras_deepcluster_cli import multi_process, random_filters, report, results, selection, sweep
 from keras_deepcluster_cli.options import (
     OptionalInt,
     backend_option,
@@ -117,9 +117,11 @@ def train(
     several = (coordinator, num_processes, process_id) != (None, None, None)
     if several:
         with user_errors():
-            devices = job.join(coordinator, num_processes, process_id, devices, recipe, resume)
+            devices = multi_process.join(
+                coordinator, num_processes, process_id, devices, recipe, resume
+            )
     hint = "relaunch them all with --resume on the run directory to continue."
-    with job.failing_fast(several, hint):
+    with multi_process.failing_fast(several, hint):
         _train(recipe, devices, out, overwrite, resume, overrides)
 
 
@@ -437,7 +439,7 @@ def _print_config(
 
 
 for _command in (
-    space.space,
+    random_filters.space,
     sweep.sweep,
     report.report,
     selection.select,

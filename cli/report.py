@@ -14,7 +14,7 @@ from rich.table import Table
 from keras_deepcluster.directory_lock import lock_folder
 from keras_deepcluster.recipe import load_recipe
 from keras_deepcluster.run_directory import RunDirectory
-from keras_deepcluster_cli import comparisons, plots, space
+from keras_deepcluster_cli import plots, random_filters, report_comparisons
 from keras_deepcluster_cli.options import make_console, user_errors
 from keras_deepcluster_cli.statistics import finite
 
@@ -88,7 +88,7 @@ def _record(run: RunDirectory, root: Path) -> dict:
         "seed": recipe.seed,
         "pca": recipe.pca,
         "epochs": recipe.epochs,
-        "halt": comparisons.halt_rule(recipe),
+        "halt": report_comparisons.halt_rule(recipe),
         "halted_at": stopped["epoch"] if stopped else recipe.epochs,
         "initial_nmi": nmis[0] if nmis else None,
         "best_nmi": max(nmis) if nmis else None,
@@ -165,12 +165,12 @@ def report(directories, out, margin):
     console = make_console()
     with user_errors():
         runs = collect_runs(list(directories))
-        spaces = sorted(p.parent for d in directories for p in d.rglob(space.RESULTS))
+        spaces = sorted(p.parent for d in directories for p in d.rglob(random_filters.RESULTS))
         selections = sorted(p for d in directories for p in d.rglob("selection.json"))
         if not runs and not spaces:
             raise ValueError(
                 f"No finished runs (config.toml with summary.json) or space results "
-                f"({space.RESULTS}) under {', '.join(map(str, directories))}."
+                f"({random_filters.RESULTS}) under {', '.join(map(str, directories))}."
             )
         out = out or directories[0] / "report"
         out.mkdir(parents=True, exist_ok=True)
@@ -178,10 +178,10 @@ def report(directories, out, margin):
         quality = {}
         written = []
         for directory in spaces:
-            rows = space.read_results(RunDirectory(directory))
+            rows = random_filters.read_results(RunDirectory(directory))
             quality.update({int(row["seed"]): row["nmi"] for row in rows})
-            console.print(space.results_table(rows, f"space: {directory}"))
-            console.print(space.summary(rows))
+            console.print(random_filters.results_table(rows, f"space: {directory}"))
+            console.print(random_filters.summary(rows))
             written.append(
                 plots.space_histogram(
                     rows,
@@ -193,19 +193,22 @@ def report(directories, out, margin):
         pooled = [r for r in runs if r["selection"] is None]
         tables = {
             "runs": (runs, COLUMNS),
-            "groups": (comparisons.group_summary(pooled), GROUP_COLUMNS),
-            "halting": (comparisons.halting_equivalence(pooled, margin / 100), HALTING_COLUMNS),
-            "selection": (comparisons.selection_regret(runs, selections), SELECTION_COLUMNS),
+            "groups": (report_comparisons.group_summary(pooled), GROUP_COLUMNS),
+            "halting": (
+                report_comparisons.halting_equivalence(pooled, margin / 100),
+                HALTING_COLUMNS,
+            ),
+            "selection": (report_comparisons.selection_regret(runs, selections), SELECTION_COLUMNS),
         }
         tables["criteria"] = (
-            comparisons.regret_summary(tables["selection"][0]),
+            report_comparisons.regret_summary(tables["selection"][0]),
             CRITERIA_COLUMNS,
         )
         for name, (rows, columns) in tables.items():
             if rows:
                 written += write_table(rows, columns, out / name)
                 console.print(table(rows, columns, TITLES[name].format(n=len(rows))))
-        interactions = comparisons.quality_by_k(pooled, quality)
+        interactions = report_comparisons.quality_by_k(pooled, quality)
         if interactions:
             written += write_interactions(interactions, out)
             for settings, result in interactions:
@@ -430,7 +433,7 @@ def draw_plots(runs, groups, halting, interactions, out: Path) -> list[Path]:
     if runs:
         written.append(plots.nmi_curves(runs, out / "nmi_curves.png"))
     probed = [r for r in runs if finite(r["probe"])]
-    never = [g for g in groups if g["halt"] == comparisons.NEVER and finite(g["probe_mean"])]
+    never = [g for g in groups if g["halt"] == report_comparisons.NEVER and finite(g["probe_mean"])]
     if len({g["clusters"] for g in never}) >= 2:
         written.append(plots.probe_against_k(never, probed, out / "probe_vs_k.png"))
     with_nmi = [r for r in probed if finite(r["initial_nmi"])]

@@ -45,7 +45,7 @@ from keras_deepcluster_cli.options import (
     use_backend,
     user_errors,
 )
-from keras_deepcluster_cli.space import random_filter_qualities
+from keras_deepcluster_cli.random_filters import random_filter_qualities
 
 # How a trial run is scored with the labelled images (higher is better).
 CRITERIA = {

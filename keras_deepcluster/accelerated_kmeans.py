@@ -25,6 +25,7 @@ import numpy as np
 from keras import ops
 
 from keras_deepcluster import determinism, devices, processes
+from keras_deepcluster.compilation import compiled
 
 # faiss's relative perturbation of a split centroid (Clustering.cpp, EPS).
 _SPLIT_EPSILON = 1.0 / 1024.0
@@ -189,7 +190,7 @@ def _lloyd_step(backend: str, k: int, deterministic: bool):
             counts = ops.scatter_update(ops.zeros((k,)), rows, ops.ones_like(distances), "add")
         return labels, distances, sums, counts
 
-    return devices.compiled(step)
+    return compiled(step)
 
 
 def _update(centroids, sums, counts, rng):

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from keras_deepcluster import devices, processes
+from keras_deepcluster.compilation import compiled
 from keras_deepcluster.pseudo_label_dataset import check_images
 from keras_deepcluster.views import FixedView, ImageViews
 
@@ -18,7 +19,7 @@ class FeatureExtractor:
     The fixed view (`FixedView`) runs inside the network's compiled forward
     pass, so only the stored images (uint8 for the usual datasets) cross to
     the device and the host does no resampling. The network runs as one
-    compiled stateless function (`devices.compiled`) fed the current weights,
+    compiled stateless function (`compilation.compiled`) fed the current weights,
     batch after batch without waiting: each batch's features are copied to
     the host while the next one computes, into one preallocated float32
     array (N, D), or, with ``on_device=True``, stay on the device as one
@@ -120,7 +121,7 @@ class FeatureExtractor:
                 # The batch dimension may be unknown (TensorFlow, traced for several sizes).
                 return keras.ops.reshape(outputs, (-1, self.dim))
 
-            self._networks[key] = (network, devices.compiled(forward, self.jit_compile))
+            self._networks[key] = (network, compiled(forward, self.jit_compile))
         return self._networks[key]
 
 

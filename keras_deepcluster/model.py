@@ -210,4 +210,3 @@ class DeepCluster(keras.Model):
         if config.get("views") is not None:
             config["views"] = views_from_config(config["views"])
         return cls(**config)
-

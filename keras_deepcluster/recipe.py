@@ -214,7 +214,7 @@ def toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        # JSON's string escapes are TOML's (\n, \", \\, \uXXXX), but for DEL, which TOML refuses raw.
+        # JSON's string escapes are TOML's (\n, \", \\, \uXXXX); TOML refuses a raw DEL.
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     return repr(value)
 

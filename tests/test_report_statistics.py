@@ -11,10 +11,10 @@ import pytest
 import scipy.stats
 from click.testing import CliRunner
 
-from keras_deepcluster_cli import statistics
-from keras_deepcluster_cli.main import main
 from keras_deepcluster.recipe import load_recipe
 from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster_cli import statistics
+from keras_deepcluster_cli.main import main
 
 # Statistics on numbers and `report` on made-up run folders: nothing runs Keras.
 pytestmark = pytest.mark.backend_independent

@@ -27,7 +27,7 @@ from keras_deepcluster.data.image_cache import (
 )
 from keras_deepcluster.data.image_data import ImageData
 from keras_deepcluster.data.image_folder import load_image_folder
-from keras_deepcluster.data.image_sources import folder_splits
+from keras_deepcluster.data.source_splits import folder_splits
 from keras_deepcluster.data.synthetic import write_image_folder
 from keras_deepcluster.data.tfds import load_tfds, tfds_unavailable_reason
 

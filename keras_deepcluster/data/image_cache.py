@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deepcluster.data import image_sources
+from keras_deepcluster.data import source_splits
 from keras_deepcluster.data.decoding import RESIZE_RULE, decode_array, decode_file
 from keras_deepcluster.data.disk_images import DiskImages, read_npy_header
 from keras_deepcluster.data.image_data import ImageData
-from keras_deepcluster.data.image_sources import CHUNK
+from keras_deepcluster.data.source_splits import CHUNK
 
 CACHE_ENV = "KERAS_DEEPCLUSTER_CACHE"
 CACHED_SOURCES = ("folder", "idx", "npz", "tfds")
@@ -200,7 +200,7 @@ def prepare(
         "limit": limit,
         "rule": RESIZE_RULE,
     }
-    digest, listing = image_sources.files_digest(source_files, root)
+    digest, listing = source_splits.files_digest(source_files, root)
     out = Path(out) if out is not None else default_cache_root() / _folder_name(identity)
     manifest = _read_json(out / MANIFEST)
     if manifest is not None:
@@ -240,22 +240,22 @@ def _splits(source, name, path, limit, download=True, on_note=None):
         raise ValueError(f"The {source!r} source needs a path (data directory or file).")
     if source == "folder":
         root = Path(path)
-        splits = image_sources.folder_splits(root, limit)
+        splits = source_splits.folder_splits(root, limit)
         return splits, [f for s in splits for f in s.files], root
     if source == "idx":
         root = Path(path)
         if not root.is_dir():
             raise ValueError(f"IDX data directory {root} does not exist or is not a directory.")
-        return image_sources.idx_splits(root, limit), sorted(root.glob("*idx*")), root
+        return source_splits.idx_splits(root, limit), sorted(root.glob("*idx*")), root
     if source == "npz":
         root = Path(path)
         if not root.is_file():
             raise ValueError(f"No .npz file {root}.")
-        return image_sources.npz_splits(root, limit), [root], root.parent
+        return source_splits.npz_splits(root, limit), [root], root.parent
     if not name:
         raise ValueError("The 'tfds' source needs a dataset name, e.g. 'fashion_mnist'.")
     data_dir = None if path is None else str(path)
-    splits = image_sources.tfds_splits(name, data_dir, limit, download, on_note)
+    splits = source_splits.tfds_splits(name, data_dir, limit, download, on_note)
     root = Path(path) if path else Path.home() / "tensorflow_datasets"
     files = sorted(p for p in (root / name).rglob("*") if p.is_file())
     return splits, files, root

@@ -8,13 +8,13 @@ import numpy as np
 
 from keras_deepcluster.data.decoding import to_channels
 from keras_deepcluster.data.image_data import ImageData
-from keras_deepcluster.data.image_sources import folder_splits
+from keras_deepcluster.data.source_splits import folder_splits
 
 
 def load_image_folder(directory: str | Path, name: str = "folder") -> ImageData:
     """Loads every image of a folder into memory, as uint8 arrays.
 
-    The folder's layout is that of the image cache (`image_sources.folder_splits`):
+    The folder's layout is that of the image cache (`source_splits.folder_splits`):
     ``train/`` (and ``val/`` or ``test/``), or the images directly; in each,
     one sub-folder per class (labelled) or loose files (unlabelled). Every
     image must have the same size, and be grayscale or colour throughout: a

@@ -129,8 +129,11 @@ def random_filter_qualities(
     for seed in seeds:
         keras.utils.clear_session()  # one network at a time in memory, not every seed's
         backbone = pretraining.build_backbone(recipe.replace(seed=seed), shape)
-        yield seed, kdc.evaluation.filter_quality(
-            backbone, images, labels, views, recipe.clusters, seed, recipe.pca, recipe.kmeans
+        yield (
+            seed,
+            kdc.evaluation.filter_quality(
+                backbone, images, labels, views, recipe.clusters, seed, recipe.pca, recipe.kmeans
+            ),
         )
 
 
