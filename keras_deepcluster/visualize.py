@@ -62,13 +62,13 @@ def write_report(
     import matplotlib
 
     matplotlib.use("Agg")
-    folder = run.directory.path / "figures"
-    folder.mkdir(exist_ok=True)
     images, labels = data.x_train, data.y_train
     features = run.embed(images)
     assigned, distances = run.cluster_model.assign(features)
     k = run.num_clusters
-    chosen = _chosen_clusters(assigned, labels, k, clusters)
+    chosen = _chosen_clusters(assigned, labels, k, clusters)  # bad ids: refused, nothing written
+    folder = run.directory.path / "figures"
+    folder.mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
     figures = []  # (title, path)
     for cluster in chosen:

@@ -61,6 +61,9 @@ def make_shapes(n: int, seed: int = 0, size: int = 28):
 @pytest.fixture(autouse=True)
 def fresh_session(tmp_path, monkeypatch):
     keras.utils.clear_session()
+    # What a command writes by default (runs/...) goes into this test's folder: tests run
+    # side by side in CI (pytest-xdist) and must not share a working directory.
+    monkeypatch.chdir(tmp_path)
     # Each test's image caches in its own folder: none is reused by another test.
     monkeypatch.setenv("KERAS_DEEPCLUSTER_CACHE", str(tmp_path / "image-caches"))
     yield

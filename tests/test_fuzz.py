@@ -494,3 +494,59 @@ def test_control_characters_survive_the_round_trip(tmp_path):
     assert recipe.description == "two\nlines"
     path.write_text(recipe.to_toml())
     assert load_recipe(path) == recipe
+
+
+# What comes after training, on a copy of one finished run: options at and beyond their edges.
+AFTER_TRAINING = {
+    "export": {
+        "--split": ["train", "test", "x"],
+        "--format": ["parquet", "csv", "xml"],
+        "--layer": ["conv_2", "conv_9", "", "ü"],
+        "--out": ["rows.csv", "a dir/", "rün ✓.parquet", "run-file"],
+        "--link-clusters": ["links", "busy", "run-file"],
+        "--embeddings": [None],
+        "--copy": [None],
+        "--source": ["npz", "digits", "folder", "x"],
+    },
+    "show": {
+        "--clusters": ["0", "-1", "99", "x", "1-", "0,1", "0-2"],
+        "--map-images": ["5", "10", "60", "x"],
+        "--data-dir": ["missing", "busy"],
+    },
+}
+
+
+@independent  # refusals are Python-level; the commands' work is tested on every backend
+@settings(max_examples=12)
+@given(
+    command=st.sampled_from(sorted(AFTER_TRAINING)),
+    picks=st.lists(st.integers(0, 99), min_size=1, max_size=4),
+)
+def test_export_and_show_options(shared_digits_run, command, picks):
+    options = AFTER_TRAINING[command]
+    names = sorted(options)
+    folder = Path(tempfile.mkdtemp())
+    try:
+        run = shutil.copytree(shared_digits_run, folder / "run")
+        (folder / "busy").mkdir()
+        (folder / "busy" / "mine.txt").write_text("keep")
+        (folder / "run-file").write_text("not a folder")
+        args = [command, str(run)]
+        for pick in picks:
+            name = names[pick % len(names)]
+            value = options[name][pick // len(names) % len(options[name])]
+            args += [name] if value is None else [name, str(folder / value) if "/" in value or
+                                                  value in ("busy", "missing", "run-file", "links")
+                                                  else value]  # fmt: skip
+        before = sorted(p.relative_to(run) for p in run.rglob("*"))
+        result = CliRunner().invoke(main, args, prog_name="deepcluster")
+        assert result.exit_code in (0, 1, 2), (args, result.output, result.exception)
+        if result.exit_code:
+            assert isinstance(result.exception, SystemExit), (args, repr(result.exception))
+            assert "Traceback" not in result.output and "Error" in result.output, result.output
+            after = sorted(p.relative_to(run) for p in run.rglob("*") if p.name != ".lock")
+            assert after == [p for p in before if p.name != ".lock"], (args, result.output)
+            assert (folder / "busy" / "mine.txt").read_text() == "keep"
+            assert not list(folder.rglob(".partial-*")), args
+    finally:
+        shutil.rmtree(folder)
