@@ -374,6 +374,9 @@ def test_cli_prepare_then_train_from_the_cache(tmp_path):
     assert json.loads((out / "probe.json").read_text())["test_images"] == 10  # 20 % of 48
 
 
+# One backend: the cache and recipe are Python; the 224-pixel AlexNet's layout is checked on
+# every backend (test_backbones::test_imagenet_alexnet_layout) and training on small nets.
+@pytest.mark.backend_independent
 def test_cli_trains_on_a_mixed_folder_and_imagenet_recipe(tmp_path):
     data.write_image_folder(tmp_path / "photos" / "train", 40, classes=2, sizes=(48, 300))
     result = invoke(

@@ -114,7 +114,7 @@ def test_cli_processes_with_other_settings_are_refused(tmp_path):
 @needs_jax
 def test_cli_job_writes_one_run_and_resumes_after_a_worker_is_killed(tmp_path):
     def train(out, *extra, port):
-        args = ["cli", "train", "digits", "--epochs", 4, "--limit", 256, "-k", 8, "--out", out]
+        args = ["cli", "train", "digits", "--epochs", 3, "--limit", 256, "-k", 8, "--out", out]
         args += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", 2, *extra]
         return [start(*args, "--process-id", i, cwd=tmp_path, tmp=scratch) for i in (0, 1)]
 
@@ -143,7 +143,7 @@ def test_cli_job_writes_one_run_and_resumes_after_a_worker_is_killed(tmp_path):
     resumed = finish(*train("killed", "--resume", tmp_path / "killed", port=free_port()))
     assert [code for code, _, _ in resumed] == [0, 0], resumed[0][2][-3000:]
     assert "resuming after epoch" in resumed[0][1]
-    for epoch in range(4):
+    for epoch in range(3):
         name = f"pseudo_labels/epoch_{epoch:03d}.npz"
         with np.load(tmp_path / "whole" / name) as a, np.load(tmp_path / "killed" / name) as b:
             np.testing.assert_array_equal(a["labels"], b["labels"])
