@@ -9,8 +9,8 @@ Every key is checked on load: an unknown key, a wrong type or a value out of
 range is an error naming the key and the file. TOML has no null, so an
 optional setting (``pca``, ``halt_after``, ...) is off when its key is absent.
 
-This module does not import keras, so the CLI can read recipes before the
-backend is chosen.
+This module itself does not import keras: the registries its `CHOICES` name
+do, and tests/test_recipe.py checks the two agree.
 
 Example:
 >>> recipe = load_recipe("fashion_mnist").replace(clusters=10, epochs=3)
