@@ -28,7 +28,7 @@ from keras_deepcluster import (  # noqa: E402
 from keras_deepcluster.callbacks import RunRecorder, StopOnInterrupt, StopOnNaN  # noqa: E402
 from keras_deepcluster.cluster_model import ClusterModel  # noqa: E402
 from keras_deepcluster.clustering import cluster_features  # noqa: E402
-from keras_deepcluster.determinism import enable_determinism  # noqa: E402
+from keras_deepcluster.determinism import enable_determinism, set_random_seed  # noqa: E402
 from keras_deepcluster.devices import data_parallel  # noqa: E402
 from keras_deepcluster.features import FeatureExtractor, extract_features  # noqa: E402
 from keras_deepcluster.interrupts import catch_interrupts  # noqa: E402
@@ -76,5 +76,6 @@ __all__ = [
     "pretraining",
     "processes",
     "recipe",
+    "set_random_seed",
     "train",
 ]

@@ -14,6 +14,8 @@ import os
 
 import keras
 
+from keras_deepcluster.tensorflow_import import without_tensorflow
+
 # XLA's switch for deterministic GPU kernels (scatter rewritten, no
 # nondeterministic autotuning choices); read when JAX or TensorFlow starts XLA.
 XLA_FLAG = "--xla_gpu_deterministic_ops=true"
@@ -71,6 +73,20 @@ def enable_determinism() -> None:
     elif backend == "jax" and not flag_was_set:
         _check_xla_not_started()
     _enabled = True
+
+
+def set_random_seed(seed: int) -> None:
+    """Seeds Python, NumPy, Keras and the backend, as `keras.utils.set_random_seed` does.
+
+    Keras's function seeds TensorFlow too whenever it is installed (for
+    ``tf.data`` pipelines); on the other backends that imports TensorFlow for
+    nothing, as no pipeline here uses ``tf.data`` there (`without_tensorflow`).
+
+    Args:
+        seed: the seed, an int.
+    """
+    with without_tensorflow():
+        keras.utils.set_random_seed(seed)
 
 
 def _check_xla_not_started() -> None:

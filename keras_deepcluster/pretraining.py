@@ -223,7 +223,7 @@ class Pretraining:
         check_channels(recipe, views, images.shape[-1])
         if recipe.deterministic:
             kdc.enable_determinism()
-        keras.utils.set_random_seed(recipe.seed)
+        kdc.set_random_seed(recipe.seed)
         dataset = kdc.PseudoLabelDataset(
             images,
             views,

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_deepcluster.directory_lock import LOCK_FILE, lock_folder
+from keras_deepcluster.tensorflow_import import without_tensorflow
 
 # history.csv columns, in this order; further keys follow alphabetically.
 HISTORY_COLUMNS = (
@@ -115,7 +116,8 @@ class RunDirectory:
         name = f"checkpoint_epoch_{epoch:03d}.keras"
         final = self.path / name
         temporary = final.with_name(".partial-" + name)
-        model.save(temporary)
+        with without_tensorflow():  # Keras would import it to look for its shapes
+            model.save(temporary)
         _fsync(temporary)
         os.replace(temporary, final)
         self.write_json(self.CHECKPOINT, {"epoch": epoch, "model": name, **state})
@@ -261,7 +263,8 @@ class RunDirectory:
         # Keras insists on the .keras suffix, so the temporary name keeps it.
         final = self.path / self.MODEL
         temporary = final.with_name(".partial-" + final.name)
-        model.save(temporary)
+        with without_tensorflow():  # Keras would import it to look for its shapes
+            model.save(temporary)
         _fsync(temporary)
         os.replace(temporary, final)
 

@@ -1,10 +1,12 @@
-"""What importing keras_deepcluster sets up in the process: TensorFlow's oneDNN kernels on."""
+"""What importing and using keras_deepcluster does to the process: TensorFlow's oneDNN kernels
+on; on the other backends, TensorFlow left unimported."""
 
 import json
 import os
 import subprocess
 import sys
 
+import keras
 import pytest
 
 pytest.importorskip("tensorflow")
@@ -51,8 +53,39 @@ def test_importing_the_package_turns_tensorflows_onednn_on():
     # On a CPU where TensorFlow's own default is off (no AVX-512 VNNI or AMX) `on` is
     # the package's doing; where it is on anyway, `variable` shows the package set it.
 
+
 @pytest.mark.backend_independent
 def test_an_explicit_tf_enable_onednn_opts_0_is_kept():
     variable, on, log = onednn("0")
     assert variable == "0"
     assert on is False and "oneDNN custom operations are on" not in log, log[-2000:]
+
+
+# A run from Python as the CLI makes it: seeded, trained, saved as the run directory's
+# model and checkpoint, loaded again.
+TRAIN_SAVE_LOAD = """
+import sys
+import numpy as np
+import keras_deepcluster as kdc
+run = kdc.train(kdc.load_recipe("digits").replace(limit=40, epochs=1), out="run")
+clusters, _ = kdc.Run.open(run.path).assign(np.zeros((3, 8, 8, 1), np.uint8))
+print(len(clusters), "tensorflow" in sys.modules)
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="TensorFlow is the backend")
+def test_training_on_jax_or_torch_never_imports_tensorflow(tmp_path):
+    # Keras imports TensorFlow when seeding and saving if it is installed (seconds per
+    # process); `without_tensorflow` keeps it out.
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend()}
+    result = subprocess.run(
+        [sys.executable, "-c", TRAIN_SAVE_LOAD],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "3 False", result.stdout[-2000:]
+    assert (tmp_path / "run" / "model.keras").is_file()

@@ -35,7 +35,7 @@ def train(devices: int, epochs: int = 3, feature_batch: int = 128) -> dict:
     images, classes = make_shapes(512, seed=0)
     distribution = kdc.data_parallel(devices)
     with distribution.scope():
-        keras.utils.set_random_seed(0)
+        kdc.set_random_seed(0)
         views = kdc.ImageViews.for_dataset("mnist", scale=(0.3, 1.0))
         data = kdc.PseudoLabelDataset(images, views, batch_size=64, seed=0, epoch_length=2048)
         model = kdc.DeepCluster(kdc.backbones.lenet(seed=0), 8, weight_decay=1e-3)

@@ -26,7 +26,7 @@ def train(data_seed: int = 0, seed: int = 0, epochs: int = 3) -> dict:
     """Each epoch's pseudo-labels, loss and NMI of a small run on every process's device."""
     images, classes = make_shapes(512, seed=data_seed)
     with kdc.data_parallel(None if kdc.processes.process_count() > 1 else 1).scope():
-        keras.utils.set_random_seed(seed)
+        kdc.set_random_seed(seed)
         views = kdc.ImageViews.for_dataset("mnist", scale=(0.3, 1.0))
         data = kdc.PseudoLabelDataset(images, views, batch_size=64, seed=seed, epoch_length=2048)
         model = kdc.DeepCluster(kdc.backbones.lenet(seed=seed), 8, weight_decay=1e-3)
