@@ -153,6 +153,7 @@ def is_stopped(pid: int) -> bool:
         return f.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
+@pytest.mark.backend_independent  # the lock is Python; what it guards trains per backend elsewhere
 def test_two_training_processes_on_one_directory(tmp_path):
     # The reproduction: a resume started while the first run is still writing
     # (the first one waits, stopped after its first epoch, until the second has run).

@@ -193,13 +193,31 @@ OPTIONS = {
 }
 
 
-@given(
+TRAIN_OPTIONS = dict(
     chosen=st.dictionaries(
         st.sampled_from(sorted(OPTIONS)), st.integers(0, 9), min_size=1, max_size=5
     ).map(lambda picks: {k: OPTIONS[k][i % len(OPTIONS[k])] for k, i in picks.items()}),
     out_kind=st.sampled_from(["new", "file", "unicode", "nested"]),
 )
+# What is accepted trains, so a share of the draws runs on every backend; most draws are
+# refused while parsing, before Keras runs, and the rest of them run once.
+EVERY_BACKEND = max(1, EXAMPLES // 4)
+
+
+@settings(max_examples=EVERY_BACKEND)
+@given(**TRAIN_OPTIONS)
 def test_train_options(chosen, out_kind):
+    train_ends_in_a_run_or_a_message(chosen, out_kind)
+
+
+@independent
+@settings(max_examples=max(1, EXAMPLES - EVERY_BACKEND))
+@given(**TRAIN_OPTIONS)
+def test_more_train_options(chosen, out_kind):
+    train_ends_in_a_run_or_a_message(chosen, out_kind)
+
+
+def train_ends_in_a_run_or_a_message(chosen, out_kind):
     chosen.setdefault("--limit", "40")
     chosen.setdefault("--epochs", "1")
     folder = Path(tempfile.mkdtemp())

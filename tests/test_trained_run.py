@@ -96,6 +96,24 @@ def test_cluster_model_round_trip_and_whitening(tmp_path):
 
 
 @pytest.mark.backend_independent
+@pytest.mark.parametrize("dim", [5, 12])  # within the rank of 12 centred images, and beyond
+def test_whitening_of_fewer_images_than_features_is_the_scatter_matrixs(dim):
+    # N < d takes the N x N Gram matrix; the d x d scatter matrix gives the same axes.
+    rng = np.random.default_rng(1)
+    features = (rng.normal(size=(12, 40)) * rng.uniform(0.5, 3, 40)).astype(np.float32)
+    model, _ = ClusterModel.fit(features, 2, seed=0, pca_dim=dim)
+    centred = (features - features.mean(axis=0)).astype(np.float64)
+    eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
+    rank = 11  # 12 centred rows
+    top = np.argsort(eigenvalues)[::-1][: min(dim, rank)]
+    expected = centred @ vectors[:, top] / np.sqrt(eigenvalues[top] + 1e-5)
+    whitened = (features - model.mean) @ model.projection
+    # Each axis up to its sign; axes beyond the rank project to zero.
+    np.testing.assert_allclose(np.abs(whitened[:, : len(top)]), np.abs(expected), atol=1e-4)
+    np.testing.assert_array_equal(whitened[:, len(top) :], 0)
+
+
+@pytest.mark.backend_independent
 def test_open_refuses_what_is_not_a_finished_run(tmp_path):
     with pytest.raises(kdc.run_directory.RunDirectoryError, match="holds no run"):
         kdc.Run.open(tmp_path)
