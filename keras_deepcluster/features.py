@@ -24,7 +24,9 @@ class FeatureExtractor:
     the host while the next one computes, into one preallocated float32
     array (N, D), or, with ``on_device=True``, stay on the device as one
     (N, D) tensor for the k-means there. The last batch is zero-padded to
-    `batch_size`, so the compiled function sees one input shape. A model
+    `batch_size`, so the compiled function sees one input shape; fewer images
+    than a batch are padded only to the next power of two (a few shapes, at
+    most twice the work, not a whole batch of 256 for 8 images). A model
     distributed over several devices (`devices.data_parallel`) runs through
     Keras's `predict_on_batch`, which splits each batch over them;
     `batch_size` must then be a multiple of their number. With several
@@ -82,6 +84,7 @@ class FeatureExtractor:
         weights = [[processes.local(v.value) for v in network.trainable_variables]]
         weights.append([processes.local(v.value) for v in network.non_trainable_variables])
         n = len(images)
+        batch_size = _padded_batch_size(n, batch_size, devices.replica_count(network))
         features = None if on_device and not distributed else np.empty((n, self.dim), np.float32)
         on_host, pending = [], None
         padded = np.zeros((batch_size,) + images.shape[1:], dtype)
@@ -180,3 +183,15 @@ def _distributed_input(model, batch):
     return strategy.experimental_distribute_values_from_function(
         lambda context: shards[context.replica_id_in_sync_group]
     )
+
+
+def _padded_batch_size(n: int, batch_size: int, replicas: int) -> int:
+    """The batch the compiled pass sees: `batch_size`, or less for fewer images.
+
+    For ``n < batch_size`` the next power of two, rounded up to a multiple of
+    the replicas (each takes an equal share).
+    """
+    if n >= batch_size:
+        return batch_size
+    size = 1 << max(0, n - 1).bit_length()
+    return min(batch_size, -(-size // replicas) * replicas)

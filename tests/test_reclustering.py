@@ -178,6 +178,27 @@ def test_extract_features_pads_the_last_batch(shapes):
     np.testing.assert_allclose(features, direct, atol=MATMUL_ATOL)
 
 
+def test_fewer_images_than_a_batch_are_padded_to_a_power_of_two(shapes):
+    images, _ = shapes(5)
+    views = ImageViews.for_dataset("mnist")
+    backbone = backbones.lenet(seed=0)
+    extractor = FeatureExtractor(backbone, views)
+    network, forward = extractor._network(images.shape[1:] + (1,), "uint8")
+    rows = []
+
+    def counting(*args):
+        rows.append(int(args[-1].shape[0]))
+        return forward(*args)
+
+    extractor._networks[(images.shape[1:] + (1,), "uint8")] = (network, counting)
+    features = extractor(images, batch_size=256)
+    assert rows == [8]  # not a whole batch of 256
+    direct = keras.ops.convert_to_numpy(backbone(views.fixed(images), training=False))
+    np.testing.assert_allclose(features, direct, atol=MATMUL_ATOL)
+    extractor(shapes(300)[0], batch_size=256)
+    assert rows[1:] == [256, 256]  # a batch and the padded rest
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
