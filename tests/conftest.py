@@ -30,6 +30,11 @@ def pytest_configure(config):
     MATMUL_ATOL = 1e-2 if accelerator_available() else 1e-5
 
 
+def pytest_collection_modifyitems(items):
+    # pytest-xdist hands tests out in this order: the long ones first.
+    items.sort(key=lambda item: item.get_closest_marker("long_running") is None)
+
+
 def make_shapes(n: int, seed: int = 0, size: int = 28):
     """Four shape classes (square, ring, cross, diagonal) at random places and sizes.
 

@@ -58,6 +58,7 @@ def job(*per_process_args, cwd=None):
 
 
 @needs_jax
+@pytest.mark.long_running
 def test_two_processes_give_the_pseudo_labels_of_one(tmp_path):
     coordinator = f"127.0.0.1:{free_port()}"
     ((code, _, err),) = job(["train", "-", 1, 0, tmp_path / "one.npz"])
@@ -112,6 +113,7 @@ def test_cli_processes_with_other_settings_are_refused(tmp_path):
 
 
 @needs_jax
+@pytest.mark.long_running
 def test_cli_job_writes_one_run_and_resumes_after_a_worker_is_killed(tmp_path):
     def train(out, *extra, port):
         args = ["cli", "train", "digits", "--epochs", 3, "--limit", 256, "-k", 8, "--out", out]
