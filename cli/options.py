@@ -319,6 +319,7 @@ OPTIONS = {
     "devices": "--devices",
     "batch_size": "--batch-size",
     "lr": "--lr",
+    "limit": "--limit",
     "layer": "--layer",
     "random": "--random",
     "pca_dim": "--pca",

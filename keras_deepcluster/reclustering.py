@@ -343,6 +343,11 @@ class Reclustering(keras.callbacks.Callback):
                 )
         data, pca_dim = self.data, self.config.pca_dim
         k, n = model.num_clusters, data.num_images
+        if n < 2:
+            raise ValueError(
+                f"The data has {n} image; clustering needs at least two (and at least "
+                f"num_clusters={k}). Add images, or check `limit` and the data source."
+            )
         if k > n:
             raise ValueError(
                 f"num_clusters={k} is larger than the number of images ({n}); use at most {n}."

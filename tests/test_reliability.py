@@ -340,6 +340,11 @@ def test_rgb_images_for_a_grayscale_recipe_and_the_reverse(tmp_path, shapes, wri
             1,
             "num_clusters=50 is larger than the number of images (20)",
         ),
+        (
+            ["--limit", "1", "-k", "2", "--batch-size", "2"],
+            1,
+            "The data has 1 image; clustering needs at least two",
+        ),
         (["--epochs", "-1"], 2, "'--epochs': must be >= 1; got -1"),
         (["--limit", "0"], 2, "'--limit': must be >= 1; got 0"),
         (["--halt-when-stable", "1.5"], 2, "must be in (0, 1]; got 1.5"),
