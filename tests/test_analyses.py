@@ -114,7 +114,8 @@ def test_space_bad_input(tmp_path, args, message):
     assert not (tmp_path / "space").exists()
 
 
-@pytest.mark.backend_independent  # sweep's grid and resume are Python over `train`, which every backend's tests train
+# sweep's grid and resume are Python over `train`, which every backend's tests train.
+@pytest.mark.backend_independent
 def test_sweep_runs_the_grid_and_resumes_after_a_kill(tmp_path, monkeypatch):
     args = [
         "sweep",
@@ -193,7 +194,8 @@ def test_automatic_halt_is_recorded(tmp_path):
     np.testing.assert_array_equal(run.read_pseudo_labels(2), run.read_pseudo_labels(1))
 
 
-@pytest.mark.backend_independent  # report reads run directories and draws; no Keras in what it checks
+# report reads run directories and draws; no Keras in what it checks.
+@pytest.mark.backend_independent
 def test_report_draws_every_plot_from_saved_runs(tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     result = invoke(
@@ -336,7 +338,8 @@ def test_select_chooses_by_the_documented_criteria(tmp_path, monkeypatch, criter
     assert not (out / "final").exists()
 
 
-@pytest.mark.backend_independent  # select's phases are Python over `train` and the probes, tested per backend elsewhere
+# select's phases are Python over `train` and the probes, tested per backend elsewhere.
+@pytest.mark.backend_independent
 def test_select_chooses_and_trains(tmp_path, monkeypatch):
     # What the trials were given (the labelled images, as the runs saw them).
     trial_data, train = {}, pretraining.train_unless_finished
