@@ -21,11 +21,13 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
+
+# Run as a script from the repository root, this folder is on the path.
+from fit_overhead import TrainTimer  # times the training part of each epoch
 
 import keras_deepcluster as kdc
 from keras_deepcluster.pretraining import Pretraining
@@ -46,20 +48,6 @@ def machine() -> str:
     return (
         f"{names[0] if names else platform.machine()}, {len(names)} cores, {' '.join(extensions)}"
     )
-
-
-class TrainTimer(keras.callbacks.Callback):
-    """Seconds from its on_epoch_begin (after Reclustering's) to the end of the epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
 
 
 def step_seconds(recipe_name: str, batch_size: int, steps: int, epochs: int) -> list[float]:
