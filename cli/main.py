@@ -29,6 +29,7 @@ from keras_deepcluster_cli.options import (
     make_console,
     output_options,
     override,
+    print_library_warnings,
     processes_options,
     resolve_recipe,
     run_data_option,
@@ -55,6 +56,7 @@ def main():
     """
     # Each command's folder locks end with the command, also when several run in one process.
     click.get_current_context().call_on_close(directory_lock.release_all)
+    print_library_warnings()
 
 
 @main.command()

@@ -9,6 +9,7 @@ import contextlib
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -349,6 +350,24 @@ def as_options(message: str) -> str:
         return f"{OPTIONS[name]} {'none' if value == 'None' else value}"
 
     return re.sub(r"`(\w+)(?:=([^`]+))?`", option, message)
+
+
+def print_library_warnings() -> None:
+    """Shows the library's warnings (`kdc.ClusteringWarning`) as one "Warning:" line each."""
+    default = warnings.showwarning
+    if getattr(default, "prints_library_warnings", False):
+        return  # installed by an earlier command in this process
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        # Looked up when a warning comes: commands that never train never import the library.
+        reclustering = sys.modules.get("keras_deepcluster.reclustering")
+        if reclustering is not None and issubclass(category, reclustering.ClusteringWarning):
+            click.echo(f"Warning: {as_options(str(message))}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    show.prints_library_warnings = True
+    warnings.showwarning = show
 
 
 class user_errors:

@@ -36,7 +36,11 @@ from keras_deepcluster.model import DeepCluster  # noqa: E402
 from keras_deepcluster.pretraining import train  # noqa: E402
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset  # noqa: E402
 from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe  # noqa: E402
-from keras_deepcluster.reclustering import Reclustering, ReclusteringSettings  # noqa: E402
+from keras_deepcluster.reclustering import (  # noqa: E402
+    ClusteringWarning,
+    Reclustering,
+    ReclusteringSettings,
+)
 from keras_deepcluster.run_directory import RunDirectory  # noqa: E402
 from keras_deepcluster.trained_run import Run  # noqa: E402
 from keras_deepcluster.views import FixedView, ImageViews, RandomView  # noqa: E402
@@ -45,6 +49,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClusterModel",
+    "ClusteringWarning",
     "DeepCluster",
     "FeatureExtractor",
     "FixedView",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import time
+import warnings
 from collections.abc import Callable
 
 import keras
@@ -20,6 +21,10 @@ from keras_deepcluster.evaluation.cluster_metrics import (
 )
 from keras_deepcluster.features import FeatureExtractor
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
+
+
+class ClusteringWarning(UserWarning):
+    """An epoch's features that k-means can hardly tell apart (most clusters left empty)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,6 +258,15 @@ class Reclustering(keras.callbacks.Callback):
             )
         except FloatingPointError as error:
             raise FloatingPointError(f"Epoch {epoch}, re-clustering: {error}") from None
+        if result.empty_clusters > model.num_clusters // 2:
+            warnings.warn(
+                f"Epoch {epoch}: k-means left {result.empty_clusters} of {model.num_clusters} "
+                "clusters empty (refilled by splitting the largest): the images' features "
+                "hardly differ (identical or nearly identical images?), so these pseudo-labels "
+                "carry little. Check the data, or use fewer clusters.",
+                ClusteringWarning,
+                stacklevel=2,
+            )
         self.on_progress("clustering", 1, 1)
         return result.labels, {
             "clustered": 1.0,

@@ -423,3 +423,14 @@ def test_probe_bad_layer_and_unfinished_run(tmp_path, copy_of_shared_run):
     (tmp_path / "empty").mkdir()
     result = invoke("probe", tmp_path / "empty")
     assert result.exit_code == 1 and "holds no run" in result.output
+
+
+def test_identical_images_train_with_a_warning(tmp_path):
+    # 400 equal images: every feature row is the same, k-means fills one cluster of five.
+    images = np.full((400, 8, 8), 77, np.uint8)
+    np.savez(tmp_path / "same.npz", x_train=images)
+    args = ["--source", "npz", "--data-dir", tmp_path / "same.npz", "-k", "5", "--epochs", "1"]
+    result = invoke("train", "digits", *args, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "Warning: Epoch 0: k-means left 4 of 5 clusters empty" in result.output, result.output
+    assert "Traceback" not in result.output and "warnings.warn" not in result.output
