@@ -13,13 +13,17 @@ does not change what a step costs.
 
     KERAS_BACKEND=torch python benchmarks/step_overhead.py \
         --out docs/benchmarks/step_overhead/torch.json
+    KERAS_BACKEND=torch python benchmarks/step_overhead.py --profile fashion_mnist/8
+        # cProfile of the timed epochs of one case instead: where a step's time goes
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import platform
+import pstats
 import statistics
 from pathlib import Path
 
@@ -78,7 +82,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--profile", metavar="RECIPE/BATCH", help="Profile one case instead.")
     args = parser.parse_args()
+    if args.profile:
+        recipe, batch_size = args.profile.split("/")
+        profile = cProfile.Profile()
+        profile.runcall(step_seconds, recipe, int(batch_size), args.steps, args.epochs)
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+        return
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     results = {}
     for recipe in RECIPES:

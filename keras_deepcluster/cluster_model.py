@@ -133,8 +133,8 @@ def _whitening(features: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
         top = np.argsort(eigenvalues)[::-1][:dim]
         axes = centred.T @ gram_vectors[:, top]  # scatter eigenvectors, of norm sqrt(eigenvalue)
         norms = np.linalg.norm(axes, axis=0)
-        within_rank = norms > 1e-6 * norms.max(initial=0)
-        axes = np.where(within_rank, axes / np.where(within_rank, norms, 1), 0)
+        # Unit axes; those beyond the rank (norm ~0) divided by inf, to zero.
+        axes = axes / np.where(norms > 1e-6 * norms.max(initial=0), norms, np.inf)
         axes = np.pad(axes, ((0, 0), (0, dim - len(top))))
         eigenvalues = np.pad(eigenvalues[top], (0, dim - len(top)))
     else:

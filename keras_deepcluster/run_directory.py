@@ -114,12 +114,7 @@ class RunDirectory:
         any point leaves the previous checkpoint whole and in charge.
         """
         name = f"checkpoint_epoch_{epoch:03d}.keras"
-        final = self.path / name
-        temporary = final.with_name(".partial-" + name)
-        with without_tensorflow():  # Keras would import it to look for its shapes
-            model.save(temporary)
-        _fsync(temporary)
-        os.replace(temporary, final)
+        _save_keras_atomic(model, self.path / name)
         self.write_json(self.CHECKPOINT, {"epoch": epoch, "model": name, **state})
         for old in self.path.glob("checkpoint_epoch_*.keras"):
             if old.name != name:
@@ -260,13 +255,7 @@ class RunDirectory:
         self._write_atomic(self.CLUSTERING, cluster_model.save)
 
     def save_model(self, model) -> None:
-        # Keras insists on the .keras suffix, so the temporary name keeps it.
-        final = self.path / self.MODEL
-        temporary = final.with_name(".partial-" + final.name)
-        with without_tensorflow():  # Keras would import it to look for its shapes
-            model.save(temporary)
-        _fsync(temporary)
-        os.replace(temporary, final)
+        _save_keras_atomic(model, self.path / self.MODEL)
 
     def _write_atomic(self, name: str, write: Callable) -> None:
         final = self.path / name
@@ -308,3 +297,13 @@ def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"Cannot write {type(value).__name__} to JSON.")
+
+
+def _save_keras_atomic(model, final: Path) -> None:
+    """`model.save` into `final` through a temporary file, synced, then renamed."""
+    # Keras insists on the .keras suffix, so the temporary name keeps it.
+    temporary = final.with_name(".partial-" + final.name)
+    with without_tensorflow():  # Keras would import it to look for its shapes
+        model.save(temporary)
+    _fsync(temporary)
+    os.replace(temporary, final)
