@@ -13,6 +13,9 @@ does not change what a step costs.
 
     KERAS_BACKEND=torch python benchmarks/step_overhead.py \
         --out docs/benchmarks/step_overhead/torch.json
+    KERAS_BACKEND=torch python benchmarks/step_overhead.py --keras-calls \
+        --out docs/benchmarks/step_overhead/torch_keras_calls.json
+        # PyTorch through Keras's layer calls, DeepCluster(direct_torch=False)
     KERAS_BACKEND=torch python benchmarks/step_overhead.py --profile fashion_mnist/8
         # cProfile of the timed epochs of one case instead: where a step's time goes
 """
@@ -54,7 +57,9 @@ def machine() -> str:
     )
 
 
-def step_seconds(recipe_name: str, batch_size: int, steps: int, epochs: int) -> list[float]:
+def step_seconds(
+    recipe_name: str, batch_size: int, steps: int, epochs: int, direct_torch: bool = True
+) -> list[float]:
     """Seconds per training step of each epoch after the first."""
     recipe = kdc.load_recipe(recipe_name).replace(
         batch_size=batch_size, epochs=epochs, epoch_multiplier=1, clusters=4, pca=None, lr=1e-3
@@ -65,6 +70,7 @@ def step_seconds(recipe_name: str, batch_size: int, steps: int, epochs: int) -> 
     data = kdc.data.ImageData(recipe.dataset, images)
     keras.utils.clear_session()
     pretraining = Pretraining.build(recipe, data)
+    pretraining.model.direct_torch = direct_torch
     timer = TrainTimer()
     pretraining.model.fit(
         pretraining.dataset,
@@ -83,11 +89,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile", metavar="RECIPE/BATCH", help="Profile one case instead.")
+    parser.add_argument(
+        "--keras-calls",
+        action="store_true",
+        help="PyTorch: train through Keras's layer calls (DeepCluster(direct_torch=False)).",
+    )
     args = parser.parse_args()
     if args.profile:
         recipe, batch_size = args.profile.split("/")
         profile = cProfile.Profile()
-        profile.runcall(step_seconds, recipe, int(batch_size), args.steps, args.epochs)
+        profile.runcall(
+            step_seconds, recipe, int(batch_size), args.steps, args.epochs, not args.keras_calls
+        )
         pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
         return
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -96,7 +109,9 @@ def main() -> None:
         for batch_size in batch_sizes:
             seconds = []
             for _ in range(args.repeats):
-                seconds += step_seconds(recipe, batch_size, args.steps, args.epochs)
+                seconds += step_seconds(
+                    recipe, batch_size, args.steps, args.epochs, not args.keras_calls
+                )
             median = statistics.median(seconds)
             results[f"{recipe}/{batch_size}"] = {
                 "recipe": recipe,
@@ -109,6 +124,7 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         report = {
             "backend": keras.backend.backend(),
+            "direct_torch": keras.backend.backend() == "torch" and not args.keras_calls,
             "keras": keras.__version__,
             "machine": machine(),
             "steps_per_epoch": args.steps,

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from keras_deepcluster import directory_lock
+from keras_deepcluster.data.file_names import print_escaped
 from keras_deepcluster.recipe import Recipe, load_recipe, recipe_names
 from keras_deepcluster.run_directory import RunDirectory
 from keras_deepcluster_cli import multi_process, random_filters, report, results, selection, sweep
@@ -49,13 +50,14 @@ def main():
 
     \b
     Examples:
-      deepcluster train digits                     # offline, about 25 s on a 2-core CPU
+      deepcluster train digits                     # offline, no download
       deepcluster train fashion_mnist --source idx --data-dir /usr/share/datasets/fashion-mnist
       deepcluster probe runs/digits-tensorflow-k10-seed61
       deepcluster recipes
     """
     # Each command's folder locks end with the command, also when several run in one process.
     click.get_current_context().call_on_close(directory_lock.release_all)
+    print_escaped()  # file names that are not UTF-8 print escaped
     print_library_warnings()
 
 
@@ -175,7 +177,7 @@ def _train(recipe, devices, out, overwrite, resume, overrides):
     if console.quiet:
         return
     console.print(metrics_table(run.read_history(), title=f"{recipe.name} on {backend}"))
-    summary = run.read_json(RunDirectory.SUMMARY)
+    summary = run.read_json(RunDirectory.SUMMARY, keys=("wall_seconds",))
     console.print(f"finished in {summary['wall_seconds']:.1f} s; run directory: {out}")
 
 

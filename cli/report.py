@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -12,8 +13,8 @@ import numpy as np
 from rich.table import Table
 
 from keras_deepcluster.directory_lock import lock_folder
-from keras_deepcluster.recipe import load_recipe
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.recipe import RecipeError, load_recipe
+from keras_deepcluster.run_directory import DamagedFileError, RunDirectory
 from keras_deepcluster_cli import plots, random_filters, report_comparisons
 from keras_deepcluster_cli.options import make_console, user_errors
 from keras_deepcluster_cli.statistics import finite
@@ -49,19 +50,25 @@ _RUN_COLUMNS = (
 COLUMNS = tuple(((key,), title, fmt) for key, title, fmt in _RUN_COLUMNS)
 
 
-def collect_runs(directories: list[Path]) -> list[dict]:
+def collect_runs(
+    directories: list[Path], on_damaged: Callable[[str], None] | None = None
+) -> list[dict]:
     """Every finished run under `directories`, as one flat record each.
 
     The untrained network depends on the recipe's seed only, so a run without
     its own random-init probe takes that of a run of the same recipe, backend,
-    data and seed (e.g. probed once per seed in a grid over k).
+    data and seed (e.g. probed once per seed in a grid over k). A run with a
+    damaged file is left out; `on_damaged` gets the message naming the file.
     """
     records = []
     for directory in directories:
         for config in sorted(directory.rglob(RunDirectory.CONFIG)):
             run = RunDirectory(config.parent)
             if run.is_finished and (run.path / "history.csv").is_file():
-                records.append(_record(run, directory))
+                try:
+                    records.append(_record(run, directory))
+                except (DamagedFileError, RecipeError) as error:
+                    (on_damaged or (lambda message: None))(str(error))
     twin = {}
     for r in records:
         if r["probe_random"] is not None:
@@ -76,7 +83,8 @@ def collect_runs(directories: list[Path]) -> list[dict]:
 
 def _record(run: RunDirectory, root: Path) -> dict:
     recipe = load_recipe(run.path / RunDirectory.CONFIG)
-    summary, history = run.read_json(RunDirectory.SUMMARY), run.read_history()
+    summary = run.read_json(RunDirectory.SUMMARY, keys=("backend", "images", "wall_seconds"))
+    history = run.read_history()
     nmis = [row["nmi_labels"] for row in history if "nmi_labels" in row]
     stopped = summary.get("clustering_stopped")
     record = {
@@ -112,9 +120,9 @@ def _record(run: RunDirectory, root: Path) -> dict:
     }
     for name in ("probe", "probe_random"):
         if (run.path / f"{name}.json").is_file():
-            record[name] = run.read_json(f"{name}.json")["accuracy"]
+            record[name] = run.read_json(f"{name}.json", keys=("accuracy",))["accuracy"]
     if (run.path / "knn.json").is_file():
-        accuracy = run.read_json("knn.json")["accuracy"]
+        accuracy = run.read_json("knn.json", keys=("accuracy",))["accuracy"]
         record |= {f"knn_{k}": accuracy.get(k) for k in ("20", "200")}
     return record
 
@@ -164,7 +172,10 @@ def report(directories, out, margin):
     """
     console = make_console()
     with user_errors():
-        runs = collect_runs(list(directories))
+        runs = collect_runs(
+            list(directories),
+            on_damaged=lambda message: console.print(f"Skipped a run: {message}"),
+        )
         spaces = sorted(p.parent for d in directories for p in d.rglob(random_filters.RESULTS))
         selections = sorted(p for d in directories for p in d.rglob("selection.json"))
         if not runs and not spaces:

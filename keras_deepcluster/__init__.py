@@ -8,9 +8,9 @@ Importing it imports keras (and registers the package's Keras classes, so
 import os
 
 # TensorFlow turns its oneDNN kernels on by default only on CPUs with AVX-512
-# VNNI/BF16, AVX-VNNI or AMX; on AVX2-only CPUs its own kernels made training
-# 1.9x and extraction 2x slower (docs/performance.md). Applies when TensorFlow
-# is imported after this; an explicit setting is kept.
+# VNNI/BF16, AVX-VNNI or AMX; its own kernels elsewhere are much slower for
+# these networks (measured in docs/performance.md). Applies when TensorFlow is
+# imported after this; an explicit setting is kept.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from keras_deepcluster import (  # noqa: E402

@@ -67,8 +67,8 @@ def keras_kmeans(
         ``(labels, objective)`` as `clustering.kmeans`: int64 labels (N,) and the
         mean squared distance to the assigned centroid.
 
-    Example:
-    >>> labels, objective = keras_kmeans(np.random.rand(1000, 16).astype("float32"), 10, seed=0)
+    Examples:
+        >>> labels, objective = keras_kmeans(np.random.rand(1000, 16).astype("float32"), 10, seed=0)
     """
     n, d = (int(s) for s in features.shape)
     if deterministic is None:
@@ -167,7 +167,8 @@ def _lloyd_step(backend: str, k: int, deterministic: bool):
     """The compiled work on one chunk: labels, distances, sums and counts per cluster.
 
     Kept per (backend, k, mode): a new function would be compiled again at
-    every re-clustering (2 s of a 3.8-s fashion_mnist cycle on an H100, JAX).
+    every re-clustering, which on a GPU took most of a small dataset's cycle
+    (docs/performance.md).
     """
 
     def step(block, centroids):

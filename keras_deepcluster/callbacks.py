@@ -56,10 +56,10 @@ class RunRecorder(keras.callbacks.Callback):
             processes of a multi-process job other than process 0 write a
             scratch copy and resume from the real run).
 
-    Example:
-    >>> recorder = RunRecorder("runs/mine", reclustering)
-    >>> model.fit(data, epochs=50, callbacks=[reclustering, recorder, StopOnNaN()])
-    >>> # the kernel dies at epoch 40; the same three lines again continue at 41
+    Examples:
+        >>> recorder = RunRecorder("runs/mine", reclustering)
+        >>> model.fit(data, epochs=50, callbacks=[reclustering, recorder, StopOnNaN()])
+        >>> # the kernel dies at epoch 40; the same three lines again continue at 41
     """
 
     def __init__(
@@ -114,9 +114,13 @@ class RunRecorder(keras.callbacks.Callback):
         model, epoch = self.model, checkpoint["epoch"]
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(source.path / checkpoint["model"])
+        with source.reading(checkpoint["model"]):
+            model.load_weights(source.path / checkpoint["model"])
         self.reclustering.restore(checkpoint, source.read_pseudo_labels(epoch))
         self.rows = source.read_history()[: epoch + 1]
+        if len(self.rows) < epoch + 1:  # deleted or cut short: the resumed record would lack rows
+            with source.reading(RunDirectory.HISTORY):
+                raise ValueError(f"{len(self.rows)} rows for {epoch + 1} finished epochs")
         self._wall_before = checkpoint.get("wall_seconds", 0.0)
         self.resumed_at = epoch + 1
         model._initial_epoch = epoch + 1  # what BackupAndRestore sets; read by fit

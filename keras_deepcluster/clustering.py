@@ -273,11 +273,11 @@ def cluster_features(
     `features` is a float32 (N, d) NumPy array or a tensor on the device;
     a tensor stays there (see the module).
 
-    Example:
-    >>> x = np.random.default_rng(0).normal(size=(100, 8)).astype("float32")
-    >>> result = cluster_features(x, k=4, seed=0)
-    >>> sorted(np.unique(result.labels))
-    [0, 1, 2, 3]
+    Examples:
+        >>> x = np.random.default_rng(0).normal(size=(100, 8)).astype("float32")
+        >>> result = cluster_features(x, k=4, seed=0)
+        >>> sorted(np.unique(result.labels))
+        [0, 1, 2, 3]
     """
     if isinstance(features, np.ndarray):
         finite_rows = np.isfinite(features).all(axis=1)

@@ -49,9 +49,9 @@ def enable_determinism() -> None:
         RuntimeError: on JAX with a GPU, when XLA had started before the flag
             was set (call it first thing, or set ``XLA_FLAGS`` yourself).
 
-    Example:
-    >>> import keras_deepcluster as kdc
-    >>> kdc.enable_determinism()   # before building the model
+    Examples:
+        >>> import keras_deepcluster as kdc
+        >>> kdc.enable_determinism()   # before building the model
     """
     global _enabled
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)

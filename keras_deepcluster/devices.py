@@ -5,8 +5,10 @@ train it the way Keras trains any model: the batch is split across replicas
 of the network and the gradients are summed. Re-clustering stays on the
 host, once per epoch: every replica extracts the features of its share of each
 batch, the features are gathered into one array, k-means runs once, and the
-single set of pseudo-labels feeds all replicas. Only one process (one host)
-is supported.
+single set of pseudo-labels feeds all replicas. After
+`processes.initialize` (a job of several JAX processes, one per host or GPU)
+the distribution spans every device of every process, and the clustering is
+computed across the processes' shards (`keras_deepcluster.processes`).
 """
 
 from __future__ import annotations
@@ -75,12 +77,12 @@ def data_parallel(devices: int | None = None):
         ValueError: `devices` is not a positive integer, more than the
             devices there are, or more than one on the PyTorch backend.
 
-    Example:
-    >>> distribution = data_parallel(2)
-    >>> with distribution.scope():
-    ...     model = DeepCluster(backbones.lenet(), num_clusters=10)
-    ...     model.compile(optimizer="sgd")
-    ...     model.fit(data, epochs=5, callbacks=[Reclustering(data)])
+    Examples:
+        >>> distribution = data_parallel(2)
+        >>> with distribution.scope():
+        ...     model = DeepCluster(backbones.lenet(), num_clusters=10)
+        ...     model.compile(optimizer="sgd")
+        ...     model.fit(data, epochs=5, callbacks=[Reclustering(data)])
     """
     if processes.process_count() > 1:
         return _across_processes(devices)

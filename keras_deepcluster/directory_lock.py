@@ -9,6 +9,10 @@ command (or the process) ends, however it ends: the kernel drops it when the des
 closes, so a killed process (SIGKILL included) leaves no stale lock, only a
 ``.lock`` file that the next holder overwrites.
 
+The image cache is locked differently: `waiting_lock` holds a cache folder's
+lock only while the cache is built, and a second process that needs the same
+cache waits for it (saying once whom it waits for) and then reads it.
+
 Where it works: local file systems on Linux and macOS, and NFS on Linux
 (the kernel maps ``flock`` to NFS byte-range locks, NFSv4 or NFSv3 with
 lockd). A file system without locks (some FUSE mounts) gets an error naming
@@ -17,6 +21,7 @@ it, rather than a run without protection.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -24,6 +29,8 @@ import json
 import os
 import socket
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 LOCK_FILE = ".lock"
@@ -51,16 +58,66 @@ def lock_folder(folder: str | Path) -> None:
     if key in _held:
         return
     descriptor = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    if not _try_lock(descriptor, folder):
+        holder = _holder(descriptor)
+        os.close(descriptor)
+        raise FolderInUseError(
+            f"{folder} is in use by {holder}; wait for it to finish or stop it, "
+            "or choose another folder."
+        )
+    _held[key] = descriptor
+
+
+@contextlib.contextmanager
+def waiting_lock(
+    folder: str | Path,
+    timeout: float,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Holds `folder`'s lock for the ``with`` block, waiting for another holder first.
+
+    For shared state that a process builds and others then read (the image
+    cache): a second process waits until the first is done, rather than
+    failing. A holder that dies releases the lock with its process.
+
+    Args:
+        folder: The folder (it must exist); the lock is its ``.lock`` file.
+        timeout: Seconds to wait for another holder before giving up.
+        on_wait: Called once, with "process PID on HOST since TIME", when the
+            lock is held by another process and this one starts waiting.
+
+    Raises:
+        FolderInUseError: still held by another process after `timeout`
+            seconds; the message names the holder.
+        OSError: the file system cannot lock.
+    """
+    descriptor = os.open(Path(folder) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        waiting = False
+        while not _try_lock(descriptor, folder):
+            holder = _holder(descriptor)
+            if time.monotonic() >= deadline:
+                raise FolderInUseError(
+                    f"{folder} is still held by {holder} after {timeout:.0f} s; wait for it to "
+                    "finish or stop it, or choose another folder."
+                )
+            if not waiting and on_wait is not None:
+                on_wait(holder)
+            waiting = True
+            time.sleep(0.2)
+        yield
+    finally:
+        os.close(descriptor)  # drops the flock
+
+
+def _try_lock(descriptor: int, folder: str | Path) -> bool:
+    """Takes the exclusive flock and records this process in the file; False if held."""
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
-        holder = _holder(descriptor)
-        os.close(descriptor)
         if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise FolderInUseError(
-                f"{folder} is in use by {holder}; wait for it to finish or stop it, "
-                "or choose another folder."
-            ) from None
+            return False
         raise OSError(
             f"Cannot lock {folder} ({error.strerror}): its file system does not support "
             "file locks, so two processes could write it at once; use a local or NFS folder."
@@ -73,7 +130,7 @@ def lock_folder(folder: str | Path) -> None:
     }
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, (json.dumps(record) + "\n").encode(), 0)
-    _held[key] = descriptor
+    return True
 
 
 def unlock_folder(folder: str | Path) -> None:

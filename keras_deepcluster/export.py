@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_deepcluster.data import ImageData
+from keras_deepcluster.data.file_names import unescape
 from keras_deepcluster.trained_run import Run
 
 FORMATS = ("parquet", "csv")
@@ -107,7 +108,7 @@ def link_clusters(
     """One folder per cluster under `out`, holding links to (or copies of) its images.
 
     Args:
-        table: Columns ``file`` (relative to `root`), ``cluster`` and
+        table: Columns ``file`` (relative to `root`, `file_names.escape`d), ``cluster`` and
             ``distance``, as `export_assignments` writes them.
         root: The source folder the files are relative to.
         out: A new or empty folder.
@@ -138,7 +139,7 @@ def link_clusters(
             previous = cluster
             folder = staging / f"cluster_{cluster:0{width}d}"
             folder.mkdir(exist_ok=True)
-            source = (root / table["file"][row]).resolve()
+            source = (root / unescape(table["file"][row])).resolve()
             target = folder / f"{rank:06d}_{source.name}"
             if copy:
                 shutil.copy2(source, target)

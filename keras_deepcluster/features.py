@@ -42,10 +42,10 @@ class FeatureExtractor:
             `torch.compile`: a long compile once per image shape, then a
             faster pass (docs/performance.md), worth it for long runs.
 
-    Example:
-    >>> extractor = FeatureExtractor(backbone, ImageViews.for_dataset("mnist"))
-    >>> extractor(np.zeros((10, 28, 28), "uint8")).shape
-    (10, 84)
+    Examples:
+        >>> extractor = FeatureExtractor(backbone, ImageViews.for_dataset("mnist"))
+        >>> extractor(np.zeros((10, 28, 28), "uint8")).shape
+        (10, 84)
     """
 
     def __init__(

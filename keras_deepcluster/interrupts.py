@@ -28,9 +28,9 @@ def catch_interrupts():
     Outside the main thread the handlers are left alone (Python allows
     signal handlers there only). The previous handlers come back on exit.
 
-    Example:
-    >>> with catch_interrupts():
-    ...     model.fit(data, epochs=50, callbacks=[reclustering, StopOnInterrupt()])
+    Examples:
+        >>> with catch_interrupts():
+        ...     model.fit(data, epochs=50, callbacks=[reclustering, StopOnInterrupt()])
     """
 
     def interrupt(signum, frame):

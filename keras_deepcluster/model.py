@@ -10,6 +10,7 @@ from keras_deepcluster import devices
 from keras_deepcluster.features import layer_model
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
 from keras_deepcluster.reclustering import Reclustering
+from keras_deepcluster.torch_network import TorchNetwork
 from keras_deepcluster.views import ImageViews, random_view, views_config, views_from_config
 
 
@@ -21,8 +22,10 @@ class DeepCluster(keras.Model):
     `PseudoLabelDataset`, together with a `Reclustering` callback that
     re-clusters the backbone's features and calls `reset_head` at the start
     of every epoch. The training step is Keras's own on every backend: only
-    `compute_loss` is overridden (to add weight decay), so TensorFlow, JAX and
-    PyTorch share one code path.
+    `compute_loss` is overridden (to add weight decay). On PyTorch, where Keras
+    runs each layer eagerly through Python, the training forward pass runs as
+    direct torch calls on the same variables (`TorchNetwork`) when the network
+    has only layers it knows; ``direct_torch=False`` keeps Keras's calls.
 
     It takes views (float NHWC of the backbone's input shape), or the
     batches of a `PseudoLabelDataset`, ``{"images": ..., "boxes": ...}``,
@@ -43,6 +46,9 @@ class DeepCluster(keras.Model):
         weight_decay: Coupled L2 weight decay (PyTorch SGD semantics).
         views: The `ImageViews` of the training view; None takes those of
             the `PseudoLabelDataset` given to `fit`.
+        direct_torch: On PyTorch, run the training forward pass through
+            `TorchNetwork` where it can (same results, a fraction of the
+            Python per step); ignored on the other backends.
         **kwargs: `keras.Model` arguments (``name``, ...).
 
     Example:
@@ -59,6 +65,7 @@ class DeepCluster(keras.Model):
         feature_layer: str | None = None,
         weight_decay: float = 0.0,
         views: ImageViews | None = None,
+        direct_torch: bool = True,
         **kwargs,
     ):
         if not isinstance(backbone, keras.Model) or not hasattr(backbone, "inputs"):
@@ -88,6 +95,8 @@ class DeepCluster(keras.Model):
         self.num_clusters = int(num_clusters)
         self.weight_decay = float(weight_decay)
         self.views = views
+        self.direct_torch = bool(direct_torch)
+        self._torch_network = None  # made at the first training call
         # Logged apart: `loss` is their sum (Keras records what compute_loss returns).
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
         self.weight_decay_tracker = keras.metrics.Mean(name="weight_decay")
@@ -105,10 +114,23 @@ class DeepCluster(keras.Model):
                     "with; pass views= or fit on a PseudoLabelDataset."
                 )
             inputs = random_view(inputs["images"], inputs["boxes"], self.views)
+        if training and self.direct_torch and not isinstance(inputs, keras.KerasTensor):
+            network = self._direct_torch_network()
+            if network is not None:
+                return network(inputs, training=True)
         features = self.backbone(inputs, training=training)
         if len(features.shape) > 2:
             features = self.head_flatten(features)
         return self.head(self.head_relu(features))
+
+    def _direct_torch_network(self) -> TorchNetwork | None:
+        if self._torch_network is None:
+            head = [self.head_relu, self.head]
+            if len(self.backbone.output.shape) > 2:
+                head.insert(0, self.head_flatten)
+            # False: looked for and not possible (not PyTorch, or a layer it does not know).
+            self._torch_network = TorchNetwork.of(self.backbone, *head) or False
+        return self._torch_network or None
 
     @property
     def feature_dim(self) -> int:
@@ -171,6 +193,12 @@ class DeepCluster(keras.Model):
 
     def weight_decay_penalty(self):
         """``weight_decay / 2 * sum(w ** 2)`` over the trainable variables."""
+        if keras.backend.backend() == "torch":
+            import torch
+
+            # One call for every variable, where keras.ops would dispatch two per variable.
+            norms = torch._foreach_norm([w.value for w in self.trainable_variables])
+            return 0.5 * self.weight_decay * torch.stack(norms).square().sum()
         squares = [ops.sum(ops.square(w)) for w in self.trainable_variables]
         return 0.5 * self.weight_decay * ops.sum(ops.stack(squares))
 
@@ -199,6 +227,7 @@ class DeepCluster(keras.Model):
             "num_clusters": self.num_clusters,
             "weight_decay": self.weight_decay,
             "views": None if self.views is None else views_config(self.views),
+            "direct_torch": self.direct_torch,
             "name": self.name,
             "trainable": self.trainable,
         }

@@ -153,8 +153,8 @@ def build_backbone(recipe: Recipe, input_shape: tuple[int, int, int]) -> keras.M
 def steps_per_execution(recipe: Recipe, devices: int) -> int:
     """The recipe's training steps per compiled call, where Keras's `fit` can do several.
 
-    Several steps per call let TensorFlow run them in one graph loop (9 %
-    faster epochs on a CPU, docs/performance.md) and call the batch callbacks
+    Several steps per call let TensorFlow run them in one graph loop (faster
+    epochs on a CPU, benchmarks/steps_per_execution.py) and call the batch callbacks
     once per call on every backend. Keras runs one on PyTorch, and one under
     TensorFlow's MirroredStrategy (its multi-step loop fails there).
     """
@@ -325,10 +325,10 @@ def train(
         RecipeError, ValueError: bad settings or data, before anything is written.
         FloatingPointError: the training diverged; the epochs before it stay.
 
-    Example:
-    >>> run = kdc.train("digits", out="runs/digits")
-    >>> run.summary["final"]["nmi_labels"]
-    >>> run = kdc.train(None, out="runs/digits", resume=True)  # after a crash
+    Examples:
+        >>> run = kdc.train("digits", out="runs/digits")
+        >>> run.summary["final"]["nmi_labels"]
+        >>> run = kdc.train(None, out="runs/digits", resume=True)  # after a crash
     """
     run = RunDirectory(Path(out).expanduser())
     recipe = _recipe_to_run(recipe, run, resume)
@@ -561,7 +561,7 @@ def _probe_setup(recipe, data, run, layer, random, what):
             "the run did not finish. Probe its untrained network with `random=True`, or "
             "train it again."
         )
-    return layer, keras.saving.load_model(run.path / RunDirectory.MODEL).backbone, views
+    return layer, run.load_model().backbone, views
 
 
 def _probe_splits(data, seed):

@@ -90,13 +90,13 @@ class PseudoLabelDataset(keras.utils.PyDataset):
         **kwargs: `keras.utils.PyDataset` arguments (``workers``, ...).
             Without ``workers``, `DeepCluster.fit` chooses (`choose_workers`).
 
-    Example:
-    >>> data = PseudoLabelDataset(np.zeros((10, 28, 28), "uint8"),
-    ...     ImageViews.for_dataset("mnist"), batch_size=4)
-    >>> data.set_pseudo_labels(np.arange(10) % 2, epoch=0)
-    >>> inputs, labels = data[0]
-    >>> inputs["images"].shape, inputs["boxes"].shape, labels.shape
-    ((4, 28, 28, 1), (4, 5), (4,))
+    Examples:
+        >>> data = PseudoLabelDataset(np.zeros((10, 28, 28), "uint8"),
+        ...     ImageViews.for_dataset("mnist"), batch_size=4)
+        >>> data.set_pseudo_labels(np.arange(10) % 2, epoch=0)
+        >>> inputs, labels = data[0]
+        >>> inputs["images"].shape, inputs["boxes"].shape, labels.shape
+        ((4, 28, 28, 1), (4, 5), (4,))
     """
 
     def __init__(
@@ -138,8 +138,8 @@ class PseudoLabelDataset(keras.utils.PyDataset):
 
         On TensorFlow one worker means Keras feeds the data through tf.data's
         `from_generator` with autotuned prefetching, which stalled the first
-        step of some epochs by ~2.4 s, mostly after a feature extraction
-        (benchmarks/first_step_stall.py); Keras's thread enqueuer (2 workers)
+        step of some epochs by seconds, mostly after a feature extraction
+        (benchmarks/first_step_stall.py, docs/design.md); Keras's thread enqueuer (2 workers)
         does not, and keeps the batches in order. Under a multi-replica strategy
         the enqueuer changed what the replicas trained on, so that keeps one.
         """

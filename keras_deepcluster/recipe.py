@@ -12,10 +12,10 @@ optional setting (``pca``, ``halt_after``, ...) is off when its key is absent.
 This module itself does not import keras: the registries its `CHOICES` name
 do, and tests/test_recipe.py checks the two agree.
 
-Example:
->>> recipe = load_recipe("fashion_mnist").replace(clusters=10, epochs=3)
->>> recipe.lr, recipe.clusters
-(0.1, 10)
+Examples:
+    >>> recipe = load_recipe("fashion_mnist").replace(clusters=10, epochs=3)
+    >>> recipe.lr, recipe.clusters
+    (0.1, 10)
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
+
+from keras_deepcluster.data.file_names import escape, unescape
 
 SECTIONS = ("data", "model", "training", "clustering", "probe")
 
@@ -200,6 +202,8 @@ class Recipe:
             f"description = {toml_value(self.description)}",
         ]
         for section, settings in self.sections().items():
+            if "data_dir" in settings:  # a path: any bytes, which TOML's UTF-8 cannot hold
+                settings["data_dir"] = escape(settings["data_dir"])
             lines += ["", f"[{section}]"]
             lines += [f"{key} = {toml_value(value)}" for key, value in settings.items()]
         return "\n".join(lines) + "\n"
@@ -312,7 +316,8 @@ def _flatten(document: dict, path: Path) -> dict:
                     raise RecipeError(
                         f"{path}: unknown key {inner!r} in [{key}]; known keys: {', '.join(known)}."
                     )
-                keys[name] = inner_value
+                is_path = name == "data_dir" and isinstance(inner_value, str)
+                keys[name] = unescape(inner_value) if is_path else inner_value
         else:
             raise RecipeError(
                 f"{path}: unknown key {key!r}; a recipe has name, description and the sections "

@@ -36,9 +36,9 @@ class ReclusteringSettings:
     Raises:
         ValueError: A setting out of its range; the message names it.
 
-    Example:
-    >>> ReclusteringSettings(pca_dim=256, halt_after=10).kmeans_iterations
-    20
+    Examples:
+        >>> ReclusteringSettings(pca_dim=256, halt_after=10).kmeans_iterations
+        20
     """
 
     pca_dim: int | None = None
@@ -139,10 +139,10 @@ class Reclustering(keras.callbacks.Callback):
         halted_at: The first epoch that does not re-cluster, or None.
         halt_reason: Why the clustering stops there, or None.
 
-    Example:
-    >>> callback = Reclustering(data, labels=y_train, halt_after=10, seed=0)
-    >>> history = model.fit(data, epochs=30, callbacks=[callback])
-    >>> history.history["nmi_labels"][-1]
+    Examples:
+        >>> callback = Reclustering(data, labels=y_train, halt_after=10, seed=0)
+        >>> history = model.fit(data, epochs=30, callbacks=[callback])
+        >>> history.history["nmi_labels"][-1]
     """
 
     def __init__(
@@ -447,9 +447,9 @@ def stable_since(nmi_previous: list[float], threshold: float, patience: int) -> 
 
     NaN (the first clustering has no predecessor) never counts as stable.
 
-    Example:
-    >>> stable_since([float("nan"), 0.8, 0.93, 0.95, 0.96], threshold=0.9, patience=3)
-    True
+    Examples:
+        >>> stable_since([float("nan"), 0.8, 0.93, 0.95, 0.96], threshold=0.9, patience=3)
+        True
     """
     recent = nmi_previous[-patience:]
     return len(recent) == patience and all(value >= threshold for value in recent)

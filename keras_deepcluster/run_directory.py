@@ -21,13 +21,16 @@ lock it holds (`directory_lock`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +64,33 @@ HISTORY_COLUMNS = (
 
 class RunDirectoryError(ValueError):
     """A run directory that cannot be used as asked."""
+
+
+class DamagedFileError(RunDirectoryError):
+    """A file of a run that cannot be read (truncated, garbled, replaced or missing).
+
+    The message names the file, says what its loss costs and what still can be done.
+    """
+
+
+_RESTART = "train the run again (`overwrite=True`, or --overwrite)"
+# What each file's damage costs, and what can still be done, by file (or folder) name.
+_DAMAGE = {
+    "checkpoint.json": "the state to resume from is lost (the finished epochs' history.csv "
+    f"and pseudo_labels/ are intact); {_RESTART}",
+    "checkpoint_epoch_": "the model to resume from is lost (the finished epochs' history.csv "
+    f"and pseudo_labels/ are intact); {_RESTART}",
+    "pseudo_labels": f"that epoch's pseudo-labels are lost; {_RESTART}",
+    "history.csv": f"the per-epoch record is lost (the model may be intact); {_RESTART}",
+    "summary.json": "the run's final record is lost (its model.keras and clustering.npz may "
+    f"be intact); {_RESTART}",
+    "model.keras": f"the trained model is lost; {_RESTART}",
+    "clustering.npz": f"the final clustering is lost; {_RESTART}",
+    "data.json": "the record of the data it trained on is lost; give the data again "
+    "(`data_dir`, or --data-dir)",
+    "probe.json": "the probe's result is lost; run the probe again",
+    "probe_random.json": "the probe's result is lost; run the probe again",
+}
 
 
 class RunDirectory:
@@ -122,7 +152,14 @@ class RunDirectory:
 
     def read_checkpoint(self) -> dict | None:
         """The last checkpoint's state (``epoch``, ``model`` file, ...), or None."""
-        return self.read_json(self.CHECKPOINT) if self.has_checkpoint else None
+        if not self.has_checkpoint:
+            return None
+        checkpoint = self.read_json(self.CHECKPOINT, keys=("epoch", "model"))
+        epoch, model = checkpoint["epoch"], checkpoint["model"]
+        if not (isinstance(epoch, int) and model == f"checkpoint_epoch_{epoch:03d}.keras"):
+            with self.reading(self.CHECKPOINT):
+                raise ValueError(f"epoch {epoch!r} and model {model!r} do not match")
+        return checkpoint
 
     def remove_checkpoint(self) -> None:
         for path in self.path.glob("checkpoint_epoch_*.keras"):
@@ -211,7 +248,8 @@ class RunDirectory:
     def read_config(self) -> str:
         if not self.is_run:
             raise RunDirectoryError(f"{self.path} holds no run (no {self.CONFIG}).")
-        return (self.path / self.CONFIG).read_text()
+        with self.reading(self.CONFIG):
+            return (self.path / self.CONFIG).read_text("utf-8")
 
     def write_text(self, name: str, text: str) -> None:
         self._write_atomic(name, lambda f: f.write(text.encode()))
@@ -219,8 +257,58 @@ class RunDirectory:
     def write_json(self, name: str, value: dict) -> None:
         self.write_text(name, json.dumps(value, indent=2, default=_json_default) + "\n")
 
-    def read_json(self, name: str) -> dict:
-        return json.loads((self.path / name).read_text())
+    def read_json(self, name: str, keys: tuple[str, ...] = ()) -> dict:
+        """The JSON object in file `name`, which must have `keys`.
+
+        Raises:
+            DamagedFileError: the file is missing, not a JSON object, or lacks a key.
+        """
+        with self.reading(name):
+            value = json.loads((self.path / name).read_text("utf-8"))
+            missing = [key for key in keys if key not in value]
+            if not isinstance(value, dict) or missing:
+                raise ValueError(f"no {missing[0]!r}" if missing else "not a JSON object")
+            return value
+
+    @contextlib.contextmanager
+    def reading(self, name: str) -> Iterator[None]:
+        """Turns the errors of reading file `name` in the block into a `DamagedFileError`.
+
+        Any reader of a run's file (this class, `Run.open`, resuming) reads it
+        inside this block, so that a truncated, garbled or replaced file gets
+        one message naming it, never a parser's own error.
+        """
+        try:
+            yield
+        except (
+            OSError,
+            EOFError,
+            ValueError,
+            KeyError,
+            csv.Error,
+            zipfile.BadZipFile,
+            zlib.error,
+        ) as error:
+            if isinstance(error, DamagedFileError):
+                raise
+            reason = "missing" if isinstance(error, FileNotFoundError) else _reason(error)
+            advice = next(
+                (text for prefix, text in _DAMAGE.items() if name.startswith(prefix)),
+                _RESTART,
+            )
+            raise DamagedFileError(f"{self.path / name} is damaged ({reason}): {advice}.") from None
+
+    def load_model(self, name: str | None = None):
+        """The Keras model saved as `name` (default model.keras); see `reading`."""
+        import keras
+
+        name = name or self.MODEL
+        with self.reading(name), without_tensorflow():
+            with zipfile.ZipFile(self.path / name) as archive:  # Keras would say "not found"
+                damaged = archive.testzip()
+            if damaged is not None:
+                raise zipfile.BadZipFile(f"{damaged} fails its checksum")
+            return keras.saving.load_model(self.path / name)
 
     def write_history(self, rows: list[dict]) -> None:
         """Writes history.csv with every row so far (one per epoch)."""
@@ -237,8 +325,16 @@ class RunDirectory:
         path = self.path / self.HISTORY
         if not path.is_file():
             return []
-        with path.open() as f:
-            return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        with self.reading(self.HISTORY), path.open(encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+            # Written with its header and a row per finished epoch, each of every column.
+            if (
+                not rows
+                or "epoch" not in rows[0]
+                or any(None in row or None in row.values() for row in rows)
+            ):
+                raise ValueError("rows missing or cut short")
+            return [{k: _cell(v) for k, v in row.items()} for row in rows]
 
     def write_pseudo_labels(self, epoch: int, labels: np.ndarray) -> None:
         self._write_atomic(
@@ -247,7 +343,8 @@ class RunDirectory:
         )
 
     def read_pseudo_labels(self, epoch: int) -> np.ndarray:
-        with np.load(self.path / self.LABELS / f"epoch_{epoch:03d}.npz") as npz:
+        name = f"{self.LABELS}/epoch_{epoch:03d}.npz"
+        with self.reading(name), np.load(self.path / name) as npz:
             return npz["labels"]
 
     def write_cluster_model(self, cluster_model) -> None:
@@ -270,6 +367,19 @@ class RunDirectory:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+
+def _reason(error: Exception) -> str:
+    """A parser's error in a few words: "not valid JSON", "a bad zip file: ..."."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON at line {error.lineno}"
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(error, (zipfile.BadZipFile, EOFError, zlib.error)):
+        return f"not a whole archive: {error}"
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return str(error).strip("'\"") or type(error).__name__
 
 
 def _cell(text: str) -> float | str:

@@ -1,9 +1,9 @@
 """`Run`: a finished run, loaded to be used: its network, data and clusters.
 
-Example:
->>> run = kdc.Run.open("runs/digits-tensorflow-k10-seed61")
->>> labels, distances = run.assign(new_images)  # the run's clusters for new images
->>> features = run.embed(new_images, layer="conv_2")
+Examples:
+    >>> run = kdc.Run.open("runs/digits-tensorflow-k10-seed61")
+    >>> labels, distances = run.assign(new_images)  # the run's clusters for new images
+    >>> features = run.embed(new_images, layer="conv_2")
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tomllib
 
 from keras_deepcluster import data as data_sources
 from keras_deepcluster.cluster_model import ClusterModel
@@ -64,16 +65,14 @@ class Run:
             )
         try:
             recipe = load_recipe(directory.path / RunDirectory.CONFIG)
-        except RecipeError:
-            recipe = None  # recorded from a fit without a recipe
-        try:
-            model = keras.saving.load_model(directory.path / RunDirectory.MODEL)
+        except RecipeError as error:
+            recipe = None  # recorded from a fit without a recipe, if not damaged
+            with directory.reading(RunDirectory.CONFIG):
+                if "fit" not in tomllib.loads(directory.read_config()):
+                    raise ValueError(str(error).split(": ", 1)[-1]) from None
+        model = directory.load_model()
+        with directory.reading(RunDirectory.CLUSTERING):
             cluster_model = ClusterModel.load(directory.path / RunDirectory.CLUSTERING)
-        except (OSError, ValueError, KeyError) as error:
-            raise RunDirectoryError(
-                f"{directory.path}: cannot read its model or clustering ({error}); the files are "
-                "damaged. Train the run again."
-            ) from None
         return cls(directory, recipe, model, cluster_model)
 
     @property

@@ -53,10 +53,10 @@ class ImageViews:
         ratio: Range of the crop aspect ratio (width / height).
         flip: Whether the random view also flips half the images.
 
-    Example:
-    >>> views = ImageViews.for_dataset("fashion_mnist")
-    >>> views.fixed(np.zeros((2, 28, 28, 1), np.uint8)).shape
-    (2, 32, 32, 1)
+    Examples:
+        >>> views = ImageViews.for_dataset("fashion_mnist")
+        >>> views.fixed(np.zeros((2, 28, 28, 1), np.uint8)).shape
+        (2, 32, 32, 1)
     """
 
     size: int = 32
@@ -194,12 +194,12 @@ class RandomView(keras.layers.Layer):
     Args:
         views: The `ImageViews` (output size, normalisation).
 
-    Example:
-    >>> views = ImageViews.for_dataset("mnist")
-    >>> images = np.zeros((4, 28, 28, 1), "uint8")
-    >>> boxes = views.random_boxes(4, 28, 28, np.random.default_rng(0))
-    >>> RandomView(views)(images, boxes).shape
-    (4, 32, 32, 1)
+    Examples:
+        >>> views = ImageViews.for_dataset("mnist")
+        >>> images = np.zeros((4, 28, 28, 1), "uint8")
+        >>> boxes = views.random_boxes(4, 28, 28, np.random.default_rng(0))
+        >>> RandomView(views)(images, boxes).shape
+        (4, 32, 32, 1)
     """
 
     def __init__(self, views: ImageViews, **kwargs):

@@ -429,3 +429,43 @@ def test_cli_trains_on_a_mixed_folder_and_imagenet_recipe(tmp_path):
     result = invoke("train", too_small, "--epochs", "1", "--out", tmp_path / "x")
     assert result.exit_code == 1
     assert "image_size=200 is smaller than the 224-pixel views" in result.output
+
+
+def _undecodable(name: bytes) -> str:
+    """A file name that is not UTF-8, as Python gives it (surrogate-escaped)."""
+    return os.fsdecode(name)
+
+
+@pytest.mark.backend_independent
+def test_file_names_that_are_not_utf8_are_kept_and_printed_escaped(tmp_path):
+    from keras_deepcluster.data.file_names import escape, unescape
+
+    assert escape("plain/x.png") == "plain/x.png"
+    odd = _undecodable(b"\xff\xfe\\ta\tb\n.png")
+    assert escape(odd) == "\\xff\\xfe\\\\ta\\tb\\n.png" and unescape(escape(odd)) == odd
+    # A data folder whose own name, a class folder's and files' names are not UTF-8.
+    photos = tmp_path / _undecodable(b"ph\xf6tos")
+    data.write_image_folder(photos, 40, classes=2, sizes=(20, 40))
+    (photos / "class_0" / "000000.png").rename(photos / "class_0" / _undecodable(b"\xff\xfe.png"))
+    (photos / "class_1").rename(photos / _undecodable(b"cl\xe4ss_1"))
+    (photos / "class_0" / _undecodable(b"bad\xff.jpg")).write_bytes(b"not a jpeg")
+    out = tmp_path / "run"
+    result = invoke(
+        "train", "cifar10", "--source", "folder", "--data-dir", photos, "--epochs", "1",
+        "-k", "2", "--pca", "4", "--batch-size", "8", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "class_0/bad\\xff.jpg" in result.output  # the skipped file, printed escaped
+    cache = data.ImageCache(json.loads((out / "data.json").read_text())["cache"])
+    listing = (cache.path / "files.tsv").read_bytes().decode("utf-8")  # valid UTF-8 text
+    assert "class_0/\\xff\\xfe.png\t" in listing and "cl\\xe4ss_1/" in listing
+    files = cache.files("train")
+    assert len(files) == 40 and all((photos / unescape(f)).is_file() for f in files)
+    table = tmp_path / "clusters.csv"
+    result = invoke("export", out, "--format", "csv", "--out", table,
+                    "--link-clusters", tmp_path / "by_cluster")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "class_0/\\xff\\xfe.png" in table.read_text("utf-8")
+    links = list((tmp_path / "by_cluster").rglob("*"))
+    targets = [link.resolve() for link in links if link.is_symlink()]
+    assert len(targets) == 40 and (photos / "class_0" / _undecodable(b"\xff\xfe.png")) in targets

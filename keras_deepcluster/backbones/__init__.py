@@ -21,9 +21,9 @@ def names() -> list[str]:
 def get(name: str, **kwargs) -> keras.Model:
     """Builds the backbone called `name` (one of `names()`).
 
-    Example:
-    >>> get("lenet", seed=0).output.shape
-    (None, 84)
+    Examples:
+        >>> get("lenet", seed=0).output.shape
+        (None, 84)
     """
     if name not in _BUILDERS:
         raise ValueError(f"Unknown backbone {name!r}; known backbones: {', '.join(names())}.")

@@ -24,11 +24,11 @@ def initialize_weights(model: keras.Model, seed: int) -> keras.Model:
     the seed alone fixes the "random filter quality" that the Deep Dive paper
     studies.
 
-    Example:
-    >>> a = initialize_weights(lenet(), seed=3).get_weights()
-    >>> b = initialize_weights(lenet(), seed=3).get_weights()
-    >>> all((x == y).all() for x, y in zip(a, b))
-    True
+    Examples:
+        >>> a = initialize_weights(lenet(), seed=3).get_weights()
+        >>> b = initialize_weights(lenet(), seed=3).get_weights()
+        >>> all((x == y).all() for x, y in zip(a, b))
+        True
     """
     rng = np.random.default_rng(seed)
     for layer in _leaf_layers(model):

@@ -24,9 +24,9 @@ class SobelFilter(keras.layers.Layer):
     original DeepCluster did.) Input (B, H, W, 1 or 3), output (B, H, W, 2),
     zero padding of one pixel.
 
-    Example:
-    >>> SobelFilter()(np.zeros((1, 8, 8, 3), "float32")).shape
-    (1, 8, 8, 2)
+    Examples:
+        >>> SobelFilter()(np.zeros((1, 8, 8, 3), "float32")).shape
+        (1, 8, 8, 2)
     """
 
     def call(self, inputs):

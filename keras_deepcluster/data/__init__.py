@@ -63,7 +63,14 @@ def load(
     if path is None:
         raise ValueError(f"The {source!r} source needs a path (data directory or file).")
     if source == "cache":
-        return ImageCache(path).data()
+        cache = ImageCache(path)
+        damaged = cache.damaged()
+        if damaged:
+            raise ValueError(
+                f"The image cache in {path} is damaged: {'; '.join(damaged)}. Rebuild it from "
+                "its source (`deepcluster prepare`, or keras_deepcluster.data.prepare)."
+            )
+        return cache.data()
     loader = {"idx": load_idx, "npz": load_npz, "folder": load_image_folder}[source]
     return loader(path, name or source)
 

@@ -34,9 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_deepcluster import directory_lock
 from keras_deepcluster.data import source_splits
 from keras_deepcluster.data.decoding import RESIZE_RULE, decode_array, decode_file
 from keras_deepcluster.data.disk_images import DiskImages, read_npy_header
+from keras_deepcluster.data.file_names import escape
 from keras_deepcluster.data.image_data import ImageData
 from keras_deepcluster.data.source_splits import CHUNK
 
@@ -73,6 +75,12 @@ class ImageCache:
         self.path = Path(path)
         self.built = built
         manifest = _read_json(self.path / MANIFEST)
+        if manifest is None and (self.path / MANIFEST).is_file():
+            raise ValueError(
+                f"{self.path / MANIFEST} is damaged (not the JSON it writes), so the cache cannot "
+                "be read; rebuild it from its source (`deepcluster prepare`, or "
+                "keras_deepcluster.data.prepare)."
+            )
         if manifest is None or manifest.get("format") != FORMAT:
             raise ValueError(
                 f"{self.path} is not an image cache (no {MANIFEST} of format {FORMAT}); build "
@@ -102,6 +110,35 @@ class ImageCache:
             lines.append(f"  ... and {len(skipped) - files} more")
         return lines
 
+    def damaged(self) -> list[str]:
+        """The files of the cache that fail their checksums or cannot be read (one full read).
+
+        Every chunk of `CHUNK` images is checked against the crc32 recorded
+        when it was written, so flipped, cut or replaced bytes are found
+        before they could train a network on wrong images.
+        """
+        damaged = []
+        for entry in self.manifest["splits"].values():
+            try:
+                images = DiskImages(self.path / entry["images"])
+                failed = [
+                    chunk
+                    for chunk, crc in enumerate(entry["crc32"])
+                    if zlib.crc32(images[chunk * CHUNK : (chunk + 1) * CHUNK]) != crc
+                ]
+            except (OSError, ValueError) as error:
+                damaged.append(f"{entry['images']} ({error})")
+                continue
+            if failed:
+                chunks = ", ".join(map(str, failed[:5])) + (", ..." if len(failed) > 5 else "")
+                damaged.append(f"{entry['images']} (chunks {chunks} fail their checksums)")
+            if entry["labels"]:
+                try:
+                    np.load(self.path / entry["labels"])
+                except (OSError, ValueError, EOFError) as error:
+                    damaged.append(f"{entry['labels']} ({error})")
+        return damaged
+
     def data(self) -> ImageData:
         """The cached splits: images on disk (`DiskImages`), labels in memory."""
         arrays = {}
@@ -129,10 +166,12 @@ class ImageCache:
 
         Rows the cache skipped (unreadable files) are left out, as `data` leaves
         them out, so entry i is the file of image i. None for other sources.
+        Names are as ``files.tsv`` holds them, `file_names.escape`d (printable
+        UTF-8); `file_names.unescape` gives the name that opens the file.
         """
         if self.manifest["source"] != "folder":
             return None
-        lines = (self.path / self.manifest["listing"]).read_text().splitlines()
+        lines = (self.path / self.manifest["listing"]).read_text("utf-8").splitlines()
         paths = [line.split("\t")[0] for line in lines if line]
         offset = 0
         for name, entry in self.manifest["splits"].items():
@@ -159,8 +198,13 @@ def prepare(
     on_progress: Callable[[int, int], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     download: bool = True,
+    lock_timeout: float = 24 * 3600,
 ) -> ImageCache:
     """The cache of a source: reused while it matches, else built (or resumed).
+
+    A build holds the cache folder's lock (`directory_lock.waiting_lock`):
+    another process that needs the same cache meanwhile waits for the build
+    (with a note naming the builder) and then reads it.
 
     Args:
         source: ``"folder"``, ``"idx"``, ``"npz"`` or ``"tfds"`` (see `load`).
@@ -177,10 +221,12 @@ def prepare(
         on_note: Gets one-line notes (a rebuilt cache, a download); default: a log warning.
         download: For ``"tfds"``: download and prepare a dataset that is not
             prepared (see `keras_deepcluster.data.tfds`).
+        lock_timeout: Seconds to wait for another process building the same cache.
 
     Raises:
         ValueError: bad settings, a source that cannot be read, an `out`
-            holding something else or another cache.
+            holding something else or another cache, or another process
+            still building it after `lock_timeout` seconds.
         OSError: the disk is full (the partial cache is removed).
     """
     if size is not None and (isinstance(size, bool) or size < 1):
@@ -202,34 +248,71 @@ def prepare(
     }
     digest, listing = source_splits.files_digest(source_files, root)
     out = Path(out) if out is not None else default_cache_root() / _folder_name(identity)
-    manifest = _read_json(out / MANIFEST)
-    if manifest is not None:
-        settings = {key: manifest.get(key) for key in identity}
-        if settings != identity:
-            changed = ", ".join(
-                f"{key} {settings[key]!r} (asked: {identity[key]!r})"
-                for key in identity
-                if settings[key] != identity[key]
-            )
-            raise ValueError(
-                f"{out} holds an image cache of other settings: {changed}. Use another cache "
-                "folder, or delete this one to rebuild it."
-            )
-        if manifest["source_digest"] == digest:
+    note = on_note or logger.warning
+    if _up_to_date(out, identity, digest) and not ImageCache(out).damaged():
+        return ImageCache(out, built=False)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def waiting(holder: str) -> None:
+        note(f"Waiting for {holder}, which is building the image cache in {out}.")
+
+    with directory_lock.waiting_lock(out, lock_timeout, waiting):
+        # Built meanwhile by the process waited for, or still to build (or resume).
+        if _up_to_date(out, identity, digest, on_stale=note) and _intact(out, note):
             return ImageCache(out, built=False)
-        (on_note or logger.warning)(
-            f"{identity['path'] or source} changed since its cache in {out} was built "
-            "(files added, removed or modified): rebuilding the cache."
-        )
-    elif out.exists() and any(out.iterdir()) and not (out / BUILDING).is_file():
-        raise ValueError(
-            f"{out} holds files that are not an image cache ({next(out.iterdir()).name}, ...); "
-            "give an empty or new folder for the cache."
-        )
-    _Build(out, {**identity, "source_digest": digest}, splits, shape, workers, on_progress).run(
-        listing
-    )
+        signature = {**identity, "source_digest": digest}
+        _Build(out, signature, splits, shape, workers, on_progress).run(listing)
     return ImageCache(out, built=True)
+
+
+def _intact(out: Path, note: Callable[[str], None]) -> bool:
+    """Whether the cache in `out` passes its checksums; if not, says so before its rebuild."""
+    damaged = ImageCache(out).damaged()
+    if damaged:
+        note(f"The image cache in {out} is damaged: {'; '.join(damaged)}. Rebuilding it.")
+    return not damaged
+
+
+def _up_to_date(out: Path, identity: dict, digest: str, on_stale=None) -> bool:
+    """Whether `out` holds the cache of `identity` and `digest`; raises if it holds another.
+
+    Raises:
+        ValueError: `out` holds a cache of other settings, or files that are
+            not a cache.
+    """
+    manifest = _read_json(out / MANIFEST)
+    if manifest is None and (out / MANIFEST).is_file():
+        if on_stale is not None:  # checked again under the lock: said once
+            on_stale(f"The manifest of the image cache in {out} is damaged: rebuilding the cache.")
+        return False
+    if manifest is None:
+        ours = {BUILDING, PROGRESS, directory_lock.LOCK_FILE}
+        foreign = [p.name for p in out.iterdir() if p.name not in ours] if out.is_dir() else []
+        if foreign and not (out / BUILDING).is_file():
+            raise ValueError(
+                f"{out} holds files that are not an image cache ({foreign[0]}, ...); "
+                "give an empty or new folder for the cache."
+            )
+        return False
+    settings = {key: manifest.get(key) for key in identity}
+    if settings != identity:
+        changed = ", ".join(
+            f"{key} {settings[key]!r} (asked: {identity[key]!r})"
+            for key in identity
+            if settings[key] != identity[key]
+        )
+        raise ValueError(
+            f"{out} holds an image cache of other settings: {changed}. Use another cache "
+            "folder, or delete this one to rebuild it."
+        )
+    if manifest["source_digest"] == digest:
+        return True
+    if on_stale is not None:
+        on_stale(
+            f"{identity['path'] or identity['name']} changed since its cache in {out} was "
+            "built (files added, removed or modified): rebuilding the cache."
+        )
+    return False
 
 
 def _splits(source, name, path, limit, download=True, on_note=None):
@@ -296,6 +379,8 @@ class _Build:
         resuming = _read_json(out / BUILDING) == self.signature
         if not resuming:
             for entry in out.iterdir():  # our own files only: checked by `prepare`
+                if entry.name == directory_lock.LOCK_FILE:  # held by this build
+                    continue
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
             _write_json(out / BUILDING, self.signature)
         done = _read_progress(out / PROGRESS) if resuming else {}
@@ -318,14 +403,14 @@ class _Build:
                 f"the cache elsewhere (${CACHE_ENV}, or prepare's `out`); the partial cache was "
                 "removed",
             ) from None
-        (out / LISTING).write_text("\n".join(listing) + "\n")
+        (out / LISTING).write_text("\n".join(listing) + "\n", encoding="utf-8")
         files = {split.name: split.files for split in self.splits}
         manifest = {
             **self.signature,
             "splits": entries,
             "listing": LISTING,
             "skipped": [
-                {"split": name, "file": str(files[name][row]), "reason": reason}
+                {"split": name, "file": escape(files[name][row]), "reason": reason}
                 for name, entry in entries.items()
                 for row, reason in entry["skipped"]
             ],

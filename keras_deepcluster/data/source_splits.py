@@ -17,6 +17,7 @@ import numpy as np
 
 from keras_deepcluster.data.arrays import as_uint8
 from keras_deepcluster.data.disk_images import npy_header
+from keras_deepcluster.data.file_names import escape
 from keras_deepcluster.data.idx import idx_files, read_idx
 
 # Images per unit of work (decoded by one process, written with one write).
@@ -200,11 +201,14 @@ def tfds_splits(
 
 
 def files_digest(paths: list[Path], root: Path) -> tuple[str, list[str]]:
-    """The sha256 of a listing of `paths` (relative path, size, mtime) and the listing's lines."""
+    """The sha256 of a listing of `paths` (relative path, size, mtime) and the listing's lines.
+
+    Paths are `file_names.escape`d: the listing is UTF-8 text whatever the names' encoding.
+    """
     lines = []
     for path in paths:
         stat = path.stat()
-        lines.append(f"{path.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}")
+        lines.append(f"{escape(path.relative_to(root))}\t{stat.st_size}\t{stat.st_mtime_ns}")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest(), lines
 
 

@@ -39,9 +39,9 @@ def hungarian_accuracy(clusters: np.ndarray, labels: np.ndarray) -> float:
     more clusters than classes the clusters left unmatched count as wrong;
     `many_to_one_accuracy` is the measure for that case.
 
-    Example:
-    >>> hungarian_accuracy([0, 0, 1, 1, 2, 2], [1, 1, 0, 0, 0, 2])
-    0.8333333333333334
+    Examples:
+        >>> hungarian_accuracy([0, 0, 1, 1, 2, 2], [1, 1, 0, 0, 0, 2])
+        0.8333333333333334
     """
     table = _contingency(*_pair(clusters, labels, "ACC"))
     rows, columns = linear_sum_assignment(table, maximize=True)

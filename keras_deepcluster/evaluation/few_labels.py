@@ -36,16 +36,17 @@ def cross_validated_accuracy(
     Args:
         backbone: The network to judge; not modified.
         layer: The layer whose flattened output is scored (the probe's layer).
-        images, labels: The labelled images.
+        images: The labelled images.
+        labels: Their labels.
         views: Gives the fixed view of the images.
         classifier: ``"knn"`` or ``"linear"``.
         folds: Folds of the cross-validation (fewer if a class has fewer images).
         seed: Seed of the fold assignment.
 
-    Example:
-    >>> cross_validated_accuracy(model.backbone, "conv_2", x[:600], y[:600],
-    ...     ImageViews.for_dataset("fashion_mnist"))
-    0.71
+    Examples:
+        >>> cross_validated_accuracy(model.backbone, "conv_2", x[:600], y[:600],
+        ...     ImageViews.for_dataset("fashion_mnist"))
+        0.71
     """
     if classifier not in CLASSIFIERS:
         raise ValueError(f"classifier must be one of {CLASSIFIERS}; got {classifier!r}.")

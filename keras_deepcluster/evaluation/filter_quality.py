@@ -49,10 +49,10 @@ def filter_quality(
     epoch of a `Reclustering` with the same `seed` uses, so for an untrained
     backbone drawn with `seed` the NMI equals that run's epoch-0 ``nmi_labels``.
 
-    Example:
-    >>> quality = filter_quality(backbones.lenet(seed=3), x, y,
-    ...     ImageViews.for_dataset("fashion_mnist"), num_clusters=5, seed=3)
-    >>> quality.nmi
+    Examples:
+        >>> quality = filter_quality(backbones.lenet(seed=3), x, y,
+        ...     ImageViews.for_dataset("fashion_mnist"), num_clusters=5, seed=3)
+        >>> quality.nmi
     """
     labels = np.asarray(labels)
     if labels.shape != (len(images),):

@@ -40,9 +40,9 @@ def weighted_knn(
     Returns:
         ``{k: accuracy}`` for each k asked for.
 
-    Example:
-    >>> weighted_knn(train, y_train, test, y_test, k=(20, 200))
-    {20: 0.84, 200: 0.82}
+    Examples:
+        >>> weighted_knn(train, y_train, test, y_test, k=(20, 200))
+        {20: 0.84, 200: 0.82}
     """
     train = _unit_rows(train_features, "train_features")
     test = _unit_rows(test_features, "test_features")

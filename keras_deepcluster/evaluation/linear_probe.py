@@ -88,10 +88,10 @@ def linear_probe(
         seed: Seed of the classifier's init and the batch order.
         feature_batch_size: Batch size of the feature extraction.
 
-    Example:
-    >>> result = linear_probe(model.backbone, "conv_2", (x_train, y_train),
-    ...     (x_test, y_test), ImageViews.for_dataset("fashion_mnist"))
-    >>> result.accuracy
+    Examples:
+        >>> result = linear_probe(model.backbone, "conv_2", (x_train, y_train),
+        ...     (x_test, y_test), ImageViews.for_dataset("fashion_mnist"))
+        >>> result.accuracy
     """
     tap = layer_model(backbone, layer)
     (x_train, y_train), (x_test, y_test) = train, test
@@ -154,7 +154,7 @@ class _ShuffledFeatures(keras.utils.PyDataset):
     def release(self):
         """Drops the features. On TensorFlow, Keras wraps a PyDataset in
         `tf.data.Dataset.from_generator`, whose global graph keeps it alive: without
-        this every probe would leave its features behind (0.8 GB each on Fashion-MNIST)."""
+        this every probe would leave its features behind (docs/performance.md, Memory)."""
         self.views = self.labels = self.order = self.choice = None
 
 

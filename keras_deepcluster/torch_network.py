@@ -1,0 +1,206 @@
+"""`TorchNetwork`: a chain of Keras layers run as direct PyTorch calls.
+
+On the PyTorch backend Keras runs every layer through `Layer.__call__`
+(argument checks, dtype policy, name scopes, a NHWC <-> NCHW transpose around
+each convolution and pooling) and every `keras.ops` function through its own
+conversions. For DeepCluster's small networks that Python costs more than the
+arithmetic of a step (docs/performance.md, "Host overhead of a training
+step"). `TorchNetwork` walks the network once and maps each layer to the torch
+function it computes, on the layer's own variables and in NCHW throughout, so
+a training step's forward pass is a few dozen torch calls; gradients reach the
+Keras variables as usual, so the optimizer, the metrics, saving and resuming
+are Keras's. Batch-norm statistics follow Keras's formulas (biased batch
+variance, ``moving = momentum * moving + (1 - momentum) * batch``), dropout
+is Keras's own (its seed generator, so runs stay reproducible and resumable).
+
+Only the layers of the package's backbones are mapped, each with the
+configurations it has there; for any other network or configuration
+`TorchNetwork.of` returns None and the model runs through Keras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+
+from keras_deepcluster.backbones.sobel import SobelFilter
+
+# (layer, NCHW or (batch, features) tensor, training) -> tensor
+LayerFunction = Callable[[keras.layers.Layer, "torch.Tensor", bool], "torch.Tensor"]  # noqa: F821
+
+
+class TorchNetwork:
+    """The layers of a single-input chain, each as a torch function.
+
+    Args:
+        layers: The chain's layers in order (no input layer).
+        functions: The torch function of each layer.
+    """
+
+    def __init__(self, layers: Sequence[keras.layers.Layer], functions: Sequence[LayerFunction]):
+        self.layers = tuple(layers)
+        self.functions = tuple(functions)
+
+    @classmethod
+    def of(cls, *models_or_layers) -> TorchNetwork | None:
+        """The chain of `models_or_layers` (functional models are expanded), or None.
+
+        None when the backend is not PyTorch, or when any model is not a
+        single-input chain or has a layer without a torch function here.
+        """
+        if keras.backend.backend() != "torch":
+            return None
+        layers = []
+        for item in models_or_layers:
+            chain = _chain(item) if isinstance(item, keras.Model) else [item]
+            if chain is None:
+                return None
+            layers += chain
+        functions = [_function(layer) for layer in layers]
+        if any(f is None for f in functions):
+            return None
+        return cls(layers, functions)
+
+    def __call__(self, images, training: bool = False):
+        """Runs the chain on NHWC `images`; returns its output (NHWC if 4-D)."""
+        x = images.permute(0, 3, 1, 2)  # NHWC memory seen as NCHW: PyTorch's channels_last
+        for layer, function in zip(self.layers, self.functions):
+            x = function(layer, x, training)
+        return x.permute(0, 2, 3, 1) if x.ndim == 4 else x
+
+
+def _chain(model: keras.Model) -> list[keras.layers.Layer] | None:
+    """The layers from `model`'s one input to its one output, if each feeds the next."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        return None
+    layers = []
+    tensor = model.outputs[0]
+    while tensor is not model.inputs[0]:
+        layer = tensor._keras_history.operation
+        node = layer._inbound_nodes[tensor._keras_history.node_index]
+        if len(node.input_tensors) != 1 or len(node.output_tensors) != 1:
+            return None
+        layers.append(layer)
+        tensor = node.input_tensors[0]
+    return layers[::-1]
+
+
+def _linear(activation) -> bool:
+    return activation in (None, keras.activations.linear)
+
+
+def _conv2d(layer, x, training):
+    import torch.nn.functional as F
+
+    kernel = layer.kernel.value.permute(3, 2, 0, 1)  # (h, w, in, out) -> (out, in, h, w)
+    bias = layer.bias.value if layer.use_bias else None
+    return F.conv2d(x, kernel, bias, stride=layer.strides)
+
+
+def _batch_norm(layer, x, training):
+    import torch
+
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if training and layer.trainable:
+        variance, mean = torch.var_mean(x, dim=[0] + list(range(2, x.ndim)), correction=0)
+        for moving, batch in ((layer.moving_mean, mean), (layer.moving_variance, variance)):
+            moving.assign(moving.value * layer.momentum + batch.detach() * (1 - layer.momentum))
+    else:
+        mean, variance = layer.moving_mean.value, layer.moving_variance.value
+    scale = torch.rsqrt(variance + layer.epsilon)
+    if layer.scale:
+        scale = scale * layer.gamma.value
+    shift = -mean * scale
+    if layer.center:
+        shift = shift + layer.beta.value
+    return torch.addcmul(shift.reshape(shape), x, scale.reshape(shape))
+
+
+def _relu(layer, x, training):
+    import torch.nn.functional as F
+
+    return F.relu(x)
+
+
+def _max_pool2d(layer, x, training):
+    import torch.nn.functional as F
+
+    return F.max_pool2d(x, layer.pool_size, layer.strides)
+
+
+def _zero_padding2d(layer, x, training):
+    import torch.nn.functional as F
+
+    (top, bottom), (left, right) = layer.padding
+    return F.pad(x, (left, right, top, bottom))
+
+
+def _flatten(layer, x, training):
+    # Keras flattens NHWC: (row, column, channel) order, which the next Dense expects.
+    return x.permute(0, 2, 3, 1).flatten(1) if x.ndim == 4 else x.flatten(1)
+
+
+def _dense(layer, x, training):
+    import torch
+
+    if x.ndim == 2 and layer.use_bias:
+        return torch.addmm(layer.bias.value, x, layer.kernel.value)
+    if x.ndim == 4:  # on the channels, as Keras's NHWC Dense
+        return _dense(layer, x.permute(0, 2, 3, 1), training).permute(0, 3, 1, 2)
+    y = x @ layer.kernel.value
+    return y + layer.bias.value if layer.use_bias else y
+
+
+def _dropout(layer, x, training):
+    # Keras's own, for its seed generator; on NHWC, so that its masks are Keras's.
+    if x.ndim == 4:
+        return layer.call(x.permute(0, 2, 3, 1), training=training).permute(0, 3, 1, 2)
+    return layer.call(x, training=training)
+
+
+_SOBEL_KERNELS = {}
+
+
+def _sobel(layer, x, training):
+    import torch
+    import torch.nn.functional as F
+
+    from keras_deepcluster.backbones.sobel import _SOBEL
+
+    key = (x.device, x.dtype)
+    if key not in _SOBEL_KERNELS:
+        kernel = np.ascontiguousarray(np.transpose(_SOBEL, (3, 2, 0, 1)))
+        _SOBEL_KERNELS[key] = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)
+    return F.conv2d(x.mean(1, keepdim=True), _SOBEL_KERNELS[key], padding=1)
+
+
+def _function(layer: keras.layers.Layer) -> LayerFunction | None:
+    """The torch function of `layer` in the configuration it has, or None."""
+    if layer.dtype_policy.name != "float32":
+        return None
+    channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
+    if isinstance(layer, keras.layers.Conv2D):
+        simple = layer.padding == "valid" and layer.groups == 1
+        plain = tuple(layer.dilation_rate) == (1, 1) and _linear(layer.activation)
+        return _conv2d if channels_last and simple and plain else None
+    if isinstance(layer, keras.layers.BatchNormalization):
+        channels_axis = layer.axis in (-1, layer.input_spec.ndim - 1)
+        return _batch_norm if channels_axis and not layer.renorm else None
+    if isinstance(layer, keras.layers.ReLU):
+        standard = layer.max_value is None and layer.negative_slope == 0 and layer.threshold == 0
+        return _relu if standard else None
+    if isinstance(layer, keras.layers.MaxPooling2D):
+        return _max_pool2d if channels_last and layer.padding == "valid" else None
+    if isinstance(layer, keras.layers.ZeroPadding2D):
+        return _zero_padding2d if channels_last else None
+    if isinstance(layer, keras.layers.Flatten):
+        return _flatten if channels_last else None
+    if isinstance(layer, keras.layers.Dense):
+        return _dense if _linear(layer.activation) else None
+    if isinstance(layer, keras.layers.Dropout):
+        return _dropout if layer.noise_shape is None else None
+    if isinstance(layer, SobelFilter):
+        return _sobel
+    return None

@@ -1,0 +1,114 @@
+"""`TorchNetwork`: the PyTorch training forward pass as direct torch calls, equal to Keras's."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_deepcluster import DeepCluster, PseudoLabelDataset, Reclustering, backbones
+from keras_deepcluster.pretraining import image_views
+from keras_deepcluster.recipe import load_recipe
+from keras_deepcluster.torch_network import TorchNetwork
+
+torch_only = pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch only")
+
+NETWORKS = {
+    "lenet": backbones.lenet,
+    # Sobel, stride 3, dropout on a 4-D tensor; zero padding (the ImageNet AlexNet).
+    "alexnet_micro": backbones.alexnet_micro,
+    "alexnet_padded": lambda: backbones.alexnet(input_shape=(67, 67, 3)),
+}
+
+
+def to_np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def twin_models(make_backbone, **kwargs):
+    """Two equal DeepClusters (weights, head, dropout seeds), direct and through Keras."""
+    models = []
+    for direct_torch in (True, False):
+        keras.utils.set_random_seed(0)
+        models.append(DeepCluster(make_backbone(), direct_torch=direct_torch, **kwargs))
+    return models
+
+
+def test_only_pytorch_gets_one():
+    network = TorchNetwork.of(backbones.lenet(seed=0))
+    assert (network is not None) == (keras.backend.backend() == "torch")
+
+
+@torch_only
+def test_a_network_with_a_layer_it_does_not_know_runs_through_keras():
+    inputs = keras.Input((8, 8, 1))
+    unknown = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same")(inputs))
+    assert TorchNetwork.of(unknown) is None
+    branched = keras.Model(inputs, keras.layers.Add()([inputs, keras.layers.ReLU()(inputs)]))
+    assert TorchNetwork.of(branched) is None
+    model = DeepCluster(unknown, num_clusters=3)
+    model(np.zeros((2, 8, 8, 1), "float32"), training=True)
+    assert model._direct_torch_network() is None
+
+
+@torch_only
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_training_forward_pass_and_batch_statistics_equal_keras(name):
+    direct, keras_calls = twin_models(NETWORKS[name], num_clusters=5)
+    shape = (6,) + tuple(direct.backbone.input_shape[1:])
+    x = np.random.default_rng(1).normal(size=shape).astype("float32")
+    keras.utils.set_random_seed(3)  # unseeded dropout draws from PyTorch's global generator
+    ours = direct(x, training=True)
+    keras.utils.set_random_seed(3)
+    theirs = keras_calls(x, training=True)
+    assert direct._direct_torch_network() is not None
+    np.testing.assert_allclose(to_np(ours), to_np(theirs), rtol=1e-4, atol=1e-5)
+    for a, b in zip(direct.non_trainable_variables, keras_calls.non_trainable_variables):
+        np.testing.assert_allclose(to_np(a), to_np(b), rtol=1e-5, atol=1e-6, err_msg=a.path)
+    if name != "lenet":  # dropout is on: not the inference output
+        assert not np.allclose(to_np(ours), to_np(direct(x)), atol=1e-3)
+
+
+@torch_only
+def test_gradients_equal_keras():
+    models = twin_models(backbones.alexnet_micro, num_clusters=4, weight_decay=1e-3)
+    x = np.random.default_rng(2).normal(size=(4, 32, 32, 3)).astype("float32")
+    y = keras.ops.convert_to_tensor(np.array([0, 1, 2, 3]))
+    gradients = []
+    for model in models:
+        model.compile(optimizer="sgd")
+        keras.utils.set_random_seed(5)
+        loss = model.compute_loss(x, y, model(x, training=True), training=True)
+        model.zero_grad()
+        loss.backward()
+        gradients.append([to_np(v.value.grad) for v in model.trainable_variables])
+    for ours, theirs, variable in zip(*gradients, models[0].trainable_variables):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-6, err_msg=variable.path)
+
+
+@torch_only
+def test_a_deepcluster_run_equals_the_keras_calls_run(tmp_path):
+    """Three epochs of the real loop: same losses, same pseudo-labels; saved and loaded."""
+    recipe = load_recipe("fashion_mnist")
+    images = np.random.default_rng(0).integers(0, 256, (96, 28, 28, 1), np.uint8)
+    runs = []
+    for model in twin_models(lambda: backbones.lenet(seed=0), num_clusters=4, weight_decay=1e-4):
+        data = PseudoLabelDataset(images, image_views(recipe), batch_size=16, seed=0)
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+        reclustering = Reclustering(data, seed=0)
+        labels = []
+        keep_labels = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: labels.append(reclustering.pseudo_labels.copy())
+        )
+        history = model.fit(data, epochs=3, verbose=0, callbacks=[reclustering, keep_labels])
+        runs.append((history.history, labels, model))
+    (ours, our_labels, model), (theirs, their_labels, _) = runs
+    np.testing.assert_allclose(ours["loss"], theirs["loss"], rtol=1e-4)
+    np.testing.assert_allclose(ours["weight_decay"], theirs["weight_decay"], rtol=1e-4)
+    assert len(our_labels) == 3
+    for a, b in zip(our_labels, their_labels):
+        np.testing.assert_array_equal(a, b)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.direct_torch is True
+    x = np.random.default_rng(3).normal(size=(2, 32, 32, 1)).astype("float32")
+    np.testing.assert_allclose(to_np(loaded(x)), to_np(model(x)), rtol=1e-5, atol=1e-6)
