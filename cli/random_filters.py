@@ -141,11 +141,11 @@ def read_results(run: RunDirectory) -> list[dict]:
     path = run.path / RESULTS
     if not path.is_file():
         return []
-    with path.open() as f:
-        return [
-            {**{k: float(v) for k, v in row.items()}, "seed": int(row["seed"])}
-            for row in csv.DictReader(f)
-        ]
+    with run.reading(RESULTS), path.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+        if not rows or any(set(row) != set(COLUMNS) or None in row.values() for row in rows):
+            raise ValueError("rows missing or cut short")
+        return [{**{k: float(v) for k, v in row.items()}, "seed": int(row["seed"])} for row in rows]
 
 
 def write_results(run: RunDirectory, rows) -> None:

@@ -41,7 +41,7 @@ from keras_deepcluster.reclustering import (  # noqa: E402
     Reclustering,
     ReclusteringSettings,
 )
-from keras_deepcluster.run_directory import RunDirectory  # noqa: E402
+from keras_deepcluster.run_directory import DamagedFileError, RunDirectory  # noqa: E402
 from keras_deepcluster.trained_run import Run  # noqa: E402
 from keras_deepcluster.views import FixedView, ImageViews, RandomView  # noqa: E402
 
@@ -50,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ClusterModel",
     "ClusteringWarning",
+    "DamagedFileError",
     "DeepCluster",
     "FeatureExtractor",
     "FixedView",

@@ -89,6 +89,7 @@ _DAMAGE = {
     "data.json": "the record of the data it trained on is lost; give the data again "
     "(`data_dir`, or --data-dir)",
     "probe.json": "the probe's result is lost; run the probe again",
+    "space.csv": "the finished seeds' scores are lost; run `space` again with --overwrite",
     "probe_random.json": "the probe's result is lost; run the probe again",
 }
 

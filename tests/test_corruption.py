@@ -1,6 +1,7 @@
 """The corruption harness: every file a command reads, damaged in turn, gets a clear message.
 
-For a finished run, a killed (resumable) run and an image cache, each file is
+For a finished run, a killed (resumable) run, an analysis folder (`space`) and an
+image cache, each file is
 damaged (emptied, cut to half, bytes flipped in the middle, replaced by another
 file, deleted) and every command that reads it runs on the damaged copy. The
 property: exit 0 (the file was not needed, or the command went on without it
@@ -79,6 +80,9 @@ def runs(tmp_path_factory):
     images = np.random.default_rng(0).integers(0, 256, (60, 28, 28, 1), np.uint8)
     np.savez(root / "images.npz", x_train=images)
     cache = data.prepare("npz", path=root / "images.npz", out=root / "cache").path
+    space = ["space", "digits", "--seeds", "0-1", "-k", "5", "--limit", "100"]
+    result = invoke(*space, "--out", root / "space")
+    assert result.exit_code == 0, result.output
     return {
         "finished": (
             finished,
@@ -89,6 +93,8 @@ def runs(tmp_path_factory):
             },
         ),
         "killed": (killed, {"resume": [*TRAIN, "--resume", "{run}"]}),
+        # An analysis folder continued with more seeds.
+        "space": (root / "space", {"space": [*space[:3], "0-2", *space[4:], "--out", "{run}"]}),
         "cache": (
             cache,
             {
@@ -121,6 +127,7 @@ def cases():
         "killed": ["config.toml", "checkpoint.json", "checkpoint_epoch_000.keras",
                    "history.csv", "pseudo_labels/epoch_000.npz"],
         "cache": ["manifest.json", "train_images.npy"],
+        "space": ["space.csv"],
     }  # fmt: skip
     triples = [(kind, name) for kind, names in files.items() for name in names]
     if FULL:
