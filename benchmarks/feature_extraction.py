@@ -3,7 +3,8 @@
 Times, with LeNet:
 - the fixed views alone, computed on the host (NumPy, 1,024 images per call);
 - the former extraction path: host views, then the network (`predict_on_batch`), batch 256;
-- `FeatureExtractor` (the view inside the compiled network), at several batch sizes;
+- `FeatureExtractor` (the view inside the compiled network), at several batch sizes; on
+  PyTorch also through Keras's layer calls (``direct_torch=False``) at batch 256;
 - the training input alone: every batch of one `PseudoLabelDataset` epoch (random views);
 - with `--jit-compile`, also `FeatureExtractor(jit_compile=True)` at batch 256 and its first
   call (the compile: `torch.compile` on PyTorch, XLA on TensorFlow).
@@ -69,6 +70,12 @@ def main() -> None:
         extractor(images[:batch_size], batch_size)  # compile this batch size
         seconds[f"feature_extractor_{batch_size}"] = best_of(
             args.repeats, lambda: extractor(images, batch_size)
+        )
+    if keras.backend.backend() == "torch":
+        keras_calls = kdc.FeatureExtractor(backbone, views, direct_torch=False)
+        keras_calls(images[:256], 256)
+        seconds["feature_extractor_keras_calls_256"] = best_of(
+            args.repeats, lambda: keras_calls(images, 256)
         )
     if args.jit_compile:
         compiled = kdc.FeatureExtractor(backbone, views, jit_compile=True)

@@ -4,7 +4,14 @@ import keras
 import numpy as np
 import pytest
 
-from keras_deepcluster import DeepCluster, PseudoLabelDataset, Reclustering, backbones
+from keras_deepcluster import (
+    DeepCluster,
+    FeatureExtractor,
+    PseudoLabelDataset,
+    Reclustering,
+    backbones,
+)
+from keras_deepcluster.features import layer_model
 from keras_deepcluster.pretraining import image_views
 from keras_deepcluster.recipe import load_recipe
 from keras_deepcluster.torch_network import TorchNetwork
@@ -112,3 +119,18 @@ def test_a_deepcluster_run_equals_the_keras_calls_run(tmp_path):
     assert loaded.direct_torch is True
     x = np.random.default_rng(3).normal(size=(2, 32, 32, 1)).astype("float32")
     np.testing.assert_allclose(to_np(loaded(x)), to_np(model(x)), rtol=1e-5, atol=1e-6)
+
+
+@torch_only
+@pytest.mark.parametrize("layer", [None, "conv_2"])
+def test_extracted_features_equal_keras(layer):
+    """Feature extraction (inference, the fixed view) through direct calls: Keras's features."""
+    backbone = backbones.lenet(seed=0)
+    if layer is not None:
+        backbone = layer_model(backbone, layer)
+    views = image_views(load_recipe("fashion_mnist"))
+    images = np.random.default_rng(4).integers(0, 256, (300, 28, 28), np.uint8)
+    ours = FeatureExtractor(backbone, views)(images, batch_size=128)
+    theirs = FeatureExtractor(backbone, views, direct_torch=False)(images, batch_size=128)
+    assert ours.shape == (300, 84 if layer is None else 1600)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
