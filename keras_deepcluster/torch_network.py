@@ -64,8 +64,9 @@ class TorchNetwork:
         return cls(layers, functions)
 
     def __call__(self, images, training: bool = False):
-        """Runs the chain on NHWC `images`; returns its output (NHWC if 4-D)."""
-        x = images.permute(0, 3, 1, 2)  # NHWC memory seen as NCHW: PyTorch's channels_last
+        """Runs the chain on NHWC `images` (or flat inputs); returns its output (NHWC if 4-D)."""
+        # NHWC memory seen as NCHW is PyTorch's channels_last: no copy.
+        x = images.permute(0, 3, 1, 2) if images.ndim == 4 else images
         for layer, function in zip(self.layers, self.functions):
             x = function(layer, x, training)
         return x.permute(0, 2, 3, 1) if x.ndim == 4 else x
