@@ -10,7 +10,7 @@ import numpy as np
 from keras_deepcluster import devices, processes
 from keras_deepcluster.compilation import compiled
 from keras_deepcluster.pseudo_label_dataset import check_images
-from keras_deepcluster.torch_network import TorchNetwork
+from keras_deepcluster.torch_network import TorchNetwork, direct_torch_default
 from keras_deepcluster.views import FixedView, ImageViews
 
 
@@ -44,7 +44,8 @@ class FeatureExtractor:
             faster pass (docs/performance.md), worth it for long runs.
         direct_torch: On PyTorch (without ``jit_compile=True``), run the
             network as direct torch calls (`TorchNetwork`) where it can: the
-            same features, a fraction of Keras's Python per layer.
+            same features, a fraction of Keras's Python per layer. None: True
+            unless ``KERAS_DEEPCLUSTER_DIRECT_TORCH=0``.
 
     Examples:
         >>> extractor = FeatureExtractor(backbone, ImageViews.for_dataset("mnist"))
@@ -58,12 +59,14 @@ class FeatureExtractor:
         views: ImageViews,
         flip: bool = False,
         jit_compile: bool | str = "auto",
-        direct_torch: bool = True,
+        direct_torch: bool | None = None,
     ):
         self.model = model
         self.views = views
         self.flip = flip
         self.jit_compile = jit_compile
+        if direct_torch is None:
+            direct_torch = direct_torch_default()
         self.direct_torch = direct_torch and jit_compile is not True
         self.dim = int(np.prod(model.output.shape[1:]))
         self._networks: dict[tuple, tuple] = {}

@@ -10,7 +10,7 @@ from keras_deepcluster import devices
 from keras_deepcluster.features import layer_model
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
 from keras_deepcluster.reclustering import Reclustering
-from keras_deepcluster.torch_network import TorchNetwork
+from keras_deepcluster.torch_network import TorchNetwork, direct_torch_default
 from keras_deepcluster.views import ImageViews, random_view, views_config, views_from_config
 
 
@@ -48,7 +48,8 @@ class DeepCluster(keras.Model):
             the `PseudoLabelDataset` given to `fit`.
         direct_torch: On PyTorch, run the training forward pass through
             `TorchNetwork` where it can (same results, a fraction of the
-            Python per step); ignored on the other backends.
+            Python per step); ignored on the other backends. None: True
+            unless ``KERAS_DEEPCLUSTER_DIRECT_TORCH=0``.
         **kwargs: `keras.Model` arguments (``name``, ...).
 
     Example:
@@ -65,7 +66,7 @@ class DeepCluster(keras.Model):
         feature_layer: str | None = None,
         weight_decay: float = 0.0,
         views: ImageViews | None = None,
-        direct_torch: bool = True,
+        direct_torch: bool | None = None,
         **kwargs,
     ):
         if not isinstance(backbone, keras.Model) or not hasattr(backbone, "inputs"):
@@ -95,7 +96,7 @@ class DeepCluster(keras.Model):
         self.num_clusters = int(num_clusters)
         self.weight_decay = float(weight_decay)
         self.views = views
-        self.direct_torch = bool(direct_torch)
+        self.direct_torch = direct_torch_default() if direct_torch is None else bool(direct_torch)
         self._torch_network = None  # made at the first training call
         # Logged apart: `loss` is their sum (Keras records what compute_loss returns).
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")

@@ -15,11 +15,15 @@ is Keras's own (its seed generator, so runs stay reproducible and resumable).
 
 Only the layers of the package's backbones are mapped, each with the
 configurations it has there; for any other network or configuration
-`TorchNetwork.of` returns None and the model runs through Keras.
+`TorchNetwork.of` returns None and the model runs through Keras. It is on by
+default; ``direct_torch=False`` (`DeepCluster`, `FeatureExtractor`) or the
+environment variable ``KERAS_DEEPCLUSTER_DIRECT_TORCH=0`` (for the command
+line) turns it off.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import keras
@@ -27,8 +31,15 @@ import numpy as np
 
 from keras_deepcluster.backbones.sobel import SobelFilter
 
+DIRECT_TORCH_ENV = "KERAS_DEEPCLUSTER_DIRECT_TORCH"
+
 # (layer, NCHW or (batch, features) tensor, training) -> tensor
 LayerFunction = Callable[[keras.layers.Layer, "torch.Tensor", bool], "torch.Tensor"]  # noqa: F821
+
+
+def direct_torch_default() -> bool:
+    """``direct_torch``'s default: True unless ``KERAS_DEEPCLUSTER_DIRECT_TORCH`` is 0/false/no."""
+    return os.environ.get(DIRECT_TORCH_ENV, "1").strip().lower() not in ("0", "false", "no")
 
 
 class TorchNetwork:

@@ -46,6 +46,14 @@ def twin_models(make_backbone, **kwargs):
     return models
 
 
+def test_the_environment_turns_it_off(monkeypatch):
+    monkeypatch.setenv("KERAS_DEEPCLUSTER_DIRECT_TORCH", "0")
+    assert DeepCluster(backbones.lenet(seed=0), 3).direct_torch is False
+    monkeypatch.setenv("KERAS_DEEPCLUSTER_DIRECT_TORCH", "1")
+    assert DeepCluster(backbones.lenet(seed=0), 3).direct_torch is True
+    assert DeepCluster(backbones.lenet(seed=0), 3, direct_torch=False).direct_torch is False
+
+
 def test_only_pytorch_gets_one():
     network = TorchNetwork.of(backbones.lenet(seed=0))
     assert (network is not None) == (keras.backend.backend() == "torch")
