@@ -209,7 +209,10 @@ class Reclustering(keras.callbacks.Callback):
         self.check(self.model)
         processes.check_same("the data and the re-clustering settings", self._fingerprint())
         self._extractor = FeatureExtractor(
-            self.model.backbone, self.data.views, jit_compile=self.config.feature_jit_compile
+            self.model.backbone,
+            self.data.views,
+            jit_compile=self.config.feature_jit_compile,
+            direct_torch=self.model.direct_torch,  # the model's switch governs its extraction too
         )
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -249,7 +249,7 @@ def prepare(
     digest, listing = source_splits.files_digest(source_files, root)
     out = Path(out) if out is not None else default_cache_root() / _folder_name(identity)
     note = on_note or logger.warning
-    if _up_to_date(out, identity, digest) and not ImageCache(out).damaged():
+    if _up_to_date(out, identity, digest) and _intact(out):
         return ImageCache(out, built=False)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -258,18 +258,18 @@ def prepare(
 
     with directory_lock.waiting_lock(out, lock_timeout, waiting):
         # Built meanwhile by the process waited for, or still to build (or resume).
-        if _up_to_date(out, identity, digest, on_stale=note) and _intact(out, note):
+        if _up_to_date(out, identity, digest, on_stale=note) and _intact(out, on_damaged=note):
             return ImageCache(out, built=False)
         signature = {**identity, "source_digest": digest}
         _Build(out, signature, splits, shape, workers, on_progress).run(listing)
     return ImageCache(out, built=True)
 
 
-def _intact(out: Path, note: Callable[[str], None]) -> bool:
-    """Whether the cache in `out` passes its checksums; if not, says so before its rebuild."""
+def _intact(out: Path, on_damaged: Callable[[str], None] | None = None) -> bool:
+    """Whether the cache in `out` passes its checksums; `on_damaged` hears of a rebuild."""
     damaged = ImageCache(out).damaged()
-    if damaged:
-        note(f"The image cache in {out} is damaged: {'; '.join(damaged)}. Rebuilding it.")
+    if damaged and on_damaged is not None:  # checked again under the lock: said once
+        on_damaged(f"The image cache in {out} is damaged: {'; '.join(damaged)}. Rebuilding it.")
     return not damaged
 
 
