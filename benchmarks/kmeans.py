@@ -5,9 +5,12 @@ L2-normalised, like DeepCluster's features after normalisation. Every method
 runs 20 Lloyd iterations from its own seeded initialisation (faiss and keras:
 random points; scikit-learn: k-means++, n_init=1), as in DeepCluster.
 
-With ``--per-iteration`` our k-means is also timed with 1 and with 21
-iterations after a warm-up (compilation), and the difference over 20 is its
-time per Lloyd iteration; faiss's time is then that of ``--faiss-iterations``
+With ``--per-iteration`` one call of our k-means is also timed at 1, 2 and
+21 iterations after a warm-up (compilation), and a line fitted through the
+three times as a function of the passes over the points (the iterations and
+the final assignment) splits a call into its seconds per pass (per Lloyd
+iteration) and a fixed cost per call (the initial centroids, copies, planning,
+any compilation); faiss's time is then that of ``--faiss-iterations``
 iterations and the final assignment.
 
     KERAS_BACKEND=jax python benchmarks/kmeans.py --out docs/benchmarks/kmeans_jax.json
@@ -39,7 +42,7 @@ def features(n: int, d: int = 256, centres: int = 1000, seed: int = 0) -> np.nda
 
 
 def keras_per_iteration(x: np.ndarray, k: int, deterministic: bool) -> dict:
-    """Seconds per Lloyd iteration of our k-means: (t(21 iterations) - t(1)) / 20, compiled."""
+    """Seconds per Lloyd iteration and fixed seconds per call of our k-means, compiled."""
     points = keras.ops.convert_to_tensor(x)  # on the device, as after extraction there
 
     def run(iterations):
@@ -49,14 +52,18 @@ def keras_per_iteration(x: np.ndarray, k: int, deterministic: bool) -> dict:
 
     run(1)  # compile
     times = {}
-    for iterations in (1, 21):
+    for iterations in (1, 2, 21):
         start = time.perf_counter()
         run(iterations)
         times[iterations] = time.perf_counter() - start
+    passes = [iterations + 1 for iterations in times]  # and the final assignment
+    per_pass, fixed = np.polyfit(passes, list(times.values()), 1)
     rows, resident = accelerated_kmeans.chunk_plan(len(x), x.shape[1], k, deterministic)
     return {
-        "seconds_per_iteration": (times[21] - times[1]) / 20,
+        "seconds_per_iteration": float(per_pass),
+        "seconds_fixed_per_call": float(fixed),
         "seconds_1_iteration": times[1],
+        "seconds_2_iterations": times[2],
         "seconds_21_iterations": times[21],
         "chunk_rows": rows,
         "points_resident": resident,

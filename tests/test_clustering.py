@@ -190,13 +190,37 @@ def test_chunk_plan_fits_the_free_memory(monkeypatch):
     gib = 1 << 30
     monkeypatch.setattr(devices, "free_memory_bytes", lambda: 80 * gib)
     rows, resident = accelerated_kmeans.chunk_plan(1_000_000, 256, 10_000)
-    # 1 GB of points stay; half of the other 79 GB holds the chunk's distances.
-    assert resident and rows == int(0.5 * (80 * gib - 1_024_000_000)) // (4 * (20_000 + 256))
+    # 1 GB of points stay; half of the other 79 GB holds the chunk's distances (the
+    # 523,766 rows that fit, rounded down to a power of two).
+    assert resident and rows == 2**18 <= int(0.5 * (80 * gib - 1_024_000_000)) // (4 * 20_256) < 2**19
     rows, _ = accelerated_kmeans.chunk_plan(1_000_000, 256, 10_000, deterministic=True)
-    assert rows == int(0.5 * (80 * gib - 1_024_000_000)) // (4 * (30_000 + 256))
+    assert rows == 2**18 <= int(0.5 * (80 * gib - 1_024_000_000)) // (4 * 30_256) < 2**19
     # Points larger than a quarter of the free memory are streamed from the host.
     rows, resident = accelerated_kmeans.chunk_plan(30_000_000, 256, 10_000)
-    assert not resident and rows == int(0.5 * 80 * gib) // (4 * 20_256)
+    assert not resident and rows == 2**19 <= int(0.5 * 80 * gib) // (4 * 20_256) < 2**20
+    # A few MB more or less free (other arrays alive) plan the same chunks, so no new
+    # shape is compiled; all points in one chunk when they fit.
+    for free in (80 * gib - 3_000_000, 80 * gib + 5_000_000):
+        monkeypatch.setattr(devices, "free_memory_bytes", lambda free=free: free)
+        assert accelerated_kmeans.chunk_plan(1_000_000, 256, 10_000) == (2**18, True)
+    assert accelerated_kmeans.chunk_plan(60_000, 256, 100) == (60_000, True)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="jax.jit compiles per shape")
+def test_kmeans_calls_with_other_free_memory_compile_nothing_new(monkeypatch):
+    from keras_deepcluster import devices
+
+    x, _ = blobs(n=3000, k=7)
+    step = accelerated_kmeans._lloyd_step("jax", 7, False)
+    # A GPU whose free memory changes between calls by other arrays' 40 KB, as a real one
+    # does: a chunk of 2,048 rows, then the rest.
+    for free in (900_000, 860_000, 940_000):
+        monkeypatch.setattr(devices, "free_memory_bytes", lambda free=free: free)
+        assert accelerated_kmeans.chunk_plan(3000, 16, 7) == (2048, True)
+        accelerated_kmeans.keras_kmeans(x, 7, seed=1, iterations=2, deterministic=False)
+        if free == 900_000:
+            compiled_shapes = step._cache_size()
+    assert compiled_shapes == step._cache_size()
 
 
 def test_streamed_points_give_the_resident_clustering(monkeypatch):
