@@ -192,7 +192,8 @@ def test_chunk_plan_fits_the_free_memory(monkeypatch):
     rows, resident = accelerated_kmeans.chunk_plan(1_000_000, 256, 10_000)
     # 1 GB of points stay; half of the other 79 GB holds the chunk's distances (the
     # 523,766 rows that fit, rounded down to a power of two).
-    assert resident and rows == 2**18 <= int(0.5 * (80 * gib - 1_024_000_000)) // (4 * 20_256) < 2**19
+    fitting = int(0.5 * (80 * gib - 1_024_000_000)) // (4 * 20_256)
+    assert resident and rows == 2**18 <= fitting < 2**19
     rows, _ = accelerated_kmeans.chunk_plan(1_000_000, 256, 10_000, deterministic=True)
     assert rows == 2**18 <= int(0.5 * (80 * gib - 1_024_000_000)) // (4 * 30_256) < 2**19
     # Points larger than a quarter of the free memory are streamed from the host.
