@@ -2,16 +2,23 @@
 # The GPU check: one prepared command for an offline machine with an NVIDIA GPU and the CUDA
 # builds of JAX and PyTorch (no TensorFlow, no network). On a machine without a GPU it says so
 # and times what it can, at CPU sizes. It writes into one folder (default gpu_check/):
-#   env.txt           GPU, driver, versions
-#   tests_jax.log     the suite on JAX, deterministic mode (pytest --deterministic), no TensorFlow
-#   tests_torch.log   the same on PyTorch
-#   kmeans.log        our k-means per backend (N = 1M, d = 256, k = 10,000) and faiss-cpu
-#   cycle.log         5 epochs of the fashion_mnist recipe per backend (benchmarks/cycle.py)
-#   imagenet.log      2 cycles of the imagenet recipe's network per backend, 10,240 random
-#                     images (benchmarks/imagenet_rates.py): extraction and training images/s
-#   gpu_check.json    all numbers of the above in one file
-# Every stage has a time limit (STAGE_SECONDS), cut so that the whole check ends within
-# DEADLINE_SECONDS (540 on a GPU); the tests run last.
+#   env.txt            GPU, driver, versions
+#   kmeans.log         our k-means per backend (N = 1M, d = 256, k = 10,000): seconds per
+#                      iteration and fixed seconds per call, in the default and in deterministic
+#                      mode (benchmarks/kmeans.py --per-iteration [--deterministic])
+#   cycle.log          3 epochs of the fashion_mnist recipe per backend, default and
+#                      --deterministic (benchmarks/cycle.py): the training epoch and its price
+#   imagenet.log       2 cycles of the imagenet recipe's network per backend, 10,240 random
+#                      images (benchmarks/imagenet_rates.py): extraction and training images/s
+#   tests_jax.log      the tests that exercise the device (gpu_tests below) on JAX, in
+#                      deterministic mode (pytest --deterministic)
+#   tests_torch.log    the same on PyTorch, less the backend-independent ones (run on JAX)
+#   tests_not_run.txt  the test files outside that selection
+#   gpu_check.json     all numbers of the above in one file
+# The stages run in the order given after OUT (default: kmeans cycle imagenet tests), so that
+# a second call can run what the first had no time for: bash benchmarks/gpu_check.sh OUT tests.
+# Each command has a time limit (STAGE_SECONDS), cut so that the call ends within
+# DEADLINE_SECONDS (540 on a GPU: all four stages, about 8 minutes).
 #
 # Prepare once, on a machine with network, in the repository root:
 #   echo /.whl/ >> .git/info/exclude; echo /.fmnist/ >> .git/info/exclude
@@ -23,18 +30,26 @@
 #       (the Debian package dataset-fashion-mnist)
 # Run there (the device tool: carry [".whl", ".fmnist"]):
 #   bash benchmarks/gpu_check.sh "$OUT"
-# Run here, without a GPU:  bash benchmarks/gpu_check.sh /tmp/gpu_check
+# Run here, without a GPU:  bash benchmarks/gpu_check.sh /tmp/gpu_check [STAGE ...]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(mkdir -p "${1:-gpu_check}" && cd "${1:-gpu_check}" && pwd)
+shift $(($# > 0 ? 1 : 0))
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(kmeans cycle imagenet tests)
+for stage in "${stages[@]}"; do
+    case $stage in
+    kmeans | cycle | imagenet | tests) ;;
+    *) echo "gpu_check.sh: no stage '$stage'; the stages are kmeans, cycle, imagenet, tests" >&2
+        exit 2 ;;
+    esac
+done
 work=$(mktemp -d)
 python=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 data=$([ -d .fmnist ] && echo "$PWD/.fmnist" || echo /usr/share/datasets/fashion-mnist)
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
 # One JAX process at a time needs no preallocated GPU memory; several test workers would fight.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-# Deterministic mode (docs/reliability.md): XLA reads this flag when JAX starts.
-export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_deterministic_ops=true"
 start=$(date +%s)
 
 if [ -d .whl ]; then  # the packages the GPU image lacks, then this project, offline
@@ -57,85 +72,146 @@ gpu=$("$python" -c "import torch; print(torch.cuda.get_device_name(0) if torch.c
 } >"$out/env.txt"
 cat "$out/env.txt"
 
+# The tests that exercise the device: clustering, re-clustering, the model and its PyTorch
+# route, views, determinism, devices, processes, resumable runs and the CLI's runs.
+gpu_tests=(tests/test_clustering.py tests/test_reclustering.py tests/test_model.py
+    tests/test_views.py tests/test_determinism.py tests/test_devices.py tests/test_processes.py
+    tests/test_torch_network.py tests/test_runs.py tests/test_cli.py)
 if [ -n "$gpu" ]; then
-    STAGE_SECONDS=${STAGE_SECONDS:-110}
-    tests=(tests)                                     # the whole suite (TensorFlow tests skip)
-    pytest_workers=(-n 6)                             # pytest-xdist is on the GPU image
+    STAGE_SECONDS=${STAGE_SECONDS:-120}
+    pytest_workers=(-n 8)                             # pytest-xdist is on the GPU image
     kmeans=(--sizes 1000000 --clusters 10000)
-    cycle=()
+    cycle_data=()
     imagenet=(--images 10240 --epochs 2)
 else
     STAGE_SECONDS=${STAGE_SECONDS:-600}
-    tests=(tests/test_clustering.py tests/test_reclustering.py tests/test_model.py
-        tests/test_views.py tests/test_determinism.py)
     pytest_workers=()
     kmeans=(--sizes 100000 --clusters 1000)
-    cycle=(--limit 20000)
+    cycle_data=(--limit 20000)
     imagenet=(--images 512 --clusters 50 --epochs 2)
 fi
 DEADLINE_SECONDS=${DEADLINE_SECONDS:-$([ -n "$gpu" ] && echo 540 || echo 3600)}
-limit() {  # a stage's time limit: its own, cut to what is left of the whole check's
+limit() {  # a command's time limit: its own, cut to what is left of the whole call's
     local left=$((start + DEADLINE_SECONDS - $(date +%s)))
     echo $((left < STAGE_SECONDS ? (left > 1 ? left : 1) : STAGE_SECONDS))
 }
 
-echo "== k-means" | tee "$out/kmeans.log"
-for backend in jax torch; do
-    KERAS_BACKEND=$backend timeout "$(limit)" "$python" benchmarks/kmeans.py "${kmeans[@]}" \
-        --methods keras --per-iteration --out "$work/kmeans_$backend.json" >>"$out/kmeans.log" 2>&1
-    echo "$backend exit $?" >>"$out/kmeans.log"
-done
-# faiss-cpu for one iteration (and the final assignment): the CPU reference.
-KERAS_BACKEND=torch timeout "$(limit)" "$python" benchmarks/kmeans.py "${kmeans[@]}" \
-    --methods faiss --faiss-iterations 1 --out "$work/kmeans_faiss.json" >>"$out/kmeans.log" 2>&1
-echo "faiss exit $?" >>"$out/kmeans.log"
-tail -4 "$out/kmeans.log"
+stage_kmeans() {  # deterministic mode: one-hot sums and the backend's deterministic kernels
+    echo "== k-means" | tee -a "$out/kmeans.log"
+    for backend in jax torch; do
+        for mode in default deterministic; do
+            flag=()
+            [ $mode = deterministic ] && flag=(--deterministic)
+            KERAS_BACKEND=$backend timeout "$(limit)" "$python" benchmarks/kmeans.py \
+                "${kmeans[@]}" --methods keras --per-iteration "${flag[@]}" \
+                --out "$out/kmeans_${backend}_$mode.json" >>"$out/kmeans.log" 2>&1
+            echo "$backend $mode exit $?" | tee -a "$out/kmeans.log"
+        done
+    done
+}
 
-echo "== fashion_mnist cycle" | tee "$out/cycle.log"
-for backend in jax torch; do
-    timeout "$(limit)" "$python" benchmarks/cycle.py --backends "$backend" --epochs 5 \
-        --cli "$python -m keras_deepcluster_cli.main" --out "$work/cycle_$backend.json" \
-        -- --source idx --data-dir "$data" "${cycle[@]}" >>"$out/cycle.log" 2>&1
-    echo "$backend exit $?" >>"$out/cycle.log"
-done
-tail -4 "$out/cycle.log"
+stage_cycle() {  # the CLI's --deterministic sets XLA's flag before JAX starts
+    echo "== fashion_mnist cycle" | tee -a "$out/cycle.log"
+    for backend in jax torch; do
+        for mode in default deterministic; do
+            flag=()
+            [ $mode = deterministic ] && flag=(--deterministic)
+            timeout "$(limit)" "$python" benchmarks/cycle.py --backends "$backend" --epochs 3 \
+                --cli "$python -m keras_deepcluster_cli.main" \
+                --out "$out/cycle_${backend}_$mode.json" \
+                -- --source idx --data-dir "$data" "${cycle_data[@]}" "${flag[@]}" \
+                >>"$out/cycle.log" 2>&1
+            echo "$backend $mode exit $?" | tee -a "$out/cycle.log"
+        done
+    done
+}
 
-echo "== imagenet rates" | tee "$out/imagenet.log"
-for backend in jax torch; do
-    KERAS_BACKEND=$backend timeout "$(limit)" "$python" benchmarks/imagenet_rates.py \
-        "${imagenet[@]}" --out "$work/imagenet_$backend.json" >>"$out/imagenet.log" 2>&1
-    echo "$backend exit $?" >>"$out/imagenet.log"
-done
-tail -4 "$out/imagenet.log"
+stage_imagenet() {
+    echo "== imagenet rates" | tee -a "$out/imagenet.log"
+    for backend in jax torch; do
+        KERAS_BACKEND=$backend timeout "$(limit)" "$python" benchmarks/imagenet_rates.py \
+            "${imagenet[@]}" --out "$out/imagenet_$backend.json" >>"$out/imagenet.log" 2>&1
+        echo "$backend exit $?" | tee -a "$out/imagenet.log"
+    done
+}
 
-for backend in jax torch; do
-    echo "== tests, $backend"
-    KERAS_BACKEND=$backend timeout "$(limit)" "$python" -m pytest -q -p no:cacheprovider \
-        --deterministic "${pytest_workers[@]}" "${tests[@]}" >"$out/tests_$backend.log" 2>&1
-    echo "exit $? after $(($(date +%s) - start)) s" >>"$out/tests_$backend.log"
-    tail -3 "$out/tests_$backend.log"
+stage_tests() {
+    for test in tests/test_*.py; do
+        [[ " ${gpu_tests[*]} " == *" $test "* ]] || echo "$test"
+    done >"$out/tests_not_run.txt"
+    for backend in jax torch; do
+        echo "== tests, $backend"
+        # The backend-independent tests once, on JAX.
+        marker=()
+        [ $backend = torch ] && marker=(-m "not backend_independent")
+        KERAS_BACKEND=$backend timeout "$(limit)" "$python" -m pytest -q -p no:cacheprovider \
+            --deterministic "${pytest_workers[@]}" "${marker[@]}" "${gpu_tests[@]}" \
+            >"$out/tests_$backend.log" 2>&1
+        echo "exit $? after $(($(date +%s) - start)) s" >>"$out/tests_$backend.log"
+        tail -2 "$out/tests_$backend.log"
+    done
+}
+
+for stage in "${stages[@]}"; do
+    "stage_$stage"
 done
 
-"$python" - "$out" "$work" "$start" <<'EOF'
+# gpu_check.json: what the stages run into OUT so far (this call and earlier ones) measured.
+"$python" - "$out" "$start" <<'EOF'
 import json, pathlib, re, sys, time
-out, work, start = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), int(sys.argv[3])
+
+out, start = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+BACKENDS, MODES = ("jax", "torch"), ("default", "deterministic")
+
+
 def load(name):
-    path = work / name
+    path = out / name
     return json.loads(path.read_text()) if path.exists() else None
+
+
 def tests(backend):
-    text = (out / f"tests_{backend}.log").read_text()
-    counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error)", text)}
-    failed = re.findall(r"^FAILED (\S+)", text, re.M)
-    return {"counts": counts, "failed": failed, "timed_out": "exit 124" in text}
+    path = out / f"tests_{backend}.log"
+    if not path.exists():
+        return None
+    text = path.read_text()
+    found = re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", text)
+    return {
+        "counts": {kind: int(count) for count, kind in found},
+        "failed": re.findall(r"^(?:FAILED|ERROR) (\S+)", text, re.M),
+        "timed_out": "exit 124" in text,
+    }
+
+
+def value(kind, backend, mode):
+    """Seconds per k-means iteration, or of a training epoch; None if not measured."""
+    try:
+        if kind == "kmeans":
+            return load(f"kmeans_{backend}_{mode}.json")["rows"][0]["keras"]["seconds_per_iteration"]
+        return load(f"cycle_{backend}_{mode}.json")["results"][backend]["seconds_train"]
+    except (TypeError, KeyError, IndexError):
+        return None
+
+
+def price(kind, backend):
+    default, fixed = (value(kind, backend, mode) for mode in MODES)
+    return fixed / default if default and fixed else None
+
+
+not_run = out / "tests_not_run.txt"
 summary = {
     "env": (out / "env.txt").read_text().splitlines(),
-    "tests": {b: tests(b) for b in ("jax", "torch")},
-    "kmeans": {b: load(f"kmeans_{b}.json") for b in ("jax", "torch", "faiss")},
-    "cycle": {b: load(f"cycle_{b}.json") for b in ("jax", "torch")},
-    "imagenet": {b: load(f"imagenet_{b}.json") for b in ("jax", "torch")},
-    "seconds": time.time() - start,
+    "tests": {b: tests(b) for b in BACKENDS},
+    "tests_not_run": not_run.read_text().split() if not_run.exists() else None,
+    "kmeans": {f"{b}_{m}": load(f"kmeans_{b}_{m}.json") for b in BACKENDS for m in MODES},
+    "cycle": {f"{b}_{m}": load(f"cycle_{b}_{m}.json") for b in BACKENDS for m in MODES},
+    "imagenet": {b: load(f"imagenet_{b}.json") for b in BACKENDS},
+    "deterministic_price": {
+        b: {"kmeans_iteration": price("kmeans", b), "training_epoch": price("cycle", b)}
+        for b in BACKENDS
+    },
+    "seconds_this_call": time.time() - start,
 }
 (out / "gpu_check.json").write_text(json.dumps(summary, indent=1))
-print(f"gpu_check.json written; {summary['seconds']:.0f} s in all")
+print(f"gpu_check.json written; this call took {summary['seconds_this_call']:.0f} s")
 EOF
 rm -rf "$work"

@@ -31,7 +31,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_deepcluster import accelerated_kmeans, clustering, devices
+from keras_deepcluster import accelerated_kmeans, clustering, determinism, devices
 
 
 def features(n: int, d: int = 256, centres: int = 1000, seed: int = 0) -> np.ndarray:
@@ -77,9 +77,15 @@ def main() -> None:
     parser.add_argument("--methods", default="faiss,keras,sklearn")
     parser.add_argument("--faiss-iterations", type=int, default=20)
     parser.add_argument("--per-iteration", action="store_true")
-    parser.add_argument("--deterministic", action="store_true", help="one-hot sums (keras)")
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic mode (enable_determinism): one-hot sums, deterministic kernels",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.deterministic:
+        determinism.enable_determinism()  # before JAX first uses the device
     methods = args.methods.split(",")
     rows = []
     for n in map(int, args.sizes.split(",")):
