@@ -21,11 +21,13 @@ class DeepCluster(keras.Model):
     The model is trained with the ordinary `model.fit()` on a
     `PseudoLabelDataset`, together with a `Reclustering` callback that
     re-clusters the backbone's features and calls `reset_head` at the start
-    of every epoch. The training step is Keras's own on every backend: only
-    `compute_loss` is overridden (to add weight decay). On PyTorch, where Keras
-    runs each layer eagerly through Python, the training forward pass runs as
-    direct torch calls on the same variables (`TorchNetwork`) when the network
-    has only layers it knows; ``direct_torch=False`` keeps Keras's calls.
+    of every epoch. The training step is Keras's own, with `compute_loss`
+    overridden to add weight decay. On PyTorch, where Keras runs each layer
+    eagerly through Python, the training forward pass runs as direct torch
+    calls on the same variables (`TorchNetwork`) when the network has only
+    layers it knows, and with the default loss the step is Keras's PyTorch
+    step without its per-call layer and loss machinery (`train_step`);
+    ``direct_torch=False`` keeps Keras's calls.
 
     It takes views (float NHWC of the backbone's input shape), or the
     batches of a `PseudoLabelDataset`, ``{"images": ..., "boxes": ...}``,
@@ -98,6 +100,7 @@ class DeepCluster(keras.Model):
         self.views = views
         self.direct_torch = direct_torch_default() if direct_torch is None else bool(direct_torch)
         self._torch_network = None  # made at the first training call
+        self._torch_step = None  # whether `train_step` runs its PyTorch route, ditto
         # Logged apart: `loss` is their sum (Keras records what compute_loss returns).
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
         self.weight_decay_tracker = keras.metrics.Mean(name="weight_decay")
@@ -139,9 +142,51 @@ class DeepCluster(keras.Model):
 
     def compile(self, optimizer="sgd", loss=None, **kwargs):
         """`keras.Model.compile` with sparse cross-entropy on logits as the default loss."""
+        # The PyTorch step computes the default loss itself (`train_step`).
+        self._default_loss = loss is None and not kwargs.get("loss_weights")
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def train_step(self, data):
+        """Keras's training step; on PyTorch with `TorchNetwork`, the same step in fewer calls.
+
+        At DeepCluster's small batches a PyTorch step is mostly Python
+        (docs/performance.md, "Host overhead of a training step"). With the
+        default loss, no sample weights and no layer losses, this runs Keras's
+        PyTorch step (`keras.src.backend.torch.trainer`) as it is, but calls
+        `call` instead of `Layer.__call__` (the inputs are already tensors of
+        a built model) and the mean cross-entropy as one
+        ``torch.nn.functional.cross_entropy`` instead of Keras's loss container.
+        Losses, gradients, optimizer, metrics and logs are Keras's.
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if not (self._torch_step_applies() and sample_weight is None and y is not None):
+            return super().train_step(data)
+        import torch
+        import torch.nn.functional as F
+
+        logits = self.call(x, training=True)
+        self.zero_grad()
+        cross_entropy = F.cross_entropy(logits, y.long())
+        loss = self._with_weight_decay(cross_entropy)
+        self._loss_tracker.update_state(loss, sample_weight=logits.shape[0])
+        self.optimizer.scale_loss(loss).backward()
+        weights = self.trainable_weights[:]
+        with torch.no_grad():
+            self.optimizer.apply([w.value.grad for w in weights], weights)
+        return self.compute_metrics(x, y, logits, sample_weight=None)
+
+    def _torch_step_applies(self) -> bool:
+        if self._torch_step is None:
+            # Layer losses (weight regularizers) are fixed by the layers' configs.
+            self._torch_step = bool(
+                getattr(self, "_default_loss", False)
+                and self.direct_torch
+                and self._direct_torch_network() is not None
+                and not self.losses
+            )
+        return self._torch_step
 
     def compile_from_config(self, config):
         # Keras skips compiling on load when `compile` is overridden; ours only
@@ -180,17 +225,19 @@ class DeepCluster(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        if not training:
-            return loss
+        return self._with_weight_decay(loss) if training else loss
+
+    def _with_weight_decay(self, cross_entropy):
+        """The training loss of a step's `cross_entropy`, both logged apart."""
         # Keras divides the cross-entropy by the replica count for TensorFlow's
         # summed replica gradients; the penalty needs it too, the logs do not.
         replicas = devices.strategy_replicas()
-        self.cross_entropy_tracker.update_state(loss * replicas)
-        if self.weight_decay:
-            penalty = self.weight_decay_penalty()
-            self.weight_decay_tracker.update_state(penalty)
-            loss = loss + penalty / replicas
-        return loss
+        self.cross_entropy_tracker.update_state(cross_entropy * replicas)
+        if not self.weight_decay:
+            return cross_entropy
+        penalty = self.weight_decay_penalty()
+        self.weight_decay_tracker.update_state(penalty)
+        return cross_entropy + penalty / replicas
 
     def weight_decay_penalty(self):
         """``weight_decay / 2 * sum(w ** 2)`` over the trainable variables."""

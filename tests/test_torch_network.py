@@ -108,7 +108,8 @@ def test_gradients_equal_keras():
 
 @torch_only
 def test_a_deepcluster_run_equals_the_keras_calls_run(tmp_path):
-    """Three epochs of the real loop: same losses, same pseudo-labels; saved and loaded."""
+    """Three epochs of the real loop (direct forward and training step against Keras's):
+    same losses, same pseudo-labels; saved and loaded."""
     recipe = load_recipe("fashion_mnist")
     images = np.random.default_rng(0).integers(0, 256, (96, 28, 28, 1), np.uint8)
     runs = []
@@ -122,8 +123,11 @@ def test_a_deepcluster_run_equals_the_keras_calls_run(tmp_path):
         )
         history = model.fit(data, epochs=3, verbose=0, callbacks=[reclustering, keep_labels])
         runs.append((history.history, labels, model))
-    (ours, our_labels, model), (theirs, their_labels, _) = runs
+    (ours, our_labels, model), (theirs, their_labels, keras_model) = runs
+    # The direct run took the short training step; the other Keras's own.
+    assert model._torch_step is True and keras_model._torch_step is False
     np.testing.assert_allclose(ours["loss"], theirs["loss"], rtol=1e-4)
+    np.testing.assert_allclose(ours["cross_entropy"], theirs["cross_entropy"], rtol=1e-4)
     np.testing.assert_allclose(ours["weight_decay"], theirs["weight_decay"], rtol=1e-4)
     assert len(our_labels) == 3
     for a, b in zip(our_labels, their_labels):
@@ -149,3 +153,31 @@ def test_extracted_features_equal_keras(layer):
     theirs = FeatureExtractor(backbone, views, direct_torch=False)(images, batch_size=128)
     assert ours.shape == (300, 84 if layer is None else 1600)
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+@torch_only
+def test_the_short_training_step_keeps_keras_step_where_it_cannot_apply():
+    """A loss of the user's or a layer loss keeps Keras's step; its results are Keras's."""
+    from keras_deepcluster import DeepCluster
+
+    x = np.random.default_rng(5).normal(size=(32, 32, 32, 1)).astype("float32")
+    y = np.arange(32) % 4
+    models = []
+    for loss in (None, keras.losses.SparseCategoricalCrossentropy(from_logits=True)):
+        keras.utils.set_random_seed(0)
+        model = DeepCluster(backbones.lenet(seed=0), num_clusters=4, weight_decay=1e-4)
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=loss)
+        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+        models.append((model, history.history))
+    (short, short_logs), (full, full_logs) = models
+    assert short._torch_step is True and full._torch_step is False
+    for key in ("loss", "cross_entropy", "weight_decay"):
+        np.testing.assert_allclose(short_logs[key], full_logs[key], rtol=1e-5)
+    np.testing.assert_allclose(
+        to_np(short.head.kernel), to_np(full.head.kernel), rtol=1e-4, atol=1e-6
+    )
+    regularized = DeepCluster(backbones.lenet(seed=0), num_clusters=4)
+    regularized.head.kernel.regularizer = keras.regularizers.L2(0.1)
+    regularized.compile(optimizer="sgd")
+    regularized.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert regularized._torch_step is False
