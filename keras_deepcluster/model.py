@@ -148,7 +148,7 @@ class DeepCluster(keras.Model):
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
-    def train_step(self, data):
+    def train_step(self, *args):
         """Keras's training step; on PyTorch with `TorchNetwork`, the same step in fewer calls.
 
         At DeepCluster's small batches a PyTorch step is mostly Python
@@ -160,9 +160,12 @@ class DeepCluster(keras.Model):
         ``torch.nn.functional.cross_entropy`` instead of Keras's loss container.
         Losses, gradients, optimizer, metrics and logs are Keras's.
         """
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if not (self._torch_step_applies() and sample_weight is None and y is not None):
-            return super().train_step(data)
+        # JAX's step is train_step(state, data); the others' train_step(data).
+        if len(args) != 1 or not self._torch_step_applies():
+            return super().train_step(*args)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(args[0])
+        if sample_weight is not None or y is None:
+            return super().train_step(*args)
         import torch
         import torch.nn.functional as F
 
