@@ -142,11 +142,15 @@ class DeepCluster(keras.Model):
 
     def compile(self, optimizer="sgd", loss=None, **kwargs):
         """`keras.Model.compile` with sparse cross-entropy on logits as the default loss."""
-        # The PyTorch step computes the default loss itself (`train_step`).
-        self._default_loss = loss is None and not kwargs.get("loss_weights")
-        if loss is None:
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        default = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        # The PyTorch step computes the default loss itself (`train_step`); a loaded
+        # model's compile config gives it back as an equal loss object.
+        self._default_loss = not kwargs.get("loss_weights") and (
+            loss is None
+            or (type(loss) is type(default) and loss.get_config() == default.get_config())
+        )
+        self._torch_step = None
+        super().compile(optimizer=optimizer, loss=default if loss is None else loss, **kwargs)
 
     def train_step(self, *args):
         """Keras's training step; on PyTorch with `TorchNetwork`, the same step in fewer calls.

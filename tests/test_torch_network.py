@@ -138,6 +138,8 @@ def test_a_deepcluster_run_equals_the_keras_calls_run(tmp_path):
     assert loaded.direct_torch is True
     x = np.random.default_rng(3).normal(size=(2, 32, 32, 1)).astype("float32")
     np.testing.assert_allclose(to_np(loaded(x)), to_np(model(x)), rtol=1e-5, atol=1e-6)
+    loaded.fit(data, epochs=1, verbose=0, callbacks=[Reclustering(data, seed=0)])
+    assert loaded._torch_step is True  # the compile config's loss is the default one
 
 
 @torch_only
@@ -163,7 +165,7 @@ def test_the_short_training_step_keeps_keras_step_where_it_cannot_apply():
     x = np.random.default_rng(5).normal(size=(32, 32, 32, 1)).astype("float32")
     y = np.arange(32) % 4
     models = []
-    for loss in (None, keras.losses.SparseCategoricalCrossentropy(from_logits=True)):
+    for loss in (None, keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="own")):
         keras.utils.set_random_seed(0)
         model = DeepCluster(backbones.lenet(seed=0), num_clusters=4, weight_decay=1e-4)
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=loss)
