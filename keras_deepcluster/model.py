@@ -100,6 +100,7 @@ class DeepCluster(keras.Model):
         self.views = views
         self.direct_torch = direct_torch_default() if direct_torch is None else bool(direct_torch)
         self._torch_network = None  # made at the first training call
+        self._default_loss = False  # set by `compile`
         self._torch_step = None  # whether `train_step` runs its PyTorch route, ditto
         # Logged apart: `loss` is their sum (Keras records what compute_loss returns).
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
@@ -188,7 +189,7 @@ class DeepCluster(keras.Model):
         if self._torch_step is None:
             # Layer losses (weight regularizers) are fixed by the layers' configs.
             self._torch_step = bool(
-                getattr(self, "_default_loss", False)
+                self._default_loss
                 and self.direct_torch
                 and self._direct_torch_network() is not None
                 and not self.losses
