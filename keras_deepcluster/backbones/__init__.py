@@ -8,6 +8,7 @@ import keras
 
 from keras_deepcluster.backbones.architectures import alexnet, alexnet_micro, lenet
 from keras_deepcluster.backbones.initialization import initialize_weights
+from keras_deepcluster.backbones.pooling import MaxPooling2D
 from keras_deepcluster.backbones.sobel import SobelFilter
 
 _BUILDERS = {"lenet": lenet, "alexnet_micro": alexnet_micro, "alexnet": alexnet}
@@ -37,4 +38,13 @@ def get(name: str, **kwargs) -> keras.Model:
     return _BUILDERS[name](**kwargs)
 
 
-__all__ = ["SobelFilter", "alexnet", "alexnet_micro", "get", "initialize_weights", "lenet", "names"]
+__all__ = [
+    "MaxPooling2D",
+    "SobelFilter",
+    "alexnet",
+    "alexnet_micro",
+    "get",
+    "initialize_weights",
+    "lenet",
+    "names",
+]

@@ -19,6 +19,7 @@ from keras_deepcluster.backbones.initialization import (
     dense_initializer,
     initialize_weights,
 )
+from keras_deepcluster.backbones.pooling import MaxPooling2D
 from keras_deepcluster.backbones.sobel import SobelFilter
 
 
@@ -62,7 +63,7 @@ class _Stack:
         self.add("relu", lambda n: keras.layers.ReLU(name=n))
 
     def max_pool(self, size, stride):
-        self.add("max_pool", lambda n: keras.layers.MaxPooling2D(size, stride, name=n))
+        self.add("max_pool", lambda n: MaxPooling2D(size, stride, name=n))
 
     def dropout(self, rate):
         self.add("drop_out", lambda n: keras.layers.Dropout(rate, name=n))

@@ -30,9 +30,15 @@ class SobelFilter(keras.layers.Layer):
     """
 
     def call(self, inputs):
-        gray = ops.mean(inputs, axis=-1, keepdims=True)
-        kernel = ops.convert_to_tensor(_SOBEL, dtype=inputs.dtype)
-        return ops.conv(gray, kernel, strides=1, padding="same")
+        # Each Sobel kernel is a [1, 2, 1] smoothing times a [1, 0, -1] difference, so the
+        # filters are sums of shifted slices: XLA:CPU convolves a single channel at about
+        # 0.3 GFLOP/s (8 of a 130-ms AlexNet-micro step on JAX), and slices fuse.
+        gray = ops.pad(ops.mean(inputs, axis=-1), ((0, 0), (1, 1), (1, 1)))
+        up, middle, down = gray[:, :-2], gray[:, 1:-1], gray[:, 2:]
+        smoothed, differenced = up + 2 * middle + down, up - down
+        sobel_x = smoothed[:, :, :-2] - smoothed[:, :, 2:]
+        sobel_y = differenced[:, :, :-2] + 2 * differenced[:, :, 1:-1] + differenced[:, :, 2:]
+        return ops.stack([sobel_x, sobel_y], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (2,)

@@ -1,0 +1,56 @@
+"""Max pooling as the maximum of shifted slices where XLA:CPU pools slowly."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_deepcluster import devices
+
+
+@keras.saving.register_keras_serializable(package="keras_deepcluster")
+class MaxPooling2D(keras.layers.MaxPooling2D):
+    """`keras.layers.MaxPooling2D` that pools by slices on JAX's CPU backend.
+
+    Keras pools with a window reduction, whose gradient XLA:CPU computes with
+    select-and-scatter, one core and about 3 ns per element: on the LeNet of
+    the `fashion_mnist` recipe the two pools' gradients took 5 of a 27-ms
+    step. The same maximum taken over the pool's shifted, strided slices
+    (`max_pool_by_slices`) has an element-wise gradient that XLA fuses. Other
+    backends and devices, and "same" padding, keep Keras's pooling. The
+    output is the same; where a window holds several equal maxima, the
+    gradient is shared between them instead of given to the first, which is
+    an equally valid subgradient.
+    """
+
+    def call(self, inputs):
+        if (
+            self.padding == "valid"
+            and self.data_format == "channels_last"
+            and keras.backend.backend() == "jax"
+            and not devices.accelerator_available()
+        ):
+            return max_pool_by_slices(inputs, self.pool_size, self.strides)
+        return super().call(inputs)
+
+
+def max_pool_by_slices(inputs, pool_size: tuple[int, int], strides: tuple[int, int]):
+    """Max pooling of NHWC `inputs`, "valid" padding, in `keras.ops`.
+
+    The maximum over the ``pool_size[0] * pool_size[1]`` slices
+    ``inputs[:, i::strides[0], j::strides[1]]`` cut to the output's size.
+    """
+    (pool_h, pool_w), (stride_h, stride_w) = pool_size, strides
+    out_h = (inputs.shape[1] - pool_h) // stride_h + 1
+    out_w = (inputs.shape[2] - pool_w) // stride_w + 1
+    pooled = None
+    for i in range(pool_h):
+        for j in range(pool_w):
+            window = inputs[
+                :,
+                i : i + stride_h * (out_h - 1) + 1 : stride_h,
+                j : j + stride_w * (out_w - 1) + 1 : stride_w,
+                :,
+            ]
+            pooled = window if pooled is None else ops.maximum(pooled, window)
+    return pooled
