@@ -17,10 +17,9 @@ class MaxPooling2D(keras.layers.MaxPooling2D):
     the `fashion_mnist` recipe the two pools' gradients took 5 of a 27-ms
     step. The same maximum taken over the pool's shifted, strided slices
     (`max_pool_by_slices`) has an element-wise gradient that XLA fuses. Other
-    backends and devices, and "same" padding, keep Keras's pooling. The
-    output is the same; where a window holds several equal maxima, the
-    gradient is shared between them instead of given to the first, which is
-    an equally valid subgradient.
+    backends and devices, and "same" padding, keep Keras's pooling. Output
+    and gradient are Keras's: of several equal maxima in a window, the first
+    (in row-major order) gets the gradient.
     """
 
     def call(self, inputs):
@@ -52,5 +51,6 @@ def max_pool_by_slices(inputs, pool_size: tuple[int, int], strides: tuple[int, i
                 j : j + stride_w * (out_w - 1) + 1 : stride_w,
                 :,
             ]
-            pooled = window if pooled is None else ops.maximum(pooled, window)
+            # Strictly greater: of equal maxima the first keeps the gradient, as Keras's.
+            pooled = window if pooled is None else ops.where(window > pooled, window, pooled)
     return pooled
