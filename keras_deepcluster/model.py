@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_deepcluster import devices
+from keras_deepcluster import devices, torch_network, torch_step
 from keras_deepcluster.features import layer_model
 from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
 from keras_deepcluster.reclustering import Reclustering
@@ -112,17 +112,20 @@ class DeepCluster(keras.Model):
         self.built = True
 
     def call(self, inputs, training=False):
+        images = inputs["images"] if isinstance(inputs, dict) else inputs
+        network = None  # the direct torch calls, where they apply
+        if self.direct_torch and not isinstance(images, keras.KerasTensor):
+            network = self._direct_torch_network()
         if isinstance(inputs, dict):
             if self.views is None:
                 raise ValueError(
                     "DeepCluster got images with crop boxes but has no views to make them "
                     "with; pass views= or fit on a PseudoLabelDataset."
                 )
-            inputs = random_view(inputs["images"], inputs["boxes"], self.views)
-        if training and self.direct_torch and not isinstance(inputs, keras.KerasTensor):
-            network = self._direct_torch_network()
-            if network is not None:
-                return network(inputs, training=True)
+            make_view = random_view if network is None else torch_network.random_view
+            inputs = make_view(images, inputs["boxes"], self.views)
+        if training and network is not None:
+            return network(inputs, training=True)
         features = self.backbone(inputs, training=training)
         if len(features.shape) > 2:
             features = self.head_flatten(features)
@@ -156,14 +159,10 @@ class DeepCluster(keras.Model):
     def train_step(self, *args):
         """Keras's training step; on PyTorch with `TorchNetwork`, the same step in fewer calls.
 
-        At DeepCluster's small batches a PyTorch step is mostly Python
-        (docs/performance.md, "Host overhead of a training step"). With the
-        default loss, no sample weights and no layer losses, this runs Keras's
-        PyTorch step (`keras.src.backend.torch.trainer`) as it is, but calls
-        `call` instead of `Layer.__call__` (the inputs are already tensors of
-        a built model) and the mean cross-entropy as one
-        ``torch.nn.functional.cross_entropy`` instead of Keras's loss container.
-        Losses, gradients, optimizer, metrics and logs are Keras's.
+        With the default loss, no sample weights and no layer losses the
+        PyTorch step is `torch_step.train_step`: Keras's PyTorch step, same
+        losses, gradients and logs within float rounding, at a fraction of
+        its Python per step (docs/performance.md, "Host overhead of a training step").
         """
         # JAX's step is train_step(state, data); the others' train_step(data).
         if len(args) != 1 or not self._torch_step_applies():
@@ -171,29 +170,11 @@ class DeepCluster(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(args[0])
         if sample_weight is not None or y is None:
             return super().train_step(*args)
-        import torch
-        import torch.nn.functional as F
-
-        logits = self.call(x, training=True)
-        self.zero_grad()
-        cross_entropy = F.cross_entropy(logits, y.long())
-        loss = self._with_weight_decay(cross_entropy)
-        self._loss_tracker.update_state(loss, sample_weight=logits.shape[0])
-        self.optimizer.scale_loss(loss).backward()
-        weights = self.trainable_weights[:]
-        with torch.no_grad():
-            self.optimizer.apply([w.value.grad for w in weights], weights)
-        return self.compute_metrics(x, y, logits, sample_weight=None)
+        return torch_step.train_step(self, x, y)
 
     def _torch_step_applies(self) -> bool:
         if self._torch_step is None:
-            # Layer losses (weight regularizers) are fixed by the layers' configs.
-            self._torch_step = bool(
-                self._default_loss
-                and self.direct_torch
-                and self._direct_torch_network() is not None
-                and not self.losses
-            )
+            self._torch_step = torch_step.applies(self)
         return self._torch_step
 
     def compile_from_config(self, config):
@@ -250,11 +231,9 @@ class DeepCluster(keras.Model):
     def weight_decay_penalty(self):
         """``weight_decay / 2 * sum(w ** 2)`` over the trainable variables."""
         if keras.backend.backend() == "torch":
-            import torch
-
             # One call for every variable, where keras.ops would dispatch two per variable.
-            norms = torch._foreach_norm([w.value for w in self.trainable_variables])
-            return 0.5 * self.weight_decay * torch.stack(norms).square().sum()
+            values = [w.value for w in self.trainable_variables]
+            return torch_step.weight_decay_penalty(values, self.weight_decay)
         squares = [ops.sum(ops.square(w)) for w in self.trainable_variables]
         return 0.5 * self.weight_decay * ops.sum(ops.stack(squares))
 

@@ -1,5 +1,7 @@
 """`TorchNetwork`: the PyTorch training forward pass as direct torch calls, equal to Keras's."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -31,6 +33,10 @@ def mlp():
     inputs = keras.Input((12,))
     hidden = keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Dense(8)(inputs)))
     return keras.Model(inputs, keras.layers.Dense(6)(hidden))
+
+
+def image_views_of(recipe_name):
+    return image_views(load_recipe(recipe_name))
 
 
 def to_np(x):
@@ -72,10 +78,13 @@ def test_a_network_with_a_layer_it_does_not_know_runs_through_keras():
 
 
 @torch_only
-@pytest.mark.parametrize("name", sorted(NETWORKS))
-def test_training_forward_pass_and_batch_statistics_equal_keras(name):
+@pytest.mark.parametrize(
+    "name, batch_size",
+    [(name, 6) for name in sorted(NETWORKS)] + [("mlp", 1)],  # 1: one value per channel
+)
+def test_training_forward_pass_and_batch_statistics_equal_keras(name, batch_size):
     direct, keras_calls = twin_models(NETWORKS[name], num_clusters=5)
-    shape = (6,) + tuple(direct.backbone.input_shape[1:])
+    shape = (batch_size,) + tuple(direct.backbone.input_shape[1:])
     x = np.random.default_rng(1).normal(size=shape).astype("float32")
     keras.utils.set_random_seed(3)  # unseeded dropout draws from PyTorch's global generator
     ours = direct(x, training=True)
@@ -87,6 +96,38 @@ def test_training_forward_pass_and_batch_statistics_equal_keras(name):
         np.testing.assert_allclose(to_np(a), to_np(b), rtol=1e-5, atol=1e-6, err_msg=a.path)
     if name.startswith("alexnet"):  # dropout is on: not the inference output
         assert not np.allclose(to_np(ours), to_np(direct(x)), atol=1e-3)
+
+
+@torch_only
+@pytest.mark.parametrize("dtype, flip", [("uint8", True), ("float32", False)])
+def test_the_direct_random_view_is_keras_ops_view(dtype, flip):
+    from keras_deepcluster import torch_network, views
+
+    image_views = dataclasses.replace(image_views_of("cifar10"), flip=flip)
+    rng = np.random.default_rng(6)
+    images = rng.integers(0, 256, (16, 30, 34, 3)).astype(dtype)
+    if dtype == "float32":
+        images /= 255
+    boxes = image_views.random_boxes(16, 30, 34, rng)
+    assert (boxes[:, 4] == 1).any() == flip
+    images, boxes = keras.ops.convert_to_tensor(images), keras.ops.convert_to_tensor(boxes)
+    ours = torch_network.random_view(images, boxes, image_views)
+    theirs = views.random_view(images, boxes, image_views)
+    assert tuple(ours.shape) == (16, image_views.size, image_views.size, 3)
+    np.testing.assert_allclose(to_np(ours), to_np(theirs), rtol=1e-6, atol=1e-6)
+
+
+@torch_only
+def test_the_network_after_the_sobel_filter_runs_channels_last():
+    """PyTorch pools NCHW several times slower; one-channel Sobel input would give NCHW."""
+    import torch
+
+    network = TorchNetwork.of(backbones.alexnet_micro(seed=0))
+    x = keras.ops.convert_to_tensor(np.zeros((2, 32, 32, 3), "float32")).permute(0, 3, 1, 2)
+    for layer, function in zip(network.layers, network.functions):
+        x = function(layer, x, True)
+        if x.ndim == 4 and min(x.shape[1:]) > 1:
+            assert x.is_contiguous(memory_format=torch.channels_last), layer.name
 
 
 @torch_only
@@ -178,6 +219,12 @@ def test_the_short_training_step_keeps_keras_step_where_it_cannot_apply():
     np.testing.assert_allclose(
         to_np(short.head.kernel), to_np(full.head.kernel), rtol=1e-4, atol=1e-6
     )
+    for ours, theirs in zip(short.trainable_variables, full.trainable_variables):
+        np.testing.assert_allclose(to_np(ours), to_np(theirs), rtol=1e-4, atol=1e-6)
+    scaled = DeepCluster(backbones.lenet(seed=0), num_clusters=4, weight_decay=1e-4)
+    scaled.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01)))
+    scaled.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert scaled._torch_step is False  # the decay's gradient would miss the loss scale
     regularized = DeepCluster(backbones.lenet(seed=0), num_clusters=4)
     regularized.head.kernel.regularizer = keras.regularizers.L2(0.1)
     regularized.compile(optimizer="sgd")
