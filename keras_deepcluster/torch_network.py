@@ -262,9 +262,14 @@ def random_view(images, boxes, views) -> "torch.Tensor":  # noqa: F821
     cols = _window_matrices(boxes[:, 1], boxes[:, 3], x.shape[2], views.size, flip=boxes[:, 4])
     x = torch.einsum("bsh,bhwc->bswc", rows, x)
     x = torch.einsum("btw,bswc->bstc", cols, x)
-    mean = torch.tensor(views.mean, dtype=torch.float32, device=x.device)
-    std = torch.tensor(views.std, dtype=torch.float32, device=x.device)
+    key = (views.mean, views.std, x.device)
+    if key not in _NORMALISATIONS:  # a copy to the device per step would wait for it
+        _NORMALISATIONS[key] = torch.tensor(key[:2], dtype=torch.float32, device=x.device)
+    mean, std = _NORMALISATIONS[key]
     return (x - mean) / std
+
+
+_NORMALISATIONS = {}
 
 
 def _window_matrices(start, length, n_in: int, n_out: int, flip=None):
