@@ -23,10 +23,10 @@ class DeepCluster(keras.Model):
     re-clusters the backbone's features and calls `reset_head` at the start
     of every epoch. The training step is Keras's own, with `compute_loss`
     overridden to add weight decay. On PyTorch, where Keras runs each layer
-    eagerly through Python, the training forward pass runs as direct torch
-    calls on the same variables (`TorchNetwork`) when the network has only
-    layers it knows, and with the default loss the step is Keras's PyTorch
-    step without its per-call layer and loss machinery (`train_step`);
+    eagerly through Python, the random view and the training forward pass
+    run as direct torch calls on the same variables (`TorchNetwork`) when the
+    network has only layers it knows, and with the default loss the step is
+    Keras's PyTorch step in fewer calls (`keras_deepcluster.torch_step`);
     ``direct_torch=False`` keeps Keras's calls.
 
     It takes views (float NHWC of the backbone's input shape), or the
