@@ -116,18 +116,16 @@ def _batch_norm(layer, x, training):
 
     gamma = layer.gamma.value if layer.scale else None
     beta = layer.beta.value if layer.center else None
-    moving_mean, moving_variance = layer.moving_mean, layer.moving_variance
+    moving_mean, moving_variance = layer.moving_mean.value, layer.moving_variance.value
+    if not (training and layer.trainable):
+        return F.batch_norm(x, moving_mean, moving_variance, gamma, beta, False, 0.0, layer.epsilon)
     count = x.numel() // x.shape[1]
-    if not (training and layer.trainable) or count < 2:
-        if training and layer.trainable:  # one value per channel: Keras's zero variance
-            return _batch_norm_by_moments(layer, x, gamma, beta)
-        return F.batch_norm(
-            x, moving_mean.value, moving_variance.value, gamma, beta, False, 0.0, layer.epsilon
-        )
+    if count < 2:  # one value per channel, which PyTorch refuses: Keras's zero variance
+        return _batch_norm_by_moments(layer, x, gamma, beta)
     # PyTorch's fused kernel (forward and backward, a fraction of the separate
     # reductions' time at small channel counts); with momentum 1 its running
     # statistics are the batch's, the variance unbiased where Keras's is not.
-    mean, variance = moving_mean.value.new_zeros(2, x.shape[1])
+    mean, variance = moving_mean.new_zeros(2, x.shape[1])
     y = F.batch_norm(x, mean, variance, gamma, beta, True, 1.0, layer.epsilon)
     variance = variance * ((count - 1) / count)
     _update_moving_statistics(layer, mean, variance)
@@ -198,6 +196,7 @@ def _dropout(layer, x, training):
 
 
 _SOBEL_KERNELS = {}
+_NORMALISATIONS = {}  # (mean, std, device) -> tensor (2, channels), for `random_view`
 
 
 def _sobel(layer, x, training):
@@ -267,9 +266,6 @@ def random_view(images, boxes, views) -> "torch.Tensor":  # noqa: F821
         _NORMALISATIONS[key] = torch.tensor(key[:2], dtype=torch.float32, device=x.device)
     mean, std = _NORMALISATIONS[key]
     return (x - mean) / std
-
-
-_NORMALISATIONS = {}
 
 
 def _window_matrices(start, length, n_in: int, n_out: int, flip=None):

@@ -51,13 +51,15 @@ def train_step(model, x, y) -> dict:
     import torch.nn.functional as F
 
     trainable = model.trainable_weights
-    for weight in trainable:  # Module.zero_grad, without its walk over every submodule
-        weight.value.grad = None
+    tensors = [w.value for w in trainable]
+    for tensor in tensors:  # Module.zero_grad, without its walk over every submodule
+        tensor.grad = None
     logits = model.call(x, training=True)
     cross_entropy = F.cross_entropy(logits, y.long())
     cross_entropy.backward()
-    weights = [w for w in trainable if w.value.grad is not None]
-    values = [w.value for w in weights]
+    used = [i for i, tensor in enumerate(tensors) if tensor.grad is not None]
+    weights = [trainable[i] for i in used]
+    values = [tensors[i] for i in used]
     gradients = [v.grad for v in values]
     with torch.no_grad():
         loss = cross_entropy.detach()

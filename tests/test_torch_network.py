@@ -35,10 +35,6 @@ def mlp():
     return keras.Model(inputs, keras.layers.Dense(6)(hidden))
 
 
-def image_views_of(recipe_name):
-    return image_views(load_recipe(recipe_name))
-
-
 def to_np(x):
     return keras.ops.convert_to_numpy(x)
 
@@ -103,17 +99,17 @@ def test_training_forward_pass_and_batch_statistics_equal_keras(name, batch_size
 def test_the_direct_random_view_is_keras_ops_view(dtype, flip):
     from keras_deepcluster import torch_network, views
 
-    image_views = dataclasses.replace(image_views_of("cifar10"), flip=flip)
+    cifar_views = dataclasses.replace(image_views(load_recipe("cifar10")), flip=flip)
     rng = np.random.default_rng(6)
     images = rng.integers(0, 256, (16, 30, 34, 3)).astype(dtype)
     if dtype == "float32":
         images /= 255
-    boxes = image_views.random_boxes(16, 30, 34, rng)
+    boxes = cifar_views.random_boxes(16, 30, 34, rng)
     assert (boxes[:, 4] == 1).any() == flip
     images, boxes = keras.ops.convert_to_tensor(images), keras.ops.convert_to_tensor(boxes)
-    ours = torch_network.random_view(images, boxes, image_views)
-    theirs = views.random_view(images, boxes, image_views)
-    assert tuple(ours.shape) == (16, image_views.size, image_views.size, 3)
+    ours = torch_network.random_view(images, boxes, cifar_views)
+    theirs = views.random_view(images, boxes, cifar_views)
+    assert tuple(ours.shape) == (16, cifar_views.size, cifar_views.size, 3)
     np.testing.assert_allclose(to_np(ours), to_np(theirs), rtol=1e-6, atol=1e-6)
 
 
