@@ -6,8 +6,8 @@ each convolution and pooling) and every `keras.ops` function through its own
 conversions. For DeepCluster's small networks that Python costs more than the
 arithmetic of a step (docs/performance.md, "Host overhead of a training
 step"). `TorchNetwork` walks the network once and maps each layer to the torch
-function it computes, on the layer's own variables and in NCHW throughout, so
-a training step's forward pass is a few dozen torch calls; gradients reach the
+function it computes, on the layer's own variables, so a training step's
+forward pass is a few dozen torch calls; gradients reach the
 Keras variables as usual, so the optimizer, the metrics, saving and resuming
 are Keras's. Batch-norm statistics follow Keras's formulas (biased batch
 variance, ``moving = momentum * moving + (1 - momentum) * batch``), dropout
@@ -45,21 +45,42 @@ def direct_torch_default() -> bool:
 class TorchNetwork:
     """The layers of a single-input chain, each as a torch function.
 
+    The layers see NCHW tensors, whose memory is laid out in one of two ways
+    (`LAYOUTS`): ``"channels_last"``, PyTorch's ``torch.channels_last``
+    throughout; or ``"channels_last_convolutions"``, plain NCHW memory with
+    each convolution run channels-last (its input and output converted).
+    `of` chooses by `preferred_layout`.
+
     Args:
         layers: The chain's layers in order (no input layer).
         functions: The torch function of each layer.
+        layout: One of `LAYOUTS`, the one `functions` were made for.
     """
 
-    def __init__(self, layers: Sequence[keras.layers.Layer], functions: Sequence[LayerFunction]):
+    def __init__(
+        self,
+        layers: Sequence[keras.layers.Layer],
+        functions: Sequence[LayerFunction],
+        layout: str,
+    ):
         self.layers = tuple(layers)
         self.functions = tuple(functions)
+        self.layout = layout
+        convolutions = [i for i, x in enumerate(self.layers) if isinstance(x, keras.layers.Conv2D)]
+        # The layout is set at the first convolution: before it come the NHWC
+        # input (channels-last memory) and the Sobel filter (plain memory).
+        self._layout_at = convolutions[0] if convolutions else None
 
     @classmethod
-    def of(cls, *models_or_layers) -> TorchNetwork | None:
+    def of(cls, *models_or_layers, layout: str | None = None) -> TorchNetwork | None:
         """The chain of `models_or_layers` (functional models are expanded), or None.
 
         None when the backend is not PyTorch, or when any model is not a
         single-input chain or has a layer without a torch function here.
+
+        Args:
+            *models_or_layers: Models and layers, in the order they run.
+            layout: One of `LAYOUTS`; None for `preferred_layout`'s.
         """
         if keras.backend.backend() != "torch":
             return None
@@ -69,18 +90,46 @@ class TorchNetwork:
             if chain is None:
                 return None
             layers += chain
-        functions = [_function(layer) for layer in layers]
+        if layout is None:
+            layout = preferred_layout(layers)
+        elif layout not in LAYOUTS:
+            raise ValueError(f"layout={layout!r} is not one of {', '.join(LAYOUTS)}.")
+        functions = [_function(layer, layout) for layer in layers]
         if any(f is None for f in functions):
             return None
-        return cls(layers, functions)
+        return cls(layers, functions, layout)
 
     def __call__(self, images, training: bool = False):
         """Runs the chain on NHWC `images` (or flat inputs); returns its output (NHWC if 4-D)."""
+        import torch
+
         # NHWC memory seen as NCHW is PyTorch's channels_last: no copy.
         x = images.permute(0, 3, 1, 2) if images.ndim == 4 else images
-        for layer, function in zip(self.layers, self.functions):
+        for i, (layer, function) in enumerate(zip(self.layers, self.functions)):
+            if i == self._layout_at:
+                channels_last = self.layout == "channels_last"
+                x = x.contiguous(
+                    memory_format=torch.channels_last if channels_last else torch.contiguous_format
+                )
             x = function(layer, x, training)
         return x.permute(0, 2, 3, 1) if x.ndim == 4 else x
+
+
+LAYOUTS = ("channels_last", "channels_last_convolutions")
+
+
+def preferred_layout(layers: Sequence[keras.layers.Layer]) -> str:
+    """The faster of `LAYOUTS` for a chain of `layers`, by the convolutions' widths.
+
+    PyTorch's CPU convolutions run faster channels-last; its batch norm and
+    pooling run faster in plain memory at narrow widths, where converting to
+    and from channels-last around each convolution costs little. At LeNet's
+    widths (6 and 16 filters) the mixed layout is the fastest, at the
+    AlexNets' (48 filters and more) channels-last throughout
+    (docs/performance.md, "Memory layout on PyTorch").
+    """
+    filters = [layer.filters for layer in layers if isinstance(layer, keras.layers.Conv2D)]
+    return "channels_last" if filters and min(filters) >= 32 else "channels_last_convolutions"
 
 
 def _chain(model: keras.Model) -> list[keras.layers.Layer] | None:
@@ -109,6 +158,13 @@ def _conv2d(layer, x, training):
     kernel = layer.kernel.value.permute(3, 2, 0, 1)  # (h, w, in, out) -> (out, in, h, w)
     bias = layer.bias.value if layer.use_bias else None
     return F.conv2d(x, kernel, bias, stride=layer.strides)
+
+
+def _conv2d_channels_last(layer, x, training):
+    import torch
+
+    x = x.contiguous(memory_format=torch.channels_last)
+    return _conv2d(layer, x, training).contiguous()
 
 
 def _batch_norm(layer, x, training):
@@ -149,8 +205,13 @@ def _batch_norm_by_moments(layer, x, gamma, beta):
 
 def _update_moving_statistics(layer, mean, variance):
     """Keras's ``moving = momentum * moving + (1 - momentum) * batch``."""
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+
     for moving, batch in ((layer.moving_mean, mean), (layer.moving_variance, variance)):
-        moving.assign(moving.value * layer.momentum + batch * (1 - layer.momentum))
+        if in_stateless_scope():  # the scope collects the new value: no write in place
+            moving.assign(moving.value * layer.momentum + batch * (1 - layer.momentum))
+        else:  # in place, the two operations of Keras's formula without its assign
+            moving.value.mul_(layer.momentum).add_(batch * (1 - layer.momentum))
 
 
 def _relu(layer, x, training):
@@ -209,13 +270,10 @@ def _sobel(layer, x, training):
     if key not in _SOBEL_KERNELS:
         kernel = np.ascontiguousarray(np.transpose(_SOBEL, (3, 2, 0, 1)))
         _SOBEL_KERNELS[key] = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)
-    edges = F.conv2d(x.mean(1, keepdim=True), _SOBEL_KERNELS[key], padding=1)
-    # From one channel PyTorch returns NCHW; the rest of the network runs
-    # faster in channels_last (PyTorch's pooling several times so).
-    return edges.contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x.mean(1, keepdim=True), _SOBEL_KERNELS[key], padding=1)
 
 
-def _function(layer: keras.layers.Layer) -> LayerFunction | None:
+def _function(layer: keras.layers.Layer, layout: str) -> LayerFunction | None:
     """The torch function of `layer` in the configuration it has, or None."""
     if layer.dtype_policy.name != "float32":
         return None
@@ -223,7 +281,9 @@ def _function(layer: keras.layers.Layer) -> LayerFunction | None:
     if isinstance(layer, keras.layers.Conv2D):
         simple = layer.padding == "valid" and layer.groups == 1
         plain = tuple(layer.dilation_rate) == (1, 1) and _linear(layer.activation)
-        return _conv2d if channels_last and simple and plain else None
+        if not (channels_last and simple and plain):
+            return None
+        return _conv2d if layout == "channels_last" else _conv2d_channels_last
     if isinstance(layer, keras.layers.BatchNormalization):
         channels_axis = layer.axis in (-1, layer.input_spec.ndim - 1)
         return _batch_norm if channels_axis and not layer.renorm else None
@@ -249,7 +309,8 @@ def random_view(images, boxes, views) -> "torch.Tensor":  # noqa: F821
     """`keras_deepcluster.views.random_view` as direct torch calls: the same views.
 
     The same formulas, without `keras.ops`'s conversions around each of its
-    two dozen small operations, which cost more than they compute at small batches.
+    two dozen small operations, which cost more than they compute at small
+    batches; for square images the rows' and columns' windows are made together.
     """
     import torch
 
@@ -257,8 +318,12 @@ def random_view(images, boxes, views) -> "torch.Tensor":  # noqa: F821
     if images.dtype == torch.uint8:
         x = x * (1 / 255)
     boxes = boxes.to(torch.float32)
-    rows = _window_matrices(boxes[:, 0], boxes[:, 2], x.shape[1], views.size)
-    cols = _window_matrices(boxes[:, 1], boxes[:, 3], x.shape[2], views.size, flip=boxes[:, 4])
+    if x.shape[1] == x.shape[2]:
+        flip = torch.stack((torch.zeros_like(boxes[:, 4]), boxes[:, 4]))
+        rows, cols = _window_matrices(boxes[:, :2].T, boxes[:, 2:4].T, x.shape[1], views.size, flip)
+    else:
+        rows = _window_matrices(boxes[:, 0], boxes[:, 2], x.shape[1], views.size)
+        cols = _window_matrices(boxes[:, 1], boxes[:, 3], x.shape[2], views.size, boxes[:, 4])
     x = torch.einsum("bsh,bhwc->bswc", rows, x)
     x = torch.einsum("btw,bswc->bstc", cols, x)
     key = (views.mean, views.std, x.device)
@@ -269,18 +334,21 @@ def random_view(images, boxes, views) -> "torch.Tensor":  # noqa: F821
 
 
 def _window_matrices(start, length, n_in: int, n_out: int, flip=None):
-    """`keras_deepcluster.views._window_matrices` in torch."""
+    """`keras_deepcluster.views._window_matrices` in torch, over any leading axes.
+
+    `start`, `length` and `flip` are (..., batch); returns (..., batch, n_out, n_in).
+    """
     import torch
 
-    out = torch.arange(n_out, dtype=torch.float32, device=start.device)[None, :]
+    out = torch.arange(n_out, dtype=torch.float32, device=start.device)
     if flip is not None:
-        out = torch.where(flip[:, None] > 0.5, (n_out - 1) - out, out)
-    length = length[:, None]
+        out = torch.where(flip[..., None] > 0.5, (n_out - 1) - out, out)
+    length = length[..., None]
     scale = length / n_out
     centre = (out + 0.5) * scale - 0.5  # in pixels of the window
     support = torch.clamp(scale, min=1.0)[..., None]
-    pixels = torch.arange(n_in, dtype=torch.float32, device=start.device)[None, None, :]
-    pixels = pixels - start[:, None, None]
+    pixels = torch.arange(n_in, dtype=torch.float32, device=start.device)
+    pixels = pixels - start[..., None, None]
     inside = ((pixels >= 0) & (pixels < length[..., None])).to(torch.float32)
     weights = torch.relu(1 - (pixels - centre[..., None]).abs() / support) * inside
     return weights / weights.sum(-1, keepdim=True)

@@ -114,16 +114,70 @@ def test_the_direct_random_view_is_keras_ops_view(dtype, flip):
 
 
 @torch_only
-def test_the_network_after_the_sobel_filter_runs_channels_last():
-    """PyTorch pools NCHW several times slower; one-channel Sobel input would give NCHW."""
+@pytest.mark.parametrize(
+    "name, layout", [("alexnet_micro", "channels_last"), ("lenet", "channels_last_convolutions")]
+)
+def test_each_network_runs_in_the_memory_layout_measured_faster(name, layout, monkeypatch):
+    """The AlexNets channels-last throughout; LeNet in plain memory but for its convolutions."""
     import torch
+    import torch.nn.functional as F
 
-    network = TorchNetwork.of(backbones.alexnet_micro(seed=0))
-    x = keras.ops.convert_to_tensor(np.zeros((2, 32, 32, 3), "float32")).permute(0, 3, 1, 2)
-    for layer, function in zip(network.layers, network.functions):
-        x = function(layer, x, True)
-        if x.ndim == 4 and min(x.shape[1:]) > 1:
-            assert x.is_contiguous(memory_format=torch.channels_last), layer.name
+    network = TorchNetwork.of(NETWORKS[name]())
+    assert network.layout == layout
+    conv_inputs, outputs = [], []
+    conv2d = F.conv2d
+
+    def recorded_conv2d(x, *args, **kwargs):
+        if x.shape[1] > 1:  # one channel's memory is both layouts
+            conv_inputs.append(x.is_contiguous(memory_format=torch.channels_last))
+        return conv2d(x, *args, **kwargs)
+
+    def recorded(function):
+        def run(layer, x, training):
+            y = function(layer, x, training)
+            if y.ndim == 4 and min(y.shape[1:]) > 1:  # a layout is visible in the strides
+                outputs.append((layer, y.is_contiguous(memory_format=torch.channels_last)))
+            return y
+
+        return run
+
+    monkeypatch.setattr(F, "conv2d", recorded_conv2d)
+    network.functions = tuple(recorded(f) for f in network.functions)
+    shape = (2,) + tuple(network.layers[0].input.shape[1:])
+    network(keras.ops.convert_to_tensor(np.zeros(shape, "float32")), training=True)
+    assert len(conv_inputs) >= 1 and all(conv_inputs)
+    after_the_first = [flag for layer, flag in outputs if layer.name != "sobel"]
+    assert len(after_the_first) >= 4
+    assert after_the_first == [layout == "channels_last"] * len(after_the_first)
+
+
+@torch_only
+@pytest.mark.parametrize("name", ["lenet", "alexnet_micro"])
+def test_both_memory_layouts_give_the_same_outputs_and_gradients(name):
+    from keras_deepcluster.torch_network import LAYOUTS
+
+    backbone = NETWORKS[name]()
+    x = np.random.default_rng(7).normal(size=(4,) + tuple(backbone.input_shape[1:]))
+    results = []
+    for layout in LAYOUTS:
+        network = TorchNetwork.of(backbone, layout=layout)
+        for variable in backbone.trainable_variables:
+            variable.value.grad = None
+        keras.utils.set_random_seed(8)  # dropout
+        out = network(keras.ops.convert_to_tensor(x.astype("float32")), training=True)
+        out.square().sum().backward()
+        results.append([to_np(out)] + [to_np(v.value.grad) for v in backbone.trainable_variables])
+    # Summed in other orders: equal within float rounding of the largest values (the
+    # gradients of the biases before batch norm are zero but for that rounding).
+    scale = max(np.abs(values).max() for values in results[1])
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * scale)
+
+
+@torch_only
+def test_an_unknown_memory_layout_is_refused():
+    with pytest.raises(ValueError, match="layout='nhwc' is not one of channels_last, channels_l"):
+        TorchNetwork.of(backbones.lenet(seed=0), layout="nhwc")
 
 
 @torch_only
@@ -154,13 +208,22 @@ def test_a_deepcluster_run_equals_the_keras_calls_run(tmp_path):
         data = PseudoLabelDataset(images, image_views(recipe), batch_size=16, seed=0)
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
         reclustering = Reclustering(data, seed=0)
-        labels = []
-        keep_labels = keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: labels.append(reclustering.pseudo_labels.copy())
+        labels, batch_logs = [], []
+        keep = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: labels.append(reclustering.pseudo_labels.copy()),
+            on_train_batch_end=lambda batch, logs: batch_logs.append(
+                {key: float(value) for key, value in logs.items()}
+            ),
         )
-        history = model.fit(data, epochs=3, verbose=0, callbacks=[reclustering, keep_labels])
-        runs.append((history.history, labels, model))
-    (ours, our_labels, model), (theirs, their_labels, keras_model) = runs
+        history = model.fit(data, epochs=3, verbose=0, callbacks=[reclustering, keep])
+        runs.append((history.history, labels, model, batch_logs))
+    (ours, our_labels, model, our_logs), (theirs, their_labels, keras_model, their_logs) = runs
+    # What callbacks see after each step (a NaN stop reads it): Keras's logs.
+    assert len(our_logs) == 3 * len(data) and our_logs[0].keys() == their_logs[0].keys()
+    for key in ("loss", "cross_entropy", "weight_decay"):
+        np.testing.assert_allclose(
+            [logs[key] for logs in our_logs], [logs[key] for logs in their_logs], rtol=1e-4
+        )
     # The direct run took the short training step; the other Keras's own.
     assert model._torch_step is True and keras_model._torch_step is False
     np.testing.assert_allclose(ours["loss"], theirs["loss"], rtol=1e-4)
