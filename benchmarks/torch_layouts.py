@@ -4,8 +4,8 @@ For each recipe network (LeNet on 32 x 32 grayscale, the AlexNet-micro on
 32 x 32 RGB) and batch size, milliseconds of one forward pass in training mode
 plus its backward pass, in each of `torch_network.LAYOUTS`, alternating
 between layouts `--rounds` times (the least of the rounds' medians), and the
-layout `preferred_layout` chooses. What decides the rule in
-`preferred_layout`, and what to re-run on another CPU.
+layout `preferred_layout` chooses: what its rule was decided by, to re-run
+on another CPU or a GPU (the images on Keras's default device).
 
     KERAS_BACKEND=torch python benchmarks/torch_layouts.py --out docs/benchmarks/torch_layouts.json
 """
@@ -30,10 +30,14 @@ NETWORKS = {"lenet": (32, 32, 1), "alexnet_micro": (32, 32, 3)}
 
 def pass_seconds(network: TorchNetwork, images, repeats: int) -> float:
     """Median seconds of a training forward pass and its backward, after 3 untimed."""
+    import torch
+
     seconds = []
     for i in range(3 + repeats):
         start = time.perf_counter()
         network(images, training=True).square().sum().backward()
+        if images.is_cuda:  # the kernels run asynchronously
+            torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds[3:])
 
