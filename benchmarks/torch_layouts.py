@@ -33,7 +33,7 @@ def pass_seconds(network: TorchNetwork, images, repeats: int) -> float:
     import torch
 
     seconds = []
-    for i in range(3 + repeats):
+    for _ in range(3 + repeats):
         start = time.perf_counter()
         network(images, training=True).square().sum().backward()
         if images.is_cuda:  # the kernels run asynchronously

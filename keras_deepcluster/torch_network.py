@@ -66,6 +66,11 @@ class TorchNetwork:
         self.layers = tuple(layers)
         self.functions = tuple(functions)
         self.layout = layout
+        import torch
+
+        self._memory_format = (
+            torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        )
         convolutions = [i for i, x in enumerate(self.layers) if isinstance(x, keras.layers.Conv2D)]
         # The layout is set at the first convolution: before it come the NHWC
         # input (channels-last memory) and the Sobel filter (plain memory).
@@ -101,16 +106,11 @@ class TorchNetwork:
 
     def __call__(self, images, training: bool = False):
         """Runs the chain on NHWC `images` (or flat inputs); returns its output (NHWC if 4-D)."""
-        import torch
-
         # NHWC memory seen as NCHW is PyTorch's channels_last: no copy.
         x = images.permute(0, 3, 1, 2) if images.ndim == 4 else images
         for i, (layer, function) in enumerate(zip(self.layers, self.functions)):
             if i == self._layout_at:
-                channels_last = self.layout == "channels_last"
-                x = x.contiguous(
-                    memory_format=torch.channels_last if channels_last else torch.contiguous_format
-                )
+                x = x.contiguous(memory_format=self._memory_format)
             x = function(layer, x, training)
         return x.permute(0, 2, 3, 1) if x.ndim == 4 else x
 
@@ -121,12 +121,10 @@ LAYOUTS = ("channels_last", "channels_last_convolutions")
 def preferred_layout(layers: Sequence[keras.layers.Layer]) -> str:
     """The faster of `LAYOUTS` for a chain of `layers`, by the convolutions' widths.
 
-    PyTorch's CPU convolutions run faster channels-last; its batch norm and
-    pooling run faster in plain memory at narrow widths, where converting to
-    and from channels-last around each convolution costs little. At LeNet's
-    widths (6 and 16 filters) the mixed layout is the fastest, at the
-    AlexNets' (48 filters and more) channels-last throughout
-    (docs/performance.md, "Memory layout on PyTorch").
+    Measured on the CPU (docs/performance.md, "Memory layout on PyTorch"): at
+    LeNet's widths (6 and 16 filters) plain memory with channels-last
+    convolutions is the faster, at the AlexNets' (48 filters and more)
+    channels-last throughout.
     """
     filters = [layer.filters for layer in layers if isinstance(layer, keras.layers.Conv2D)]
     return "channels_last" if filters and min(filters) >= 32 else "channels_last_convolutions"
@@ -205,13 +203,8 @@ def _batch_norm_by_moments(layer, x, gamma, beta):
 
 def _update_moving_statistics(layer, mean, variance):
     """Keras's ``moving = momentum * moving + (1 - momentum) * batch``."""
-    from keras.src.backend.common.stateless_scope import in_stateless_scope
-
     for moving, batch in ((layer.moving_mean, mean), (layer.moving_variance, variance)):
-        if in_stateless_scope():  # the scope collects the new value: no write in place
-            moving.assign(moving.value * layer.momentum + batch * (1 - layer.momentum))
-        else:  # in place, the two operations of Keras's formula without its assign
-            moving.value.mul_(layer.momentum).add_(batch * (1 - layer.momentum))
+        moving.assign(moving.value * layer.momentum + batch * (1 - layer.momentum))
 
 
 def _relu(layer, x, training):
@@ -309,8 +302,7 @@ def random_view(images, boxes, views) -> "torch.Tensor":  # noqa: F821
     """`keras_deepcluster.views.random_view` as direct torch calls: the same views.
 
     The same formulas, without `keras.ops`'s conversions around each of its
-    two dozen small operations, which cost more than they compute at small
-    batches; for square images the rows' and columns' windows are made together.
+    two dozen small operations, which cost more than they compute at small batches.
     """
     import torch
 
@@ -318,12 +310,8 @@ def random_view(images, boxes, views) -> "torch.Tensor":  # noqa: F821
     if images.dtype == torch.uint8:
         x = x * (1 / 255)
     boxes = boxes.to(torch.float32)
-    if x.shape[1] == x.shape[2]:
-        flip = torch.stack((torch.zeros_like(boxes[:, 4]), boxes[:, 4]))
-        rows, cols = _window_matrices(boxes[:, :2].T, boxes[:, 2:4].T, x.shape[1], views.size, flip)
-    else:
-        rows = _window_matrices(boxes[:, 0], boxes[:, 2], x.shape[1], views.size)
-        cols = _window_matrices(boxes[:, 1], boxes[:, 3], x.shape[2], views.size, boxes[:, 4])
+    rows = _window_matrices(boxes[:, 0], boxes[:, 2], x.shape[1], views.size)
+    cols = _window_matrices(boxes[:, 1], boxes[:, 3], x.shape[2], views.size, flip=boxes[:, 4])
     x = torch.einsum("bsh,bhwc->bswc", rows, x)
     x = torch.einsum("btw,bswc->bstc", cols, x)
     key = (views.mean, views.std, x.device)
@@ -334,21 +322,18 @@ def random_view(images, boxes, views) -> "torch.Tensor":  # noqa: F821
 
 
 def _window_matrices(start, length, n_in: int, n_out: int, flip=None):
-    """`keras_deepcluster.views._window_matrices` in torch, over any leading axes.
-
-    `start`, `length` and `flip` are (..., batch); returns (..., batch, n_out, n_in).
-    """
+    """`keras_deepcluster.views._window_matrices` in torch."""
     import torch
 
-    out = torch.arange(n_out, dtype=torch.float32, device=start.device)
+    out = torch.arange(n_out, dtype=torch.float32, device=start.device)[None, :]
     if flip is not None:
-        out = torch.where(flip[..., None] > 0.5, (n_out - 1) - out, out)
-    length = length[..., None]
+        out = torch.where(flip[:, None] > 0.5, (n_out - 1) - out, out)
+    length = length[:, None]
     scale = length / n_out
     centre = (out + 0.5) * scale - 0.5  # in pixels of the window
     support = torch.clamp(scale, min=1.0)[..., None]
-    pixels = torch.arange(n_in, dtype=torch.float32, device=start.device)
-    pixels = pixels - start[..., None, None]
+    pixels = torch.arange(n_in, dtype=torch.float32, device=start.device)[None, None, :]
+    pixels = pixels - start[:, None, None]
     inside = ((pixels >= 0) & (pixels < length[..., None])).to(torch.float32)
     weights = torch.relu(1 - (pixels - centre[..., None]).abs() / support) * inside
     return weights / weights.sum(-1, keepdim=True)
