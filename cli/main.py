@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from keras_deepcluster import directory_lock
@@ -77,7 +78,21 @@ def main():
 @override("--batch-size", "batch_size", type=int, help="Training batch size.")
 @override("--lr", type=float, help="SGD learning rate.")
 @override("--pca", type=OptionalInt(), help="PCA-whitening dimension ('none': no PCA).")
+@override(
+    "--min-steps",
+    "min_steps",
+    type=OptionalInt(),
+    help="Train at least this many steps on each clustering (small data sets need it; "
+    "'none': one pass over the images).",
+)
 @data_options
+@override(
+    "--check-labels",
+    "check_labels",
+    type=click.Path(dir_okay=False),
+    help="CSV of a few images' labels (file or row, label) for unlabelled images: the run "
+    "scores every clustering on them and keeps its best epoch.",
+)
 @devices_option
 @processes_options
 @deterministic_option
@@ -178,7 +193,40 @@ def _train(recipe, devices, out, overwrite, resume, overrides):
         return
     console.print(metrics_table(run.read_history(), title=f"{recipe.name} on {backend}"))
     summary = run.read_json(RunDirectory.SUMMARY, keys=("wall_seconds",))
+    for line in effect_lines(summary):
+        console.print(line)
     console.print(f"finished in {summary['wall_seconds']:.1f} s; run directory: {out}")
+
+
+def effect_lines(summary: dict) -> list[str]:
+    """What training did to the clustering, untrained -> final, as `train` prints it."""
+    lines = []
+    kept = summary.get("kept")
+    if kept:
+        lines.append(
+            f"kept epoch {kept['epoch']} (NMI {kept['nmi']:.3f} on the labelled images; the "
+            f"last epoch's clustering scored {kept['last_nmi']:.3f})"
+        )
+    scored = escape(
+        summary.get("check_labels") or f"{summary.get('labelled_images')} labelled images"
+    )
+    for split, effect in (summary.get("training_effect") or {}).items():
+        where = f"{split} ({scored})" if split == "train" else split
+        scores = ", ".join(
+            f"{metric.upper()} {effect[metric]['untrained']:.3f} -> {effect[metric]['final']:.3f} "
+            f"({effect[metric]['change']:+.3f})"
+            for metric in ("nmi", "acc", "ari")
+        )
+        verdict = effect["verdict"]
+        style = {"better": "green", "worse": "bold red", "unchanged": "yellow"}[verdict]
+        lines.append(f"untrained -> trained on {where}: {scores} [{style}]{verdict}[/{style}]")
+        if verdict == "worse":
+            lines.append(
+                f"[bold red]warning:[/bold red] the trained network clusters the {split} images "
+                "worse than the untrained one did. Train longer on each clustering "
+                "(--min-steps), try another -k or --seed, or keep the untrained network."
+            )
+    return lines
 
 
 @main.command()

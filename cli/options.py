@@ -281,8 +281,9 @@ def resolve_recipe(name: str, overrides: dict) -> Recipe:
     except RecipeError as error:
         raise click.BadParameter(str(error), param_hint="RECIPE") from None
     changes = {k: (None if v == "none" else v) for k, v in overrides.items() if v is not None}
-    if "data_dir" in changes:
-        changes["data_dir"] = str(Path(changes["data_dir"]).resolve())
+    for path in ("data_dir", "check_labels"):
+        if path in changes:
+            changes[path] = str(Path(changes[path]).resolve())
     try:
         return recipe.replace(**changes) if changes else recipe
     except RecipeError as error:
@@ -321,6 +322,8 @@ OPTIONS = {
     "batch_size": "--batch-size",
     "lr": "--lr",
     "limit": "--limit",
+    "check_labels": "--check-labels",
+    "min_steps": "--min-steps",
     "layer": "--layer",
     "random": "--random",
     "pca_dim": "--pca",

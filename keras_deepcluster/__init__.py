@@ -34,7 +34,7 @@ from keras_deepcluster.features import FeatureExtractor, extract_features  # noq
 from keras_deepcluster.interrupts import catch_interrupts  # noqa: E402
 from keras_deepcluster.model import DeepCluster  # noqa: E402
 from keras_deepcluster.pretraining import train  # noqa: E402
-from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset  # noqa: E402
+from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset, epoch_length  # noqa: E402
 from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe  # noqa: E402
 from keras_deepcluster.reclustering import (  # noqa: E402
     ClusteringWarning,
@@ -76,6 +76,7 @@ __all__ = [
     "determinism",
     "devices",
     "enable_determinism",
+    "epoch_length",
     "evaluation",
     "extract_features",
     "load_recipe",

@@ -55,6 +55,13 @@ class RunRecorder(keras.callbacks.Callback):
         resume_from: Where to read the checkpoint from, when not `run` (the
             processes of a multi-process job other than process 0 write a
             scratch copy and resume from the real run).
+        keep_best: Keep the best epoch rather than the last, as Keras's
+            ``EarlyStopping(restore_best_weights=True)`` does: the epoch whose
+            clustering scores the highest NMI on the labelled images (a check
+            set: the `Reclustering`'s labels, -1 where unknown). When the final
+            clustering scores lower, ``model.keras`` and ``clustering.npz`` hold
+            that epoch's network (the weights its clustering was made from) and
+            its pseudo-labels, and the summary's ``kept`` says which epoch.
 
     Examples:
         >>> recorder = RunRecorder("runs/mine", reclustering)
@@ -69,6 +76,7 @@ class RunRecorder(keras.callbacks.Callback):
         config: Recipe | str | None = None,
         summary: dict | None = None,
         resume_from: RunDirectory | None = None,
+        keep_best: bool = False,
     ):
         super().__init__()
         if not isinstance(reclustering, Reclustering):
@@ -76,6 +84,14 @@ class RunRecorder(keras.callbacks.Callback):
                 f"reclustering must be the Reclustering callback of the fit; got "
                 f"{type(reclustering).__name__}."
             )
+        if keep_best and _known(reclustering) is None:
+            raise ValueError(
+                "keep_best=True chooses the epoch by its clustering's score on labelled images, "
+                "but the Reclustering has no labels; give it labels (a few labelled images "
+                "suffice, -1 for the others) or leave keep_best off."
+            )
+        self.keep_best = keep_best
+        self.best: dict | None = None  # {"epoch", "nmi"} of the best clustering so far
         self.run = run if isinstance(run, RunDirectory) else RunDirectory(run)
         self.reclustering = reclustering
         if config is None:
@@ -122,10 +138,19 @@ class RunRecorder(keras.callbacks.Callback):
             with source.reading(RunDirectory.HISTORY):
                 raise ValueError(f"{len(self.rows)} rows for {epoch + 1} finished epochs")
         self._wall_before = checkpoint.get("wall_seconds", 0.0)
+        self.best = checkpoint.get("best")
         self.resumed_at = epoch + 1
         model._initial_epoch = epoch + 1  # what BackupAndRestore sets; read by fit
 
     def on_epoch_begin(self, epoch, logs=None):
+        # The Reclustering (earlier in the list) has just clustered the features of the
+        # weights as they are now: with keep_best, these are the weights to keep if it wins.
+        clustering = self.reclustering.epoch_logs
+        score = clustering.get("nmi_labels")
+        if self.keep_best and clustering.get("clustered") and score is not None:
+            if self.best is None or score > self.best["nmi"]:
+                self.run.write_weights(RunDirectory.BEST, self.model.get_weights())
+                self.best = {"epoch": epoch, "nmi": float(score)}
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -140,9 +165,12 @@ class RunRecorder(keras.callbacks.Callback):
         self.rows.append(row)
         self.run.write_pseudo_labels(epoch, self.reclustering.pseudo_labels)
         self.run.write_history(self.rows)
-        self.run.save_checkpoint(
-            self.model, epoch, {**self.reclustering.state(), "wall_seconds": self.wall_seconds()}
-        )
+        state = {
+            **self.reclustering.state(),
+            "wall_seconds": self.wall_seconds(),
+            "best": self.best,
+        }
+        self.run.save_checkpoint(self.model, epoch, state)
         self._epochs_done = epoch + 1
 
     def on_train_end(self, logs=None):
@@ -150,40 +178,59 @@ class RunRecorder(keras.callbacks.Callback):
         epochs = self.params.get("epochs") if self.params else None
         if self.model.stop_training or epochs is None or self._epochs_done < epochs:
             return  # stopped early: the checkpoint stays, to resume
-        self.run.save_model(self.model)
         final = self._save_final_clustering(epochs)
+        self.run.save_model(self.model)  # after the final clustering: maybe an earlier epoch's
         self.run.write_json(RunDirectory.SUMMARY, {**self._summary(epochs), **final})
         self.run.remove_checkpoint()
+        (self.run.path / RunDirectory.BEST).unlink(missing_ok=True)
 
     def _save_final_clustering(self, epochs: int) -> dict:
         """Clusters the trained network's features once more and keeps the clustering.
 
         ``clustering.npz`` (a `ClusterModel`) is what `kdc.Run.assign` places
         new images with; the training images' scores against their labels
-        go into the summary. Skipped with several processes (their features
-        are sharded).
+        go into the summary, beside the untrained network's (the first
+        epoch's clustering) and their change. With `keep_best`, an earlier
+        epoch that scored higher replaces the last (weights and clustering).
+        Skipped with several processes (their features are sharded).
         """
         if processes.process_count() > 1:
             return {"final_clustering": None}
         reclustering, settings = self.reclustering, self.reclustering.config
-        data = reclustering.data
-        features = FeatureExtractor(self.model.backbone, data.views)(
-            data.images, settings.feature_batch_size
-        )
         cluster_model, labels = ClusterModel.fit(
-            features,
+            self._features(),
             self.model.num_clusters,
             seed=kmeans_seed(settings.seed, epochs),
             pca_dim=settings.pca_dim,
             kmeans_backend=settings.kmeans_backend,
             iterations=settings.kmeans_iterations,
         )
+        known, kept = _known(reclustering), None
+        if known is not None and self.keep_best and self.best is not None:
+            final_nmi = cluster_scores(labels[known], reclustering.labels[known])["nmi"]
+            if self.best["nmi"] > final_nmi:
+                kept = {**self.best, "last_nmi": final_nmi}
+                self.model.set_weights(self.run.read_weights(RunDirectory.BEST))
+                labels = self.run.read_pseudo_labels(self.best["epoch"]).astype(np.int64)
+                cluster_model = ClusterModel.from_labels(
+                    self._features(), labels, self.model.num_clusters, settings.pca_dim
+                )
         self.run.write_cluster_model(cluster_model)
         final = {"clusters": int(np.count_nonzero(np.bincount(labels)))}
-        known = None if reclustering.labels is None else reclustering.labels >= 0
-        if known is not None and known.any():
-            final["train"] = cluster_scores(labels[known], reclustering.labels[known])
-        return {"final_clustering": final}
+        summary = {"final_clustering": final, "kept": kept}
+        if known is not None:
+            truth = reclustering.labels[known]
+            final["train"] = cluster_scores(labels[known], truth)
+            untrained = self.run.read_pseudo_labels(0)[known]
+            summary["untrained_clustering"] = {"train": cluster_scores(untrained, truth)}
+            summary["labelled_images"] = int(known.sum())
+            summary["training_effect"] = {"train": training_effect(summary, "train")}
+        return summary
+
+    def _features(self) -> np.ndarray:
+        data = self.reclustering.data
+        extractor = FeatureExtractor(self.model.backbone, data.views)
+        return extractor(data.images, self.reclustering.config.feature_batch_size)
 
     def _summary(self, epochs: int) -> dict:
         nmis = [row["nmi_labels"] for row in self.rows if "nmi_labels" in row]
@@ -204,6 +251,38 @@ class RunRecorder(keras.callbacks.Callback):
             "versions": {"keras": keras.__version__, "python": platform.python_version()},
             "resumed_at_epoch": self.resumed_at,
         }
+
+
+# A change of NMI smaller than this is within k-means's own run-to-run spread.
+UNCHANGED_NMI = 0.01
+
+
+def training_effect(summary: dict, split: str) -> dict:
+    """How the final clustering scores against the untrained network's on `split`.
+
+    Reads ``untrained_clustering`` and ``final_clustering`` of a run's summary.
+    Returns ``{"nmi": {"untrained", "final", "change"}, "acc": ..., "ari": ...,
+    "verdict"}``; the verdict is "better" or "worse" when NMI moved by more
+    than `UNCHANGED_NMI`, else "unchanged".
+    """
+    before, after = summary["untrained_clustering"][split], summary["final_clustering"][split]
+    effect = {}
+    for metric in ("nmi", "acc", "ari"):
+        change = after[metric] - before[metric]
+        effect[metric] = {"untrained": before[metric], "final": after[metric], "change": change}
+    change = effect["nmi"]["change"]
+    effect["verdict"] = (
+        "unchanged" if abs(change) <= UNCHANGED_NMI else "better" if change > 0 else "worse"
+    )
+    return effect
+
+
+def _known(reclustering: Reclustering) -> np.ndarray | None:
+    """The mask of the images with a label, or None when none has one."""
+    labels = reclustering.labels
+    if labels is None or not (labels >= 0).any():
+        return None
+    return labels >= 0
 
 
 def _settings_toml(reclustering: Reclustering) -> str:

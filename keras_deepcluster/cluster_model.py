@@ -45,19 +45,32 @@ class ClusterModel:
         iterations: int = 20,
     ) -> tuple[ClusterModel, np.ndarray]:
         """Clusters `features` (N, d) as `Reclustering` does; returns the model and the labels."""
-        features = np.asarray(features, np.float32)
-        mean = projection = None
-        if pca_dim is not None:
-            mean, projection = _whitening(features, pca_dim)
-        if projection is not None:
-            features = (features - mean) @ projection
-        normalised = clustering.l2_normalize(features)
+        mean, projection, normalised = _normalised(features, pca_dim)
         labels, _ = clustering.kmeans(normalised, num_clusters, seed, iterations, kmeans_backend)
         labels, _ = clustering.fill_empty_clusters(labels, normalised, num_clusters)
-        sums = np.zeros((num_clusters, normalised.shape[1]), np.float64)
-        np.add.at(sums, labels, normalised)
-        centroids = sums / np.bincount(labels, minlength=num_clusters)[:, None]
-        return cls(centroids.astype(np.float32), mean, projection), labels
+        return cls(_centroids(normalised, labels, num_clusters), mean, projection), labels
+
+    @classmethod
+    def from_labels(
+        cls,
+        features: np.ndarray,
+        labels: np.ndarray,
+        num_clusters: int,
+        pca_dim: int | None = None,
+    ) -> ClusterModel:
+        """The model of a clustering already made: `labels` (N,) of `features` (N, d).
+
+        What a run keeps when an earlier epoch's clustering was its best:
+        the centroids of that epoch's pseudo-labels in its features' space.
+        """
+        mean, projection, normalised = _normalised(features, pca_dim)
+        labels = np.asarray(labels, np.int64)
+        if labels.shape != (len(normalised),) or labels.min() < 0 or labels.max() >= num_clusters:
+            raise ValueError(
+                f"labels must hold one cluster id in [0, {num_clusters}) per feature row "
+                f"({len(normalised)}); got shape {labels.shape}."
+            )
+        return cls(_centroids(normalised, labels, num_clusters), mean, projection)
 
     @property
     def num_clusters(self) -> int:
@@ -113,6 +126,24 @@ class ClusterModel:
                 npz["mean"] if "mean" in npz else None,
                 npz["projection"] if "projection" in npz else None,
             )
+
+
+def _normalised(features: np.ndarray, pca_dim: int | None):
+    """The whitening of `features` (mean and projection, or None) and the normalised rows."""
+    features = np.asarray(features, np.float32)
+    mean = projection = None
+    if pca_dim is not None:
+        mean, projection = _whitening(features, pca_dim)
+        features = (features - mean) @ projection
+    return mean, projection, clustering.l2_normalize(features)
+
+
+def _centroids(normalised: np.ndarray, labels: np.ndarray, num_clusters: int) -> np.ndarray:
+    """Each cluster's mean row (float32 (k, d')); an empty cluster's centroid is zero."""
+    sums = np.zeros((num_clusters, normalised.shape[1]), np.float64)
+    np.add.at(sums, labels, normalised)
+    counts = np.bincount(labels, minlength=num_clusters)[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
 def _whitening(features: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,9 +21,12 @@ import keras
 import numpy as np
 
 import keras_deepcluster as kdc
-from keras_deepcluster.callbacks import RunRecorder, StopOnInterrupt, StopOnNaN
+from keras_deepcluster import check_labels
+from keras_deepcluster.callbacks import RunRecorder, StopOnInterrupt, StopOnNaN, training_effect
+from keras_deepcluster.check_labels import CheckLabels, CheckLabelsError
 from keras_deepcluster.data.disk_images import take_rows
 from keras_deepcluster.features import layer_model
+from keras_deepcluster.pseudo_label_dataset import epoch_length
 from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
 from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
 
@@ -190,6 +193,7 @@ class Pretraining:
         reclustering: Its `Reclustering` callback (true labels, if any, for the metrics).
         devices: How many devices it trains on (data-parallel when > 1).
         distribution: The `kdc.devices.data_parallel` the model lives in.
+        check: The check labels that score the run and choose its best epoch, or None.
     """
 
     recipe: Recipe
@@ -198,6 +202,7 @@ class Pretraining:
     reclustering: kdc.Reclustering
     devices: int
     distribution: object
+    check: CheckLabels | None = None
 
     @classmethod
     def build(
@@ -206,18 +211,20 @@ class Pretraining:
         data: kdc.data.ImageData,
         on_progress: ProgressCallback | None = None,
         devices: int = 1,
+        check: CheckLabels | None = None,
     ) -> Pretraining:
         """Builds and checks everything, so bad settings fail before anything is written.
 
         With `devices` > 1 the model is built for data-parallel training over
-        that many devices (`kdc.devices.data_parallel`).
+        that many devices (`kdc.devices.data_parallel`). `check` (from
+        `read_check_labels`) stands in for the labels of unlabelled data.
         """
         distribution = kdc.devices.data_parallel(devices)
         with distribution.scope():
-            return cls._build(recipe, data, on_progress, devices, distribution)
+            return cls._build(recipe, data, on_progress, devices, distribution, check)
 
     @classmethod
-    def _build(cls, recipe, data, on_progress, devices, distribution):
+    def _build(cls, recipe, data, on_progress, devices, distribution, check):
         views = image_views(recipe)
         images = data.x_train
         check_channels(recipe, views, images.shape[-1])
@@ -229,7 +236,9 @@ class Pretraining:
             views,
             batch_size=recipe.batch_size,
             seed=recipe.seed,
-            epoch_length=recipe.epoch_multiplier * len(images),
+            epoch_length=epoch_length(
+                len(images), recipe.batch_size, recipe.epoch_multiplier, recipe.min_steps
+            ),
         )
         model = kdc.DeepCluster(
             build_backbone(recipe, (views.size, views.size, images.shape[-1])),
@@ -242,7 +251,7 @@ class Pretraining:
         )
         reclustering = kdc.Reclustering(
             dataset,
-            labels=data.y_train,
+            labels=data.y_train if check is None else check.labels,
             pca_dim=recipe.pca,
             kmeans_backend=recipe.kmeans,
             kmeans_iterations=recipe.kmeans_iterations,
@@ -256,7 +265,7 @@ class Pretraining:
             on_progress=on_progress,
         )
         reclustering.check(model)
-        return cls(recipe, model, dataset, reclustering, devices, distribution)
+        return cls(recipe, model, dataset, reclustering, devices, distribution, check)
 
     def fit(
         self,
@@ -275,12 +284,16 @@ class Pretraining:
             FloatingPointError: the loss or the features became NaN or inf; the
                 message names the epoch (and step); the last checkpoint stays.
         """
+        summary = {"recipe": self.recipe.name, "devices": self.devices}
+        if self.check is not None:
+            summary["check_labels"] = self.check.describe()
         recorder = RunRecorder(
             run,
             self.reclustering,
             config=self.recipe,
-            summary={"recipe": self.recipe.name, "devices": self.devices},
+            summary=summary,
             resume_from=resume_from,
+            keep_best=self.check is not None,
         )
         with self.distribution.scope():
             return self.model.fit(
@@ -344,7 +357,12 @@ def train(
     data = load_data(recipe, on_progress=cache_progress, on_note=on_note)
     labelled = "" if data.y_train is not None else ", unlabelled"
     note(f"data: {len(data.x_train)} training images {data.x_train.shape[1:]}{labelled}")
-    pretraining = Pretraining.build(recipe, data, on_progress=on_progress, devices=devices)
+    check = read_check_labels(recipe, data)
+    if check is not None:
+        note(check.describe())
+    pretraining = Pretraining.build(
+        recipe, data, on_progress=on_progress, devices=devices, check=check
+    )
     if not resume or writer is not run:
         writer.create(recipe.to_toml(), overwrite=overwrite or writer is not run)
         writer.write_json(RunDirectory.DATA, data.origin or {"source": recipe.source})
@@ -363,20 +381,54 @@ def train(
         if writer is not run:
             shutil.rmtree(writer.path, ignore_errors=True)
     if writer is run and kdc.processes.process_count() == 1:
-        _score_test_split(run, data)
+        _score_test_split(run, data, recipe)
     return run
 
 
-def _score_test_split(run: RunDirectory, data: kdc.data.ImageData) -> None:
+def read_check_labels(recipe: Recipe, data: kdc.data.ImageData) -> CheckLabels | None:
+    """The recipe's check labels for `data`'s training images, or None without any.
+
+    Raises:
+        CheckLabelsError: a file that cannot be used, or data that has labels of
+            its own (a labelled run scores against those).
+    """
+    if recipe.check_labels is None:
+        return None
+    if data.y_train is not None:
+        raise CheckLabelsError(
+            f"{recipe.check_labels}: check labels are for unlabelled images, but "
+            f"{data.name} has a label for every training image and the run scores against "
+            "those; drop the check labels."
+        )
+    cache = (data.origin or {}).get("cache")
+    files = kdc.data.ImageCache(cache).files("train") if cache else None
+    return check_labels.read_check_labels(recipe.check_labels, len(data.x_train), files)
+
+
+def _score_test_split(run: RunDirectory, data: kdc.data.ImageData, recipe: Recipe) -> None:
     """Adds the scores of the test split, assigned to the final clusters, to the summary.
 
-    As SCAN reports them: the test images never trained the network or the clustering.
+    As SCAN reports them: the test images never trained the network or the
+    clustering. The same for the untrained network, and the change.
     """
     if data.x_test is None or data.y_test is None:
         return
     clusters, _ = kdc.Run.open(run.path).assign(data.x_test, batch_size=FEATURE_BATCH_SIZE)
     summary = run.summary
     summary["final_clustering"]["test"] = kdc.evaluation.cluster_scores(clusters, data.y_test)
+    # The untrained network's: its first clustering's centroids, the test images assigned.
+    views = image_views(recipe)
+    backbone = build_backbone(recipe, (views.size, views.size, data.x_train.shape[-1]))
+    extractor = kdc.FeatureExtractor(backbone, views)
+    untrained = kdc.ClusterModel.from_labels(
+        extractor(data.x_train, FEATURE_BATCH_SIZE),
+        run.read_pseudo_labels(0),
+        recipe.clusters,
+        recipe.pca,
+    )
+    clusters, _ = untrained.assign(extractor(data.x_test, FEATURE_BATCH_SIZE))
+    summary["untrained_clustering"]["test"] = kdc.evaluation.cluster_scores(clusters, data.y_test)
+    summary["training_effect"]["test"] = training_effect(summary, "test")
     run.write_json(RunDirectory.SUMMARY, summary)
 
 

@@ -60,6 +60,30 @@ def uniform_cluster_sample(labels: np.ndarray, length: int, rng: np.random.Gener
     return indices[:length]
 
 
+def epoch_length(
+    num_images: int, batch_size: int, epoch_multiplier: int = 1, min_steps: int | None = None
+) -> int:
+    """Images drawn per clustering: ``N * epoch_multiplier``, or ``min_steps`` batches if more.
+
+    The authors' schedule (one pass over N images per clustering) gives 469
+    steps on Fashion-MNIST's 60,000 images but 24 on 3,000: too few for the
+    fresh head to learn anything, so the backbone trains through a random head
+    and its features drift (docs/design.md, "Small data"). A floor on the steps
+    per clustering leaves large data sets as the authors ran them and trains
+    small ones long enough to improve.
+
+    Examples:
+        >>> epoch_length(60_000, 128, min_steps=400)  # 469 steps: unchanged
+        60000
+        >>> epoch_length(3_000, 128, min_steps=400)  # 24 steps -> 400
+        51200
+    """
+    length = num_images * epoch_multiplier
+    if min_steps is not None and math.ceil(length / batch_size) < min_steps:
+        length = min_steps * batch_size
+    return length
+
+
 class PseudoLabelDataset(keras.utils.PyDataset):
     """Batches of (image with its random view's box, pseudo-label), sampled uniformly over clusters.
 

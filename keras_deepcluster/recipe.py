@@ -32,6 +32,8 @@ import tomllib
 from keras_deepcluster.data.file_names import escape, unescape
 
 SECTIONS = ("data", "model", "training", "clustering", "probe")
+# The settings that are paths (escaped in TOML).
+_PATHS = {"data_dir", "check_labels"}
 
 # The settings with a fixed set of values, checked when a recipe loads (before
 # any data is read). The registries they name (data.SOURCES,
@@ -103,6 +105,9 @@ class Recipe:
     download: bool = _field("data", bool, default=True)
     views: str | None = _field("data", str)  # ImageViews preset; default: `dataset`
     limit: int | None = _field("data", int, ">= 1")  # first N training images
+    # A CSV of a few images' labels for unlabelled data (check_labels.py): the run
+    # scores its clusterings on them and keeps its best epoch.
+    check_labels: str | None = _field("data", str)
     # Side S of the image cache (shorter side to S, centre crop). Default: the
     # source's own size; for folders, the views' resize side.
     image_size: int | None = _field("data", int, ">= 1")
@@ -118,6 +123,9 @@ class Recipe:
     momentum: float = _field("training", float, "in [0, 1)", default=0.9)
     weight_decay: float = _field("training", float, ">= 0", default=0.0)
     epoch_multiplier: int = _field("training", int, ">= 1", default=1)  # images per epoch / N
+    # The fewest training steps per clustering: small data trains longer on each
+    # (pseudo_label_dataset.epoch_length); no change where N * epoch_multiplier is enough.
+    min_steps: int | None = _field("training", int, ">= 1")
     seed: int = _field("training", int, ">= 0", default=0)
     deterministic: bool = _field("training", bool, default=False)  # determinism.py
     # Training steps per compiled call (Keras's compile); PyTorch runs 1.
@@ -202,8 +210,8 @@ class Recipe:
             f"description = {toml_value(self.description)}",
         ]
         for section, settings in self.sections().items():
-            if "data_dir" in settings:  # a path: any bytes, which TOML's UTF-8 cannot hold
-                settings["data_dir"] = escape(settings["data_dir"])
+            for key in _PATHS & settings.keys():  # any bytes, which TOML's UTF-8 cannot hold
+                settings[key] = escape(settings[key])
             lines += ["", f"[{section}]"]
             lines += [f"{key} = {toml_value(value)}" for key, value in settings.items()]
         return "\n".join(lines) + "\n"
@@ -316,7 +324,7 @@ def _flatten(document: dict, path: Path) -> dict:
                     raise RecipeError(
                         f"{path}: unknown key {inner!r} in [{key}]; known keys: {', '.join(known)}."
                     )
-                is_path = name == "data_dir" and isinstance(inner_value, str)
+                is_path = name in _PATHS and isinstance(inner_value, str)
                 keys[name] = unescape(inner_value) if is_path else inner_value
         else:
             raise RecipeError(

@@ -234,6 +234,11 @@ class Reclustering(keras.callbacks.Callback):
         if logs is not None:
             logs.update(self._epoch_logs)
 
+    @property
+    def epoch_logs(self) -> dict[str, float]:
+        """The current epoch's clustering logs (what `on_epoch_end` adds), from its start on."""
+        return dict(self._epoch_logs)
+
     def _recluster(self, epoch: int) -> tuple[np.ndarray, dict[str, float]]:
         """This epoch's pseudo-labels from the backbone's features, and their logs."""
         config, model = self.config, self.model

@@ -86,6 +86,8 @@ _DAMAGE = {
     f"be intact); {_RESTART}",
     "model.keras": f"the trained model is lost; {_RESTART}",
     "clustering.npz": f"the final clustering is lost; {_RESTART}",
+    "best_weights.npz": "the weights of the best epoch so far are lost (the run can only keep "
+    f"its last epoch's); {_RESTART}",
     "data.json": "the record of the data it trained on is lost; give the data again "
     "(`data_dir`, or --data-dir)",
     "probe.json": "the probe's result is lost; run the probe again",
@@ -109,7 +111,7 @@ class RunDirectory:
         "pseudo_labels",
         "checkpoint.json",
     )
-    CLUSTERING, DATA = "clustering.npz", "data.json"
+    CLUSTERING, DATA, BEST = "clustering.npz", "data.json", "best_weights.npz"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -347,6 +349,16 @@ class RunDirectory:
         name = f"{self.LABELS}/epoch_{epoch:03d}.npz"
         with self.reading(name), np.load(self.path / name) as npz:
             return npz["labels"]
+
+    def write_weights(self, name: str, weights: list[np.ndarray]) -> None:
+        """Writes a model's `get_weights()` as ``.npz`` (atomic)."""
+        arrays = {f"w{index:04d}": value for index, value in enumerate(weights)}
+        self._write_atomic(name, lambda f: np.savez(f, **arrays))
+
+    def read_weights(self, name: str) -> list[np.ndarray]:
+        """The weights `write_weights` wrote, in order (for `set_weights`)."""
+        with self.reading(name), np.load(self.path / name) as npz:
+            return [npz[key] for key in sorted(npz.files)]
 
     def write_cluster_model(self, cluster_model) -> None:
         """Writes the final clustering (a `ClusterModel`) as clustering.npz."""

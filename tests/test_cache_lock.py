@@ -95,7 +95,16 @@ def test_two_prepare_and_a_train_started_together_share_one_build(tmp_path, monk
         [*cli, "prepare", "folder", "--name", "cifar10", *source, "--size", "45"],
         [*cli, "prepare", "folder", "--name", "cifar10", *source, "--size", "45"],
         [*cli, "train", "cifar10", "--source", "folder", *source, "--epochs", "1", "-k", "2"]
-        + ["--pca", "4", "--batch-size", "8", "--out", str(tmp_path / "run")],
+        + [
+            "--min-steps",
+            "none",
+            "--pca",
+            "4",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp_path / "run"),
+        ],
     ]
     processes = [
         subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -254,7 +254,18 @@ def test_tfds_recipe_with_mock_data(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=64):
         result = invoke(
-            "train", "mnist", "--limit", "64", "--epochs", "1", "-k", "3", "--out", tmp_path / "run"
+            "train",
+            "mnist",
+            "--min-steps",
+            "none",
+            "--limit",
+            "64",
+            "--epochs",
+            "1",
+            "-k",
+            "3",
+            "--out",
+            tmp_path / "run",
         )
     assert result.exit_code == 0, result.output
     assert RunDirectory(tmp_path / "run").read_pseudo_labels(0).shape == (64,)
@@ -266,6 +277,8 @@ def test_fashion_mnist_from_idx(tmp_path):
     result = invoke(
         "train",
         "fashion_mnist",
+        "--min-steps",
+        "none",
         "--source",
         "idx",
         "--data-dir",

@@ -101,6 +101,8 @@ def runs(tmp_path_factory):
                 "train": [
                     "train",
                     "mnist",
+                    "--min-steps",
+                    "none",
                     "--source",
                     "cache",
                     "--data-dir",

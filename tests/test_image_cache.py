@@ -352,6 +352,8 @@ def test_cli_prepare_then_train_from_the_cache(tmp_path):
     result = invoke(
         "train",
         "cifar10",
+        "--min-steps",
+        "none",
         "--batch-size",
         "16",
         "--source",
@@ -382,6 +384,8 @@ def test_cli_trains_on_a_mixed_folder_and_imagenet_recipe(tmp_path):
     result = invoke(
         "train",
         "cifar10",
+        "--min-steps",
+        "none",
         "--batch-size",
         "16",
         "--source",
@@ -404,6 +408,8 @@ def test_cli_trains_on_a_mixed_folder_and_imagenet_recipe(tmp_path):
     result = invoke(
         "train",
         "imagenet",
+        "--min-steps",
+        "none",
         "--data-dir",
         tmp_path / "photos",
         "--limit",
@@ -451,8 +457,8 @@ def test_file_names_that_are_not_utf8_are_kept_and_printed_escaped(tmp_path):
     (photos / "class_0" / _undecodable(b"bad\xff.jpg")).write_bytes(b"not a jpeg")
     out = tmp_path / "run"
     result = invoke(
-        "train", "cifar10", "--source", "folder", "--data-dir", photos, "--epochs", "1",
-        "-k", "2", "--pca", "4", "--batch-size", "8", "--out", out,
+        "train", "cifar10", "--min-steps", "none", "--source", "folder", "--data-dir", photos,
+        "--epochs", "1", "-k", "2", "--pca", "4", "--batch-size", "8", "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "class_0/bad\\xff.jpg" in result.output  # the skipped file, printed escaped

@@ -1,0 +1,134 @@
+"""Does training help on a few thousand images? Untrained vs final clustering, per run.
+
+Trains bundled recipes on small image sets through `kdc.train` (the backend is
+``KERAS_BACKEND``; run one backend at a time) and writes one JSON line per run:
+the untrained network's clustering scores (its first clustering) and the final
+ones on the training images and, where the set has one, the test split, the
+verdict, and the wall time. ``--min-steps`` compares schedules: a number, or
+``none`` for one pass over the images per clustering (the authors' schedule).
+
+    KERAS_BACKEND=jax python benchmarks/small_data.py --sets fmnist3000 --seeds 61,1,2 \\
+        --min-steps recipe,none --out docs/benchmarks/small_data/jax.jsonl
+    python benchmarks/small_data.py --table docs/benchmarks/small_data/*.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+# name: (recipe, overrides); k is the number of classes.
+SETS = {
+    "fmnist3000": ("fashion_mnist", dict(source="idx", data_dir=FASHION_MNIST, limit=3000)),
+    "fmnist10000": ("fashion_mnist", dict(source="idx", data_dir=FASHION_MNIST, limit=10000)),
+    "digits": ("digits", {}),
+}
+CLASSES = {"fmnist3000": 10, "fmnist10000": 10, "digits": 10}
+
+
+def run_one(name: str, seed: int, min_steps: str, epochs: int, k_factor: int) -> dict:
+    import keras
+
+    import keras_deepcluster as kdc
+
+    recipe_name, overrides = SETS[name]
+    recipe = kdc.load_recipe(recipe_name)
+    steps = (
+        recipe.min_steps
+        if min_steps == "recipe"
+        else None
+        if min_steps == "none"
+        else int(min_steps)
+    )
+    recipe = recipe.replace(
+        **overrides, clusters=CLASSES[name] * k_factor, epochs=epochs, seed=seed, min_steps=steps
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        run = kdc.train(recipe, out=Path(folder) / "run")
+        wall = time.perf_counter() - start
+        summary = run.summary
+    return {
+        "set": name,
+        "recipe": recipe_name,
+        "backend": keras.backend.backend(),
+        "seed": seed,
+        "k": recipe.clusters,
+        "epochs": epochs,
+        "min_steps": steps,
+        "untrained": summary["untrained_clustering"],
+        "final": {
+            split: summary["final_clustering"][split]
+            for split in ("train", "test")
+            if split in summary["final_clustering"]
+        },
+        "verdict": {
+            split: effect["verdict"] for split, effect in summary["training_effect"].items()
+        },
+        "wall_seconds": wall,
+    }
+
+
+def table(paths: list[str]) -> str:
+    """Markdown: one row per set, backend, k and schedule; means over seeds."""
+    rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["set"], row["backend"], row["k"], row["min_steps"]), []).append(row)
+    lines = [
+        "| set | backend | k | min steps | seeds | NMI untrained → final (train) | change: mean "
+        "[min, max] | test NMI untrained → final | not worse | wall s per run |",
+        "|---|---|---:|---:|---:|---|---|---|---:|---:|",
+    ]
+    for (name, backend, k, steps), group in sorted(groups.items(), key=str):
+        before = [row["untrained"]["train"]["nmi"] for row in group]
+        after = [row["final"]["train"]["nmi"] for row in group]
+        change = [b - a for a, b in zip(before, after)]
+        test = ""
+        if all("test" in row["final"] for row in group):
+            tb = statistics.mean(row["untrained"]["test"]["nmi"] for row in group)
+            ta = statistics.mean(row["final"]["test"]["nmi"] for row in group)
+            test = f"{tb:.3f} → {ta:.3f}"
+        held = sum(row["verdict"]["train"] != "worse" for row in group)
+        lines.append(
+            f"| {name} | {backend} | {k} | {steps or 'none'} | {len(group)} | "
+            f"{statistics.mean(before):.3f} → {statistics.mean(after):.3f} | "
+            f"{statistics.mean(change):+.3f} [{min(change):+.3f}, {max(change):+.3f}] | {test} | "
+            f"{held}/{len(group)} | {statistics.mean(row['wall_seconds'] for row in group):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default="fmnist3000")
+    parser.add_argument("--seeds", default="61,1,2")
+    parser.add_argument("--min-steps", default="recipe,none")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--k-factors", default="1", help="k = classes x each factor")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--table", nargs="+", help="print the table of these result files")
+    args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
+    for name in args.sets.split(","):
+        for factor in map(int, args.k_factors.split(",")):
+            for steps in args.min_steps.split(","):
+                for seed in map(int, args.seeds.split(",")):
+                    result = run_one(name, seed, steps, args.epochs, factor)
+                    line = json.dumps(result)
+                    print(line, flush=True)
+                    if args.out:
+                        args.out.parent.mkdir(parents=True, exist_ok=True)
+                        with args.out.open("a") as f:
+                            f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
