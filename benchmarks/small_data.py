@@ -22,13 +22,15 @@ import time
 from pathlib import Path
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-# name: (recipe, overrides); k is the number of classes.
+# The README's synthetic photo folder (4 classes of ellipses), written once.
+SHAPES = Path(tempfile.gettempdir()) / "keras_deepcluster_small_data" / "shapes"
+# name: (recipe, overrides, classes)
 SETS = {
-    "fmnist3000": ("fashion_mnist", dict(source="idx", data_dir=FASHION_MNIST, limit=3000)),
-    "fmnist10000": ("fashion_mnist", dict(source="idx", data_dir=FASHION_MNIST, limit=10000)),
-    "digits": ("digits", {}),
+    "fmnist3000": ("fashion_mnist", dict(source="idx", data_dir=FASHION_MNIST, limit=3000), 10),
+    "fmnist10000": ("fashion_mnist", dict(source="idx", data_dir=FASHION_MNIST, limit=10000), 10),
+    "digits": ("digits", {}, 10),
+    "shapes3000": ("cifar10", dict(source="folder", data_dir=str(SHAPES), pca=32), 4),
 }
-CLASSES = {"fmnist3000": 10, "fmnist10000": 10, "digits": 10}
 
 
 def run_one(name: str, seed: int, min_steps: str, epochs: int, k_factor: int) -> dict:
@@ -36,7 +38,9 @@ def run_one(name: str, seed: int, min_steps: str, epochs: int, k_factor: int) ->
 
     import keras_deepcluster as kdc
 
-    recipe_name, overrides = SETS[name]
+    recipe_name, overrides, classes = SETS[name]
+    if name == "shapes3000" and not SHAPES.is_dir():
+        kdc.data.write_image_folder(SHAPES, 3000)
     recipe = kdc.load_recipe(recipe_name)
     steps = (
         recipe.min_steps
@@ -46,13 +50,19 @@ def run_one(name: str, seed: int, min_steps: str, epochs: int, k_factor: int) ->
         else int(min_steps)
     )
     recipe = recipe.replace(
-        **overrides, clusters=CLASSES[name] * k_factor, epochs=epochs, seed=seed, min_steps=steps
+        **overrides, clusters=classes * k_factor, epochs=epochs, seed=seed, min_steps=steps
     )
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         run = kdc.train(recipe, out=Path(folder) / "run")
         wall = time.perf_counter() - start
         summary = run.summary
+        data = kdc.pretraining.load_data(recipe)
+        signals = label_free_signals(recipe, run, data)
+        knn = {
+            stage: kdc.pretraining.knn_probe(recipe, data, run, random=stage == "untrained")
+            for stage in ("untrained", "final")
+        }
     return {
         "set": name,
         "recipe": recipe_name,
@@ -71,6 +81,30 @@ def run_one(name: str, seed: int, min_steps: str, epochs: int, k_factor: int) ->
             split: effect["verdict"] for split, effect in summary["training_effect"].items()
         },
         "wall_seconds": wall,
+        "label_free": signals,
+        "knn20": {stage: report["accuracy"]["20"] for stage, report in knn.items()},
+    }
+
+
+def label_free_signals(recipe, run, data) -> dict:
+    """The label-free signals of the untrained and the final clustering (training images)."""
+    import keras_deepcluster as kdc
+    from keras_deepcluster.evaluation.label_free import label_free_scores
+
+    trained = kdc.Run.open(run.path)
+    views = kdc.pretraining.image_views(recipe)
+    shape = (views.size, views.size, data.x_train.shape[-1])
+    untrained = kdc.FeatureExtractor(kdc.pretraining.build_backbone(recipe, shape), views)
+    first = run.read_pseudo_labels(0)
+    features = untrained(data.x_train, 256)
+    model = kdc.ClusterModel.from_labels(features, first, recipe.clusters, recipe.pca)
+    final_features = trained.embed(data.x_train)
+    final_labels, _ = trained.cluster_model.assign(final_features)
+    return {
+        "untrained": label_free_scores(model.transform(features), first, recipe.seed),
+        "final": label_free_scores(
+            trained.cluster_model.transform(final_features), final_labels, recipe.seed
+        ),
     }
 
 
@@ -81,9 +115,10 @@ def table(paths: list[str]) -> str:
     for row in rows:
         groups.setdefault((row["set"], row["backend"], row["k"], row["min_steps"]), []).append(row)
     lines = [
-        "| set | backend | k | min steps | seeds | NMI untrained → final (train) | change: mean "
-        "[min, max] | test NMI untrained → final | not worse | wall s per run |",
-        "|---|---|---:|---:|---:|---|---|---|---:|---:|",
+        "| set | backend | k | min steps | seeds | NMI untrained → final (train) | change: "
+        "mean [min, max] | test NMI untrained → final | kNN-20 gain, points | not worse | "
+        "wall s per run |",
+        "|---|---|---:|---:|---:|---|---|---|---:|---:|---:|",
     ]
     for (name, backend, k, steps), group in sorted(groups.items(), key=str):
         before = [row["untrained"]["train"]["nmi"] for row in group]
@@ -95,12 +130,47 @@ def table(paths: list[str]) -> str:
             ta = statistics.mean(row["final"]["test"]["nmi"] for row in group)
             test = f"{tb:.3f} → {ta:.3f}"
         held = sum(row["verdict"]["train"] != "worse" for row in group)
+        knn = ""
+        if all("knn20" in row for row in group):
+            gain = [100 * (row["knn20"]["final"] - row["knn20"]["untrained"]) for row in group]
+            knn = f"{statistics.mean(gain):+.1f}"
         lines.append(
             f"| {name} | {backend} | {k} | {steps or 'none'} | {len(group)} | "
             f"{statistics.mean(before):.3f} → {statistics.mean(after):.3f} | "
-            f"{statistics.mean(change):+.3f} [{min(change):+.3f}, {max(change):+.3f}] | {test} | "
-            f"{held}/{len(group)} | {statistics.mean(row['wall_seconds'] for row in group):.0f} |"
+            f"{statistics.mean(change):+.3f} [{min(change):+.3f}, {max(change):+.3f}] | "
+            f"{test} | {knn} | {held}/{len(group)} | "
+            f"{statistics.mean(row['wall_seconds'] for row in group):.0f} |"
         )
+    return "\n".join(lines)
+
+
+def signal_table(paths: list[str]) -> str:
+    """Markdown: Spearman rank correlation of each label-free signal with NMI, over all
+    runs' untrained and final clusterings, and of their changes with NMI's change."""
+    from scipy.stats import spearmanr
+
+    rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()]
+    rows = [row for row in rows if "label_free" in row]
+    stages = [(row, stage) for row in rows for stage in ("untrained", "final")]
+    nmis = [
+        row[stage]["train"]["nmi"] if stage == "final" else row["untrained"]["train"]["nmi"]
+        for row, stage in stages
+    ]
+    lines = [
+        f"| signal | Spearman ρ with NMI ({len(stages)} clusterings) | ρ of the change "
+        f"({len(rows)} runs) |",
+        "|---|---:|---:|",
+    ]
+    for signal in ("silhouette", "seed_agreement", "cluster_generalization"):
+        values = [row["label_free"][stage][signal] for row, stage in stages]
+        level = spearmanr(values, nmis).statistic
+        changes = [
+            row["label_free"]["final"][signal] - row["label_free"]["untrained"][signal]
+            for row in rows
+        ]
+        gains = [row["final"]["train"]["nmi"] - row["untrained"]["train"]["nmi"] for row in rows]
+        change = spearmanr(changes, gains).statistic
+        lines.append(f"| {signal} | {level:+.2f} | {change:+.2f} |")
     return "\n".join(lines)
 
 
@@ -116,6 +186,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.table:
         print(table(args.table))
+        print()
+        print(signal_table(args.table))
         return
     for name in args.sets.split(","):
         for factor in map(int, args.k_factors.split(",")):

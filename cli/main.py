@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from keras_deepcluster import directory_lock
@@ -152,7 +151,12 @@ def _train(recipe, devices, out, overwrite, resume, overrides):
     import keras
 
     from keras_deepcluster import pretraining, processes  # import keras, after the backend is set
-    from keras_deepcluster_cli.progress import TrainingProgress, cache_progress, metrics_table
+    from keras_deepcluster_cli.progress import (
+        TrainingProgress,
+        cache_progress,
+        effect_lines,
+        metrics_table,
+    )
 
     console = make_console()
     console.quiet = processes.process_index() != 0  # process 0 speaks for the job
@@ -196,37 +200,6 @@ def _train(recipe, devices, out, overwrite, resume, overrides):
     for line in effect_lines(summary):
         console.print(line)
     console.print(f"finished in {summary['wall_seconds']:.1f} s; run directory: {out}")
-
-
-def effect_lines(summary: dict) -> list[str]:
-    """What training did to the clustering, untrained -> final, as `train` prints it."""
-    lines = []
-    kept = summary.get("kept")
-    if kept:
-        lines.append(
-            f"kept epoch {kept['epoch']} (NMI {kept['nmi']:.3f} on the labelled images; the "
-            f"last epoch's clustering scored {kept['last_nmi']:.3f})"
-        )
-    scored = escape(
-        summary.get("check_labels") or f"{summary.get('labelled_images')} labelled images"
-    )
-    for split, effect in (summary.get("training_effect") or {}).items():
-        where = f"{split} ({scored})" if split == "train" else split
-        scores = ", ".join(
-            f"{metric.upper()} {effect[metric]['untrained']:.3f} -> {effect[metric]['final']:.3f} "
-            f"({effect[metric]['change']:+.3f})"
-            for metric in ("nmi", "acc", "ari")
-        )
-        verdict = effect["verdict"]
-        style = {"better": "green", "worse": "bold red", "unchanged": "yellow"}[verdict]
-        lines.append(f"untrained -> trained on {where}: {scores} [{style}]{verdict}[/{style}]")
-        if verdict == "worse":
-            lines.append(
-                f"[bold red]warning:[/bold red] the trained network clusters the {split} images "
-                "worse than the untrained one did. Train longer on each clustering "
-                "(--min-steps), try another -k or --seed, or keep the untrained network."
-            )
-    return lines
 
 
 @main.command()

@@ -35,7 +35,13 @@ _RUN_COLUMNS = (
     ("best_nmi", "NMI best", "{:.4f}"),
     ("last_nmi", "NMI last", "{:.4f}"),
     ("last_acc", "ACC last", "{:.4f}"),
+    ("final_nmi", "NMI final", "{:.4f}"),
+    ("nmi_change", "NMI change", "{:+.4f}"),
+    ("verdict", "verdict", "{}"),
+    ("kept_epoch", "kept epoch", "{}"),
+    ("test_nmi_untrained", "test NMI untrained", "{:.4f}"),
     ("test_nmi", "test NMI", "{:.4f}"),
+    ("test_nmi_change", "test NMI change", "{:+.4f}"),
     ("test_acc", "test ACC", "{:.4f}"),
     ("test_ari", "test ARI", "{:.4f}"),
     ("knn_20", "kNN 20", "{:.4f}"),
@@ -128,9 +134,21 @@ def _record(run: RunDirectory, root: Path) -> dict:
 
 
 def _final_clustering_scores(summary: dict) -> dict:
-    """The test split's scores against the final clustering (None where not recorded)."""
-    test = (summary.get("final_clustering") or {}).get("test") or {}
-    return {f"test_{key}": test.get(key) for key in ("nmi", "acc", "ari")}
+    """The final clustering's scores, the untrained network's and the change (None where
+    not recorded)."""
+    final = summary.get("final_clustering") or {}
+    effect = summary.get("training_effect") or {}
+    test = final.get("test") or {}
+    kept = summary.get("kept")
+    return {
+        **{f"test_{key}": test.get(key) for key in ("nmi", "acc", "ari")},
+        "final_nmi": (final.get("train") or {}).get("nmi"),
+        "nmi_change": effect["train"]["nmi"]["change"] if "train" in effect else None,
+        "verdict": effect["train"]["verdict"] if "train" in effect else None,
+        "kept_epoch": kept["epoch"] if kept else None,
+        "test_nmi_untrained": effect["test"]["nmi"]["untrained"] if "test" in effect else None,
+        "test_nmi_change": effect["test"]["nmi"]["change"] if "test" in effect else None,
+    }
 
 
 @click.command()

@@ -161,4 +161,8 @@ def show(run_dir, data_dir, chosen, map_images):
 
         with console.status("drawing"):
             report = write_report(run, data, files=files, clusters=chosen, map_images=map_images)
+    from keras_deepcluster_cli.progress import effect_lines
+
+    for line in effect_lines(directory.summary):
+        console.print(line)
     console.print(f"{len(report['figures'])} figures in {report['folder']}; open {report['html']}")

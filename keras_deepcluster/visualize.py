@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -256,26 +255,83 @@ def _curves(path, history) -> Path | None:
     return path
 
 
-def _write_html(page: Path, run: Run, figures) -> None:
-    summary = run.directory.summary
-    scores = summary.get("final_clustering") or {}
+def _effect_html(summary: dict) -> str:
+    """The clustering's scores, untrained -> trained and the change, per split, as a table."""
+    final = summary.get("final_clustering") or {}
+    untrained = summary.get("untrained_clustering") or {}
+    effect = summary.get("training_effect") or {}
+    metrics = ("nmi", "acc", "ari")
     rows = []
     for split in ("train", "test"):
-        if split in scores:
-            cells = "".join(f"<td>{value:.3f}</td>" for value in scores[split].values())
-            rows.append(f"<tr><th>{split}</th>{cells}</tr>")
-    header = ""
-    if rows:
-        names = "".join(
-            f"<th>{html.escape(key)}</th>"
-            for key in next(scores[s] for s in ("train", "test") if s in scores)
+        if split not in final:
+            continue
+        cells = []
+        for metric in metrics:
+            before = (untrained.get(split) or {}).get(metric)
+            after = final[split][metric]
+            change = "" if before is None else f" ({after - before:+.3f})"
+            shown = f"{after:.3f}" if before is None else f"{before:.3f} → {after:.3f}"
+            cells.append(f"<td>{shown}{change}</td>")
+        verdict = (effect.get(split) or {}).get("verdict", "")
+        rows.append(f"<tr><th>{split}</th>{''.join(cells)}<td>{html.escape(verdict)}</td></tr>")
+    if not rows:
+        return ""
+    names = "".join(f"<th>{metric.upper()}: untrained → trained</th>" for metric in metrics)
+    notes = []
+    scored = summary.get("check_labels")
+    if scored:
+        notes.append(f"Scored on the check set: {html.escape(scored)}.")
+    kept = summary.get("kept")
+    if kept:
+        notes.append(
+            f"The run kept epoch {kept['epoch']} (NMI {kept['nmi']:.3f} on the labelled images; "
+            f"the last epoch's clustering scored {kept['last_nmi']:.3f})."
         )
-        header = f"<table><tr><th></th>{names}</tr>{''.join(rows)}</table>"
-    probes = []
-    for name in ("probe.json", "knn.json"):
-        if (run.directory.path / name).is_file():
-            accuracy = json.dumps(run.directory.read_json(name)["accuracy"])
-            probes.append(f"<pre>{html.escape(name)}: {html.escape(accuracy)}</pre>")
+    if any((e or {}).get("verdict") == "worse" for e in effect.values()):
+        notes.append("Training made the clustering worse than the untrained network's.")
+    paragraphs = "".join(f"<p>{note}</p>" for note in notes)
+    return (
+        f"<table><tr><th>split</th>{names}<th>verdict</th></tr>{''.join(rows)}</table>{paragraphs}"
+    )
+
+
+def _probes_html(directory) -> str:
+    """The probes' accuracies beside the untrained network's, where both were run."""
+    rows = []
+    for name, title in (("probe", "linear probe"), ("knn", "kNN")):
+        reports = {}
+        for stage, suffix in (("trained", ""), ("untrained", "_random")):
+            if (directory.path / f"{name}{suffix}.json").is_file():
+                reports[stage] = directory.read_json(f"{name}{suffix}.json")["accuracy"]
+        if not reports:
+            continue
+        for key in sorted({k for r in reports.values() for k in _accuracies(r)}):
+            values = {stage: _accuracies(r).get(key) for stage, r in reports.items()}
+            label = title if key == "" else f"{title} (k = {key})"
+            cells = "".join(
+                "<td>–</td>"
+                if values.get(stage) is None
+                else f"<td>{100 * values[stage]:.1f} %</td>"
+                for stage in ("untrained", "trained")
+            )
+            rows.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
+    if not rows:
+        return ""
+    return (
+        "<table><tr><th>accuracy on the labels</th><th>untrained</th><th>trained</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
+def _accuracies(accuracy) -> dict:
+    """A probe's accuracy (a number) or kNN's (by k) as {key: value}."""
+    return accuracy if isinstance(accuracy, dict) else {"": accuracy}
+
+
+def _write_html(page: Path, run: Run, figures) -> None:
+    summary = run.directory.summary
+    header = _effect_html(summary)
+    probes = _probes_html(run.directory)
     body = "".join(
         f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,"
         f"{base64.b64encode(Path(path).read_bytes()).decode()}'><figcaption>"
@@ -290,7 +346,7 @@ def _write_html(page: Path, run: Run, figures) -> None:
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head>
 <body><h1>{title}</h1><p>{summary.get("epochs")} epochs, {run.num_clusters} clusters,
 {summary.get("images")} images, backend {html.escape(str(summary.get("backend")))}.</p>
-{header}{"".join(probes)}{body}
+{header}{probes}{body}
 <script>window.addEventListener("load", () => {{
   const images = [...document.images];
   document.body.dataset.imagesTotal = images.length;

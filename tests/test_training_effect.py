@@ -165,3 +165,29 @@ def test_a_bad_check_label_file_is_refused_before_anything_is_written(tmp_path):
     assert "check.csv: line 3" in result.output and "not_there.png" in result.output
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+@pytest.mark.backend_independent
+def test_the_report_page_shows_before_after_and_the_kept_epoch(tmp_path):
+    from keras_deepcluster.visualize import _effect_html, _probes_html
+
+    scores = lambda nmi: {"nmi": nmi, "acc": nmi / 2, "ari": nmi / 4}  # noqa: E731
+    summary = {
+        "untrained_clustering": {"train": scores(0.5), "test": scores(0.4)},
+        "final_clustering": {"train": scores(0.6), "test": scores(0.3)},
+        "kept": {"epoch": 3, "nmi": 0.61, "last_nmi": 0.55},
+        "check_labels": "12 check labels in 2 classes from check.csv",
+    }
+    summary["training_effect"] = {s: training_effect(summary, s) for s in ("train", "test")}
+    page = _effect_html(summary)
+    assert "0.500 → 0.600 (+0.100)" in page and "0.400 → 0.300 (-0.100)" in page
+    assert "better" in page and "worse" in page and "kept epoch 3" in page
+    assert "12 check labels" in page and "worse than the untrained" in page
+    run = RunDirectory(tmp_path)
+    run.path.mkdir(exist_ok=True)
+    run.write_json("probe.json", {"accuracy": 0.8})
+    run.write_json("probe_random.json", {"accuracy": 0.75})
+    run.write_json("knn.json", {"accuracy": {"20": 0.7, "200": 0.65}})
+    probes = _probes_html(run)
+    assert "<td>75.0 %</td><td>80.0 %</td>" in probes
+    assert "kNN (k = 20)</th><td>–</td><td>70.0 %</td>" in probes
