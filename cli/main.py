@@ -62,7 +62,7 @@ def main():
 
 
 @main.command()
-@click.argument("recipe")
+@click.argument("recipe", required=False)
 @backend_option
 @override("--clusters", "-k", type=int, help="Number of clusters k.")
 @override("--epochs", type=int, help="Epochs (one clustering + one training pass each).")
@@ -99,7 +99,8 @@ def main():
 @click.option(
     "--resume",
     type=click.Path(path_type=Path),
-    help="Continue the unfinished run in this directory, with its own settings.",
+    help="Continue the unfinished run in this directory, with its own settings and on its "
+    "own backend (RECIPE may be left out).",
 )
 def train(
     recipe,
@@ -115,7 +116,9 @@ def train(
 ):
     """Pretrain with DeepCluster as RECIPE says (a recipe name or a .toml file).
 
-    Options override the recipe. Writes a run directory: config.toml,
+    Options override the recipe. With --resume, RECIPE may be left out: the
+    run continues with its own settings, on the backend it trained on. Writes
+    a run directory: config.toml,
     history.csv (one row per epoch), pseudo_labels/epoch_NNN.npz, model.keras
     and summary.json.
 
@@ -125,11 +128,17 @@ def train(
       deepcluster train fashion_mnist --source idx \\
           --data-dir /usr/share/datasets/fashion-mnist --epochs 3 --backend jax
       deepcluster train mnist -k 10 --halt-after 5 --limit 10000 --out runs/mnist-k10
-      deepcluster train digits --resume runs/digits-tensorflow-k10-seed61   # after a crash
+      deepcluster train --resume runs/digits-tensorflow-k10-seed61   # after a crash
       deepcluster train cifar10 --backend jax --devices 4   # data-parallel on 4 GPUs
       deepcluster train imagenet --data-dir /data/imagenet --backend jax \\
           --coordinator host0:1234 --num-processes 8 --process-id $I   # on each host I
     """
+    if resume is not None:
+        with user_errors():
+            backend = _resume_backend(RunDirectory(resume), backend)
+        recipe = recipe or str(resume / RunDirectory.CONFIG)
+    elif recipe is None:
+        raise click.UsageError("Missing argument 'RECIPE' (or --resume RUN_DIR to continue a run).")
     use_backend(backend)
     recipe = resolve_recipe(recipe, overrides)
     several = (coordinator, num_processes, process_id) != (None, None, None)
@@ -276,6 +285,14 @@ def probe(run_dir, layer, epochs, random, knn, data_dir):
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Cache only the first N training images.")
 @click.option(
+    "--labels",
+    type=click.Choice(["auto", "inferred", "none"]),
+    default="auto",
+    show_default=True,
+    help="For a folder: 'inferred' (the top-level sub-folders are the classes), 'none' (the "
+    "whole tree, unlabelled) or 'auto' (inferred for one flat folder per class, else none).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="The cache folder (default: named after the settings, in --cache-dir).",
@@ -291,7 +308,7 @@ def probe(run_dir, layer, epochs, random, knn, data_dir):
     help="tfds: fail rather than download a dataset that is not prepared.",
 )
 @cache_dir_option
-def prepare(source, data_dir, name, size, channels, limit, out, workers, no_download):
+def prepare(source, data_dir, name, size, channels, limit, labels, out, workers, no_download):
     """Decode SOURCE once into an image cache that every command reads from disk.
 
     A folder's images may differ in size, mode (grayscale, RGB, RGBA,
@@ -332,6 +349,7 @@ def prepare(source, data_dir, name, size, channels, limit, out, workers, no_down
                 on_progress=on_progress,
                 on_note=console.print,
                 download=not no_download,
+                labels=labels,
             )
     report_cache(console, cache)
     seconds = cache.manifest["seconds"]
@@ -432,6 +450,22 @@ def datasets(data_dir):
                 "[green]yes[/green]" if reason is None else f"[red]no[/red]: {reason}",
             )
     console.print(table)
+
+
+def _resume_backend(run: RunDirectory, requested: str | None) -> str | None:
+    """The backend a resumed run continues on: the one its checkpoint recorded.
+
+    Another one is refused: the same seed gives other pseudo-labels there.
+    """
+    checkpoint = run.read_checkpoint() if run.is_run else None
+    recorded = (checkpoint or {}).get("backend")
+    if recorded is None or requested in (None, recorded):
+        return recorded or requested
+    raise ValueError(
+        f"{run.path} trained on {recorded}; it continues on {recorded} only (on another backend "
+        f"the same seed gives other pseudo-labels). Leave out --backend {requested}, or train "
+        "a new run."
+    )
 
 
 def _resumable(run: RunDirectory, requested: Recipe, overrides: dict) -> Recipe:

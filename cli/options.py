@@ -206,7 +206,8 @@ def cache_dir_option(command):
 
 
 def data_options(command):
-    """--limit, --source, --data-dir, --no-download and --cache-dir: where the images come from."""
+    """--limit, --source, --data-dir, --labels, --no-download and --cache-dir: where the
+    images come from."""
     command = cache_dir_option(command)
     for option in reversed(
         [
@@ -222,6 +223,13 @@ def data_options(command):
                 type=click.Path(exists=True, readable=True),
                 help="Data directory (TFDS data_dir, IDX folder, image folder, image cache) or "
                 "the .npz file.",
+            ),
+            override(
+                "--labels",
+                type=click.Choice(["auto", "inferred", "none"]),
+                help="For a folder: 'inferred' (the top-level sub-folders are the classes), "
+                "'none' (the whole tree, unlabelled) or 'auto' (the default: inferred for one "
+                "flat folder per class, else none).",
             ),
             override(
                 "--download/--no-download",
@@ -323,6 +331,7 @@ OPTIONS = {
     "lr": "--lr",
     "limit": "--limit",
     "check_labels": "--check-labels",
+    "labels": "--labels",
     "min_steps": "--min-steps",
     "layer": "--layer",
     "random": "--random",

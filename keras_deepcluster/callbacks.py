@@ -128,6 +128,15 @@ class RunRecorder(keras.callbacks.Callback):
 
     def _restore(self, checkpoint: dict, source: RunDirectory) -> None:
         model, epoch = self.model, checkpoint["epoch"]
+        backend = keras.backend.backend()
+        recorded = checkpoint.get("backend", backend)
+        if recorded != backend:
+            raise RunDirectoryError(
+                f"{source.path} trained on {recorded}; it continues on {recorded} only (on "
+                f"{backend} the same seed gives other pseudo-labels): set "
+                f"KERAS_BACKEND={recorded} before importing Keras, or record into another "
+                "directory."
+            )
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         with source.reading(checkpoint["model"]):
@@ -169,6 +178,7 @@ class RunRecorder(keras.callbacks.Callback):
             **self.reclustering.state(),
             "wall_seconds": self.wall_seconds(),
             "best": self.best,
+            "backend": keras.backend.backend(),
         }
         self.run.save_checkpoint(self.model, epoch, state)
         self._epochs_done = epoch + 1

@@ -79,6 +79,8 @@ def export_assignments(
             features = run.embed(batch)
             clusters, distances = run.cluster_model.assign(features)
             rows = _rows(start, len(batch), split, files, labels, clusters, distances)
+            if labels is not None and data.class_names is not None:
+                rows["label_name"] = [data.class_names[label] for label in rows["label"]]
             vector = None
             if embeddings:
                 vector = features if layer is None else run.embed(batch, layer=layer)

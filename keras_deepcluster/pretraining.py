@@ -76,6 +76,7 @@ def load_data(
         on_progress=on_progress,
         on_note=on_note,
         download=recipe.download,
+        labels=recipe.labels,
     )
     for line in cache.describe() if on_note is not None else ():
         on_note(line)

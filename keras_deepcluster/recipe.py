@@ -45,6 +45,7 @@ CHOICES = {
     "kmeans": ("auto", "faiss", "sklearn", "keras"),
     "backbone": ("alexnet", "alexnet_micro", "lenet"),
     "views": ("cifar10", "fashion_mnist", "imagenet", "mnist", "svhn"),
+    "labels": ("auto", "inferred", "none"),  # data.source_splits.LABEL_MODES
 }
 # Each backbone's layers with batch norm and Sobel on (the probe taps one of them).
 _ALEXNET_MICRO = (
@@ -105,6 +106,9 @@ class Recipe:
     download: bool = _field("data", bool, default=True)
     views: str | None = _field("data", str)  # ImageViews preset; default: `dataset`
     limit: int | None = _field("data", int, ">= 1")  # first N training images
+    # How a folder's images get labels (data/source_splits.py): the top-level
+    # sub-folders as classes, none, or chosen by what the folder holds.
+    labels: str = _field("data", str, default="auto")
     # A CSV of a few images' labels for unlabelled data (check_labels.py): the run
     # scores its clusterings on them and keeps its best epoch.
     check_labels: str | None = _field("data", str)

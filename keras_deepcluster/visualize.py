@@ -61,7 +61,7 @@ def write_report(
     import matplotlib
 
     matplotlib.use("Agg")
-    images, labels = data.x_train, data.y_train
+    images, labels, names = data.x_train, data.y_train, data.class_names
     features = run.embed(images)
     assigned, distances = run.cluster_model.assign(features)
     k = run.num_clusters
@@ -72,7 +72,7 @@ def write_report(
     figures = []  # (title, path)
     for cluster in chosen:
         path = folder / f"cluster_{cluster:0{len(str(k - 1))}d}.png"
-        title = _gallery(path, images, assigned, distances, labels, cluster, rng)
+        title = _gallery(path, images, assigned, distances, labels, names, cluster, rng)
         figures.append((title, path))
     filters = _filters(folder / "filters.png", run)
     if filters is not None:
@@ -87,7 +87,7 @@ def write_report(
         figures.append(
             (
                 "Clusters x labels, clusters in the order of their Hungarian match",
-                _confusion(folder / "confusion.png", assigned, labels),
+                _confusion(folder / "confusion.png", assigned, labels, names),
             )
         )
     curves = _curves(folder / "curves.png", run.directory.history)
@@ -123,7 +123,7 @@ def _purity(labels) -> float:
     return float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
 
 
-def _gallery(path, images, assigned, distances, labels, cluster, rng) -> str:
+def _gallery(path, images, assigned, distances, labels, names, cluster, rng) -> str:
     import matplotlib.pyplot as plt
 
     members = np.flatnonzero(assigned == cluster)
@@ -132,7 +132,8 @@ def _gallery(path, images, assigned, distances, labels, cluster, rng) -> str:
     title = f"Cluster {cluster}: {len(members)} images"
     if labels is not None and len(members):
         counts = np.bincount(labels[members])
-        title += f", majority label {counts.argmax()} ({counts.max() / len(members):.0%} pure)"
+        majority = counts.argmax() if names is None else names[counts.argmax()]
+        title += f", majority label {majority} ({counts.max() / len(members):.0%} pure)"
     columns = max(GALLERY_NEAREST, GALLERY_RANDOM)
     figure, axes = plt.subplots(2, columns, figsize=(columns * 1.1, 2.6), squeeze=False)
     for row, (name, rows) in enumerate((("nearest", nearest), ("random", sample))):
@@ -210,8 +211,9 @@ def _embedding_map(path, features, assigned, labels, count, rng) -> Path:
     return path
 
 
-def _confusion(path, assigned, labels) -> Path:
+def _confusion(path, assigned, labels, class_names=None) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     table, ids = matched_confusion(assigned, labels)
     classes = table.shape[1]
@@ -220,12 +222,26 @@ def _confusion(path, assigned, labels) -> Path:
         names = [str(i) for i in ids[:classes]] + ["others"]
     else:
         names = [str(i) for i in ids]
-    figure, axis = plt.subplots(figsize=(1 + 0.45 * classes, 1 + 0.4 * len(table)))
+    present = np.unique(labels)
+    columns = [str(c) if class_names is None else class_names[c] for c in present]
+    cell = 0.55 if classes <= 12 else 0.4
+    figure, axis = plt.subplots(figsize=(1.5 + cell * classes, 1 + cell * len(table)))
     axis.imshow(table, cmap="Blues")
+    size = 9 if classes <= 12 else 7
     for (row, column), value in np.ndenumerate(table):
-        axis.text(column, row, str(value), ha="center", va="center", fontsize=6)
-    axis.set_xticks(range(classes), labels=[str(c) for c in np.unique(labels)], fontsize=7)
-    axis.set_yticks(range(len(table)), labels=names, fontsize=7)
+        dark = value > table.max() / 2  # white on the dark cells, black on the light
+        axis.text(
+            column, row, str(value), ha="center", va="center", fontsize=size,
+            color="white" if dark else "black",
+        )  # fmt: skip
+    for diagonal in range(min(classes, len(table))):  # the Hungarian match of cluster to label
+        axis.add_patch(
+            Rectangle(
+                (diagonal - 0.5, diagonal - 0.5), 1, 1, fill=False, edgecolor="tab:orange", lw=2
+            )
+        )
+    axis.set_xticks(range(classes), labels=columns, fontsize=size, rotation=45, ha="right")
+    axis.set_yticks(range(len(table)), labels=names, fontsize=size)
     axis.set_xlabel("label")
     axis.set_ylabel("cluster")
     figure.savefig(path, dpi=90, bbox_inches="tight")

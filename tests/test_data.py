@@ -120,16 +120,17 @@ def test_image_folder_errors(tmp_path):
         ValueError, match=r"differ in size or mode: a.png is \(5, 5\), b.png is \(5, 5, 3\)"
     ):
         data.load("folder", path=tmp_path / "mixed")
-    # Loose images beside class folders: neither labelled nor unlabelled, refused (loaded
-    # or cached) with the names of both.
+    # Loose images beside a class folder: read whole, unlabelled (labels "auto"), or the
+    # class folder's alone with labels "inferred" (loaded or cached alike).
     (tmp_path / "loose" / "cat").mkdir(parents=True)
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "loose" / "cat" / "0.png")
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "loose" / "stray.png")
-    loose = r"loose mixes loose files \(stray.png, ...\) with class sub-folders \(cat, ...\)"
-    with pytest.raises(ValueError, match=loose):
-        data.load("folder", path=tmp_path / "loose")
-    with pytest.raises(ValueError, match=loose):
-        data.prepare("folder", path=tmp_path / "loose", size=5, out=tmp_path / "cache")
+    whole = data.load("folder", path=tmp_path / "loose")
+    assert len(whole.x_train) == 2 and whole.y_train is None
+    cached = data.prepare("folder", path=tmp_path / "loose", size=5, out=tmp_path / "cache")
+    assert len(cached.data().x_train) == 2
+    labelled = data.load("folder", path=tmp_path / "loose", labels="inferred")
+    assert labelled.y_train.tolist() == [0] and labelled.class_names == ["cat"]
 
 
 def test_tfds_with_mock_data():

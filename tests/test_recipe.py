@@ -194,6 +194,7 @@ def test_the_choices_are_the_registries_they_name():
     assert CHOICES["kmeans"] == kdc.clustering.KMEANS_BACKENDS
     assert list(CHOICES["backbone"]) == kdc.backbones.names()
     assert list(CHOICES["views"]) == kdc.ImageViews.presets()
+    assert CHOICES["labels"] == kdc.data.source_splits.LABEL_MODES
     for backbone in BACKBONE_LAYERS:
         for batch_norm in (True, False):
             for sobel in (None,) if backbone == "lenet" else (True, False):

@@ -367,6 +367,7 @@ def test_pca_wider_than_the_number_of_images(tmp_path, write_pngs):
     rng = np.random.default_rng(0)
     write_pngs(tmp_path / "photos", rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8))
     args = ["--source", "folder", "--data-dir", tmp_path / "photos", "-k", "3", "--epochs", "1"]
+    args += ["--min-steps", "none"]
     result = invoke("train", "cifar10", *args, "--out", tmp_path / "run")
     assert result.exit_code == 1, result.output
     message = " ".join(result.output.split())

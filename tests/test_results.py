@@ -23,7 +23,8 @@ def photos_run(tmp_path_factory):
     os.environ["KERAS_DEEPCLUSTER_CACHE"] = str(root / "caches")
     try:
         result = invoke(
-            "train", "cifar10", "--source", "folder", "--data-dir", root / "photos",
+            "train", "cifar10", "--min-steps", "none", "--source", "folder", "--data-dir",
+            root / "photos",
             "-k", "3", "--pca", "8", "--epochs", "1", "--batch-size", "32", "--out", root / "run",
         )  # fmt: skip
         assert result.exit_code == 0, result.output
@@ -42,6 +43,7 @@ def test_export_names_every_file_with_its_cluster_as_assign_does(photos_run, tmp
     table = read_table(run / "clusters_train.parquet")
     assert len(table["file"]) == 96  # the two broken files are not rows
     assert set(np.unique(table["label"])) == {0, 1, 2}
+    assert [f"class_{label}" for label in table["label"]] == list(table["label_name"])
     for name, label in zip(table["file"][:10], table["label"][:10]):
         assert (photos_run / "photos" / name).is_file() and name.startswith(f"class_{label}/")
     opened = kdc.Run.open(run)

@@ -26,7 +26,12 @@ def trained(tmp_path_factory):
         y_test=test_labels,
     )
     recipe = kdc.load_recipe("mnist").replace(
-        source="npz", data_dir=str(folder / "shapes.npz"), epochs=2, clusters=4, batch_size=32
+        source="npz",
+        data_dir=str(folder / "shapes.npz"),
+        epochs=2,
+        clusters=4,
+        batch_size=32,
+        min_steps=None,
     )
     import os
 

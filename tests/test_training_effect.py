@@ -191,3 +191,20 @@ def test_the_report_page_shows_before_after_and_the_kept_epoch(tmp_path):
     probes = _probes_html(run)
     assert "<td>75.0 %</td><td>80.0 %</td>" in probes
     assert "kNN (k = 20)</th><td>–</td><td>70.0 %</td>" in probes
+
+
+@pytest.mark.backend_independent
+def test_label_free_signals_separate_structure_from_noise():
+    from keras_deepcluster.clustering import l2_normalize
+    from keras_deepcluster.evaluation.label_free import label_free_scores
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16)) * 5
+    truth = np.repeat(np.arange(4), 100)
+    blobs = l2_normalize((centres[truth] + rng.normal(size=(400, 16))).astype(np.float32))
+    noise = l2_normalize(rng.normal(size=(400, 16)).astype(np.float32))
+    separated = label_free_scores(blobs, truth)
+    random = label_free_scores(noise, rng.integers(4, size=400))
+    assert separated["silhouette"] > 0.5 > random["silhouette"]
+    assert separated["seed_agreement"] > 0.95
+    assert separated["cluster_generalization"] > 0.95 > 0.5 > random["cluster_generalization"]

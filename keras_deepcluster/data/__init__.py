@@ -35,7 +35,11 @@ SOURCES = ("tfds", "idx", "npz", "folder", "digits", "cache")
 
 
 def load(
-    source: str, name: str | None = None, path: str | Path | None = None, download: bool = True
+    source: str,
+    name: str | None = None,
+    path: str | Path | None = None,
+    download: bool = True,
+    labels: str = "auto",
 ) -> ImageData:
     """Loads a dataset from one of `SOURCES`.
 
@@ -50,6 +54,9 @@ def load(
         path: Directory or file, as above.
         download: For ``"tfds"``: download and prepare a dataset that is not
             prepared (see `keras_deepcluster.data.tfds`).
+        labels: For ``"folder"``: ``"inferred"`` (the top-level sub-folders are
+            the classes), ``"none"`` (the whole tree, unlabelled) or ``"auto"``
+            (inferred for one flat folder per class, else none).
     """
     if source not in SOURCES:
         raise ValueError(f"Unknown data source {source!r}; known sources: {', '.join(SOURCES)}.")
@@ -71,8 +78,9 @@ def load(
                 "its source (`deepcluster prepare`, or keras_deepcluster.data.prepare)."
             )
         return cache.data()
-    loader = {"idx": load_idx, "npz": load_npz, "folder": load_image_folder}[source]
-    return loader(path, name or source)
+    if source == "folder":
+        return load_image_folder(path, name or source, labels)
+    return {"idx": load_idx, "npz": load_npz}[source](path, name or source)
 
 
 def unavailable_reason(

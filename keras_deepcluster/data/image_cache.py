@@ -105,6 +105,7 @@ class ImageCache:
                 else ""
             )
         ]
+        lines += [f"  {name}: {found}" for name, found in manifest.get("found", {}).items()]
         lines += [f"  skipped {entry['file']}: {entry['reason']}" for entry in skipped[:files]]
         if len(skipped) > files:
             lines.append(f"  ... and {len(skipped) - files} more")
@@ -154,11 +155,16 @@ class ImageCache:
                 labels = np.load(self.path / entry["labels"])
                 labels = labels if kept is None else labels[kept]
             arrays[f"x_{split}"], arrays[f"y_{split}"] = images, labels
-        return ImageData(self.manifest["name"], **arrays, origin=self.identity())
+        return ImageData(
+            self.manifest["name"],
+            **arrays,
+            origin=self.identity(),
+            class_names=self.manifest.get("classes"),
+        )
 
     def identity(self) -> dict:
         """The cache's folder and what it holds: source, path, shape, limit, source digest."""
-        keys = ("source", "name", "path", "image_shape", "limit", "source_digest")
+        keys = ("source", "name", "path", "image_shape", "limit", "labels", "source_digest")
         return {"cache": str(self.path.resolve()), **{key: self.manifest.get(key) for key in keys}}
 
     def files(self, split: str) -> list[str] | None:
@@ -199,6 +205,7 @@ def prepare(
     on_note: Callable[[str], None] | None = None,
     download: bool = True,
     lock_timeout: float = 24 * 3600,
+    labels: str = "auto",
 ) -> ImageCache:
     """The cache of a source: reused while it matches, else built (or resumed).
 
@@ -222,6 +229,8 @@ def prepare(
         download: For ``"tfds"``: download and prepare a dataset that is not
             prepared (see `keras_deepcluster.data.tfds`).
         lock_timeout: Seconds to wait for another process building the same cache.
+        labels: For ``"folder"``: how its images get labels (``"auto"``,
+            ``"inferred"`` or ``"none"``; see `source_splits.folder_splits`).
 
     Raises:
         ValueError: bad settings, a source that cannot be read, an `out`
@@ -235,7 +244,7 @@ def prepare(
         raise ValueError(f"channels must be 1 (grayscale), 3 (RGB) or None; got {channels!r}.")
     path = None if path is None else Path(path).expanduser()
     out = None if out is None else Path(out).expanduser()
-    splits, source_files, root = _splits(source, name, path, limit, download, on_note)
+    splits, source_files, root = _splits(source, name, path, limit, download, on_note, labels)
     shape = _image_shape(source, splits, size, channels)
     identity = {
         "format": FORMAT,
@@ -246,6 +255,8 @@ def prepare(
         "limit": limit,
         "rule": RESIZE_RULE,
     }
+    if source == "folder":  # how the labels were made is part of what the cache holds
+        identity["labels"] = "none" if splits[0].classes is None else "inferred"
     digest, listing = source_splits.files_digest(source_files, root)
     out = Path(out) if out is not None else default_cache_root() / _folder_name(identity)
     note = on_note or logger.warning
@@ -315,7 +326,7 @@ def _up_to_date(out: Path, identity: dict, digest: str, on_stale=None) -> bool:
     return False
 
 
-def _splits(source, name, path, limit, download=True, on_note=None):
+def _splits(source, name, path, limit, download=True, on_note=None, labels="auto"):
     """The source's splits, the files whose listing identifies it, and their root."""
     if source not in CACHED_SOURCES:
         raise ValueError(f"Unknown cached source {source!r}; known: {', '.join(CACHED_SOURCES)}.")
@@ -323,7 +334,7 @@ def _splits(source, name, path, limit, download=True, on_note=None):
         raise ValueError(f"The {source!r} source needs a path (data directory or file).")
     if source == "folder":
         root = Path(path)
-        splits = source_splits.folder_splits(root, limit)
+        splits = source_splits.folder_splits(root, limit, labels)
         return splits, [f for s in splits for f in s.files], root
     if source == "idx":
         root = Path(path)
@@ -414,6 +425,8 @@ class _Build:
                 for name, entry in entries.items()
                 for row, reason in entry["skipped"]
             ],
+            "classes": self.splits[0].classes,
+            "found": {split.name: split.found for split in self.splits if split.found},
             "seconds": time.perf_counter() - self.start,
             # Until the last image was written, before flushing the files to disk.
             "seconds_decoding": self.seconds_decoding,

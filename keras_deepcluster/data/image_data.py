@@ -22,6 +22,7 @@ class ImageData:
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     origin: dict | None = None
+    class_names: list[str] | None = None  # label i is class_names[i] (class folders)
 
     def __post_init__(self):
         for split in ("train", "test"):

@@ -11,12 +11,15 @@ from keras_deepcluster.data.image_data import ImageData
 from keras_deepcluster.data.source_splits import folder_splits
 
 
-def load_image_folder(directory: str | Path, name: str = "folder") -> ImageData:
+def load_image_folder(
+    directory: str | Path, name: str = "folder", labels: str = "auto"
+) -> ImageData:
     """Loads every image of a folder into memory, as uint8 arrays.
 
     The folder's layout is that of the image cache (`source_splits.folder_splits`):
     ``train/`` (and ``val/`` or ``test/``), or the images directly; in each,
-    one sub-folder per class (labelled) or loose files (unlabelled). Every
+    one sub-folder per class (labelled) or the whole tree (unlabelled), as
+    `labels` says ("auto", "inferred" or "none"; see `folder_splits`). Every
     image must have the same size, and be grayscale or colour throughout: a
     folder of mixed images goes through the image cache
     (`keras_deepcluster.data.prepare`, ``deepcluster prepare``), which
@@ -25,7 +28,8 @@ def load_image_folder(directory: str | Path, name: str = "folder") -> ImageData:
     from PIL import Image
 
     arrays, first = {}, None
-    for split in folder_splits(Path(directory)):
+    splits = folder_splits(Path(directory), labels=labels)
+    for split in splits:
         images = []
         for path in split.files:
             try:
@@ -44,4 +48,4 @@ def load_image_folder(directory: str | Path, name: str = "folder") -> ImageData:
                 )
             images.append(array)
         arrays[f"x_{split.name}"], arrays[f"y_{split.name}"] = np.stack(images), split.labels
-    return ImageData(name, **arrays)
+    return ImageData(name, **arrays, class_names=splits[0].classes)

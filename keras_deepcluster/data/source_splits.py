@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import os
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,16 +40,34 @@ class Split:
     labels: np.ndarray | None = None
     chunks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray | None]]] | None = None
     shape: tuple[int, int, int] | None = None
+    classes: list[str] | None = None  # the class names of the labels (folders)
+    found: str | None = None  # what the source held, said to the user (folders)
 
 
-def folder_splits(directory: Path, limit: int | None = None) -> list[Split]:
+# How a folder's images get labels: "inferred" from the top-level sub-folders (one per
+# class, each read with all its sub-folders), "none" (the whole tree, unlabelled), or
+# "auto": inferred when the folder holds only sub-folders that hold images directly
+# and no deeper folders (the ImageFolder layout), else none (a photo collection).
+LABEL_MODES = ("auto", "inferred", "none")
+
+
+def folder_splits(directory: Path, limit: int | None = None, labels: str = "auto") -> list[Split]:
     """A folder's splits: ``train/`` (and ``val/`` or ``test/``) if present, else the folder.
 
-    In each split folder, files directly inside are unlabelled; with one
-    sub-folder per class, the sorted sub-folder names give the labels 0, 1,
-    ... Every file that is not hidden is a candidate: what Pillow cannot read
-    is skipped and listed by the cache.
+    Every file in the tree that is not hidden is a candidate (what Pillow
+    cannot read is skipped and listed by the cache); symbolic links to
+    folders are followed once, loops ignored. With labels "inferred" the
+    sorted top-level sub-folders are the classes 0, 1, ... (their names in
+    `Split.classes`, the test split's mapped by name to the training split's)
+    and files beside them belong to no class: they are left out, as Keras's
+    ``image_dataset_from_directory`` leaves them, and `Split.found` says so.
+
+    Raises:
+        ValueError: no such folder, no files, an unknown `labels`, no class
+            folders with "inferred", or a test class the training split lacks.
     """
+    if labels not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}; got {labels!r}.")
     if not directory.is_dir():
         raise ValueError(f"Image folder {directory} does not exist or is not a directory.")
     if (directory / "train").is_dir():
@@ -56,37 +75,114 @@ def folder_splits(directory: Path, limit: int | None = None) -> list[Split]:
         parts += [("test", directory / d) for d in ("val", "test") if (directory / d).is_dir()][:1]
     else:
         parts = [("train", directory)]
+    mode = _label_mode(parts[0][1]) if labels == "auto" else labels
     splits = []
     for name, folder in parts:
-        files, labels = _class_folder(folder)
+        files, classes, found = _read_folder(folder, mode, labels == "auto")
+        names = label_ids = None
+        if classes is not None:
+            # The test split's classes are numbered as the training split's.
+            names = splits[0].classes if splits else [c for c, _ in classes]
+            files = [f for _, members in classes for f in members]
+            label_ids = np.array(
+                [_class_index(names, c, folder) for c, members in classes for _ in members],
+                np.int64,
+            )
         if name == "train" and limit is not None:
-            files, labels = files[:limit], None if labels is None else labels[:limit]
-        splits.append(Split(name, len(files), files=files, labels=labels))
+            files = files[:limit]
+            label_ids = None if label_ids is None else label_ids[:limit]
+        splits.append(Split(name, len(files), files, label_ids, classes=names, found=found))
     return splits
 
 
-def _class_folder(folder: Path) -> tuple[list[Path], np.ndarray | None]:
-    visible = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    classes = [p for p in visible if p.is_dir()]
-    loose = [p for p in visible if p.is_file()]
-    if classes and loose:
-        raise ValueError(
-            f"{folder} mixes loose files ({loose[0].name}, ...) with class sub-folders "
-            f"({classes[0].name}, ...); put every image in a class folder (labelled) or all of "
-            "them directly in the folder (unlabelled)."
-        )
-    if not classes:
-        if not loose:
+def _label_mode(folder: Path) -> str:
+    """ "inferred" for the ImageFolder layout (flat class folders only), else "none"."""
+    entries = _visible(folder)
+    folders = [p for p in entries if p.is_dir()]
+    if not folders or any(p.is_file() for p in entries):
+        return "none"
+    for sub in folders:
+        inside = _visible(sub)
+        if any(p.is_dir() for p in inside) or not any(p.is_file() for p in inside):
+            return "none"
+    return "inferred"
+
+
+def _read_folder(folder: Path, mode: str, chosen: bool):
+    """The files of `folder` (by class with "inferred"), and a line on what was found."""
+    if mode == "none":
+        files = _walk(folder)
+        if not files:
             raise ValueError(f"No images in {folder} or its sub-folders (it holds no files).")
-        return loose, None
-    files, labels = [], []
-    for label, cls in enumerate(classes):
-        members = sorted(p for p in cls.iterdir() if p.is_file() and not p.name.startswith("."))
-        files += members
-        labels += [label] * len(members)
-    if not files:
+        folders = len({f.parent for f in files})
+        why = ""
+        if chosen and any(p.is_dir() for p in _visible(folder)):
+            why = (
+                " (its sub-folders are not one flat folder per class; --labels inferred, or "
+                '[data] labels = "inferred", takes the top-level folders as classes)'
+            )
+        return files, None, f"{len(files)} files in {folders} folders, no labels{why}"
+    entries = _visible(folder)
+    class_folders = [p for p in entries if p.is_dir()]
+    if not class_folders:
+        raise ValueError(
+            f"labels 'inferred' takes the sub-folders of {folder} as classes, but it has none; "
+            "use labels 'none' for a folder of unlabelled images."
+        )
+    # Names as printable text (`file_names.escape`): they are shown and kept in JSON.
+    classes = [(escape(p.name), _walk(p, folder)) for p in class_folders]
+    classes = [(name, members) for name, members in classes if members]
+    count = sum(len(members) for _, members in classes)
+    if not count:
         raise ValueError(f"The class folders of {folder} hold no files.")
-    return files, np.array(labels, np.int64)
+    loose = [p for p in entries if p.is_file()]
+    names = ", ".join(name for name, _ in classes[:8]) + (", ..." if len(classes) > 8 else "")
+    found = f"{count} files in {len(classes)} class folders ({names})"
+    if loose:
+        found += f"; {len(loose)} files beside the class folders belong to no class: left out"
+    return None, classes, found
+
+
+def _class_index(known: list[str], name: str, folder: Path) -> int:
+    if name not in known:
+        raise ValueError(
+            f"{folder} has a class folder {name!r} that the training split lacks "
+            f"(its classes: {', '.join(known)}); the splits must share their classes."
+        )
+    return known.index(name)
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _walk(folder: Path, root: Path | None = None) -> list[Path]:
+    """Every visible file under `folder`, sorted by path.
+
+    A linked folder is followed once, unless it leads back into `root` (the
+    folder being read, default `folder`) or above it: what lies there is read
+    in its own place, and a loop would repeat it.
+    """
+    top = (root or folder).resolve()
+    files, seen = [], set()
+    for base, dirs, names in os.walk(folder, followlinks=True):
+        base = Path(base)
+        key = (base.stat().st_dev, base.stat().st_ino)
+        if key in seen:  # a folder linked twice
+            dirs[:] = []
+            continue
+        seen.add(key)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _followed(base / d, top))
+        files += [base / n for n in names if not n.startswith(".") and (base / n).is_file()]
+    return sorted(files)
+
+
+def _followed(path: Path, top: Path) -> bool:
+    """Whether to descend into `path`: a real folder, or a link that leads outside `top`."""
+    if not path.is_symlink():
+        return True
+    target = path.resolve()
+    return not (target == top or target in top.parents or top in target.parents)
 
 
 def idx_splits(directory: Path, limit: int | None = None) -> list[Split]:
