@@ -91,6 +91,7 @@ class Run:
         `layer` names a backbone layer (default: the backbone's output, the
         features the run clustered).
         """
+        _check_finite(images)
         if layer not in self._extractors:
             network = self.backbone if layer is None else layer_model(self.backbone, layer)
             self._extractors[layer] = FeatureExtractor(network, self.model.views)
@@ -123,3 +124,17 @@ class Run:
                 "know its data. Pass the images to embed or assign."
             )
         return pretraining.recorded_data(self.directory, self.recipe, data_dir)
+
+
+def _check_finite(images) -> None:
+    """Refuses float images holding NaN or inf, which would get a cluster at distance NaN."""
+    array = images if isinstance(images, np.ndarray) else None
+    if array is None or not np.issubdtype(array.dtype, np.floating):
+        return  # uint8 (arrays or an image cache on disk) cannot hold them
+    bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"{len(rows)} of {len(array)} images hold NaN or inf values (first: row {rows[0]}); "
+            "give images in [0, 1] (float) or 0-255 (uint8), without missing values."
+        )

@@ -77,6 +77,10 @@ def test_data_is_the_recorded_cache_and_embed_matches_assign(trained):
         opened.embed(images[:3], layer="conv_9")
     with pytest.raises(ValueError, match="channels"):
         opened.assign(np.zeros((2, 28, 28, 3), np.uint8))
+    holes = np.full((3, 28, 28, 1), 0.5, np.float32)
+    holes[1, 4, 4] = np.nan
+    with pytest.raises(ValueError, match=r"1 of 3 images hold NaN or inf values \(first: row 1\)"):
+        opened.assign(holes)
 
 
 @pytest.mark.backend_independent
