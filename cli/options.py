@@ -348,9 +348,9 @@ OPTIONS = {
 def as_options(message: str) -> str:
     """A library message with its parameters written as this CLI's options.
 
-    Example:
-    >>> as_options("pass `overwrite=True` to replace it, or choose another `out`.")
-    'pass --overwrite to replace it, or choose another --out.'
+    Examples:
+        >>> as_options("pass `overwrite=True` to replace it, or choose another `out`.")
+        'pass --overwrite to replace it, or choose another --out.'
     """
 
     def option(match: re.Match) -> str:

@@ -46,8 +46,8 @@ def interval(values, confidence: float = CONFIDENCE, seed: int = 0) -> Interval 
     interval of a few values is wider than their range: with 3-5 seeds read it
     as a lower bound on the uncertainty.
 
-    Example:
-    >>> interval([0.81, 0.83, 0.80, 0.82]).low
+    Examples:
+        >>> interval([0.81, 0.83, 0.80, 0.82]).low
     """
     values = np.array([v for v in values if finite(v)], float)
     if not len(values):
@@ -211,9 +211,9 @@ class Equivalence:
 def equivalence_test(differences, margin: float, alpha: float = 0.05) -> Equivalence:
     """Is the mean of paired `differences` within ±`margin`? (TOST, Schuirmann 1987).
 
-    Example:
-    >>> equivalence_test([0.004, -0.002, 0.006, 0.001, -0.003], margin=0.01).equivalent
-    True
+    Examples:
+        >>> equivalence_test([0.004, -0.002, 0.006, 0.001, -0.003], margin=0.01).equivalent
+        True
 
     Raises:
         NotTestable: Fewer than two differences.
@@ -238,8 +238,8 @@ def finite(value) -> bool:
     Infinity is as unusable as NaN here (in a mean, an error bar or a table
     cell), so both count as missing; NumPy numbers count as numbers.
 
-    Example:
-    >>> [finite(v) for v in (0.5, 3, None, float("nan"), float("inf"), "0.5")]
-    [True, True, False, False, False, False]
+    Examples:
+        >>> [finite(v) for v in (0.5, 3, None, float("nan"), float("inf"), "0.5")]
+        [True, True, False, False, False, False]
     """
     return isinstance(value, numbers.Real) and math.isfinite(value)

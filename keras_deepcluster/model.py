@@ -54,11 +54,11 @@ class DeepCluster(keras.Model):
             unless ``KERAS_DEEPCLUSTER_DIRECT_TORCH=0``.
         **kwargs: `keras.Model` arguments (``name``, ...).
 
-    Example:
-    >>> model = DeepCluster(backbones.lenet(seed=0), num_clusters=10)
-    >>> model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
-    >>> data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"))
-    >>> model.fit(data, epochs=5, callbacks=[Reclustering(data, seed=0)])
+    Examples:
+        >>> model = DeepCluster(backbones.lenet(seed=0), num_clusters=10)
+        >>> model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        >>> data = PseudoLabelDataset(images, ImageViews.for_dataset("mnist"))
+        >>> model.fit(data, epochs=5, callbacks=[Reclustering(data, seed=0)])
     """
 
     def __init__(

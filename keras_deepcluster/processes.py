@@ -12,11 +12,13 @@ The collectives here move NumPy arrays between processes: a few (k, d)
 arrays per k-means iteration, never the (N, d) features. With one process
 each is the identity.
 
-Example (on each of two hosts, ``I`` = 0 and 1):
->>> processes.initialize("10.0.0.1:1234", num_processes=2, process_id=I)
->>> with data_parallel().scope():
-...     model = DeepCluster(...)
-...     model.fit(data, callbacks=[Reclustering(data)])
+Examples:
+    On each of two hosts, ``I`` = 0 and 1:
+
+    >>> processes.initialize("10.0.0.1:1234", num_processes=2, process_id=I)
+    >>> with data_parallel().scope():
+    ...     model = DeepCluster(...)
+    ...     model.fit(data, callbacks=[Reclustering(data)])
 """
 
 from __future__ import annotations

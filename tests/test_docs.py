@@ -15,8 +15,10 @@ Reads README.md and docs/**/*.md and checks, without running anything:
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -180,3 +182,49 @@ def test_problems_finds_each_kind_of_mistake(tmp_path):
         "no deepcluster command has the option --halt-never",
         "no test test_cli.py::test_no_such_test",
     ]
+
+
+def misplaced_examples(docstring: str) -> list[str]:
+    """The ``>>>`` lines of a docstring that the API pages would not show as code.
+
+    mkdocstrings renders Google-style sections: a doctest shows as code inside an
+    ``Examples:`` section, indented under its header; one at the header's own indent (or
+    with no section) is run into the text as a one-line blockquote.
+    """
+    lines = inspect.cleandoc(docstring).splitlines()
+    misplaced = []
+    for number, line in enumerate(lines):
+        if not line.lstrip().startswith(">>>"):
+            continue
+        header = next((h for h in reversed(lines[:number]) if SECTION.match(h)), None)
+        indent = len(line) - len(line.lstrip())
+        if (
+            header is None
+            or not header.strip().startswith("Examples")
+            or indent <= len(header) - len(header.lstrip())
+        ):
+            misplaced.append(line.strip())
+    return misplaced
+
+
+SECTION = re.compile(r"^\s*[A-Z][\w ]*:\s*$")
+
+
+def test_docstring_examples_render_as_code():
+    found = []
+    for path in sorted([*(ROOT / "keras_deepcluster").rglob("*.py"), *(ROOT / "cli").glob("*.py")]):
+        tree = ast.parse(path.read_text())
+        nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, DOCUMENTED))]
+        for node in nodes:
+            docstring = ast.get_docstring(node, clean=False)
+            if docstring:
+                found += [
+                    f"{path.relative_to(ROOT)}: {line}" for line in misplaced_examples(docstring)
+                ]
+    assert found == []
+    bad = """Loads it.\n\nExample:\n>>> load("digits")\n"""
+    good = """Loads it.\n\nExamples:\n    >>> load("digits")\n"""
+    assert misplaced_examples(bad) == ['>>> load("digits")'] and misplaced_examples(good) == []
+
+
+DOCUMENTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)

@@ -5,11 +5,11 @@ NumPy arrays in memory from `load`, or `DiskImages` read from disk a batch at
 a time from an image cache (`prepare`), which takes collections of any size
 and folders of mixed images.
 
-Example:
->>> data = load("digits")
->>> data.x_train.shape
-(1797, 8, 8, 1)
->>> data = prepare("folder", path="photos/", size=64).data()
+Examples:
+    >>> data = load("digits")
+    >>> data.x_train.shape
+    (1797, 8, 8, 1)
+    >>> data = prepare("folder", path="photos/", size=64).data()
 """
 
 from __future__ import annotations

@@ -38,12 +38,12 @@ class DiskImages:
         rows: Which of the file's rows make up this array (None: all), e.g.
             the images a cache could decode, or a split of them.
 
-    Example:
-    >>> images = DiskImages("cache/train_images.npy")
-    >>> images.shape
-    (20000, 32, 32, 3)
-    >>> images[np.array([7, 3])].shape  # reads two images
-    (2, 32, 32, 3)
+    Examples:
+        >>> images = DiskImages("cache/train_images.npy")
+        >>> images.shape
+        (20000, 32, 32, 3)
+        >>> images[np.array([7, 3])].shape  # reads two images
+        (2, 32, 32, 3)
     """
 
     ndim = 4

@@ -9,11 +9,11 @@ the files that could not be read. The manifest is written last, so a folder
 without one is never used as a cache; a build that stops (Ctrl-C, a crash, a
 full disk) resumes from its last finished chunk of `CHUNK` images.
 
-Example:
->>> cache = prepare("folder", path="photos/", size=64, channels=3)
->>> data = cache.data()  # an ImageData whose images stay on disk
->>> data.x_train.shape, cache.manifest["skipped"]
-((20000, 64, 64, 3), [...])
+Examples:
+    >>> cache = prepare("folder", path="photos/", size=64, channels=3)
+    >>> data = cache.data()  # an ImageData whose images stay on disk
+    >>> data.x_train.shape, cache.manifest["skipped"]
+    ((20000, 64, 64, 3), [...])
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """A folder of synthetic photos of every size, mode and format, to try the image cache on.
 
-Example:
->>> write_image_folder("/tmp/shapes", 1000, classes=4, corrupt=3)
->>> # deepcluster train cifar10 --source folder --data-dir /tmp/shapes --epochs 1
+Examples:
+    >>> write_image_folder("/tmp/shapes", 1000, classes=4, corrupt=3)
+    >>> # deepcluster train cifar10 --source folder --data-dir /tmp/shapes --epochs 1
 """
 
 from __future__ import annotations
