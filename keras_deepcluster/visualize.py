@@ -68,8 +68,10 @@ def write_report(
     chosen = _chosen_clusters(assigned, labels, k, clusters)  # bad ids: refused, nothing written
     folder = run.directory.path / "figures"
     folder.mkdir(exist_ok=True)
+    for stale in folder.glob("cluster_*.png"):  # galleries of an earlier, other choice
+        stale.unlink()
     rng = np.random.default_rng(seed)
-    figures = []  # (title, path)
+    figures = [("", None)]  # (title, path); the first: which galleries follow, and why
     for cluster in chosen:
         path = folder / f"cluster_{cluster:0{len(str(k - 1))}d}.png"
         title = _gallery(path, images, assigned, distances, labels, names, cluster, rng)
@@ -80,7 +82,7 @@ def write_report(
     figures.append(
         (
             f"t-SNE map of {min(map_images, len(images))} training images' embeddings",
-            _embedding_map(folder / "map.png", features, assigned, labels, map_images, rng),
+            _embedding_map(folder / "map.png", features, assigned, labels, names, map_images, rng),
         )
     )
     if labels is not None:
@@ -93,9 +95,24 @@ def write_report(
     curves = _curves(folder / "curves.png", run.directory.history)
     if curves is not None:
         figures.append(("Per-epoch agreement of the pseudo-labels", curves))
+    figures[0] = (_chosen_caption(chosen, k, clusters, labels is not None), None)
     page = run.directory.path / "report.html"
     _write_html(page, run, figures)
-    return {"folder": str(folder), "html": str(page), "figures": [str(p) for _, p in figures]}
+    drawn = [str(path) for _, path in figures if path is not None]
+    return {"folder": str(folder), "html": str(page), "figures": drawn}
+
+
+def _chosen_caption(chosen, k, asked, labelled) -> str:
+    """Which clusters the galleries show, and by which rule."""
+    shown = ", ".join(map(str, chosen))
+    if asked is not None:
+        return f"Galleries of the clusters asked for: {shown}."
+    if len(chosen) == k:
+        return f"Galleries of all {k} clusters."
+    rule = f"the {CLUSTERS_PER_CRITERION} largest and smallest"
+    if labelled:
+        rule += f", and the {CLUSTERS_PER_CRITERION} purest and least pure by label"
+    return f"Galleries of {len(chosen)} of the {k} clusters ({shown}): {rule}."
 
 
 def _chosen_clusters(assigned, labels, k, clusters):
@@ -145,7 +162,6 @@ def _gallery(path, images, assigned, distances, labels, names, cluster, rng) -> 
             if column < len(rows):
                 _show(axis, picked[order[column]])
         axes[row, 0].set_title(name, fontsize=8, loc="left")
-    figure.suptitle(title, fontsize=9)
     figure.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(figure)
     return title
@@ -201,18 +217,27 @@ def two_dimensional_map(points: np.ndarray, seed: int = 0) -> np.ndarray:
     return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
 
 
-def _embedding_map(path, features, assigned, labels, count, rng) -> Path:
+def _embedding_map(path, features, assigned, labels, names, count, rng) -> Path:
     import matplotlib.pyplot as plt
 
     rows = np.sort(rng.choice(len(features), min(count, len(features)), replace=False))
     xy = two_dimensional_map(features[rows])
-    panels = [("clusters", assigned[rows])] + (
-        [("labels", labels[rows])] if labels is not None else []
-    )
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
-    for axis, (name, colour) in zip(axes[0], panels):
-        axis.scatter(xy[:, 0], xy[:, 1], c=colour, s=3, cmap="tab20", linewidths=0)
-        axis.set_title(f"coloured by {name}", fontsize=9)
+    panels = [("cluster", assigned[rows], "tab20", None)]
+    if labels is not None:
+        panels.append(("label", labels[rows], "Set1" if labels.max() < 9 else "tab20b", names))
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
+    for axis, (name, values, palette, value_names) in zip(axes[0], panels):
+        colours = plt.get_cmap(palette)
+        for index, value in enumerate(np.unique(values)):
+            shown = values == value
+            label = str(value) if value_names is None else value_names[value]
+            axis.scatter(
+                xy[shown, 0], xy[shown, 1], s=4, color=colours(index % colours.N),
+                linewidths=0, label=label,
+            )  # fmt: skip
+        axis.legend(title=name, fontsize=7, title_fontsize=8, markerscale=3, loc="best",
+                    ncol=2 if len(np.unique(values)) > 12 else 1)  # fmt: skip
+        axis.set_title(f"coloured by {name}", fontsize=10)
         axis.set_xticks([])
         axis.set_yticks([])
     figure.savefig(path, dpi=90, bbox_inches="tight")
@@ -358,7 +383,9 @@ def _write_html(page: Path, run: Run, figures) -> None:
     header = _effect_html(summary)
     probes = _probes_html(run.directory)
     body = "".join(
-        f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,"
+        f"<p>{html.escape(title)}</p>"
+        if path is None
+        else f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,"
         f"{base64.b64encode(Path(path).read_bytes()).decode()}'><figcaption>"
         f"{html.escape(title)}</figcaption></figure>"
         for title, path in figures

@@ -155,8 +155,17 @@ def test_show_writes_figures_and_a_report_that_opens_in_a_browser(photos_run):
     assert sum(name.startswith("cluster_") for name in figures) == 3
     page = (run / "report.html").read_text()
     assert page.count("<img") == len(figures) and "src='figures" not in page  # self-contained
+    assert "Galleries of all 3 clusters." in page
+    assert "majority label class_" in page  # the class folders' names, not label numbers
+    assert "untrained → trained" in page  # the scores beside the untrained network's
     result = invoke("show", run, "--clusters", "7")
     assert result.exit_code == 1 and "out of range" in result.output
+    result = invoke("show", run, "--clusters", "0,1", "--map-images", "60")
+    assert result.exit_code == 0, result.output
+    galleries = sorted(p.name for p in (run / "figures").glob("cluster_*.png"))
+    assert galleries == ["cluster_0.png", "cluster_1.png"]  # no stale gallery left
+    assert "Galleries of the clusters asked for: 0, 1." in (run / "report.html").read_text()
+    figures = sorted(p.name for p in (run / "figures").iterdir())
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (.ci/setup installs it)")
