@@ -102,8 +102,11 @@ def export(
                 "--link-clusters needs images from a folder (their files); this data comes from "
                 f"the {(data.origin or {}).get('source', run.recipe.source)!r} source."
             )
-        from keras_deepcluster.export import export_assignments, read_table
+        from keras_deepcluster.export import check_link_folder, export_assignments, read_table
         from keras_deepcluster.export import link_clusters as make_links
+
+        if link_clusters is not None:
+            check_link_folder(link_clusters)  # before any work: a refusal writes nothing
 
         name = split if source is None else f"{source}_{split}"
         out = out or directory.path / f"clusters_{name}.{file_format}"

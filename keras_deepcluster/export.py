@@ -10,7 +10,9 @@ is read, so memory does not grow with the number of images.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import os
 import shutil
 import tempfile
@@ -72,7 +74,39 @@ def export_assignments(
     out = Path(out)
     total = len(images)
     run.embed(images[:1], layer=layer)  # a bad layer or image shape fails before any write
-    with _atomic(out) as table, _atomic(out.with_suffix(".npy")) as vectors:
+    try:
+        _export(run, data, images, labels, out, split, files, file_format, embeddings, layer,
+                on_progress)  # fmt: skip
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise OSError(
+            error.errno,
+            f"No space left on the disk of {out.parent} for the export of {total} images; "
+            "nothing was written (the partial files were removed). Free space or export "
+            "elsewhere (`out`, --out)",
+        ) from None
+    return {
+        "table": str(out),
+        "embeddings": str(out.with_suffix(".npy")) if embeddings else None,
+        "rows": total,
+        "clusters": run.num_clusters,
+    }
+
+
+def _export(run, data, images, labels, out, split, files, file_format, embeddings, layer,
+            on_progress) -> None:  # fmt: skip
+    """The export's writes, each file through a temporary beside it (see `_atomic`).
+
+    Embeddings go to the ``.npy`` with ordinary writes, its header first: a memory map
+    onto a disk that fills up dies of SIGBUS, where a write raises ENOSPC.
+    """
+    total = len(images)
+    with (
+        _atomic(out) as table,
+        _atomic(out.with_suffix(".npy")) as vectors,
+        contextlib.ExitStack() as files_open,
+    ):
         writer, array = None, None
         for start in range(0, total, EXPORT_BATCH):
             batch = images[start : start + EXPORT_BATCH]
@@ -85,23 +119,18 @@ def export_assignments(
             if embeddings:
                 vector = features if layer is None else run.embed(batch, layer=layer)
                 if array is None:
-                    array = np.lib.format.open_memmap(
-                        vectors, "w+", np.float32, (total, vector.shape[1])
-                    )
-                array[start : start + len(batch)] = vector
+                    array = files_open.enter_context(open(vectors, "wb"))
+                    header = {
+                        "descr": "<f4",
+                        "fortran_order": False,
+                        "shape": (total, vector.shape[1]),
+                    }
+                    np.lib.format.write_array_header_1_0(array, header)
+                array.write(np.ascontiguousarray(vector, "<f4").tobytes())
             writer = _write(writer, table, file_format, rows, vector)
             if on_progress is not None:
                 on_progress(start + len(batch), total)
         writer.close()
-        if array is not None:
-            array.flush()
-            del array
-    return {
-        "table": str(out),
-        "embeddings": str(out.with_suffix(".npy")) if embeddings else None,
-        "rows": total,
-        "clusters": run.num_clusters,
-    }
 
 
 def link_clusters(
@@ -127,8 +156,7 @@ def link_clusters(
             there (the message suggests `copy=True`); `out` is left as it was.
     """
     out, root = Path(out), Path(root)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out} is not an empty folder; choose a new or empty one.")
+    check_link_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out.parent))
     try:
@@ -160,6 +188,16 @@ def link_clusters(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return len(order)
+
+
+def check_link_folder(out: str | Path) -> None:
+    """Raises ValueError unless `out` can take `link_clusters`'s folders (new, or empty).
+
+    Called before an export's work too, so a refusal leaves nothing written.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} is not an empty folder; choose a new or empty one.")
 
 
 def read_table(path: str | Path) -> dict[str, np.ndarray]:

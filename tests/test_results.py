@@ -108,6 +108,32 @@ def test_export_bad_input_is_refused_before_anything_is_written(photos_run, tmp_
     assert result.exit_code == 1 and "has not finished" in result.output
     result = invoke("export", run, "--copy")
     assert result.exit_code == 2 and "--copy goes with --link-clusters" in result.output
+    full = tmp_path / "links"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    out = tmp_path / "refused.csv"
+    result = invoke("export", run, "--link-clusters", full, "--format", "csv", "--out", out)
+    assert result.exit_code == 1 and "is not an empty folder" in result.output
+    assert not out.exists() and [p.name for p in full.iterdir()] == ["keep.txt"]
+
+
+def test_a_full_disk_during_export_leaves_nothing_behind(photos_run, tmp_path, monkeypatch):
+    import errno
+
+    from keras_deepcluster import export
+
+    written = []
+
+    def fill_up(writer, table, file_format, rows, vector):
+        written.append(len(rows["cluster"]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export, "_write", fill_up)
+    opened = kdc.Run.open(photos_run / "run")
+    out = tmp_path / "out" / "clusters.parquet"
+    with pytest.raises(OSError, match="No space left on the disk of .* nothing was written"):
+        export.export_assignments(opened, opened.data(), out, embeddings=True)
+    assert written and list((tmp_path / "out").iterdir()) == []  # no table, no .partial-*
 
 
 def test_moved_data_is_named_and_can_be_pointed_at(photos_run, tmp_path):
