@@ -193,31 +193,15 @@ def report_cache(console: Console, cache) -> None:
 
 
 def effect_lines(summary: dict) -> list[str]:
-    """What training did to the clustering, untrained -> final, as `train` prints it."""
+    """What training did to the clustering (`callbacks.describe_effect`), a worse one in red."""
+    from keras_deepcluster.callbacks import describe_effect
+
     lines = []
-    kept = summary.get("kept")
-    if kept:
-        lines.append(
-            f"kept epoch {kept['epoch']} (NMI {kept['nmi']:.3f} on the labelled images; the "
-            f"last epoch's clustering scored {kept['last_nmi']:.3f})"
-        )
-    scored = escape(
-        summary.get("check_labels") or f"{summary.get('labelled_images')} labelled images"
-    )
-    for split, effect in (summary.get("training_effect") or {}).items():
-        where = f"{split} ({scored})" if split == "train" else split
-        scores = ", ".join(
-            f"{metric.upper()} {effect[metric]['untrained']:.3f} -> {effect[metric]['final']:.3f} "
-            f"({effect[metric]['change']:+.3f})"
-            for metric in ("nmi", "acc", "ari")
-        )
-        verdict = effect["verdict"]
-        style = {"better": "green", "worse": "bold red", "unchanged": "yellow"}[verdict]
-        lines.append(f"untrained -> trained on {where}: {scores} [{style}]{verdict}[/{style}]")
-        if verdict == "worse":
-            lines.append(
-                f"[bold red]warning:[/bold red] the trained network clusters the {split} images "
-                "worse than the untrained one did. Train longer on each clustering "
-                "(--min-steps), try another -k or --seed, or keep the untrained network."
-            )
+    for line in describe_effect(summary):
+        line = escape(line)
+        if line.startswith("warning:"):
+            line = "[bold red]warning:[/bold red]" + line.removeprefix("warning:")
+        elif line.endswith(" worse"):
+            line = line.removesuffix(" worse") + " [bold red]worse[/bold red]"
+        lines.append(line)
     return lines

@@ -287,6 +287,38 @@ def training_effect(summary: dict, split: str) -> dict:
     return effect
 
 
+def describe_effect(summary: dict) -> list[str]:
+    """A finished run's before/after in lines of text: what `train` prints.
+
+    The kept epoch (with `keep_best`), then per split the untrained and final
+    NMI, ACC and ARI with their change and the verdict, and a warning after a
+    split the training made worse.
+    """
+    lines = []
+    kept = summary.get("kept")
+    if kept:
+        lines.append(
+            f"kept epoch {kept['epoch']} (NMI {kept['nmi']:.3f} on the labelled images; the "
+            f"last epoch's clustering scored {kept['last_nmi']:.3f})"
+        )
+    scored = summary.get("check_labels") or f"{summary.get('labelled_images')} labelled images"
+    for split, effect in (summary.get("training_effect") or {}).items():
+        where = f"{split} ({scored})" if split == "train" else split
+        scores = ", ".join(
+            f"{metric.upper()} {effect[metric]['untrained']:.3f} -> {effect[metric]['final']:.3f} "
+            f"({effect[metric]['change']:+.3f})"
+            for metric in ("nmi", "acc", "ari")
+        )
+        lines.append(f"untrained -> trained on {where}: {scores} {effect['verdict']}")
+        if effect["verdict"] == "worse":
+            lines.append(
+                f"warning: the trained network clusters the {split} images worse than the "
+                "untrained one did. Train longer on each clustering (min_steps, --min-steps), "
+                "try another k or seed, or keep the untrained network."
+            )
+    return lines
+
+
 def _known(reclustering: Reclustering) -> np.ndarray | None:
     """The mask of the images with a label, or None when none has one."""
     labels = reclustering.labels

@@ -22,7 +22,13 @@ import numpy as np
 
 import keras_deepcluster as kdc
 from keras_deepcluster import check_labels
-from keras_deepcluster.callbacks import RunRecorder, StopOnInterrupt, StopOnNaN, training_effect
+from keras_deepcluster.callbacks import (
+    RunRecorder,
+    StopOnInterrupt,
+    StopOnNaN,
+    describe_effect,
+    training_effect,
+)
 from keras_deepcluster.check_labels import CheckLabels, CheckLabelsError
 from keras_deepcluster.data.disk_images import take_rows
 from keras_deepcluster.features import layer_model
@@ -273,13 +279,15 @@ class Pretraining:
         run: RunDirectory,
         callbacks: Sequence[keras.callbacks.Callback] = (),
         resume_from: RunDirectory | None = None,
+        verbose: int = 0,
     ) -> keras.callbacks.History:
         """Trains, recording every epoch into `run` (see `RunRecorder`).
 
         A run directory that holds a checkpoint of these settings is continued
         after it, to the same pseudo-labels and metrics as an uninterrupted
         run on the same backend and machine; `resume_from` reads the
-        checkpoint from another directory (see `RunRecorder`).
+        checkpoint from another directory (see `RunRecorder`). `verbose` is
+        `keras.Model.fit`'s (0 silent, 1 a progress bar per epoch, 2 a line per epoch).
 
         Raises:
             FloatingPointError: the loss or the features became NaN or inf; the
@@ -300,7 +308,7 @@ class Pretraining:
             return self.model.fit(
                 self.dataset,
                 epochs=self.recipe.epochs,
-                verbose=0,
+                verbose=verbose,
                 callbacks=[self.reclustering, StopOnNaN(), recorder, StopOnInterrupt(), *callbacks],
             )
 
@@ -315,6 +323,7 @@ def train(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     on_progress: ProgressCallback | None = None,
     on_note: Callable[[str], None] | None = None,
+    verbose: int = 0,
 ) -> RunDirectory:
     """Trains `recipe` into the run directory `out`; returns the finished run.
 
@@ -331,7 +340,10 @@ def train(
         on_progress: Called as ``on_progress(phase, done, total)``: the
             re-clustering's phases (see `Reclustering`), and ``"cache"``
             while an image cache is built.
-        on_note: Called with one-line notes (a rebuilt cache, ...).
+        on_note: Called with one-line notes (a rebuilt cache, ...); with
+            `verbose` and no `on_note`, they are printed.
+        verbose: As `keras.Model.fit`'s: 0 silent, 1 a progress bar per epoch,
+            2 a line per epoch (what a notebook user watches).
 
     Raises:
         RunDirectoryError: `out` holds something that this call may not
@@ -351,6 +363,8 @@ def train(
         run.check_writable(overwrite)
     writer.lock()  # before anything is loaded or written: another process may be in it
     check_devices(devices, [recipe])
+    if on_note is None and verbose:
+        on_note = print
     note = on_note or (lambda line: None)
     cache_progress = (
         None if on_progress is None else lambda done, total: on_progress("cache", done, total)
@@ -376,13 +390,18 @@ def train(
         )
     try:
         pretraining.fit(
-            writer, callbacks=callbacks, resume_from=run if resume and writer is not run else None
+            writer,
+            callbacks=callbacks,
+            resume_from=run if resume and writer is not run else None,
+            verbose=verbose,
         )
     finally:
         if writer is not run:
             shutil.rmtree(writer.path, ignore_errors=True)
     if writer is run and kdc.processes.process_count() == 1:
         _score_test_split(run, data, recipe)
+        for line in describe_effect(run.summary) if verbose else ():
+            note(line)
     return run
 
 

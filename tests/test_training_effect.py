@@ -1,5 +1,7 @@
 """Whether training helped: before/after scores, the best epoch kept, the steps per clustering."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -208,3 +210,14 @@ def test_label_free_signals_separate_structure_from_noise():
     assert separated["silhouette"] > 0.5 > random["silhouette"]
     assert separated["seed_agreement"] > 0.95
     assert separated["cluster_generalization"] > 0.95 > 0.5 > random["cluster_generalization"]
+
+
+def test_train_verbose_shows_progress_and_the_effect(tmp_path, capsys):
+    recipe = kdc.load_recipe("digits").replace(limit=64, epochs=1, clusters=4)
+    kdc.train(recipe, out=tmp_path / "run", verbose=2)
+    printed = capsys.readouterr().out
+    assert "data: 64 training images" in printed
+    assert re.search(r"\d+/\d+ - .*loss: [\d.]+", printed)  # Keras's line per epoch
+    assert "untrained -> trained on train (64 labelled images): NMI " in printed
+    kdc.train(recipe, out=tmp_path / "quiet")
+    assert capsys.readouterr().out == ""
