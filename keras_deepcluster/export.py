@@ -23,6 +23,7 @@ import numpy as np
 
 from keras_deepcluster.data import ImageData
 from keras_deepcluster.data.file_names import unescape
+from keras_deepcluster.run_directory import FILE_MODE
 from keras_deepcluster.trained_run import Run
 
 FORMATS = ("parquet", "csv")
@@ -274,6 +275,7 @@ class _atomic:
 
     def __exit__(self, kind, error, traceback):
         if kind is None and self.temporary.exists() and self.temporary.stat().st_size:
+            os.chmod(self.temporary, FILE_MODE)  # mkstemp makes it private
             os.replace(self.temporary, self.path)
         else:
             self.temporary.unlink(missing_ok=True)

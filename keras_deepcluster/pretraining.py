@@ -619,7 +619,11 @@ def _probe_setup(recipe, data, run, layer, random, what):
     if layer is None:
         raise RecipeError(f"{recipe.origin}: no [probe] layer; pass `layer`.")
     if data.y_train is None:
-        raise ValueError(f"{data.name} has no labels; the {what} needs labelled images.")
+        where = (data.origin or {}).get("path") or data.name
+        raise ValueError(
+            f"The images of {where} have no labels; the {what} needs labelled images (one "
+            "sub-folder per class, `labels` 'inferred', or a labelled source)."
+        )
     views = image_views(recipe)
     if random:
         return (

@@ -375,7 +375,7 @@ class RunDirectory:
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.chmod(temporary, _FILE_MODE)  # mkstemp makes it private
+            os.chmod(temporary, FILE_MODE)  # mkstemp makes it private
             os.replace(temporary, final)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -408,7 +408,8 @@ def _umask() -> int:
     return mask
 
 
-_FILE_MODE = 0o666 & ~_umask()
+# What a file written through a temporary gets: what `open` would give it (mkstemp: 0600).
+FILE_MODE = 0o666 & ~_umask()
 
 
 def _fsync(path: Path) -> None:

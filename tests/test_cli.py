@@ -246,7 +246,7 @@ def test_train_on_an_unlabelled_image_folder(tmp_path, shapes, write_pngs):
     result = invoke("probe", out)
     assert (
         result.exit_code == 1
-        and "has no labels; the linear probe needs labelled images" in result.output
+        and "have no labels; the linear probe needs labelled images" in result.output
     )
 
 

@@ -12,6 +12,7 @@ from conftest import invoke
 import keras_deepcluster as kdc
 from keras_deepcluster.data.synthetic import write_image_folder
 from keras_deepcluster.export import read_table
+from keras_deepcluster.run_directory import FILE_MODE
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,8 @@ def test_export_names_every_file_with_its_cluster_as_assign_does(photos_run, tmp
     result = invoke("export", run)
     assert result.exit_code == 0, result.output
     table = read_table(run / "clusters_train.parquet")
+    mode = os.stat(run / "clusters_train.parquet").st_mode & 0o777
+    assert mode == FILE_MODE  # as `open` would make it, not mkstemp's private 0600
     assert len(table["file"]) == 96  # the two broken files are not rows
     assert set(np.unique(table["label"])) == {0, 1, 2}
     assert [f"class_{label}" for label in table["label"]] == list(table["label_name"])
