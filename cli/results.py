@@ -162,8 +162,15 @@ def show(run_dir, data_dir, chosen, map_images):
         directory.lock()
         from keras_deepcluster.visualize import write_report
 
-        with console.status("drawing"):
-            report = write_report(run, data, files=files, clusters=chosen, map_images=map_images)
+        with console.status("drawing") as status:
+            report = write_report(
+                run,
+                data,
+                files=files,
+                clusters=chosen,
+                map_images=map_images,
+                on_figure=lambda what: status.update(f"drawing: {what}"),
+            )
     from keras_deepcluster_cli.progress import effect_lines
 
     for line in effect_lines(directory.summary):

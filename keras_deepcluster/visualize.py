@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ def write_report(
     clusters: Sequence[int] | None = None,
     map_images: int = 3000,
     seed: int = 0,
+    on_figure: Callable[[str], None] | None = None,
 ) -> dict:
     """Draws the run's figures into ``figures/`` and writes ``report.html``.
 
@@ -51,6 +52,8 @@ def write_report(
             k <= 8, else the largest, smallest, purest and least pure.
         map_images: Images in the 2-D map (a subsample seeded by `seed`).
         seed: Seed of the random samples.
+        on_figure: Called with what is drawn next ("embeddings", "cluster 3",
+            "map", ...), for a progress display.
 
     Returns:
         ``{"folder", "html", "figures"}``: the paths written.
@@ -61,7 +64,9 @@ def write_report(
     import matplotlib
 
     matplotlib.use("Agg")
+    step = on_figure or (lambda what: None)
     images, labels, names = data.x_train, data.y_train, data.class_names
+    step(f"embeddings of {len(images)} images")
     features = run.embed(images)
     assigned, distances = run.cluster_model.assign(features)
     k = run.num_clusters
@@ -73,12 +78,15 @@ def write_report(
     rng = np.random.default_rng(seed)
     figures = [("", None)]  # (title, path); the first: which galleries follow, and why
     for cluster in chosen:
+        step(f"gallery of cluster {cluster}")
         path = folder / f"cluster_{cluster:0{len(str(k - 1))}d}.png"
         title = _gallery(path, images, assigned, distances, labels, names, cluster, rng)
         figures.append((title, path))
+    step("filters")
     filters = _filters(folder / "filters.png", run)
     if filters is not None:
         figures.append(("First-layer filters: untrained (the run's seed) and trained", filters))
+    step(f"t-SNE map of {min(map_images, len(images))} images")
     figures.append(
         (
             f"t-SNE map of {min(map_images, len(images))} training images' embeddings",

@@ -253,3 +253,17 @@ def test_link_clusters_without_symbolic_links_refuses_and_leaves_nothing(tmp_pat
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".partial-*"))
     assert export.link_clusters(table, tmp_path, tmp_path / "out", copy=True) == 2
     assert (tmp_path / "out" / "cluster_1" / "000000_a.png").read_bytes() == b"x"
+
+
+@pytest.mark.backend_independent
+def test_write_report_says_what_it_draws(photos_run):
+    from keras_deepcluster.visualize import write_report
+
+    opened = kdc.Run.open(photos_run / "run")
+    steps = []
+    report = write_report(opened, opened.data(), map_images=40, on_figure=steps.append)
+    assert steps[0] == "embeddings of 96 images" and "t-SNE map of 40 images" in steps
+    assert [s for s in steps if s.startswith("gallery")] == [
+        f"gallery of cluster {c}" for c in range(3)
+    ]
+    assert len(report["figures"]) >= 6
