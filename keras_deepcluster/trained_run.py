@@ -42,6 +42,14 @@ class Run:
         self.model = model
         self.cluster_model = cluster_model
         self._extractors: dict[str | None, FeatureExtractor] = {}  # compiled once per layer
+        # The side of the images it trained on, where an image cache recorded it (else 0).
+        recorded = directory.path / RunDirectory.DATA
+        shape = (
+            directory.read_json(RunDirectory.DATA).get("image_shape")
+            if recorded.is_file()
+            else None
+        )
+        self._trained_side = min(shape[:2]) if shape else 0
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
@@ -90,12 +98,29 @@ class Run:
 
         `layer` names a backbone layer (default: the backbone's output, the
         features the run clustered).
+
+        Raises:
+            ValueError: images with NaN or inf, of another channel count, or
+                less than half the side of the images the run trained on.
         """
         _check_finite(images)
+        self._check_size(images)
         if layer not in self._extractors:
             network = self.backbone if layer is None else layer_model(self.backbone, layer)
             self._extractors[layer] = FeatureExtractor(network, self.model.views)
         return self._extractors[layer](images, batch_size)
+
+    def _check_size(self, images) -> None:
+        """Refuses images far smaller than those the run trained on (their cache's side)."""
+        trained = self._trained_side
+        if np.ndim(images) >= 3:
+            side = min(np.shape(images)[1:3])
+            if 2 * side < trained:
+                raise ValueError(
+                    f"The images are {side} pixels on their shorter side; the run trained on "
+                    f"{trained}-pixel images, and one upscaled more than twice tells the network "
+                    f"little. Give images of at least {(trained + 1) // 2} pixels."
+                )
 
     def assign(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """The run's cluster of each image and the distance to its centroid.

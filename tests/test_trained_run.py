@@ -81,6 +81,10 @@ def test_data_is_the_recorded_cache_and_embed_matches_assign(trained):
     holes[1, 4, 4] = np.nan
     with pytest.raises(ValueError, match=r"1 of 3 images hold NaN or inf values \(first: row 1\)"):
         opened.assign(holes)
+    with pytest.raises(
+        ValueError, match="are 2 pixels on their shorter side; the run trained on 28"
+    ):
+        opened.assign(np.zeros((2, 2, 2, 1), np.uint8))
 
 
 @pytest.mark.backend_independent
