@@ -15,10 +15,11 @@ from rich.table import Table
 
 from keras_deepcluster import directory_lock
 from keras_deepcluster.data.file_names import print_escaped
-from keras_deepcluster.recipe import Recipe, load_recipe, recipe_names
+from keras_deepcluster.recipe import CHOICES, Recipe, load_recipe, recipe_names
 from keras_deepcluster.run_directory import RunDirectory
 from keras_deepcluster_cli import multi_process, random_filters, report, results, selection, sweep
 from keras_deepcluster_cli.options import (
+    LABELS,
     OptionalInt,
     backend_option,
     cache_dir_option,
@@ -133,10 +134,14 @@ def train(
       deepcluster train imagenet --data-dir /data/imagenet --backend jax \\
           --coordinator host0:1234 --num-processes 8 --process-id $I   # on each host I
     """
-    if resume is not None:
-        with user_errors():
-            backend = _resume_backend(RunDirectory(resume), backend)
-        recipe = recipe or str(resume / RunDirectory.CONFIG)
+    # The backend of a resumed run was set from its checkpoint before keras was imported
+    # (cli/__init__.py); RunRecorder refuses another one.
+    if resume is not None and recipe is None:
+        if not RunDirectory(resume).is_run:
+            raise click.UsageError(
+                f"{resume} holds no run ({RunDirectory.CONFIG}); nothing to resume."
+            )
+        recipe = str(resume / RunDirectory.CONFIG)
     elif recipe is None:
         raise click.UsageError("Missing argument 'RECIPE' (or --resume RUN_DIR to continue a run).")
     use_backend(backend)
@@ -285,12 +290,7 @@ def probe(run_dir, layer, epochs, random, knn, data_dir):
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Cache only the first N training images.")
 @click.option(
-    "--labels",
-    type=click.Choice(["auto", "inferred", "none"]),
-    default="auto",
-    show_default=True,
-    help="For a folder: 'inferred' (the top-level sub-folders are the classes), 'none' (the "
-    "whole tree, unlabelled) or 'auto' (inferred for one flat folder per class, else none).",
+    "--labels", type=click.Choice(CHOICES["labels"]), default="auto", show_default=True, help=LABELS
 )
 @click.option(
     "--out",
@@ -450,22 +450,6 @@ def datasets(data_dir):
                 "[green]yes[/green]" if reason is None else f"[red]no[/red]: {reason}",
             )
     console.print(table)
-
-
-def _resume_backend(run: RunDirectory, requested: str | None) -> str | None:
-    """The backend a resumed run continues on: the one its checkpoint recorded.
-
-    Another one is refused: the same seed gives other pseudo-labels there.
-    """
-    checkpoint = run.read_checkpoint() if run.is_run else None
-    recorded = (checkpoint or {}).get("backend")
-    if recorded is None or requested in (None, recorded):
-        return recorded or requested
-    raise ValueError(
-        f"{run.path} trained on {recorded}; it continues on {recorded} only (on another backend "
-        f"the same seed gives other pseudo-labels). Leave out --backend {requested}, or train "
-        "a new run."
-    )
 
 
 def _resumable(run: RunDirectory, requested: Recipe, overrides: dict) -> Recipe:

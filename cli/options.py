@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from keras_deepcluster.recipe import Recipe, RecipeError, check_value, load_recipe
+from keras_deepcluster.recipe import CHOICES, Recipe, RecipeError, check_value, load_recipe
 from keras_deepcluster_cli import BACKENDS
 
 # keras_deepcluster.data.image_cache.CACHE_ENV, named here without importing keras.
@@ -205,6 +205,12 @@ def cache_dir_option(command):
     )(command)
 
 
+LABELS = (
+    "For a folder: 'inferred' (the top-level sub-folders are the classes), 'none' (the whole "
+    "tree, unlabelled) or 'auto' (the default: inferred for one flat folder per class, else none)."
+)
+
+
 def data_options(command):
     """--limit, --source, --data-dir, --labels, --no-download and --cache-dir: where the
     images come from."""
@@ -224,13 +230,7 @@ def data_options(command):
                 help="Data directory (TFDS data_dir, IDX folder, image folder, image cache) or "
                 "the .npz file.",
             ),
-            override(
-                "--labels",
-                type=click.Choice(["auto", "inferred", "none"]),
-                help="For a folder: 'inferred' (the top-level sub-folders are the classes), "
-                "'none' (the whole tree, unlabelled) or 'auto' (the default: inferred for one "
-                "flat folder per class, else none).",
-            ),
+            override("--labels", type=click.Choice(CHOICES["labels"]), help=LABELS),
             override(
                 "--download/--no-download",
                 "download",

@@ -75,9 +75,37 @@ def export_assignments(
     out = Path(out)
     total = len(images)
     run.embed(images[:1], layer=layer)  # a bad layer or image shape fails before any write
-    try:
-        _export(run, data, images, labels, out, split, files, file_format, embeddings, layer,
-                on_progress)  # fmt: skip
+    try:  # each file through a temporary beside it (see `_atomic`)
+        with (
+            _atomic(out) as table,
+            _atomic(out.with_suffix(".npy")) as vectors,
+            contextlib.ExitStack() as files_open,
+        ):
+            writer, array = None, None
+            for start in range(0, total, EXPORT_BATCH):
+                batch = images[start : start + EXPORT_BATCH]
+                features = run.embed(batch)
+                clusters, distances = run.cluster_model.assign(features)
+                rows = _rows(start, len(batch), split, files, labels, clusters, distances)
+                if labels is not None and data.class_names is not None:
+                    rows["label_name"] = [data.class_names[label] for label in rows["label"]]
+                vector = None
+                if embeddings:
+                    vector = features if layer is None else run.embed(batch, layer=layer)
+                    if array is None:  # written, not memory-mapped: a full disk then raises
+                        # ENOSPC where a memory map dies of SIGBUS
+                        array = files_open.enter_context(open(vectors, "wb"))
+                        header = {
+                            "descr": "<f4",
+                            "fortran_order": False,
+                            "shape": (total, vector.shape[1]),
+                        }
+                        np.lib.format.write_array_header_1_0(array, header)
+                    array.write(np.ascontiguousarray(vector, "<f4").tobytes())
+                writer = _write(writer, table, file_format, rows, vector)
+                if on_progress is not None:
+                    on_progress(start + len(batch), total)
+            writer.close()
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -93,45 +121,6 @@ def export_assignments(
         "rows": total,
         "clusters": run.num_clusters,
     }
-
-
-def _export(run, data, images, labels, out, split, files, file_format, embeddings, layer,
-            on_progress) -> None:  # fmt: skip
-    """The export's writes, each file through a temporary beside it (see `_atomic`).
-
-    Embeddings go to the ``.npy`` with ordinary writes, its header first: a memory map
-    onto a disk that fills up dies of SIGBUS, where a write raises ENOSPC.
-    """
-    total = len(images)
-    with (
-        _atomic(out) as table,
-        _atomic(out.with_suffix(".npy")) as vectors,
-        contextlib.ExitStack() as files_open,
-    ):
-        writer, array = None, None
-        for start in range(0, total, EXPORT_BATCH):
-            batch = images[start : start + EXPORT_BATCH]
-            features = run.embed(batch)
-            clusters, distances = run.cluster_model.assign(features)
-            rows = _rows(start, len(batch), split, files, labels, clusters, distances)
-            if labels is not None and data.class_names is not None:
-                rows["label_name"] = [data.class_names[label] for label in rows["label"]]
-            vector = None
-            if embeddings:
-                vector = features if layer is None else run.embed(batch, layer=layer)
-                if array is None:
-                    array = files_open.enter_context(open(vectors, "wb"))
-                    header = {
-                        "descr": "<f4",
-                        "fortran_order": False,
-                        "shape": (total, vector.shape[1]),
-                    }
-                    np.lib.format.write_array_header_1_0(array, header)
-                array.write(np.ascontiguousarray(vector, "<f4").tobytes())
-            writer = _write(writer, table, file_format, rows, vector)
-            if on_progress is not None:
-                on_progress(start + len(batch), total)
-        writer.close()
 
 
 def link_clusters(

@@ -130,24 +130,20 @@ def test_header_that_does_not_match(tmp_path):
         read_check_labels(path, 3)
 
 
-@pytest.mark.parametrize("row", ["0", "0,a,extra"])
-def test_wrong_number_of_cells(tmp_path, row):
-    path = write(tmp_path, f"1,b\n{row}\n")
-    with refused(path, f"{len(row.split(','))} cells; each row is image,label", line=2):
-        read_check_labels(path, 3)
-
-
-@pytest.mark.parametrize("row, what", [(" ,a", "empty image"), ("0, ", "empty label")])
-def test_empty_cells(tmp_path, row, what):
-    path = write(tmp_path, f"file,label\n1,b\n{row}\n")
-    with refused(path, what, line=3):
-        read_check_labels(path, 3)
-
-
-@pytest.mark.parametrize("row", ["3", "-1"])
-def test_row_out_of_range(tmp_path, row):
-    path = write(tmp_path, f"0,a\n{row},b\n")
-    with refused(path, r"out of range.*rows 0\.\.2", line=2):
+@pytest.mark.parametrize(
+    "text, message, line",
+    [
+        ("1,b\n0\n", "1 cells; each row is image,label", 2),
+        ("1,b\n0,a,extra\n", "3 cells; each row is image,label", 2),
+        ("file,label\n1,b\n ,a\n", "empty image", 3),
+        ("file,label\n1,b\n0, \n", "empty label", 3),
+        ("0,a\n3,b\n", r"out of range.*rows 0\.\.2", 2),
+        ("0,a\n-1,b\n", r"out of range.*rows 0\.\.2", 2),
+    ],
+)
+def test_a_bad_row_is_refused_with_its_line(tmp_path, text, message, line):
+    path = write(tmp_path, text)
+    with refused(path, message, line=line):
         read_check_labels(path, 3)
 
 

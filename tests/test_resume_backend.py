@@ -61,3 +61,13 @@ def test_resume_without_a_recipe_continues_on_the_recorded_backend(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"backend {recorded}" in result.stdout
     assert run.is_finished and run.summary["backend"] == recorded
+
+
+@pytest.mark.backend_independent
+def test_resume_without_a_recipe_of_a_folder_without_a_run_is_refused(tmp_path):
+    result = invoke("train", "--resume", tmp_path)
+    assert (
+        result.exit_code == 2 and "holds no run (config.toml); nothing to resume" in result.output
+    )
+    result = invoke("train")
+    assert result.exit_code == 2 and "Missing argument 'RECIPE'" in result.output

@@ -167,7 +167,8 @@ def _walk(folder: Path, root: Path | None = None) -> list[Path]:
     files, seen = [], set()
     for base, dirs, names in os.walk(folder, followlinks=True):
         base = Path(base)
-        key = (base.stat().st_dev, base.stat().st_ino)
+        stat = base.stat()
+        key = (stat.st_dev, stat.st_ino)
         if key in seen:  # a folder linked twice
             dirs[:] = []
             continue
