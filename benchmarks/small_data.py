@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 # The README's synthetic photo folder (4 classes of ellipses), written once.
 SHAPES = Path(tempfile.gettempdir()) / "keras_deepcluster_small_data" / "shapes"
@@ -33,7 +35,16 @@ SETS = {
 }
 
 
-def run_one(name: str, seed: int, min_steps: str, epochs: int, k_factor: int) -> dict:
+def run_one(
+    name: str,
+    seed: int,
+    min_steps: str,
+    epochs: int,
+    k_factor: int,
+    kmeans: str | None = None,
+    epoch_multiplier: int | None = None,
+    probes: bool = True,
+) -> dict:
     import keras
 
     import keras_deepcluster as kdc
@@ -50,19 +61,29 @@ def run_one(name: str, seed: int, min_steps: str, epochs: int, k_factor: int) ->
         else int(min_steps)
     )
     recipe = recipe.replace(
-        **overrides, clusters=classes * k_factor, epochs=epochs, seed=seed, min_steps=steps
+        **overrides,
+        clusters=classes * k_factor,
+        epochs=epochs,
+        seed=seed,
+        min_steps=steps,
+        kmeans=kmeans or recipe.kmeans,
+        epoch_multiplier=epoch_multiplier or recipe.epoch_multiplier,
     )
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         run = kdc.train(recipe, out=Path(folder) / "run")
         wall = time.perf_counter() - start
-        summary = run.summary
-        data = kdc.pretraining.load_data(recipe)
-        signals = label_free_signals(recipe, run, data)
-        knn = {
-            stage: kdc.pretraining.knn_probe(recipe, data, run, random=stage == "untrained")
-            for stage in ("untrained", "final")
-        }
+        summary, history = run.summary, run.history
+        result = {}
+        if probes:
+            data = kdc.pretraining.load_data(recipe)
+            result["label_free"] = label_free_signals(recipe, run, data)
+            result["knn20"] = {
+                stage: kdc.pretraining.knn_probe(recipe, data, run, random=stage == "untrained")[
+                    "accuracy"
+                ]["20"]
+                for stage in ("untrained", "final")
+            }
     return {
         "set": name,
         "recipe": recipe_name,
@@ -71,6 +92,9 @@ def run_one(name: str, seed: int, min_steps: str, epochs: int, k_factor: int) ->
         "k": recipe.clusters,
         "epochs": epochs,
         "min_steps": steps,
+        "kmeans": recipe.kmeans,
+        "epoch_multiplier": recipe.epoch_multiplier,
+        "history": {key: [row[key] for row in history] for key in ("nmi_labels", "cross_entropy")},
         "untrained": summary["untrained_clustering"],
         "final": {
             split: summary["final_clustering"][split]
@@ -81,8 +105,7 @@ def run_one(name: str, seed: int, min_steps: str, epochs: int, k_factor: int) ->
             split: effect["verdict"] for split, effect in summary["training_effect"].items()
         },
         "wall_seconds": wall,
-        "label_free": signals,
-        "knn20": {stage: report["accuracy"]["20"] for stage, report in knn.items()},
+        **result,
     }
 
 
@@ -144,6 +167,30 @@ def table(paths: list[str]) -> str:
     return "\n".join(lines)
 
 
+def default_summary(paths: list[str]) -> str:
+    """The runs with their recipe's own schedule: share not worse, mean NMI change and kNN
+    gain with 95 % bootstrap intervals (10,000 resamples of the runs, seed 0)."""
+    from keras_deepcluster.recipe import load_recipe
+
+    rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()]
+    rows = [row for row in rows if row["min_steps"] == load_recipe(row["recipe"]).min_steps]
+    change = [row["final"]["train"]["nmi"] - row["untrained"]["train"]["nmi"] for row in rows]
+    knn = [100 * (row["knn20"]["final"] - row["knn20"]["untrained"]) for row in rows]
+    kept = sum(row["verdict"]["train"] != "worse" for row in rows)
+    rng = np.random.default_rng(0)
+
+    def interval(values):
+        means = rng.choice(values, (10_000, len(values))).mean(axis=1)
+        low, high = np.quantile(means, [0.025, 0.975])
+        return f"{np.mean(values):+.3f} [{low:+.3f}, {high:+.3f}]"
+
+    return (
+        f"With their recipe's schedule: {kept} of {len(rows)} runs not worse "
+        f"({kept / len(rows):.0%}); NMI change {interval(change)}; kNN-20 gain, points "
+        f"{interval(knn)}."
+    )
+
+
 def signal_table(paths: list[str]) -> str:
     """Markdown: Spearman rank correlation of each label-free signal with NMI, over all
     runs' untrained and final clusterings, and of their changes with NMI's change."""
@@ -181,19 +228,43 @@ def main() -> None:
     parser.add_argument("--min-steps", default="recipe,none")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--k-factors", default="1", help="k = classes x each factor")
+    parser.add_argument("--kmeans", help="k-means backend (default: the recipe's)")
+    parser.add_argument("--epoch-multiplier", type=int, help="default: the recipe's")
+    parser.add_argument("--no-probes", action="store_true", help="no kNN, no label-free signals")
+    parser.add_argument("--history", nargs="+", help="print NMI per epoch of these files' runs")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--table", nargs="+", help="print the table of these result files")
     args = parser.parse_args()
     if args.table:
         print(table(args.table))
         print()
+        print(default_summary(args.table))
+        print()
         print(signal_table(args.table))
+        return
+    if args.history:
+        lines = [line for path in args.history for line in Path(path).read_text().splitlines()]
+        for row in map(json.loads, lines):
+            steps = -(-row["epoch_multiplier"] * 3000 // 128) if row["set"] == "fmnist3000" else ""
+            nmis = " ".join(f"{v:.3f}" for v in row["history"]["nmi_labels"])
+            print(f"{row['backend']} seed {row['seed']} x{row['epoch_multiplier']} "
+                  f"{row['kmeans']} steps {steps}: NMI {nmis}; cross-entropy last "
+                  f"{row['history']['cross_entropy'][-1]:.2f}")  # fmt: skip
         return
     for name in args.sets.split(","):
         for factor in map(int, args.k_factors.split(",")):
             for steps in args.min_steps.split(","):
                 for seed in map(int, args.seeds.split(",")):
-                    result = run_one(name, seed, steps, args.epochs, factor)
+                    result = run_one(
+                        name,
+                        seed,
+                        steps,
+                        args.epochs,
+                        factor,
+                        args.kmeans,
+                        args.epoch_multiplier,
+                        not args.no_probes,
+                    )
                     line = json.dumps(result)
                     print(line, flush=True)
                     if args.out:
