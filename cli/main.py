@@ -144,8 +144,8 @@ def train(
         recipe = str(resume / RunDirectory.CONFIG)
     elif recipe is None:
         raise click.UsageError("Missing argument 'RECIPE' (or --resume RUN_DIR to continue a run).")
-    use_backend(backend)
     recipe = resolve_recipe(recipe, overrides)
+    use_backend(backend)
     several = (coordinator, num_processes, process_id) != (None, None, None)
     if several:
         with user_errors():

@@ -6,6 +6,7 @@ Nothing here imports keras: `--backend` must act before its first import.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
@@ -263,15 +264,21 @@ def output_options(command):
 
 
 def use_backend(backend: str | None) -> None:
-    """Sets KERAS_BACKEND; too late once keras is imported with another backend.
+    """Sets KERAS_BACKEND (too late once keras is imported with another backend), and on
+    TensorFlow imports it now, quietly (see `quiet_tensorflow`): call it after the checks of
+    the command's options and recipe, which need neither.
 
     Also TensorFlow's oneDNN kernels on, whatever the CPU (as `keras_deepcluster`
     does on import, which comes after keras here).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    if backend is None:
-        return
+    if backend is not None:
+        _set_backend(backend)
+    quiet_tensorflow()
+
+
+def _set_backend(backend: str) -> None:
     if "keras" in sys.modules:
         current = sys.modules["keras"].backend.backend()
         if current != backend:
@@ -280,6 +287,24 @@ def use_backend(backend: str | None) -> None:
                 f"set KERAS_BACKEND={backend} before starting Python instead."
             )
     os.environ["KERAS_BACKEND"] = backend
+
+
+def quiet_tensorflow() -> None:
+    """Imports TensorFlow now, without its load-time log lines, when it is the backend to be used.
+
+    Keras imports it on its own import; importing it first, quietly, keeps the terminal clean.
+    """
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend is None:  # as Keras decides: its config file, else TensorFlow
+        config = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json"
+        try:
+            backend = json.loads(config.read_text()).get("backend")
+        except (OSError, ValueError, AttributeError):
+            backend = None
+    if (backend or "tensorflow") == "tensorflow" and "keras" not in sys.modules:
+        from keras_deepcluster.tensorflow_import import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
 
 
 def resolve_recipe(name: str, overrides: dict) -> Recipe:

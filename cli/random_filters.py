@@ -63,10 +63,10 @@ def space(recipe, seeds, clusters, backend, out, overwrite, **data):
           --data-dir /usr/share/datasets/fashion-mnist
       deepcluster space digits --seeds 0-19 -k 10 --out runs/space-digits
     """
-    use_backend(backend)
     if any(seed < 0 for seed in seeds):
         raise click.BadParameter("seeds must be >= 0.", param_hint="--seeds")
     recipe = resolve_recipe(recipe, {"clusters": clusters, **data})
+    use_backend(backend)
     from keras_deepcluster_cli import plots
     from keras_deepcluster_cli.progress import load_data
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from keras_deepcluster.directory_lock import lock_folder
 from keras_deepcluster.recipe import RecipeError, load_recipe
 from keras_deepcluster.run_directory import DamagedFileError, RunDirectory
-from keras_deepcluster_cli import plots, random_filters, report_comparisons
+from keras_deepcluster_cli import random_filters, report_comparisons
 from keras_deepcluster_cli.options import make_console, user_errors
 from keras_deepcluster_cli.statistics import finite
 
@@ -202,6 +202,8 @@ def report(directories, out, margin):
                 f"({random_filters.RESULTS}) under {', '.join(map(str, directories))}."
             )
         out = out or directories[0] / "report"
+        from keras_deepcluster_cli import plots  # matplotlib: imported only to draw
+
         out.mkdir(parents=True, exist_ok=True)
         lock_folder(out)
         quality = {}
@@ -458,6 +460,8 @@ def write_interactions(interactions: list, out: Path) -> list[Path]:
 
 def draw_plots(runs, groups, halting, interactions, out: Path) -> list[Path]:
     """Every plot the runs have the data for."""
+    from keras_deepcluster_cli import plots  # matplotlib: imported only to draw
+
     written = []
     if runs:
         written.append(plots.nmi_curves(runs, out / "nmi_curves.png"))

@@ -150,8 +150,8 @@ def select(
           --source idx --data-dir /usr/share/datasets/fashion-mnist --epochs 15
       deepcluster select digits --labelled 200 --seeds 0-4 --trial-epochs 3
     """
-    use_backend(backend)
     base = resolve_recipe(recipe, overrides)
+    use_backend(backend)
     candidates_k = clusters or sorted(
         {max(2, base.clusters // 2), base.clusters, 2 * base.clusters}
     )

@@ -14,7 +14,6 @@ import numbers
 import warnings
 
 import numpy as np
-import scipy.stats
 
 CONFIDENCE = 0.95
 RESAMPLES = 9999
@@ -49,6 +48,7 @@ def interval(values, confidence: float = CONFIDENCE, seed: int = 0) -> Interval 
     Examples:
         >>> interval([0.81, 0.83, 0.80, 0.82]).low
     """
+    import scipy.stats  # here, not at the top: slow to import, and `--help` needs none of it
     values = np.array([v for v in values if finite(v)], float)
     if not len(values):
         return None
@@ -128,6 +128,7 @@ def interaction_test(
         NotTestable: Fewer than two k, fewer than two seeds per group with a
             probe at every k and a quality, or no variation at all.
     """
+    import scipy.stats  # here, not at the top: slow to import, and `--help` needs none of it
     ks = sorted({k for row in probes.values() for k in row})
     seeds = [s for s in probes if s in quality and all(finite(probes[s].get(k)) for k in ks)]
     if len(ks) < 2:
@@ -218,6 +219,7 @@ def equivalence_test(differences, margin: float, alpha: float = 0.05) -> Equival
     Raises:
         NotTestable: Fewer than two differences.
     """
+    import scipy.stats  # here, not at the top: slow to import, and `--help` needs none of it
     d = np.array([v for v in differences if finite(v)], float)
     if len(d) < 2:
         raise NotTestable(f"{len(d)} paired seed(s); equivalence needs two or more.")

@@ -106,8 +106,8 @@ def sweep(
           --source idx --data-dir /usr/share/datasets/fashion-mnist --epochs 15
       deepcluster sweep digits --seeds 0-2 --halt-after 1,3,none --probe --probe-random
     """
-    use_backend(backend)
     base = resolve_recipe(recipe, overrides)
+    use_backend(backend)
     grid = {
         "clusters": clusters or [base.clusters],
         "seed": seed or [base.seed],

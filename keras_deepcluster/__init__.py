@@ -1,11 +1,19 @@
 """keras_deepcluster: DeepCluster unsupervised pretraining for Keras 3.
 
 Runs unchanged on the TensorFlow, JAX and PyTorch backends (``KERAS_BACKEND``).
-Importing it imports keras (and registers the package's Keras classes, so
-`keras.saving.load_model` reads its ``.keras`` files); set the backend first.
+
+Importing the package is cheap: each public name is imported on first use
+(PEP 562), so the command line answers ``--help`` and recipe errors, and the
+PIL-only helpers (`data.write_image_folder`) run, without importing Keras.
+Once a name that needs Keras is used, all the package's Keras classes are
+registered, so `keras.saving.load_model` reads its ``.keras`` files (for
+example after ``from keras_deepcluster import DeepCluster``). Set the backend
+before that first use.
 """
 
+import importlib
 import os
+import sys
 
 # TensorFlow turns its oneDNN kernels on by default only on CPUs with AVX-512
 # VNNI/BF16, AVX-VNNI or AMX; its own kernels elsewhere are much slower for
@@ -13,76 +21,71 @@ import os
 # imported after this; an explicit setting is kept.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from keras_deepcluster import (  # noqa: E402
-    backbones,
-    callbacks,
-    clustering,
-    data,
-    determinism,
-    devices,
-    evaluation,
-    pretraining,
-    processes,
-    recipe,
-)
-from keras_deepcluster.callbacks import RunRecorder, StopOnInterrupt, StopOnNaN  # noqa: E402
-from keras_deepcluster.cluster_model import ClusterModel  # noqa: E402
-from keras_deepcluster.clustering import cluster_features  # noqa: E402
-from keras_deepcluster.determinism import enable_determinism, set_random_seed  # noqa: E402
-from keras_deepcluster.devices import data_parallel  # noqa: E402
-from keras_deepcluster.features import FeatureExtractor, extract_features  # noqa: E402
-from keras_deepcluster.interrupts import catch_interrupts  # noqa: E402
-from keras_deepcluster.model import DeepCluster  # noqa: E402
-from keras_deepcluster.pretraining import train  # noqa: E402
-from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset, epoch_length  # noqa: E402
-from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe  # noqa: E402
-from keras_deepcluster.reclustering import (  # noqa: E402
-    ClusteringWarning,
-    Reclustering,
-    ReclusteringSettings,
-)
-from keras_deepcluster.run_directory import DamagedFileError, RunDirectory  # noqa: E402
-from keras_deepcluster.trained_run import Run  # noqa: E402
-from keras_deepcluster.views import FixedView, ImageViews, RandomView  # noqa: E402
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "ClusterModel",
-    "ClusteringWarning",
-    "DamagedFileError",
-    "DeepCluster",
-    "FeatureExtractor",
-    "FixedView",
-    "ImageViews",
-    "PseudoLabelDataset",
-    "RandomView",
-    "Recipe",
-    "RecipeError",
-    "Reclustering",
-    "ReclusteringSettings",
-    "Run",
-    "RunDirectory",
-    "RunRecorder",
-    "StopOnInterrupt",
-    "StopOnNaN",
+# Public name -> the module (relative to the package) that defines it.
+_NAMES = {
+    "ClusterModel": "cluster_model",
+    "ClusteringWarning": "reclustering",
+    "DamagedFileError": "run_directory",
+    "DeepCluster": "model",
+    "FeatureExtractor": "features",
+    "FixedView": "views",
+    "ImageViews": "views",
+    "PseudoLabelDataset": "pseudo_label_dataset",
+    "RandomView": "views",
+    "Recipe": "recipe",
+    "RecipeError": "recipe",
+    "Reclustering": "reclustering",
+    "ReclusteringSettings": "reclustering",
+    "Run": "trained_run",
+    "RunDirectory": "run_directory",
+    "RunRecorder": "callbacks",
+    "StopOnInterrupt": "callbacks",
+    "StopOnNaN": "callbacks",
+    "catch_interrupts": "interrupts",
+    "cluster_features": "clustering",
+    "data_parallel": "devices",
+    "enable_determinism": "determinism",
+    "epoch_length": "pseudo_label_dataset",
+    "extract_features": "features",
+    "load_recipe": "recipe",
+    "set_random_seed": "determinism",
+    "train": "pretraining",
+}
+_SUBMODULES = (
     "backbones",
     "callbacks",
-    "catch_interrupts",
-    "cluster_features",
     "clustering",
     "data",
-    "data_parallel",
     "determinism",
     "devices",
-    "enable_determinism",
-    "epoch_length",
     "evaluation",
-    "extract_features",
-    "load_recipe",
     "pretraining",
     "processes",
     "recipe",
-    "set_random_seed",
-    "train",
-]
+)
+# The modules that register Keras classes (`register_keras_serializable`).
+_KERAS_CLASS_MODULES = ("model", "backbones", "views", "evaluation.linear_probe")
+
+__all__ = sorted([*_NAMES, *_SUBMODULES])
+
+
+def __getattr__(name: str):
+    # A submodule is also reached here by the library's own `from keras_deepcluster import x`,
+    # in the middle of importing other modules: only public names register the Keras classes.
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        if "keras" in sys.modules:  # Keras is imported anyway: let its load_model know ours
+            for module in _KERAS_CLASS_MODULES:
+                importlib.import_module(f"{__name__}.{module}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -157,6 +157,7 @@ def tfds_unavailable_reason(name: str | None, data_dir: str | None = None) -> st
 
 def import_tfds():
     try:
+        import_tensorflow_quietly()  # tensorflow_datasets imports it
         import tensorflow_datasets as tfds
     except ImportError as error:  # no TensorFlow here (e.g. a GPU machine for JAX or PyTorch)
         raise ValueError(
