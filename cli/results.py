@@ -69,7 +69,9 @@ def _open(run_dir: Path, data_dir, source=None, split="train", console=None):
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="The table's path.")
 @click.option("--embeddings", is_flag=True, help="Also the feature vectors (.npy next to it).")
-@click.option("--layer", help="Backbone layer of the embeddings (default: its output).")
+@click.option(
+    "--layer", help="Backbone layer of the embeddings (default: the recipe's [probe] layer)."
+)
 @click.option(
     "--link-clusters",
     type=click.Path(file_okay=False, path_type=Path),

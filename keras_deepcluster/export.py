@@ -55,7 +55,8 @@ def export_assignments(
         file_format: ``"parquet"`` (pyarrow) or ``"csv"``.
         embeddings: Also write each image's features ((N, D) ``.npy`` in row
             order; in a Parquet table also a column ``embedding``).
-        layer: The backbone layer of the embeddings (default: its output).
+        layer: The backbone layer of the embeddings (default: the run's
+            `embedding_layer`, its recipe's probe layer).
         on_progress: Called as ``on_progress(images_done, images_total)``.
 
     Returns:
@@ -84,14 +85,13 @@ def export_assignments(
             writer, array = None, None
             for start in range(0, total, EXPORT_BATCH):
                 batch = images[start : start + EXPORT_BATCH]
-                features = run.embed(batch)
-                clusters, distances = run.cluster_model.assign(features)
+                clusters, distances = run.assign(batch)
                 rows = _rows(start, len(batch), split, files, labels, clusters, distances)
                 if labels is not None and data.class_names is not None:
                     rows["label_name"] = [data.class_names[label] for label in rows["label"]]
                 vector = None
                 if embeddings:
-                    vector = features if layer is None else run.embed(batch, layer=layer)
+                    vector = run.embed(batch, layer=layer)
                     if array is None:  # written, not memory-mapped: a full disk then raises
                         # ENOSPC where a memory map dies of SIGBUS
                         array = files_open.enter_context(open(vectors, "wb"))

@@ -20,6 +20,9 @@ from keras_deepcluster.features import FeatureExtractor, layer_model
 from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
 from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
 
+# The `layer` of `Run.embed` that means the backbone's output, the features the run clustered.
+OUTPUT = "output"
+
 
 class Run:
     """A finished run: its recipe, trained model, final clustering and training data.
@@ -91,13 +94,27 @@ class Run:
     def num_clusters(self) -> int:
         return self.cluster_model.num_clusters
 
+    @property
+    def embedding_layer(self) -> str:
+        """The layer `embed` reads by default: the recipe's probe layer, else ``"output"``.
+
+        The probe layer (``conv_2`` for LeNet, ``relu_5`` for AlexNet-micro) is where the
+        recipes' linear probe and kNN score the features; the backbone's output, which the run
+        clustered, is made to separate the pseudo-labels and is a weaker embedding.
+        """
+        probe_layer = None if self.recipe is None else self.recipe.probe_layer
+        return probe_layer or OUTPUT
+
     def embed(
         self, images: np.ndarray, layer: str | None = None, batch_size: int = 256
     ) -> np.ndarray:
         """Features (N, D) of `images` (uint8 or float in [0, 1], NHW[C]) on the fixed view.
 
-        `layer` names a backbone layer (default: the backbone's output, the
-        features the run clustered).
+        Args:
+            images: The images.
+            layer: A backbone layer's name, or ``"output"``: the backbone's output, the
+                features the run clustered (default: `embedding_layer`).
+            batch_size: Images per forward pass.
 
         Raises:
             ValueError: images with NaN or inf, of another channel count, or
@@ -105,8 +122,9 @@ class Run:
         """
         _check_finite(images)
         self._check_size(images)
+        layer = layer or self.embedding_layer
         if layer not in self._extractors:
-            network = self.backbone if layer is None else layer_model(self.backbone, layer)
+            network = self.backbone if layer == OUTPUT else layer_model(self.backbone, layer)
             self._extractors[layer] = FeatureExtractor(network, self.model.views)
         return self._extractors[layer](images, batch_size)
 
@@ -128,7 +146,7 @@ class Run:
         Returns:
             ``(clusters, distances)``: int64 (N,) in ``0..k-1`` and float32 (N,).
         """
-        return self.cluster_model.assign(self.embed(images, batch_size=batch_size))
+        return self.cluster_model.assign(self.embed(images, OUTPUT, batch_size))
 
     def data(self, data_dir: str | Path | None = None) -> data_sources.ImageData:
         """The images the run trained on (and its test split, if any).

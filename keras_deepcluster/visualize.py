@@ -67,7 +67,7 @@ def write_report(
     step = on_figure or (lambda what: None)
     images, labels, names = data.x_train, data.y_train, data.class_names
     step(f"embeddings of {len(images)} images")
-    features = run.embed(images)
+    features = run.embed(images, layer="output")  # what the run clustered
     assigned, distances = run.cluster_model.assign(features)
     k = run.num_clusters
     chosen = _chosen_clusters(assigned, labels, k, clusters)  # bad ids: refused, nothing written

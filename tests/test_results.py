@@ -56,16 +56,19 @@ def test_export_names_every_file_with_its_cluster_as_assign_does(photos_run, tmp
 
     out = tmp_path / "rows.csv"
     result = invoke(
-        "export", run, "--format", "csv", "--embeddings", "--layer", "conv_2", "--out", out
-    )
+        "export", run, "--format", "csv", "--embeddings", "--out", out
+    )  # the embeddings of the recipe's probe layer
     assert result.exit_code == 0, result.output
     csv_table = read_table(out)
     np.testing.assert_array_equal(csv_table["cluster"], table["cluster"])
     assert list(csv_table["file"]) == list(table["file"])
     vectors = np.load(tmp_path / "rows.npy")
-    assert vectors.shape[0] == 96 and vectors.shape[1] == np.prod(
-        opened.backbone.get_layer("conv_2").output.shape[1:]
-    )
+    layer = opened.recipe.probe_layer
+    assert layer and vectors.shape == (96, np.prod(opened.backbone.get_layer(layer).output.shape[1:]))
+    np.testing.assert_allclose(vectors[:4], opened.embed(opened.data().x_train[:4]), atol=1e-5)
+    result = invoke("export", run, "--embeddings", "--layer", "output", "--out", tmp_path / "o.csv")
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "o.npy").shape == (96, opened.backbone.output.shape[-1])
 
 
 def test_link_clusters_puts_the_most_typical_first(photos_run, tmp_path):

@@ -68,7 +68,9 @@ def test_data_is_the_recorded_cache_and_embed_matches_assign(trained):
     data = opened.data()  # the cache the run read, though the cache folder is not the default
     assert data.origin == recorded
     np.testing.assert_array_equal(data.x_train[:][..., 0], images)
-    features = opened.embed(images[:10])
+    assert opened.embedding_layer == opened.recipe.probe_layer == "conv_2"
+    np.testing.assert_array_equal(opened.embed(images[:3]), opened.embed(images[:3], "conv_2"))
+    features = opened.embed(images[:10], layer="output")
     assert features.shape == (10, 84)
     clusters, _ = opened.cluster_model.assign(features)
     np.testing.assert_array_equal(clusters, opened.assign(images[:10])[0])
