@@ -193,9 +193,25 @@ class Recipe:
             refuse("probe_layer", self.probe_layer, layers)
 
     def replace(self, **overrides) -> Recipe:
-        """A copy with some settings changed, validated again."""
+        """A copy with some settings changed, validated again.
+
+        Its description gains a sentence naming the settings that changed, so that a
+        run's ``config.toml`` does not describe settings it no longer has.
+        """
         changed = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
         overrides.setdefault("origin", f"{self.origin} with {changed}")
+        differ = {
+            _toml_key(key): value
+            for key, value in overrides.items()
+            if key not in ("name", "origin", "description") and value != getattr(self, key, value)
+        }
+        if differ and "description" not in overrides:
+            settings = ", ".join(
+                f"{key} = {toml_value(v) if v is not None else 'none'}" for key, v in differ.items()
+            )
+            overrides["description"] = (
+                f"{self.description} Changed from {self.name}: {settings}.".lstrip()
+            )
         return dataclasses.replace(self, **overrides)
 
     def sections(self) -> dict[str, dict[str, Any]]:

@@ -216,3 +216,14 @@ def test_the_command_line_backend_is_set_before_keras_is_imported():
     env = {**os.environ, "KERAS_BACKEND": "torch"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.stdout.strip().splitlines()[-1] == "jax", result.stderr[-2000:]
+
+
+def test_replace_says_in_the_description_which_settings_changed(tmp_path):
+    recipe = load_recipe("imagenet")
+    changed = recipe.replace(clusters=4, pca=None, epochs=recipe.epochs)
+    assert changed.description.startswith(recipe.description)
+    assert changed.description.endswith("Changed from imagenet: clusters = 4, pca = none.")
+    assert recipe.replace(seed=recipe.seed).description == recipe.description
+    (tmp_path / "config.toml").write_text(changed.to_toml())
+    again = load_recipe(tmp_path / "config.toml")
+    assert dataclasses.replace(again, origin=changed.origin) == changed
