@@ -49,6 +49,7 @@ def interval(values, confidence: float = CONFIDENCE, seed: int = 0) -> Interval 
         >>> interval([0.81, 0.83, 0.80, 0.82]).low
     """
     import scipy.stats  # here, not at the top: slow to import, and `--help` needs none of it
+
     values = np.array([v for v in values if finite(v)], float)
     if not len(values):
         return None
@@ -129,6 +130,7 @@ def interaction_test(
             probe at every k and a quality, or no variation at all.
     """
     import scipy.stats  # here, not at the top: slow to import, and `--help` needs none of it
+
     ks = sorted({k for row in probes.values() for k in row})
     seeds = [s for s in probes if s in quality and all(finite(probes[s].get(k)) for k in ks)]
     if len(ks) < 2:
@@ -220,6 +222,7 @@ def equivalence_test(differences, margin: float, alpha: float = 0.05) -> Equival
         NotTestable: Fewer than two differences.
     """
     import scipy.stats  # here, not at the top: slow to import, and `--help` needs none of it
+
     d = np.array([v for v in differences if finite(v)], float)
     if len(d) < 2:
         raise NotTestable(f"{len(d)} paired seed(s); equivalence needs two or more.")

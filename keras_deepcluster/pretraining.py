@@ -371,7 +371,8 @@ def train(
     )
     data = load_data(recipe, on_progress=cache_progress, on_note=on_note)
     labelled = "" if data.y_train is not None else ", unlabelled"
-    note(f"data: {len(data.x_train)} training images {data.x_train.shape[1:]}{labelled}")
+    n = len(data.x_train)
+    note(f"data: {n} training image{'s' if n != 1 else ''} {data.x_train.shape[1:]}{labelled}")
     check = read_check_labels(recipe, data)
     if check is not None:
         note(check.describe())

@@ -145,7 +145,8 @@ class PseudoLabelDataset(keras.utils.PyDataset):
         self.epoch_length = int(epoch_length or len(self.images))
         if batch_size > self.epoch_length:
             multiple = self.epoch_length / len(self.images)
-            drawn = f"{len(self.images)} images" + (f" x {multiple:g}" if multiple != 1 else "")
+            images = f"{len(self.images)} image{'s' if len(self.images) != 1 else ''}"
+            drawn = images + (f" x {multiple:g}" if multiple != 1 else "")
             raise ValueError(
                 f"batch_size={batch_size} is larger than the {self.epoch_length} images an epoch "
                 f"draws ({drawn}); use a batch size of at most {self.epoch_length}."

@@ -1,12 +1,13 @@
 """Pictures of what a run learned, and one self-contained HTML page that shows them.
 
-`write_report(run, data)` draws into ``RUN/figures/``: a gallery per chosen
+`write_report(run, data)` writes ``RUN/report.html``: a gallery per chosen
 cluster (the images nearest its centroid, then a random sample of its
-members), the first convolution's filters untrained (the run's seed) beside
-trained, a 2-D map of the embeddings coloured by cluster and by label, the
-cluster x label confusion matrix after Hungarian matching and the per-epoch
-curves; ``RUN/report.html`` holds them as data URIs, so it opens anywhere,
-offline, with no server.
+members; each image enlarged, its file name, label and distance shown on
+hover), and the figures it draws into ``RUN/figures/``: the first
+convolution's filters untrained (the run's seed) beside trained, a 2-D map of
+the embeddings coloured by cluster and by label, the cluster x label confusion
+matrix after Hungarian matching and the per-epoch curves. The page holds them
+all as data URIs, so it opens anywhere, offline, with no server.
 
 The map is scikit-learn's t-SNE of a seeded subsample (default 3,000 images),
 after PCA to 50 dimensions: t-SNE is in a dependency the project already has,
@@ -29,6 +30,8 @@ from keras_deepcluster.trained_run import Run
 
 # Images per gallery row: nearest the centroid, then a random sample.
 GALLERY_NEAREST = GALLERY_RANDOM = 8
+# Side in CSS pixels the gallery shows each image at (small images enlarged, pixels kept sharp).
+THUMBNAIL = 96
 # Clusters drawn by default when k is larger: per criterion (largest, smallest, purest, ...).
 CLUSTERS_PER_CRITERION = 2
 
@@ -47,7 +50,8 @@ def write_report(
     Args:
         run: The finished run.
         data: The images it trained on (`Run.data`).
-        files: The source file of each training image, for the captions.
+        files: The source file of each training image, shown on hover in the galleries
+            (default: the image's row).
         clusters: The cluster ids to draw galleries of; default: all when
             k <= 8, else the largest, smallest, purest and least pure.
         map_images: Images in the 2-D map (a subsample seeded by `seed`).
@@ -56,7 +60,7 @@ def write_report(
             "map", ...), for a progress display.
 
     Returns:
-        ``{"folder", "html", "figures"}``: the paths written.
+        ``{"folder", "html", "figures"}``: the paths written (the galleries are in the page).
 
     Raises:
         ValueError: a cluster id out of range.
@@ -73,15 +77,14 @@ def write_report(
     chosen = _chosen_clusters(assigned, labels, k, clusters)  # bad ids: refused, nothing written
     folder = run.directory.path / "figures"
     folder.mkdir(exist_ok=True)
-    for stale in folder.glob("cluster_*.png"):  # galleries of an earlier, other choice
+    for stale in folder.glob("cluster_*.png"):  # galleries drawn by earlier versions
         stale.unlink()
     rng = np.random.default_rng(seed)
-    figures = [("", None)]  # (title, path); the first: which galleries follow, and why
+    # (title, a PNG's path, or a gallery's HTML); the first: which galleries follow, and why
+    figures: list[tuple[str, Path | str | None]] = [("", None)]
     for cluster in chosen:
         step(f"gallery of cluster {cluster}")
-        path = folder / f"cluster_{cluster:0{len(str(k - 1))}d}.png"
-        title = _gallery(path, images, assigned, distances, labels, names, cluster, rng)
-        figures.append((title, path))
+        figures.append(_gallery(images, assigned, distances, labels, names, files, cluster, rng))
     step("filters")
     filters = _filters(folder / "filters.png", run)
     if filters is not None:
@@ -106,7 +109,7 @@ def write_report(
     figures[0] = (_chosen_caption(chosen, k, clusters, labels is not None), None)
     page = run.directory.path / "report.html"
     _write_html(page, run, figures)
-    drawn = [str(path) for _, path in figures if path is not None]
+    drawn = [str(path) for _, path in figures if isinstance(path, Path)]
     return {"folder": str(folder), "html": str(page), "figures": drawn}
 
 
@@ -148,39 +151,45 @@ def _purity(labels) -> float:
     return float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
 
 
-def _gallery(path, images, assigned, distances, labels, names, cluster, rng) -> str:
-    import matplotlib.pyplot as plt
-
+def _gallery(images, assigned, distances, labels, names, files, cluster, rng) -> tuple[str, str]:
+    """A cluster's title and its gallery as HTML: the images nearest its centroid, then a
+    random sample of its members, each with its file, label and distance on hover."""
     members = np.flatnonzero(assigned == cluster)
     nearest = members[np.argsort(distances[members], kind="stable")][:GALLERY_NEAREST]
     sample = np.sort(rng.choice(members, min(GALLERY_RANDOM, len(members)), replace=False))
-    title = f"Cluster {cluster}: {len(members)} images"
+    title = f"Cluster {cluster}: {len(members)} image{'s' if len(members) != 1 else ''}"
     if labels is not None and len(members):
         counts = np.bincount(labels[members])
         majority = counts.argmax() if names is None else names[counts.argmax()]
         title += f", majority label {majority} ({counts.max() / len(members):.0%} pure)"
-    columns = max(GALLERY_NEAREST, GALLERY_RANDOM)
-    figure, axes = plt.subplots(2, columns, figsize=(columns * 1.1, 2.6), squeeze=False)
-    for row, (name, rows) in enumerate((("nearest", nearest), ("random", sample))):
-        picked = np.asarray(images[np.sort(rows)]) if len(rows) else []
-        order = np.argsort(np.argsort(rows)) if len(rows) else []
-        for column in range(columns):
-            axis = axes[row, column]
-            axis.axis("off")
-            if column < len(rows):
-                _show(axis, picked[order[column]])
-        axes[row, 0].set_title(name, fontsize=8, loc="left")
-    figure.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(figure)
-    return title
+    rows = []
+    for name, chosen in (("nearest", nearest), ("random", sample)):
+        thumbnails = []
+        for index in chosen.tolist():
+            hover = files[index] if files is not None else f"image {index}"
+            if labels is not None:
+                label = labels[index] if names is None else names[labels[index]]
+                hover += f" · label {label}"
+            hover += f" · distance {distances[index]:.3f}"
+            thumbnails.append(
+                f"<img class='thumb' src='data:image/png;base64,{_png(images[index])}' "
+                f"alt='{html.escape(hover)}' title='{html.escape(hover)}'>"
+            )
+        rows.append(f"<div class='row'><span>{name}</span>{''.join(thumbnails)}</div>")
+    return title, "".join(rows)
 
 
-def _show(axis, image):
+def _png(image) -> str:
+    """An image (H, W, C) as a base64 PNG."""
+    import io
+
+    from PIL import Image
+
     image = np.asarray(image)
-    if image.shape[-1] == 1:
-        axis.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
-    else:
-        axis.imshow(image[..., :3])
+    image = image[..., 0] if image.shape[-1] == 1 else image[..., :3]
+    buffer = io.BytesIO()
+    Image.fromarray(image.astype(np.uint8)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def _filters(path, run) -> Path | None:
@@ -386,24 +395,30 @@ def _accuracies(accuracy) -> dict:
     return accuracy if isinstance(accuracy, dict) else {"": accuracy}
 
 
+def _figure_html(title: str, content: Path | str | None) -> str:
+    """A paragraph (no content), a PNG figure (a path) or a gallery (its HTML), captioned."""
+    if content is None:
+        return f"<p>{html.escape(title)}</p>"
+    if isinstance(content, Path):
+        encoded = base64.b64encode(content.read_bytes()).decode()
+        content = f"<img alt='{html.escape(title)}' src='data:image/png;base64,{encoded}'>"
+    return f"<figure>{content}<figcaption>{html.escape(title)}</figcaption></figure>"
+
+
 def _write_html(page: Path, run: Run, figures) -> None:
     summary = run.directory.summary
     header = _effect_html(summary)
     probes = _probes_html(run.directory)
-    body = "".join(
-        f"<p>{html.escape(title)}</p>"
-        if path is None
-        else f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,"
-        f"{base64.b64encode(Path(path).read_bytes()).decode()}'><figcaption>"
-        f"{html.escape(title)}</figcaption></figure>"
-        for title, path in figures
-    )
+    body = "".join(_figure_html(title, content) for title, content in figures)
     title = html.escape(f"{summary.get('recipe', 'run')}: {run.directory.path.name}")
     run.directory.write_text(
         page.name,
         f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:2em}}figure{{margin:1.5em 0}}img{{max-width:100%}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head>
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}
+.row{{display:flex;align-items:center;gap:4px;margin:4px 0}}.row span{{width:5em;font-size:90%}}
+img.thumb{{width:{THUMBNAIL}px;height:{THUMBNAIL}px;object-fit:contain;image-rendering:pixelated;
+background:#eee}}img.thumb:hover{{outline:2px solid #36c}}</style></head>
 <body><h1>{title}</h1><p>{summary.get("epochs")} epochs, {run.num_clusters} clusters,
 {summary.get("images")} images, backend {html.escape(str(summary.get("backend")))}.</p>
 {header}{probes}{body}

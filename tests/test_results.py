@@ -2,8 +2,10 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,7 +66,10 @@ def test_export_names_every_file_with_its_cluster_as_assign_does(photos_run, tmp
     assert list(csv_table["file"]) == list(table["file"])
     vectors = np.load(tmp_path / "rows.npy")
     layer = opened.recipe.probe_layer
-    assert layer and vectors.shape == (96, np.prod(opened.backbone.get_layer(layer).output.shape[1:]))
+    assert layer and vectors.shape == (
+        96,
+        np.prod(opened.backbone.get_layer(layer).output.shape[1:]),
+    )
     np.testing.assert_allclose(vectors[:4], opened.embed(opened.data().x_train[:4]), atol=1e-5)
     result = invoke("export", run, "--embeddings", "--layer", "output", "--out", tmp_path / "o.csv")
     assert result.exit_code == 0, result.output
@@ -183,21 +188,29 @@ def test_show_writes_figures_and_a_report_that_opens_in_a_browser(photos_run):
     result = invoke("show", run, "--map-images", "60")
     assert result.exit_code == 0, result.output
     figures = sorted(p.name for p in (run / "figures").iterdir())
-    assert {"filters.png", "map.png", "confusion.png", "curves.png"} <= set(figures)
-    assert sum(name.startswith("cluster_") for name in figures) == 3
+    assert figures == ["confusion.png", "curves.png", "filters.png", "map.png"]
     page = (run / "report.html").read_text()
-    assert page.count("<img") == len(figures) and "src='figures" not in page  # self-contained
+    assert "src='figures" not in page  # self-contained
+    thumbnails = page.count("class='thumb'")
+    assert page.count("<img") == len(figures) + thumbnails
+    assert thumbnails == 3 * (8 + 8)  # 3 clusters of >= 8 images: 8 nearest, 8 random each
     assert "Galleries of all 3 clusters." in page
     assert "majority label class_" in page  # the class folders' names, not label numbers
+    hovers = re.findall(r"title='([^']*)'", page)
+    assert len(hovers) == thumbnails
+    assert all((photos_run / "photos" / hover.split(" · ")[0]).is_file() for hover in hovers)
+    assert all(" · label class_" in hover and " · distance " in hover for hover in hovers)
     assert "untrained → trained" in page  # the scores beside the untrained network's
     result = invoke("show", run, "--clusters", "7")
     assert result.exit_code == 1 and "out of range" in result.output
+    (run / "figures" / "cluster_5.png").write_bytes(b"an earlier version's gallery")
     result = invoke("show", run, "--clusters", "0,1", "--map-images", "60")
     assert result.exit_code == 0, result.output
-    galleries = sorted(p.name for p in (run / "figures").glob("cluster_*.png"))
-    assert galleries == ["cluster_0.png", "cluster_1.png"]  # no stale gallery left
-    assert "Galleries of the clusters asked for: 0, 1." in (run / "report.html").read_text()
-    figures = sorted(p.name for p in (run / "figures").iterdir())
+    page = (run / "report.html").read_text()
+    assert "Galleries of the clusters asked for: 0, 1." in page
+    assert page.count("<figcaption>Cluster ") == 2
+    assert sorted(p.name for p in (run / "figures").iterdir()) == figures  # only what it shows
+    images = page.count("<img")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (.ci/setup installs it)")
@@ -210,8 +223,8 @@ def test_show_writes_figures_and_a_report_that_opens_in_a_browser(photos_run):
         ],
         capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
-    assert f'data-images-total="{len(figures)}"' in dom
-    assert f'data-images-loaded="{len(figures)}"' in dom
+    assert f'data-images-total="{images}"' in dom
+    assert f'data-images-loaded="{images}"' in dom
 
 
 def test_history_and_report_carry_the_fields_metrics(photos_run, tmp_path):
@@ -269,4 +282,9 @@ def test_write_report_says_what_it_draws(photos_run):
     assert [s for s in steps if s.startswith("gallery")] == [
         f"gallery of cluster {c}" for c in range(3)
     ]
-    assert len(report["figures"]) >= 6
+    assert [Path(f).name for f in report["figures"]] == [
+        "filters.png",
+        "map.png",
+        "confusion.png",
+        "curves.png",
+    ]

@@ -26,7 +26,9 @@ def run_python(code: str, *arguments: str) -> subprocess.CompletedProcess:
     )
 
 
-CLI = "from keras_deepcluster_cli.main import main\nsys.argv = ['deepcluster', *sys.argv[1:]]\nmain()"
+CLI = (
+    "from keras_deepcluster_cli.main import main\nsys.argv = ['deepcluster', *sys.argv[1:]]\nmain()"
+)
 
 
 @pytest.mark.parametrize(
