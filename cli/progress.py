@@ -97,7 +97,7 @@ class TrainingProgress(keras.callbacks.Callback):
         parts = [f"epoch {epoch}"]
         for key, title, fmt in METRIC_COLUMNS[1:7]:
             if key in logs:
-                parts.append(f"{title} {fmt.format(logs[key])}")
+                parts.append(f"{title} {cell(logs[key], fmt)}")
         self.console.print("  ".join(parts))
 
     def on_train_end(self, logs=None):
@@ -122,6 +122,11 @@ def progress_bars(console: Console) -> Progress:
     )
 
 
+def cell(value: float | None, fmt: str) -> str:
+    """A metric as text: "–" where there is none (None or NaN, e.g. NMI t-1 in epoch 0)."""
+    return "–" if value is None or math.isnan(value) else fmt.format(value)
+
+
 def metrics_table(rows: list[dict], title: str = "per-epoch metrics") -> Table:
     """A rich table of history rows (columns present in the rows only)."""
     columns = [c for c in METRIC_COLUMNS if any(c[0] in row for row in rows)]
@@ -131,8 +136,7 @@ def metrics_table(rows: list[dict], title: str = "per-epoch metrics") -> Table:
     for row in rows:
         cells = []
         for key, _, fmt in columns:
-            value = row.get(key, math.nan)
-            cells.append("–" if value is None or math.isnan(value) else fmt.format(value))
+            cells.append(cell(row.get(key), fmt))
         table.add_row(*cells)
     return table
 

@@ -205,7 +205,7 @@ def _filters(path, run) -> Path | None:
     kernels = [np.asarray(untrained.get_layer("conv_1").get_weights()[0])]
     kernels.append(np.asarray(conv.get_weights()[0]))
     count = min(kernels[0].shape[-1], 32)
-    figure, axes = plt.subplots(2, count, figsize=(count * 0.5, 1.4), squeeze=False)
+    figure, axes = plt.subplots(2, count, figsize=(count * 0.8, 2.2), squeeze=False)
     for row, (name, kernel) in enumerate(zip(("untrained", "trained"), kernels)):
         for column in range(count):
             tile = kernel[..., column]  # (kh, kw, in)
@@ -410,7 +410,7 @@ def _write_html(page: Path, run: Run, figures) -> None:
     header = _effect_html(summary)
     probes = _probes_html(run.directory)
     body = "".join(_figure_html(title, content) for title, content in figures)
-    title = html.escape(f"{summary.get('recipe', 'run')}: {run.directory.path.name}")
+    title = html.escape(run.directory.path.name)
     run.directory.write_text(
         page.name,
         f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
@@ -419,7 +419,8 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}
 .row{{display:flex;align-items:center;gap:4px;margin:4px 0}}.row span{{width:5em;font-size:90%}}
 img.thumb{{width:{THUMBNAIL}px;height:{THUMBNAIL}px;object-fit:contain;image-rendering:pixelated;
 background:#eee}}img.thumb:hover{{outline:2px solid #36c}}</style></head>
-<body><h1>{title}</h1><p>{summary.get("epochs")} epochs, {run.num_clusters} clusters,
+<body><h1>{title}</h1><p>Recipe {html.escape(str(summary.get("recipe", "none")))},
+{summary.get("epochs")} epochs, {run.num_clusters} clusters,
 {summary.get("images")} images, backend {html.escape(str(summary.get("backend")))}.</p>
 {header}{probes}{body}
 <script>window.addEventListener("load", () => {{
