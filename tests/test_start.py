@@ -90,3 +90,23 @@ def test_tensorflow_is_imported_without_its_load_time_log_lines():
     assert done.returncode == 0, done.stderr
     assert "kept" in done.stderr
     assert not [line for line in done.stderr.splitlines() if any(n in line for n in _LOAD_NOISE)]
+
+
+@pytest.mark.backend_independent
+def test_a_wheel_carries_the_recipes_and_the_command_line(tmp_path):
+    """recipes/ and cli/ sit at the top of the repository; the wheel maps them into packages."""
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(root)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("keras_deepcluster-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    recipes = {path.name for path in (root / "recipes").glob("*.toml")}
+    assert recipes and {f"keras_deepcluster/recipes/{name}" for name in recipes} <= names
+    assert "keras_deepcluster_cli/main.py" in names
