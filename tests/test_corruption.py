@@ -20,8 +20,7 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import invoke
-from test_reliability import signalled_run
+from conftest import invoke, signalled_run
 
 from keras_deepcluster import data
 

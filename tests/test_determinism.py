@@ -40,6 +40,9 @@ def kmeans():
     used = {name: built[name] - built_before[name] > 0 for name in built}
     return labels.tolist(), modes[before:], used
 
+if keras.backend.backend() == "jax":
+    from jax._src import xla_bridge
+    jax_started_before = xla_bridge.backends_are_initialized()
 kdc.enable_determinism()
 state = {"enabled": kdc.determinism.enabled(), "xla_flags": os.environ["XLA_FLAGS"],
          "cublas": os.environ["CUBLAS_WORKSPACE_CONFIG"],
@@ -52,8 +55,9 @@ elif keras.backend.backend() == "torch":
     state["backend"] = (torch.are_deterministic_algorithms_enabled()
                         and torch.backends.cudnn.deterministic
                         and not torch.backends.cudnn.benchmark)
-else:
-    state["backend"] = True  # the XLA flag is all JAX has
+else:  # JAX's switch is the XLA flag, which XLA reads when JAX starts its backends
+    state["backend"] = (not jax_started_before
+                        and "--xla_gpu_deterministic_ops=true" in os.environ["XLA_FLAGS"].split())
 state["fixed_order"] = kmeans()
 # The same k-means with the mode off again (as before `enable_determinism`).
 kdc.determinism._enabled = False

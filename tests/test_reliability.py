@@ -7,14 +7,12 @@ compare the resumed run with an uninterrupted one.
 
 import csv
 import errno
-import os
 import signal
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import invoke
+from conftest import invoke, signalled_run
 
 from keras_deepcluster import clustering, data
 from keras_deepcluster.evaluation import nmi
@@ -34,53 +32,6 @@ def recipe(tmp_path_factory):
         .to_toml()
     )
     return path
-
-
-# `deepcluster ARGS...`, raising signal NUMBER in itself at a known point of the run: the
-# start of epoch EPOCH's k-means ("clustering"; epoch EPOCH - 1 is checkpointed by then),
-# or the first batch end from step 3 on of epoch EPOCH ("training"; with
-# steps_per_execution=8 Keras calls the batch hooks after steps 7, 15 and the last).
-# Raised in the thread that gets there: the main thread handles it at once, or, from a
-# Keras hook thread (JAX, PyTorch), at its next Python instruction, as a Ctrl-C would be.
-SIGNAL_ITSELF = """
-import signal, sys
-from keras_deepcluster import callbacks, clustering
-phase, epoch, number, args = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
-clusterings, sent = [], []  # one clustering per epoch, at its start
-cluster_features = clustering.cluster_features
-batch_end = callbacks.StopOnInterrupt.on_train_batch_end
-
-def signal_in_clustering(*args, **kwargs):
-    clusterings.append(epoch)
-    if phase == "clustering" and len(clusterings) == epoch + 1:
-        sent.append(signal.raise_signal(number))
-    return cluster_features(*args, **kwargs)
-
-def signal_in_training(self, batch, logs=None):
-    if phase == "training" and len(clusterings) == epoch + 1 and batch >= 3 and not sent:
-        sent.append(signal.raise_signal(number))
-    return batch_end(self, batch, logs)
-
-clustering.cluster_features = signal_in_clustering
-callbacks.StopOnInterrupt.on_train_batch_end = signal_in_training
-from keras_deepcluster_cli.main import main
-main(args, prog_name="deepcluster")
-"""
-
-
-def signalled_run(phase, epoch, signal_number, *args):
-    """Runs `deepcluster ARGS...` that signals itself (see SIGNAL_ITSELF); (exit code, output)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-c", SIGNAL_ITSELF, phase, str(epoch), str(int(signal_number))]
-    process = subprocess.run(
-        [*command, *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    return process.returncode, process.stdout
 
 
 @pytest.fixture(scope="module")
