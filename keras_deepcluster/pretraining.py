@@ -289,11 +289,12 @@ class Pretraining:
         Each epoch's clustering diagnostics go to ``metrics.jsonl`` in `run`
         and, with the recipe's ``tensorboard`` folder, to TensorBoard event
         files in its sub-folder named after `run` (see `ClusteringDiagnostics`;
-        the event files by process 0 alone). A run directory that holds a checkpoint of these settings is continued
-        after it, to the same pseudo-labels and metrics as an uninterrupted
-        run on the same backend and machine; `resume_from` reads the
-        checkpoint from another directory (see `RunRecorder`). `verbose` is
-        `keras.Model.fit`'s (0 silent, 1 a progress bar per epoch, 2 a line per epoch).
+        the event files by process 0 alone). A run directory that holds a
+        checkpoint of these settings is continued after it, to the same
+        pseudo-labels and metrics as an uninterrupted run on the same backend
+        and machine; `resume_from` reads the checkpoint from another directory
+        (see `RunRecorder`). `verbose` is `keras.Model.fit`'s (0 silent, 1 a
+        progress bar per epoch, 2 a line per epoch).
 
         Raises:
             FloatingPointError: the loss or the features became NaN or inf; the
