@@ -316,7 +316,7 @@ class Pretraining:
             self.reclustering,
             log_dir=None
             if tensorboard is None or kdc.processes.process_index() != 0
-            else Path(tensorboard) / run.path.name,
+            else Path(tensorboard) / run.path.resolve().name,
             metrics_file=run.path / METRICS_FILE,
         )
         # The diagnostics before the recorder: an epoch is recorded in them before it is
