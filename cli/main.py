@@ -93,6 +93,14 @@ def main():
     help="CSV of a few images' labels (file or row, label) for unlabelled images: the run "
     "scores every clustering on them and keeps its best epoch.",
 )
+@override(
+    "--tensorboard",
+    type=click.Path(file_okay=False),
+    help="Write each epoch's clustering diagnostics (loss, NMI(t, t-1), empty clusters, "
+    "k-means objective, cluster sizes, phase times, scores) for TensorBoard into a "
+    "sub-folder of this folder named after the run directory (recipe key [training] "
+    "tensorboard); view with: tensorboard --logdir DIR.",
+)
 @devices_option
 @processes_options
 @deterministic_option
@@ -120,8 +128,8 @@ def train(
     Options override the recipe. With --resume, RECIPE may be left out: the
     run continues with its own settings, on the backend it trained on. Writes
     a run directory: config.toml,
-    history.csv (one row per epoch), pseudo_labels/epoch_NNN.npz, model.keras
-    and summary.json.
+    history.csv (one row per epoch), metrics.jsonl (the same as JSON lines, with
+    the cluster sizes), pseudo_labels/epoch_NNN.npz, model.keras and summary.json.
 
     \b
     Examples:
@@ -130,6 +138,7 @@ def train(
           --data-dir /usr/share/datasets/fashion-mnist --epochs 3 --backend jax
       deepcluster train mnist -k 10 --halt-after 5 --limit 10000 --out runs/mnist-k10
       deepcluster train --resume runs/digits-tensorflow-k10-seed61   # after a crash
+      deepcluster train digits --tensorboard runs/tb   # then: tensorboard --logdir runs/tb
       deepcluster train cifar10 --backend jax --devices 4   # data-parallel on 4 GPUs
       deepcluster train imagenet --data-dir /data/imagenet --backend jax \\
           --coordinator host0:1234 --num-processes 8 --process-id $I   # on each host I

@@ -314,7 +314,7 @@ def resolve_recipe(name: str, overrides: dict) -> Recipe:
     except RecipeError as error:
         raise click.BadParameter(str(error), param_hint="RECIPE") from None
     changes = {k: (None if v == "none" else v) for k, v in overrides.items() if v is not None}
-    for path in ("data_dir", "check_labels"):
+    for path in ("data_dir", "check_labels", "tensorboard"):
         if path in changes:
             changes[path] = str(Path(changes[path]).resolve())
     try:
@@ -356,6 +356,7 @@ OPTIONS = {
     "lr": "--lr",
     "limit": "--limit",
     "check_labels": "--check-labels",
+    "tensorboard": "--tensorboard",
     "labels": "--labels",
     "min_steps": "--min-steps",
     "layer": "--layer",

@@ -41,8 +41,7 @@ class RunRecorder(keras.callbacks.Callback):
     epochs run from there give the same pseudo-labels and metrics as an
     uninterrupted run on the same backend and machine, since every random
     draw derives from (seed, epoch). Put it after the `Reclustering` in the
-    callback list, so that it sees each epoch's metrics and times the
-    training part of the epoch alone.
+    callback list, so that it sees each epoch's metrics and phase times.
 
     Args:
         run: The run directory (a path or `RunDirectory`). A new one is
@@ -160,13 +159,12 @@ class RunRecorder(keras.callbacks.Callback):
             if self.best is None or score > self.best["nmi"]:
                 self.run.write_weights(RunDirectory.BEST, self.model.get_weights())
                 self.best = {"epoch": epoch, "nmi": float(score)}
-        self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        logs["seconds_train"] = time.perf_counter() - self._start
-        logs["seconds_epoch"] = logs["seconds_train"] + sum(
-            logs.get(key, 0.0) for key in ("seconds_features", "seconds_pca", "seconds_kmeans")
+        logs["seconds_epoch"] = sum(
+            logs.get(key, 0.0)
+            for key in ("seconds_features", "seconds_pca", "seconds_kmeans", "seconds_train")
         )
         row = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
         if self.reclustering.halted_at == epoch:  # the first epoch on frozen labels

@@ -1,9 +1,9 @@
 """From a recipe to a finished run directory: `train`, and the linear probe of a run.
 
 `train(recipe, out)` loads the recipe's data, builds and compiles the model
-(`Pretraining`), and fits it with `RunRecorder`, `StopOnNaN` and
-`StopOnInterrupt`, so the run directory is written after every epoch and a
-killed run continues with ``resume=True`` to the same result. Every front
+(`Pretraining`), and fits it with `RunRecorder`, `ClusteringDiagnostics`,
+`StopOnNaN` and `StopOnInterrupt`, so the run directory is written after every
+epoch and a killed run continues with ``resume=True`` to the same result. Every front
 end (the CLI, `sweep`, `select`, the benchmarks) trains through here.
 """
 
@@ -31,6 +31,7 @@ from keras_deepcluster.callbacks import (
 )
 from keras_deepcluster.check_labels import CheckLabels, CheckLabelsError
 from keras_deepcluster.data.disk_images import take_rows
+from keras_deepcluster.diagnostics import METRICS_FILE, ClusteringDiagnostics, check_log_dir
 from keras_deepcluster.features import layer_model
 from keras_deepcluster.pseudo_label_dataset import epoch_length
 from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
@@ -235,6 +236,8 @@ class Pretraining:
         views = image_views(recipe)
         images = data.x_train
         check_channels(recipe, views, images.shape[-1])
+        if recipe.tensorboard is not None:
+            check_log_dir(recipe.tensorboard)
         if recipe.deterministic:
             kdc.enable_determinism()
         kdc.set_random_seed(recipe.seed)
@@ -283,11 +286,15 @@ class Pretraining:
     ) -> keras.callbacks.History:
         """Trains, recording every epoch into `run` (see `RunRecorder`).
 
-        A run directory that holds a checkpoint of these settings is continued
-        after it, to the same pseudo-labels and metrics as an uninterrupted
-        run on the same backend and machine; `resume_from` reads the
-        checkpoint from another directory (see `RunRecorder`). `verbose` is
-        `keras.Model.fit`'s (0 silent, 1 a progress bar per epoch, 2 a line per epoch).
+        Each epoch's clustering diagnostics go to ``metrics.jsonl`` in `run`
+        and, with the recipe's ``tensorboard`` folder, to TensorBoard event
+        files in its sub-folder named after `run` (see `ClusteringDiagnostics`;
+        the event files by process 0 alone). A run directory that holds a
+        checkpoint of these settings is continued after it, to the same
+        pseudo-labels and metrics as an uninterrupted run on the same backend
+        and machine; `resume_from` reads the checkpoint from another directory
+        (see `RunRecorder`). `verbose` is `keras.Model.fit`'s (0 silent, 1 a
+        progress bar per epoch, 2 a line per epoch).
 
         Raises:
             FloatingPointError: the loss or the features became NaN or inf; the
@@ -304,12 +311,23 @@ class Pretraining:
             resume_from=resume_from,
             keep_best=self.check is not None,
         )
+        tensorboard = self.recipe.tensorboard
+        diagnostics = ClusteringDiagnostics(
+            self.reclustering,
+            log_dir=None
+            if tensorboard is None or kdc.processes.process_index() != 0
+            else Path(tensorboard) / run.path.resolve().name,
+            metrics_file=run.path / METRICS_FILE,
+        )
+        # The diagnostics before the recorder: an epoch is recorded in them before it is
+        # checkpointed, so a resumed run finds every epoch before the one it restarts at.
+        fit_callbacks = [self.reclustering, StopOnNaN(), diagnostics, recorder, StopOnInterrupt()]
         with self.distribution.scope():
             return self.model.fit(
                 self.dataset,
                 epochs=self.recipe.epochs,
                 verbose=verbose,
-                callbacks=[self.reclustering, StopOnNaN(), recorder, StopOnInterrupt(), *callbacks],
+                callbacks=[*fit_callbacks, *callbacks],
             )
 
 

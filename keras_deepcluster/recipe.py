@@ -33,7 +33,7 @@ from keras_deepcluster.data.file_names import escape, unescape
 
 SECTIONS = ("data", "model", "training", "clustering", "probe")
 # The settings that are paths (escaped in TOML).
-_PATHS = {"data_dir", "check_labels"}
+_PATHS = {"data_dir", "check_labels", "tensorboard"}
 
 # The settings with a fixed set of values, checked when a recipe loads (before
 # any data is read). The registries they name (data.SOURCES,
@@ -134,6 +134,9 @@ class Recipe:
     deterministic: bool = _field("training", bool, default=False)  # determinism.py
     # Training steps per compiled call (Keras's compile); PyTorch runs 1.
     steps_per_execution: int = _field("training", int, ">= 1", default=8)
+    # A folder for TensorBoard: each run writes its clustering diagnostics (diagnostics.py)
+    # into a sub-folder named after its run directory.
+    tensorboard: str | None = _field("training", str)
     # [clustering]
     pca: int | None = _field("clustering", int, ">= 1")
     kmeans: str = _field("clustering", str, default="auto")  # auto, faiss, sklearn or keras

@@ -105,8 +105,11 @@ class Reclustering(keras.callbacks.Callback):
     ``clusters``, ``cluster_min``, ``cluster_max`` (sizes after repair),
     ``empty_clusters`` (left empty by k-means and refilled),
     ``kmeans_objective`` (mean squared distance; NaN when not clustered),
-    ``seconds_features``, ``seconds_pca``, ``seconds_kmeans`` and
-    ``clustered`` (1 if the epoch re-clustered, 0 once halted).
+    ``seconds_features``, ``seconds_pca``, ``seconds_kmeans``,
+    ``seconds_train`` (from the end of its `on_epoch_begin` to the start of
+    its `on_epoch_end`: the epoch's training steps) and
+    ``clustered`` (1 if the epoch re-clustered, 0 once halted). Put it first
+    in the callback list, so that the others see these logs.
 
     Args:
         data: The `PseudoLabelDataset` passed to `fit`.
@@ -135,6 +138,8 @@ class Reclustering(keras.callbacks.Callback):
         config: The `ReclusteringSettings`; each of them also reads as an
             attribute of the callback (``callback.pca_dim``).
         pseudo_labels: The current epoch's labels (N,); None before the first.
+        cluster_sizes: The current epoch's cluster sizes (num_clusters,), after
+            the refill of empty clusters; None before the first epoch.
         previous_labels: The previous epoch's labels, or None.
         halted_at: The first epoch that does not re-cluster, or None.
         halt_reason: Why the clustering stops there, or None.
@@ -190,6 +195,7 @@ class Reclustering(keras.callbacks.Callback):
         self.labels = labels
         self.on_progress = on_progress or (lambda phase, done, total: None)
         self.pseudo_labels: np.ndarray | None = None
+        self.cluster_sizes: np.ndarray | None = None
         self.previous_labels: np.ndarray | None = None
         self.halted_at: int | None = halt_after
         self.halt_reason: str | None = None if halt_after is None else f"halt_after={halt_after}"
@@ -226,13 +232,16 @@ class Reclustering(keras.callbacks.Callback):
         # The new cluster ids bear no relation to the old ones: a fresh head.
         head_seed = clustering.derive_seed(self.config.seed, epoch, clustering.HEAD_STREAM)
         self.model.reset_head(head_seed)
+        self.cluster_sizes = np.bincount(labels, minlength=self.model.num_clusters)
         self._epoch_logs = {**stats, **self._label_stats(labels)}
         if not halted and self.config.halt_when_stable is not None:
             self._halt_if_stable(epoch)
+        self._training_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs.update(self._epoch_logs)
+            seconds_train = time.perf_counter() - self._training_start
+            logs.update(self._epoch_logs, seconds_train=seconds_train)
 
     @property
     def epoch_logs(self) -> dict[str, float]:
@@ -299,7 +308,7 @@ class Reclustering(keras.callbacks.Callback):
 
     def _label_stats(self, labels: np.ndarray) -> dict[str, float]:
         """The logs of a clustering: its sizes, and its agreement with the last and the labels."""
-        sizes = np.bincount(labels, minlength=self.model.num_clusters)
+        sizes = self.cluster_sizes
         stats = {
             "nmi_previous": (
                 nmi(labels, self.previous_labels)

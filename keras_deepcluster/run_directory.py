@@ -6,6 +6,8 @@ Layout::
     checkpoint.json             the last finished epoch and the state to resume after it,
     checkpoint_epoch_NNN.keras  with the model and optimizer of that epoch (removed when done)
     history.csv                 one row per finished epoch: metrics, loss, seconds
+    metrics.jsonl               the same per epoch as JSON lines, with the cluster sizes
+                                (`ClusteringDiagnostics`; appended, so not atomic)
     pseudo_labels/epoch_000.npz the pseudo-labels each epoch trained on (``labels``)
     model.keras                 the trained DeepCluster model
     clustering.npz              the final clustering (`ClusterModel`: whitening, centroids)
@@ -82,6 +84,8 @@ _DAMAGE = {
     f"and pseudo_labels/ are intact); {_RESTART}",
     "pseudo_labels": f"that epoch's pseudo-labels are lost; {_RESTART}",
     "history.csv": f"the per-epoch record is lost (the model may be intact); {_RESTART}",
+    "metrics.jsonl": "the per-epoch diagnostics are lost (history.csv holds most of them); "
+    "delete the file to continue without the earlier epochs' lines",
     "summary.json": "the run's final record is lost (its model.keras and clustering.npz may "
     f"be intact); {_RESTART}",
     "model.keras": f"the trained model is lost; {_RESTART}",
