@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 # Public name -> the module (relative to the package) that defines it.
 _NAMES = {
     "ClusterModel": "cluster_model",
+    "ClusteringDiagnostics": "diagnostics",
     "ClusteringWarning": "reclustering",
     "DamagedFileError": "run_directory",
     "DeepCluster": "model",
@@ -60,6 +61,7 @@ _SUBMODULES = (
     "data",
     "determinism",
     "devices",
+    "diagnostics",
     "evaluation",
     "pretraining",
     "processes",
