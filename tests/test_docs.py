@@ -228,3 +228,40 @@ def test_docstring_examples_render_as_code():
 
 
 DOCUMENTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def uncited_benchmark_files(root: Path) -> list[str]:
+    """Files under docs/benchmarks/ that no page names: by path (from docs/), by a folder above
+    them, or by the path with the backend written ``<b>`` or ``<backend>``."""
+    docs = root / "docs"
+    text = "\n".join(p.read_text() for p in [*docs.rglob("*.md"), root / "README.md"])
+    uncited = []
+    for path in sorted((docs / "benchmarks").rglob("*")):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(docs).as_posix()
+        names = {relative}
+        for backend in ("tensorflow", "jax", "torch"):
+            if backend in path.name:
+                names |= {relative.replace(backend, mark) for mark in ("<b>", "<backend>")}
+        folders = {
+            folder.relative_to(docs).as_posix() + "/"
+            for folder in path.parents
+            if folder.is_relative_to(docs / "benchmarks") and folder != docs / "benchmarks"
+        }
+        if not any(name in text for name in names | folders):
+            uncited.append(relative)
+    return uncited
+
+
+def test_every_benchmark_file_is_cited_by_a_page():
+    assert uncited_benchmark_files(ROOT) == []
+
+
+def test_uncited_benchmark_files_are_found(tmp_path):
+    (tmp_path / "docs" / "benchmarks" / "kept").mkdir(parents=True)
+    for name in ("a_jax.json", "b.json", "kept/c.json", "d.json"):
+        (tmp_path / "docs" / "benchmarks" / name).write_text("{}")
+    (tmp_path / "docs" / "page.md").write_text("[a](benchmarks/a_<b>.json), benchmarks/kept/")
+    (tmp_path / "README.md").write_text("see docs/benchmarks/d.json? no: benchmarks/d.json")
+    assert uncited_benchmark_files(tmp_path) == ["benchmarks/b.json"]
