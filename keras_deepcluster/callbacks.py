@@ -212,6 +212,7 @@ class RunRecorder(keras.callbacks.Callback):
             pca_dim=settings.pca_dim,
             kmeans_backend=settings.kmeans_backend,
             iterations=settings.kmeans_iterations,
+            pca_backend=settings.pca_backend,
         )
         known, kept = _known(reclustering), None
         if known is not None and self.keep_best and self.best is not None:
@@ -221,7 +222,11 @@ class RunRecorder(keras.callbacks.Callback):
                 self.model.set_weights(self.run.read_weights(RunDirectory.BEST))
                 labels = self.run.read_pseudo_labels(self.best["epoch"]).astype(np.int64)
                 cluster_model = ClusterModel.from_labels(
-                    self._features(), labels, self.model.num_clusters, settings.pca_dim
+                    self._features(),
+                    labels,
+                    self.model.num_clusters,
+                    settings.pca_dim,
+                    settings.pca_backend,
                 )
         self.run.write_cluster_model(cluster_model)
         final = {"clusters": int(np.count_nonzero(np.bincount(labels)))}

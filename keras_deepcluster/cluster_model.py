@@ -2,9 +2,10 @@
 
 The re-clustering of an epoch keeps only the labels. What a finished run
 needs to place new images in its clusters is kept here: the PCA-whitening
-(mean and projection, faiss's ``PCAMatrix(eigen_power=-0.5)`` formula), and
-the centroids in the whitened, L2-normalised space, each the mean of its
-cluster's members. A new image gets the nearest centroid and its distance.
+its clustering applied (mean and projection), and the centroids in the
+whitened, L2-normalised space, each the mean of its cluster's members. A new
+image gets the nearest centroid and its distance. `fit` clusters through
+`clustering.cluster_features`, as every epoch does.
 """
 
 from __future__ import annotations
@@ -43,12 +44,27 @@ class ClusterModel:
         pca_dim: int | None = None,
         kmeans_backend: str = "auto",
         iterations: int = 20,
+        pca_backend: str = "faiss",
     ) -> tuple[ClusterModel, np.ndarray]:
         """Clusters `features` (N, d) as `Reclustering` does; returns the model and the labels."""
-        mean, projection, normalised = _normalised(features, pca_dim)
-        labels, _ = clustering.kmeans(normalised, num_clusters, seed, iterations, kmeans_backend)
-        labels, _ = clustering.fill_empty_clusters(labels, normalised, num_clusters)
-        return cls(_centroids(normalised, labels, num_clusters), mean, projection), labels
+        result = clustering.cluster_features(
+            np.asarray(features, np.float32),
+            num_clusters,
+            seed,
+            pca_dim,
+            pca_backend,
+            kmeans_backend,
+            iterations,
+            keep_points=True,
+        )
+        centroids = _centroids(result.points, result.labels, num_clusters)
+        return cls._of(centroids, result.whitening), result.labels
+
+    @classmethod
+    def _of(cls, centroids: np.ndarray, whitening: clustering.Whitening | None) -> ClusterModel:
+        if whitening is None:
+            return cls(centroids)
+        return cls(centroids, whitening.mean, whitening.projection)
 
     @classmethod
     def from_labels(
@@ -57,20 +73,24 @@ class ClusterModel:
         labels: np.ndarray,
         num_clusters: int,
         pca_dim: int | None = None,
+        pca_backend: str = "faiss",
     ) -> ClusterModel:
         """The model of a clustering already made: `labels` (N,) of `features` (N, d).
 
         What a run keeps when an earlier epoch's clustering was its best:
         the centroids of that epoch's pseudo-labels in its features' space.
         """
-        mean, projection, normalised = _normalised(features, pca_dim)
+        features, whitening = np.asarray(features, np.float32), None
+        if pca_dim is not None:
+            features, whitening = clustering.fit_whitening(features, pca_dim, pca_backend)
+        normalised = clustering.l2_normalize(features)
         labels = np.asarray(labels, np.int64)
         if labels.shape != (len(normalised),) or labels.min() < 0 or labels.max() >= num_clusters:
             raise ValueError(
                 f"labels must hold one cluster id in [0, {num_clusters}) per feature row "
                 f"({len(normalised)}); got shape {labels.shape}."
             )
-        return cls(_centroids(normalised, labels, num_clusters), mean, projection)
+        return cls._of(_centroids(normalised, labels, num_clusters), whitening)
 
     @property
     def num_clusters(self) -> int:
@@ -128,49 +148,9 @@ class ClusterModel:
             )
 
 
-def _normalised(features: np.ndarray, pca_dim: int | None):
-    """The whitening of `features` (mean and projection, or None) and the normalised rows."""
-    features = np.asarray(features, np.float32)
-    mean = projection = None
-    if pca_dim is not None:
-        mean, projection = _whitening(features, pca_dim)
-        features = (features - mean) @ projection
-    return mean, projection, clustering.l2_normalize(features)
-
-
 def _centroids(normalised: np.ndarray, labels: np.ndarray, num_clusters: int) -> np.ndarray:
     """Each cluster's mean row (float32 (k, d')); an empty cluster's centroid is zero."""
     sums = np.zeros((num_clusters, normalised.shape[1]), np.float64)
     np.add.at(sums, labels, normalised)
     counts = np.bincount(labels, minlength=num_clusters)[:, None]
     return (sums / np.maximum(counts, 1)).astype(np.float32)
-
-
-def _whitening(features: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and projection of faiss's ``PCAMatrix(d, dim, eigen_power=-0.5)`` with epsilon.
-
-    The scatter matrix's top eigenvectors; with fewer images than features
-    (N < d) they come from the N x N Gram matrix instead, as faiss does: the
-    same axes at N^2 d cost rather than d^3 (seconds for AlexNet's 4,096
-    features). Axes beyond the data's rank project to zero.
-    """
-    n, d = features.shape
-    if not 1 <= dim <= d:
-        raise ValueError(f"pca_dim must be between 1 and the feature dimension {d}; got {dim}.")
-    mean = features.mean(axis=0, dtype=np.float64)
-    centred = (features - mean.astype(np.float32)).astype(np.float64)
-    if n < d:
-        eigenvalues, gram_vectors = np.linalg.eigh(centred @ centred.T)
-        top = np.argsort(eigenvalues)[::-1][:dim]
-        axes = centred.T @ gram_vectors[:, top]  # scatter eigenvectors, of norm sqrt(eigenvalue)
-        norms = np.linalg.norm(axes, axis=0)
-        # Unit axes; those beyond the rank (norm ~0) divided by inf, to zero.
-        axes = axes / np.where(norms > 1e-6 * norms.max(initial=0), norms, np.inf)
-        axes = np.pad(axes, ((0, 0), (0, dim - len(top))))
-        eigenvalues = np.pad(eigenvalues[top], (0, dim - len(top)))
-    else:
-        eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
-        top = np.argsort(eigenvalues)[::-1][:dim]
-        eigenvalues, axes = eigenvalues[top], vectors[:, top]
-    scale = (np.maximum(eigenvalues, 0) + clustering.PCA_EPSILON) ** -0.5
-    return mean.astype(np.float32), (axes * scale).astype(np.float32)

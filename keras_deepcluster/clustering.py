@@ -47,6 +47,20 @@ def kmeans_seed(seed: int, epoch: int) -> int:
 
 
 @dataclasses.dataclass
+class Whitening:
+    """A fitted PCA-whitening: ``(features - mean) @ projection``.
+
+    Attributes:
+        mean: float32 (d,) feature mean.
+        projection: float32 (d, d') projection on the top principal axes, scaled to unit
+            variance (axes of zero variance project to zero).
+    """
+
+    mean: np.ndarray
+    projection: np.ndarray
+
+
+@dataclasses.dataclass
 class Clustering:
     """The outcome of clustering one epoch's features.
 
@@ -56,6 +70,9 @@ class Clustering:
         empty_clusters: Clusters k-means left empty that were refilled here.
         seconds_pca: Wall time of PCA-whitening (0 when off).
         seconds_kmeans: Wall time of k-means, L2 normalisation included.
+        whitening: The PCA-whitening applied (None without PCA).
+        points: The whitened, L2-normalised features k-means clustered, when asked for
+            (``keep_points``; `ClusterModel` computes its centroids from them), else None.
     """
 
     labels: np.ndarray
@@ -63,10 +80,22 @@ class Clustering:
     empty_clusters: int
     seconds_pca: float
     seconds_kmeans: float
+    whitening: Whitening | None = None
+    points: np.ndarray | None = None
 
 
 def pca_whiten(features: np.ndarray, dim: int, backend: str = "faiss", seed: int = 0) -> np.ndarray:
     """Projects `features` on their top `dim` principal axes with unit variance.
+
+    The whitened features of `fit_whitening` (see there).
+    """
+    return fit_whitening(features, dim, backend, seed)[0]
+
+
+def fit_whitening(
+    features: np.ndarray, dim: int, backend: str = "faiss", seed: int = 0
+) -> tuple[np.ndarray, Whitening]:
+    """Fits the PCA-whitening of `features` and applies it.
 
     Args:
         features: float32 array (N, d), or a tensor on the device (then
@@ -80,7 +109,8 @@ def pca_whiten(features: np.ndarray, dim: int, backend: str = "faiss", seed: int
         seed: Random state for scikit-learn's solver.
 
     Returns:
-        float32 array (N, dim).
+        ``(whitened, whitening)``: float32 (N, dim) (a tensor for a tensor) and the
+        `Whitening` that made it, to apply to other features.
     """
     d = int(features.shape[1])
     if not 1 <= dim <= d:
@@ -90,23 +120,43 @@ def pca_whiten(features: np.ndarray, dim: int, backend: str = "faiss", seed: int
     if backend not in PCA_BACKENDS:
         raise ValueError(f"Unknown PCA backend {backend!r}; use one of {PCA_BACKENDS}.")
     if not isinstance(features, np.ndarray):
-        return _pca_whiten_on_device(features, dim)
+        return _fit_whitening_on_device(features, dim)
     features = np.ascontiguousarray(features, dtype=np.float32)
     if backend == "faiss" and faiss is not None:
         pca = faiss.PCAMatrix(d, dim, -0.5)
         pca.epsilon = PCA_EPSILON
         pca.train(features)
-        return pca.apply_py(features)
+        # faiss applies A x + b, with b = -A mean.
+        projection = faiss.vector_to_array(pca.A).reshape(dim, d).T
+        whitening = _float32(Whitening(faiss.vector_to_array(pca.mean), projection))
+        eigenvalues = faiss.vector_to_array(pca.eigenvalues)[:dim]
+        # (float32 eigenvalues: below a millionth of the largest is rounding, not variance)
+        beyond_rank = eigenvalues <= 1e-6 * max(eigenvalues.max(initial=0), PCA_EPSILON)
+        if not beyond_rank.any():
+            return pca.apply_py(features), whitening
+        # Fewer images than dimensions: faiss scales axes of no variance up to arbitrary
+        # directions of norm ~1/sqrt(epsilon), which would swamp the rest after L2.
+        whitening.projection[:, beyond_rank] = 0.0
+        return (features - whitening.mean) @ whitening.projection, whitening
     from sklearn.decomposition import PCA
 
     pca = PCA(dim, whiten=True, random_state=seed)
     out = pca.fit_transform(features)
     # sklearn divides by sqrt(variance); guard zero-variance components.
-    out[:, pca.explained_variance_ <= PCA_EPSILON] = 0.0
-    return out.astype(np.float32)
+    dead = pca.explained_variance_ <= PCA_EPSILON
+    out[:, dead] = 0.0
+    projection = pca.components_.T / np.sqrt(np.where(dead, 1.0, pca.explained_variance_))
+    projection[:, dead] = 0.0
+    return out.astype(np.float32), _float32(Whitening(pca.mean_, projection))
 
 
-def _pca_whiten_on_device(features, dim: int):
+def _float32(whitening: Whitening) -> Whitening:
+    return Whitening(
+        np.asarray(whitening.mean, np.float32), np.asarray(whitening.projection, np.float32)
+    )
+
+
+def _fit_whitening_on_device(features, dim: int):
     """faiss's ``PCAMatrix(eigen_power=-0.5)`` with `PCA_EPSILON`, in `keras.ops`.
 
     With several processes, `features` is this process's shard: the mean and
@@ -125,7 +175,8 @@ def _pca_whiten_on_device(features, dim: int):
     top = np.argsort(eigenvalues)[::-1][:dim]
     scale = (np.maximum(eigenvalues[top], 0) + PCA_EPSILON) ** -0.5
     projection = processes.broadcast((eigenvectors[:, top] * scale).astype(np.float32))
-    return ops.matmul(centred, ops.convert_to_tensor(projection))
+    whitening = Whitening(ops.convert_to_numpy(mean).astype(np.float32), projection)
+    return ops.matmul(centred, ops.convert_to_tensor(projection)), whitening
 
 
 def l2_normalize(features: np.ndarray, block_rows: int = 8192) -> np.ndarray:
@@ -267,11 +318,14 @@ def cluster_features(
     pca_backend: str = "faiss",
     kmeans_backend: str = "auto",
     iterations: int = 20,
+    keep_points: bool = False,
 ) -> Clustering:
     """PCA-whiten (optional), L2-normalise and k-means `features`.
 
     `features` is a float32 (N, d) NumPy array or a tensor on the device;
-    a tensor stays there (see the module).
+    a tensor stays there (see the module). Every clustering of a run goes
+    through here: each epoch's, and the final one `ClusterModel.fit` keeps
+    (with `keep_points`, which returns the clustered points too).
 
     Examples:
         >>> x = np.random.default_rng(0).normal(size=(100, 8)).astype("float32")
@@ -294,8 +348,9 @@ def cluster_features(
     if several:  # this process's shard: PCA and k-means in keras.ops, summed over the processes
         features = ops.convert_to_tensor(features, "float32")
     start = time.perf_counter()
+    whitening = None
     if pca_dim is not None:
-        features = pca_whiten(features, pca_dim, pca_backend, seed)
+        features, whitening = fit_whitening(features, pca_dim, pca_backend, seed)
     seconds_pca = time.perf_counter() - start
     start = time.perf_counter()
     features = l2_normalize(features)
@@ -307,7 +362,9 @@ def cluster_features(
     labels, empty = fill_empty_clusters(labels, features, k)
     if several and empty:  # one repair for all processes, whatever their float rounding
         labels = processes.broadcast(labels)
-    return Clustering(labels, objective, empty, seconds_pca, time.perf_counter() - start)
+    seconds_kmeans = time.perf_counter() - start
+    points = ops.convert_to_numpy(features) if keep_points else None
+    return Clustering(labels, objective, empty, seconds_pca, seconds_kmeans, whitening, points)
 
 
 def _every_shard(labels: np.ndarray, features, k: int):
