@@ -7,10 +7,6 @@ from pathlib import Path
 import click
 
 from keras_deepcluster.run_directory import RunDirectory
-
-TABLE_FORMATS = ("parquet", "csv")
-# Those of `keras_deepcluster.deployment.SUFFIXES`, named here: importing it would import keras.
-MODEL_FORMATS = ("keras", "onnx", "litert", "saved_model")
 from keras_deepcluster_cli.options import (
     IntList,
     backend_option,
@@ -20,6 +16,10 @@ from keras_deepcluster_cli.options import (
     use_backend,
     user_errors,
 )
+
+TABLE_FORMATS = ("parquet", "csv")
+# Those of `keras_deepcluster.deployment.SUFFIXES`, named here: importing it would import keras.
+MODEL_FORMATS = ("keras", "onnx", "litert", "saved_model")
 
 
 def _open(run_dir: Path, data_dir, source=None, split="train", console=None):

@@ -75,7 +75,7 @@ def deployable_model(
         dtype: ``"uint8"`` (images in [0, 255]) or ``"float32"`` (in [0, 1]).
 
     Returns:
-        A functional `keras.Model` taking a batch of images, named
+        A functional `keras.Model`, frozen (``trainable = False``), taking a batch of images, named
         ``images``, and giving a dict: ``cluster`` (int32 (N,), the nearest
         centroid), ``distance`` (float32 (N,), the Euclidean distance to it)
         and ``embedding`` (float32 (N, d'), the image's point in the
@@ -121,6 +121,7 @@ def deployable_model(
         "embedding": embedding,
     }
     model = keras.Model(images, outputs, name="deepcluster_clusterer")
+    model.trainable = False  # for inference: no gradients tracked (PyTorch), BN frozen
     _check_plain(model)
     return model
 
@@ -155,9 +156,7 @@ def check_format(file_format: str) -> None:
     write the one asked for, or the packages it is missing.
     """
     if file_format not in SUFFIXES:
-        raise ExportError(
-            f"Unknown model format {file_format!r}; known: {', '.join(SUFFIXES)}."
-        )
+        raise ExportError(f"Unknown model format {file_format!r}; known: {', '.join(SUFFIXES)}.")
     backend = keras.backend.backend()
     producers = PRODUCERS[file_format]
     if backend not in producers:

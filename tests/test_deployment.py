@@ -54,9 +54,10 @@ def shapes_rgb(n=64, seed=9):
 
 def assert_matches_assign(outputs: dict, run: kdc.Run, images: np.ndarray) -> None:
     """`outputs` (cluster, distance, embedding) are what `run` gives for `images`."""
+    outputs = {key: keras.ops.convert_to_numpy(value) for key, value in outputs.items()}
     clusters, distances = run.assign(images)
     embedding = run.cluster_model.transform(run.embed(images))
-    np.testing.assert_allclose(np.asarray(outputs["embedding"]), embedding, atol=TOLERANCE)
+    np.testing.assert_allclose(outputs["embedding"], embedding, atol=TOLERANCE)
     np.testing.assert_allclose(np.ravel(outputs["distance"]), distances, atol=TOLERANCE)
     # The same ids wherever the two nearest centroids are not tied within the tolerance.
     to_centroids = np.linalg.norm(embedding[:, None] - run.cluster_model.centroids, axis=-1)
@@ -72,6 +73,7 @@ def test_the_model_holds_the_pipeline_as_keras_layers_and_gives_assigns_clusters
     assert names[:5] == ["images", "view_scale", "view_rows", "view_cols", "view_normalise"]
     assert {"alexnet_micro", "whitening", "l2_normalise", "centroids"} <= set(names)
     assert model.input.shape == (None, 32, 32, 3) and model.input.dtype == "uint8"
+    assert not model.trainable_weights  # frozen, for inference
     images = shapes_rgb()
     outputs = {key: keras.ops.convert_to_numpy(value) for key, value in model(images).items()}
     assert sorted(outputs) == ["cluster", "distance", "embedding"]
@@ -104,7 +106,8 @@ import keras, numpy as np
 for name in {list(runs)!r}:
     model = keras.saving.load_model(name + ".keras")
     outputs = model(np.load(name + ".npy"))
-    np.savez(name + "-outputs.npz", **{{k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()}})
+    outputs = {{key: keras.ops.convert_to_numpy(value) for key, value in outputs.items()}}
+    np.savez(name + "-outputs.npz", **outputs)
 print(keras.backend.backend())
 """
     done = subprocess.run(
@@ -222,9 +225,7 @@ def test_bad_paths_and_formats_are_refused_before_anything_is_written(sobel_run,
             sobel_run.export_model(tmp_path / "notes")
 
 
-def test_the_command_exports_the_model_and_replaces_an_existing_one(
-    shared_digits_run, tmp_path
-):
+def test_the_command_exports_the_model_and_replaces_an_existing_one(shared_digits_run, tmp_path):
     out = tmp_path / "clusterer.keras"
     out.write_text("an older export")
     result = invoke("export", shared_digits_run, "--model", out)
