@@ -31,11 +31,11 @@ from keras_deepcluster.views import ImageViews, fixed_view_layers
 SUFFIXES = {"keras": ".keras", "onnx": ".onnx", "litert": ".tflite", "saved_model": None}
 # Keras's `Model.export` name of each format.
 _KERAS_FORMATS = {"onnx": "onnx", "litert": "litert", "saved_model": "tf_saved_model"}
-# The backends that write each format here, and the packages each needs (measured with
-# Keras 3.15, TensorFlow 2.21, JAX 0.10, PyTorch 2.13; docs/deployment.md). Not listed:
-# ONNX on JAX (jax2onnx 0.17 writes max pooling as a 4-D MaxPool that onnxruntime refuses),
-# LiteRT on JAX (Keras refuses it) and on PyTorch (Keras converts through litert-torch,
-# which brings its own PyTorch), SavedModel on PyTorch (Keras has no route).
+# The backends that write each format here, and the packages each needs, as measured with
+# Keras 3.15, TensorFlow 2.21, JAX 0.10 and PyTorch 2.13 (docs/guides/after-training.md).
+# Not listed: ONNX on JAX (jax2onnx 0.17 writes max pooling as a 4-D MaxPool that onnxruntime
+# refuses), LiteRT on JAX (Keras refuses it) and on PyTorch (Keras converts through
+# litert-torch, which this project neither installs nor tests), SavedModel on PyTorch.
 PRODUCERS = {
     "keras": {"tensorflow": (), "jax": (), "torch": ()},
     "onnx": {"tensorflow": ("tf2onnx", "onnx"), "torch": ("onnx", "onnxscript")},
