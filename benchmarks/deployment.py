@@ -10,7 +10,7 @@ Without a run, trains one: the `cifar10` recipe (AlexNet-micro with Sobel, PCA 2
 epoch, k = 100, on 2,000 synthetic photos (`kdc.data.synthetic`), whose size and speed are
 those of any run of that recipe.
 
-    KERAS_BACKEND=jax python benchmarks/deployment.py --out docs/benchmarks/deployment_jax.json
+    KERAS_BACKEND=jax python benchmarks/deployment.py --out deployment_jax.json
 """
 
 from __future__ import annotations
