@@ -75,12 +75,12 @@ def deployable_model(
         dtype: ``"uint8"`` (images in [0, 255]) or ``"float32"`` (in [0, 1]).
 
     Returns:
-        A functional `keras.Model`, frozen (``trainable = False``), taking a batch of images, named
-        ``images``, and giving a dict: ``cluster`` (int32 (N,), the nearest
-        centroid), ``distance`` (float32 (N,), the Euclidean distance to it)
-        and ``embedding`` (float32 (N, d'), the image's point in the
-        clustering's space: whitened if the run used PCA, L2-normalised;
-        `ClusterModel.transform` of `Run.embed`).
+        A functional `keras.Model`, frozen (``trainable = False``), taking a
+        batch of images, named ``images``, and giving a dict: ``cluster``
+        (int32 (N,), the nearest centroid), ``distance`` (float32 (N,), the
+        Euclidean distance to it) and ``embedding`` (float32 (N, d'), the
+        image's point in the clustering's space: whitened if the run used
+        PCA, L2-normalised; `ClusterModel.transform` of `Run.embed`).
 
     Raises:
         ValueError: a bad dtype, or a backbone with layers that are not
