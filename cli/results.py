@@ -9,12 +9,17 @@ import click
 from keras_deepcluster.run_directory import RunDirectory
 from keras_deepcluster_cli.options import (
     IntList,
+    backend_option,
     cache_dir_option,
     make_console,
     run_data_option,
     use_backend,
     user_errors,
 )
+
+TABLE_FORMATS = ("parquet", "csv")
+# Those of `keras_deepcluster.deployment.SUFFIXES`, named here: importing it would import keras.
+MODEL_FORMATS = ("keras", "onnx", "litert", "saved_model")
 
 
 def _open(run_dir: Path, data_dir, source=None, split="train", console=None):
@@ -63,11 +68,25 @@ def _open(run_dir: Path, data_dir, source=None, split="train", console=None):
 @click.option(
     "--format",
     "file_format",
-    type=click.Choice(["parquet", "csv"]),
-    default="parquet",
-    show_default=True,
+    type=click.Choice([*TABLE_FORMATS, *MODEL_FORMATS]),
+    help="The table's (parquet, the default, or csv), or with --model the model's (default: "
+    "by the suffix: .keras, .onnx, .tflite, a folder for saved_model).",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="The table's path.")
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    help="Instead of a table, write one model from image to cluster, id, distance and "
+    "embedding, that loads without this package (outside RUN_DIR).",
+)
+@click.option(
+    "--input-dtype",
+    type=click.Choice(["uint8", "float32"]),
+    default="uint8",
+    show_default=True,
+    help="With --model: the images it takes, uint8 in 0-255 or float32 in [0, 1].",
+)
+@backend_option
 @click.option("--embeddings", is_flag=True, help="Also the feature vectors (.npy next to it).")
 @click.option(
     "--layer", help="Backbone layer of the embeddings (default: the recipe's [probe] layer)."
@@ -81,10 +100,23 @@ def _open(run_dir: Path, data_dir, source=None, split="train", console=None):
 @click.option("--copy", is_flag=True, help="With --link-clusters: copy the images, not link them.")
 @cache_dir_option
 def export(
-    run_dir, split, source, data_dir, file_format, out, embeddings, layer, link_clusters, copy
+    run_dir,
+    split,
+    source,
+    data_dir,
+    file_format,
+    out,
+    model,
+    input_dtype,
+    backend,
+    embeddings,
+    layer,
+    link_clusters,
+    copy,
 ):
     """One row per image of RUN_DIR's training split: file (or row index), label,
-    cluster and distance to its centroid; Parquet, or CSV.
+    cluster and distance to its centroid; Parquet, or CSV. With --model, instead,
+    the run as one model from images to clusters (Keras, ONNX, LiteRT, SavedModel).
 
     \b
     Examples:
@@ -92,8 +124,32 @@ def export(
       deepcluster export runs/photos --link-clusters ~/photos-by-cluster
       deepcluster export runs/photos --split test --format csv --embeddings
       deepcluster export runs/photos --source folder --data-dir ~/new_photos
+      deepcluster export runs/photos --model photos.keras  # loads with plain Keras
+      deepcluster export runs/photos --model photos.tflite --backend tensorflow
     """
     console = make_console()
+    if model is not None:
+        given = {
+            "--source": source,
+            "--data-dir": data_dir,
+            "--out": out,
+            "--embeddings": embeddings,
+            "--layer": layer,
+            "--link-clusters": link_clusters,
+            "--copy": copy,
+        }
+        clashing = [name for name, value in given.items() if value]
+        if clashing or split != "train" or file_format in TABLE_FORMATS:
+            wrong = clashing + (["--split"] if split != "train" else [])
+            wrong += [f"--format {file_format}"] if file_format in TABLE_FORMATS else []
+            raise click.UsageError(f"{', '.join(wrong)}: for tables, not --model.")
+        _export_model(console, run_dir, model, file_format, input_dtype, backend)
+        return
+    if file_format in MODEL_FORMATS:
+        raise click.UsageError(f"--format {file_format} goes with --model.")
+    if backend is not None:
+        raise click.UsageError("--backend goes with --model.")
+    file_format = file_format or "parquet"
     if copy and link_clusters is None:
         raise click.UsageError("--copy goes with --link-clusters.")
     directory = RunDirectory(run_dir)
@@ -125,6 +181,24 @@ def export(
         if link_clusters is not None:
             count = make_links(read_table(out), root, link_clusters, copy)
             console.print(f"{count} {'copies' if copy else 'links'} in {link_clusters}")
+
+
+def _export_model(console, run_dir: Path, path: Path, file_format, input_dtype, backend) -> None:
+    use_backend(backend)
+    with user_errors():
+        import keras_deepcluster as kdc
+        from keras_deepcluster import deployment
+
+        # Refused before the run loads: a bad suffix or path, a format this backend cannot write.
+        file_format = deployment.check_target(path, file_format)
+        run = kdc.Run.open(run_dir)
+        with console.status(f"exporting the run as a {file_format} model"):
+            written = run.export_model(path, file_format, dtype=input_dtype)
+        shape = "x".join(map(str, run.image_shape))
+        console.print(
+            f"{written}: the run as a {file_format} model ({run.num_clusters} clusters): "
+            f"{shape} {input_dtype} images -> cluster, distance, embedding"
+        )
 
 
 @click.command()

@@ -4,6 +4,7 @@ Examples:
     >>> run = kdc.Run.open("runs/digits-tensorflow-k10-seed61")
     >>> labels, distances = run.assign(new_images)  # the run's clusters for new images
     >>> features = run.embed(new_images, layer="conv_2")
+    >>> run.export_model("clusterer.keras")  # image -> cluster, loads without this package
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import tomllib
 
 from keras_deepcluster import data as data_sources
+from keras_deepcluster import deployment
 from keras_deepcluster.cluster_model import ClusterModel
 from keras_deepcluster.features import FeatureExtractor, layer_model
 from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
@@ -45,14 +47,14 @@ class Run:
         self.model = model
         self.cluster_model = cluster_model
         self._extractors: dict[str | None, FeatureExtractor] = {}  # compiled once per layer
-        # The side of the images it trained on, where an image cache recorded it (else 0).
+        # The shape of the images it trained on, where an image cache recorded it.
         recorded = directory.path / RunDirectory.DATA
         shape = (
             directory.read_json(RunDirectory.DATA).get("image_shape")
             if recorded.is_file()
             else None
         )
-        self._trained_side = min(shape[:2]) if shape else 0
+        self._trained_shape = tuple(shape) if shape else None
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
@@ -130,15 +132,17 @@ class Run:
 
     def _check_size(self, images) -> None:
         """Refuses images far smaller than those the run trained on (their cache's side)."""
-        trained = self._trained_side
         if np.ndim(images) >= 3:
-            side = min(np.shape(images)[1:3])
-            if 2 * side < trained:
-                raise ValueError(
-                    f"The images are {side} pixels on their shorter side; the run trained on "
-                    f"{trained}-pixel images, and one upscaled more than twice tells the network "
-                    f"little. Give images of at least {(trained + 1) // 2} pixels."
-                )
+            self._check_side(min(np.shape(images)[1:3]))
+
+    def _check_side(self, side: int) -> None:
+        trained = min(self._trained_shape[:2]) if self._trained_shape else 0
+        if 2 * side < trained:
+            raise ValueError(
+                f"The images are {side} pixels on their shorter side; the run trained on "
+                f"{trained}-pixel images, and one upscaled more than twice tells the network "
+                f"little. Give images of at least {(trained + 1) // 2} pixels."
+            )
 
     def assign(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """The run's cluster of each image and the distance to its centroid.
@@ -147,6 +151,91 @@ class Run:
             ``(clusters, distances)``: int64 (N,) in ``0..k-1`` and float32 (N,).
         """
         return self.cluster_model.assign(self.embed(images, OUTPUT, batch_size))
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """``(height, width, channels)`` of the images the run trained on; None if unknown.
+
+        The image cache's shape recorded in ``data.json``; for sources read
+        into memory (``digits``), that of the data; None for a run recorded
+        from a `fit` without a recipe.
+        """
+        if self._trained_shape is None and self.recipe is not None:
+            self._trained_shape = tuple(self.data().x_train.shape[1:])
+        return self._trained_shape
+
+    def to_model(
+        self, image_shape: tuple[int, ...] | None = None, dtype: str = "uint8"
+    ) -> keras.Model:
+        """The run as one Keras model from images to clusters (`deployment.deployable_model`).
+
+        Built-in Keras layers only (the fixed view, the backbone, the
+        PCA-whitening, L2 normalisation, the centroids), so its ``.keras``
+        file loads without this package. Its outputs are a dict:
+        ``cluster`` and ``distance``, what `assign` gives, and ``embedding``,
+        the images' points in the clustering's space
+        (``cluster_model.transform(embed(images))``).
+
+        Args:
+            image_shape: ``(height, width[, channels])`` of the images it
+                will take; default: those the run trained on.
+            dtype: ``"uint8"`` (images in [0, 255]) or ``"float32"`` (in [0, 1]).
+
+        Raises:
+            ValueError: the image shape is unknown (a run recorded from a
+                `fit`: give it), of other channels, or far smaller than
+                the training images; a bad dtype.
+        """
+        shape = tuple(image_shape) if image_shape is not None else self.image_shape
+        if shape is None:
+            raise ValueError(
+                f"{self.directory.path} does not record the size of its images; give "
+                "`image_shape=(height, width, channels)`."
+            )
+        if len(shape) == 2:
+            shape += (self.model.views.channels,)
+        if len(shape) != 3 or shape[2] != self.model.views.channels:
+            raise ValueError(
+                f"image_shape must be (height, width, {self.model.views.channels}) for this run "
+                f"({self.model.views.channels}-channel views); got {shape}."
+            )
+        self._check_side(min(shape[:2]))
+        return deployment.deployable_model(
+            self.backbone, self.model.views, self.cluster_model, shape, dtype
+        )
+
+    def export_model(
+        self,
+        path: str | Path,
+        format: str | None = None,
+        image_shape: tuple[int, ...] | None = None,
+        dtype: str = "uint8",
+    ) -> Path:
+        """Writes `to_model` to `path` as ``keras``, ``onnx``, ``litert`` or ``saved_model``.
+
+        `format` defaults to the one `path`'s suffix names (``.keras``,
+        ``.onnx``, ``.tflite``; none: a SavedModel folder). The file is
+        written under a temporary name beside `path` and renamed when whole
+        (`deployment.export_model`).
+
+        Returns:
+            The path written.
+
+        Raises:
+            deployment.ExportError: an unknown format, one the current backend
+                cannot write (the message names those it can, and the backend
+                that writes this one), a path inside the run's folder, or one
+                `deployment.check_target` refuses; nothing is written then.
+        """
+        path = Path(path).expanduser()
+        run_folder = self.directory.path.resolve()
+        if path.resolve() == run_folder or run_folder in path.resolve().parents:
+            raise deployment.ExportError(
+                f"{path} is inside the run's folder {self.directory.path}, whose files the run "
+                "owns; write the model elsewhere."
+            )
+        format = deployment.check_target(path, format)  # before the model is built
+        return deployment.export_model(self.to_model(image_shape, dtype), path, format)
 
     def data(self, data_dir: str | Path | None = None) -> data_sources.ImageData:
         """The images the run trained on (and its test split, if any).

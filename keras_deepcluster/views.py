@@ -181,6 +181,49 @@ class FixedView(keras.layers.Layer):
         return cls(views_from_config(config.pop("views")), **config)
 
 
+def fixed_view_layers(
+    views: ImageViews, height: int, width: int, uint8: bool
+) -> list[keras.layers.Layer]:
+    """`FixedView` as built-in Keras layers, applied in order, for a model without this package.
+
+    Scaling to [0, 1] (`Rescaling`), the fixed view's resampling of rows then
+    columns (two frozen `EinsumDense` layers holding `ImageViews.fixed_matrices`)
+    and the normalisation (`Rescaling` by 1 / std, offset -mean / std): what `FixedView` gives for
+    `height` x `width` images, up to float rounding, in layers that plain
+    Keras loads and that ONNX and LiteRT converters know.
+
+    Args:
+        views: The `ImageViews` whose fixed view to compute.
+        height: The images' height.
+        width: The images' width.
+        uint8: Whether the images are uint8 in [0, 255] (else float in [0, 1]).
+    """
+    rows, cols = views.fixed_matrices(height, width)
+    size, channels = views.size, views.channels
+    resample_rows = keras.layers.EinsumDense(
+        "nhwc,hs->nswc", (size, width, channels), trainable=False, name="view_rows"
+    )
+    resample_cols = keras.layers.EinsumDense(
+        "nswc,wt->nstc", (size, size, channels), trainable=False, name="view_cols"
+    )
+    resample_rows.build((None, height, width, channels))
+    resample_cols.build((None, size, width, channels))
+    resample_rows.set_weights([rows.T])
+    resample_cols.set_weights([cols.T])
+    return [
+        keras.layers.Rescaling(1 / 255 if uint8 else 1.0, name="view_scale"),
+        resample_rows,
+        resample_cols,
+        # (x - mean) / std as x * scale + offset: constants, where `Normalization`'s
+        # tensors would become inputs of a model converted to ONNX from TensorFlow.
+        keras.layers.Rescaling(
+            [1 / s for s in views.std],
+            [-m / s for m, s in zip(views.mean, views.std)],
+            name="view_normalise",
+        ),
+    ]
+
+
 @keras.saving.register_keras_serializable(package="keras_deepcluster")
 class RandomView(keras.layers.Layer):
     """The random training view, computed where the network runs.

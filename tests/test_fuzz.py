@@ -518,13 +518,15 @@ def test_control_characters_survive_the_round_trip(tmp_path):
 AFTER_TRAINING = {
     "export": {
         "--split": ["train", "test", "x"],
-        "--format": ["parquet", "csv", "xml"],
+        "--format": ["parquet", "csv", "xml", "keras", "onnx"],
         "--layer": ["conv_2", "conv_9", "", "ü"],
         "--out": ["rows.csv", "a dir/", "rün ✓.parquet", "run-file"],
         "--link-clusters": ["links", "busy", "run-file"],
         "--embeddings": [None],
         "--copy": [None],
         "--source": ["npz", "digits", "folder", "x"],
+        "--model": ["m.keras", "m.tflite", "m.bin", "busy", "run/m.keras", "run-file"],
+        "--input-dtype": ["uint8", "float32", "int8"],
     },
     "show": {
         "--clusters": ["0", "-1", "99", "x", "1-", "0,1", "0-2"],

@@ -1,5 +1,7 @@
 """A frozen grayscale + Sobel front end (the input of DeepCluster's AlexNets)."""
 
+from __future__ import annotations
+
 import keras
 import numpy as np
 from keras import ops
@@ -42,3 +44,25 @@ class SobelFilter(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (2,)
+
+
+def sobel_convolutions(channels: int, name: str = "sobel") -> keras.Sequential:
+    """`SobelFilter` as two frozen built-in convolutions, for a model without this package.
+
+    A 1x1 convolution averaging the `channels` channels (grayscale), then a
+    3x3 one with the two Sobel kernels and zero padding: what `SobelFilter`
+    computes (up to float rounding), in layers that plain Keras loads and
+    that ONNX and LiteRT converters know.
+
+    Args:
+        channels: The channels of the images it takes (1 or 3).
+        name: The name of the returned `keras.Sequential`.
+    """
+    gray = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name=f"{name}_gray")
+    sobel = keras.layers.Conv2D(
+        2, 3, padding="same", use_bias=False, trainable=False, name=f"{name}_kernels"
+    )
+    network = keras.Sequential([keras.Input((None, None, channels)), gray, sobel], name=name)
+    gray.set_weights([np.full((1, 1, channels, 1), 1 / channels, np.float32)])
+    sobel.set_weights([_SOBEL])
+    return network
