@@ -122,9 +122,9 @@ def chunk_plan(n: int, d: int, k: int, deterministic: bool = False) -> tuple[int
     k distances (twice: the product and what argmin reads, as eager PyTorch
     makes both), with deterministic sums its k one-hot entries, and its d
     coordinates, rounded down to a power of two: the free memory differs a
-    little from call to call, and on JAX every new chunk shape is compiled
-    anew (that was 3.5 s of each call at 1M points on a GPU). Elsewhere chunks
-    hold a fixed number of distances.
+    little from call to call, and on JAX every new chunk shape would be
+    compiled anew, seconds per call at large N. Elsewhere chunks hold a fixed
+    number of distances.
     """
     free = devices.free_memory_bytes()
     per_row = 4 * (k * (3 if deterministic else 2) + d)
@@ -170,9 +170,9 @@ class _Chunks:
 def _lloyd_step(backend: str, k: int, deterministic: bool):
     """The compiled work on one chunk: labels, distances, sums and counts per cluster.
 
-    Kept per (backend, k, mode): a new function would be compiled again at
-    every re-clustering, which on a GPU took most of a small dataset's cycle
-    (docs/performance.md).
+    Kept per (backend, k, mode), so that each re-clustering reuses the
+    compiled function instead of compiling it again, which on a GPU would
+    cost more than a small dataset's whole clustering.
     """
 
     def step(block, centroids):

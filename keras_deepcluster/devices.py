@@ -1,14 +1,17 @@
 """The devices DeepCluster trains on: one, or several with data parallelism.
 
-DeepCluster's training step is an ordinary Keras step, so several devices
-train it the way Keras trains any model: the batch is split across replicas
-of the network and the gradients are summed. Re-clustering stays on the
-host, once per epoch: every replica extracts the features of its share of each
-batch, the features are gathered into one array, k-means runs once, and the
-single set of pseudo-labels feeds all replicas. After
-`processes.initialize` (a job of several JAX processes, one per host or GPU)
-the distribution spans every device of every process, and the clustering is
-computed across the processes' shards (`keras_deepcluster.processes`).
+Several devices train on JAX (`keras.distribution.DataParallel`) or
+TensorFlow (`tf.distribute.MirroredStrategy`); Keras's `fit` on PyTorch runs
+on one device. There DeepCluster's training step is Keras's own, so the batch
+is split across replicas of the network and the gradients are summed, as for
+any Keras model. Re-clustering runs once per epoch for all replicas: every
+replica extracts the features of its share of each batch, the features are
+gathered into one host array, k-means runs once (faiss on the host, or our
+k-means on the device, `kmeans_backend`), and the single set of pseudo-labels
+feeds all replicas. After `processes.initialize` (a job of several JAX
+processes, one per host or GPU) the distribution spans every device of every
+process, and the clustering is computed across the processes' shards
+(`keras_deepcluster.processes`).
 """
 
 from __future__ import annotations

@@ -162,11 +162,12 @@ class PseudoLabelDataset(keras.utils.PyDataset):
         """Sets `workers` for training on `replicas` devices, unless the user chose.
 
         On TensorFlow one worker means Keras feeds the data through tf.data's
-        `from_generator` with autotuned prefetching, which stalled the first
-        step of some epochs by seconds, mostly after a feature extraction
-        (benchmarks/first_step_stall.py, docs/design.md); Keras's thread enqueuer (2 workers)
-        does not, and keeps the batches in order. Under a multi-replica strategy
-        the enqueuer changed what the replicas trained on, so that keeps one.
+        `from_generator` with autotuned prefetching, which stalls the first
+        step of some epochs, mostly after a feature extraction
+        (benchmarks/first_step_stall.py, docs/design.md); Keras's thread enqueuer
+        (2 workers) does not, and keeps the batches in order. Under a
+        multi-replica strategy the enqueuer changes what the replicas train on,
+        so that keeps one.
         """
         if self.auto_workers:
             single = keras.backend.backend() == "tensorflow" and replicas == 1

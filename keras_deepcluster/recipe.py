@@ -3,8 +3,9 @@
 A recipe is a TOML file with a ``description`` (and optionally a ``name``;
 by default the file's stem) and the sections ``[data]``,
 ``[model]``, ``[training]``, ``[clustering]`` and ``[probe]``. The bundled ones
-live in the top-level ``recipes/`` folder (installed as package data); a path
-to any ``.toml`` file works too, e.g. the ``config.toml`` of an earlier run.
+live in the repository's top-level ``recipes/`` folder, installed as the
+package ``keras_deepcluster.recipes``; a path to any ``.toml`` file works too,
+e.g. the ``config.toml`` of an earlier run.
 Every key is checked on load: an unknown key, a wrong type or a value out of
 range is an error naming the key and the file. TOML has no null, so an
 optional setting (``pca``, ``halt_after``, ...) is off when its key is absent.

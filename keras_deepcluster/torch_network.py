@@ -121,10 +121,10 @@ LAYOUTS = ("channels_last", "channels_last_convolutions")
 def preferred_layout(layers: Sequence[keras.layers.Layer]) -> str:
     """The faster of `LAYOUTS` for a chain of `layers`, by the convolutions' widths.
 
-    Measured on the CPU (docs/performance.md, "Memory layout on PyTorch"): at
-    LeNet's widths (6 and 16 filters) plain memory with channels-last
-    convolutions is the faster, at the AlexNets' (48 filters and more)
-    channels-last throughout.
+    At LeNet's widths (6 and 16 filters) plain memory with channels-last
+    convolutions is the faster on a CPU, at the AlexNets' (48 filters and
+    more) channels-last throughout (docs/performance.md, "Memory layout on
+    PyTorch").
     """
     filters = [layer.filters for layer in layers if isinstance(layer, keras.layers.Conv2D)]
     return "channels_last" if filters and min(filters) >= 32 else "channels_last_convolutions"

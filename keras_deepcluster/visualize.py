@@ -222,8 +222,8 @@ def _filters(path, run) -> Path | None:
 def two_dimensional_map(points: np.ndarray, seed: int = 0) -> np.ndarray:
     """t-SNE of `points` (N, D) in 2-D, as `show` draws it, on at most 50 PCA dimensions.
 
-    scikit-learn's Barnes-Hut t-SNE: 7.0 s for 3,000 points on the 2-core CPU, where
-    openTSNE's FFT gradients took 8.4 s (benchmarks/embedding_map.py, docs/performance.md).
+    scikit-learn's Barnes-Hut t-SNE: at the map's sizes openTSNE's FFT gradients
+    are not faster, so `show` needs no other dependency (docs/performance.md).
     """
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE

@@ -13,11 +13,10 @@ class MaxPooling2D(keras.layers.MaxPooling2D):
     """`keras.layers.MaxPooling2D` that pools by slices on JAX's CPU backend.
 
     Keras pools with a window reduction, whose gradient XLA:CPU computes with
-    select-and-scatter on one core (benchmarks/xla_cpu_layers.py: LeNet's first
-    pool 3.9 ms a step at batch 128). The same maximum taken over the pool's
+    select-and-scatter on one core. The same maximum taken over the pool's
     shifted, strided slices (`max_pool_by_slices`) has an element-wise gradient
-    that XLA fuses (1.0 ms). Other
-    backends and devices, and "same" padding, keep Keras's pooling. Output
+    that XLA fuses (docs/performance.md, "JAX on the CPU"). Other backends and
+    devices, and "same" padding, keep Keras's pooling. Output
     and gradient are Keras's: of several equal maxima in a window, the first
     (in row-major order) gets the gradient.
     """

@@ -33,8 +33,8 @@ class SobelFilter(keras.layers.Layer):
 
     def call(self, inputs):
         # Each Sobel kernel is a [1, 2, 1] smoothing times a [1, 0, -1] difference, so the
-        # filters are sums of shifted slices, which fuse: XLA:CPU convolves a single channel
-        # slowly (benchmarks/xla_cpu_layers.py: 5.0 ms against 0.6 ms at batch 128).
+        # filters are sums of shifted slices, which XLA fuses; its CPU convolution of a single
+        # channel is slow (numbers in docs/performance.md).
         gray = ops.pad(ops.mean(inputs, axis=-1), ((0, 0), (1, 1), (1, 1)))
         up, middle, down = gray[:, :-2], gray[:, 1:-1], gray[:, 2:]
         smoothed, differenced = up + 2 * middle + down, up - down

@@ -154,7 +154,8 @@ class _ShuffledFeatures(keras.utils.PyDataset):
     def release(self):
         """Drops the features. On TensorFlow, Keras wraps a PyDataset in
         `tf.data.Dataset.from_generator`, whose global graph keeps it alive: without
-        this every probe would leave its features behind (docs/performance.md, Memory)."""
+        this every probe would leave its features behind (docs/performance.md, "How
+        much memory?")."""
         self.views = self.labels = self.order = self.choice = None
 
 
