@@ -59,6 +59,7 @@ _SUBMODULES = (
     "callbacks",
     "clustering",
     "data",
+    "deployment",
     "determinism",
     "devices",
     "diagnostics",

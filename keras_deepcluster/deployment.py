@@ -80,7 +80,8 @@ def deployable_model(
         (int32 (N,), the nearest centroid), ``distance`` (float32 (N,), the
         Euclidean distance to it) and ``embedding`` (float32 (N, d'), the
         image's point in the clustering's space: whitened if the run used
-        PCA, L2-normalised; `ClusterModel.transform` of `Run.embed`).
+        PCA, L2-normalised; `ClusterModel.transform` of
+        `Run.embed(images, layer="output")`).
 
     Raises:
         ValueError: a bad dtype, or a backbone with layers that are not

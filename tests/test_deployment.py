@@ -56,7 +56,7 @@ def assert_matches_assign(outputs: dict, run: kdc.Run, images: np.ndarray) -> No
     """`outputs` (cluster, distance, embedding) are what `run` gives for `images`."""
     outputs = {key: keras.ops.convert_to_numpy(value) for key, value in outputs.items()}
     clusters, distances = run.assign(images)
-    embedding = run.cluster_model.transform(run.embed(images))
+    embedding = run.cluster_model.transform(run.embed(images, layer="output"))
     np.testing.assert_allclose(outputs["embedding"], embedding, atol=TOLERANCE)
     np.testing.assert_allclose(np.ravel(outputs["distance"]), distances, atol=TOLERANCE)
     # The same ids wherever the two nearest centroids are not tied within the tolerance.
