@@ -342,6 +342,7 @@ OPTIONS = {
     "data_dir": "--data-dir",
     "split": "--split",
     "copy": "--copy",
+    "labelled": "--labelled",
 }
 
 
