@@ -43,9 +43,8 @@ from keras_deepcluster.reclustering import (  # noqa: E402
 )
 from keras_deepcluster.run_directory import DamagedFileError, RunDirectory  # noqa: E402
 from keras_deepcluster.trained_run import Run  # noqa: E402
+from keras_deepcluster.version import __version__  # noqa: E402, F401
 from keras_deepcluster.views import FixedView, ImageViews, RandomView  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ClusterModel",
