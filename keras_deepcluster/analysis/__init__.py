@@ -5,14 +5,6 @@ statistics and comparisons over seeds that `deepcluster report` prints.
 Importing it does not import Keras; the functions that build networks import it.
 """
 
-from keras_deepcluster.analysis import (
-    comparisons,
-    random_filters,
-    runs,
-    selection,
-    statistics,
-    sweep,
-)
 from keras_deepcluster.analysis.comparisons import (
     filter_quality_correlation,
     group_summary,
@@ -62,7 +54,6 @@ __all__ = [
     "choose_halt",
     "choose_seed",
     "collect_runs",
-    "comparisons",
     "draw_labelled",
     "equivalence_test",
     "filter_quality_correlation",
@@ -74,15 +65,10 @@ __all__ = [
     "interval",
     "quality_by_k",
     "random_filter_qualities",
-    "random_filters",
     "read_space_results",
     "regret_summary",
     "run_name",
-    "runs",
     "score_random_filters",
-    "selection",
     "selection_regret",
-    "statistics",
-    "sweep",
     "trial_scores",
 ]
