@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 import keras_deepcluster as kdc
-from keras_deepcluster import pretraining
+from keras_deepcluster import pretraining, recipe_data
 from keras_deepcluster.clustering import kmeans_seed
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -48,7 +48,7 @@ def seed_rows(recipe: kdc.Recipe, out: Path) -> dict[str, dict]:
     run = kdc.RunDirectory(out)
     if not run.is_finished:
         kdc.train(recipe, out, resume=run.is_run, on_note=print)
-    data = pretraining.recorded_data(run, recipe)
+    data = recipe_data.recorded_data(run, recipe)
     rows = {}
     for model, random in (("trained", False), ("untrained", True)):
         suffix = "_random" if random else ""

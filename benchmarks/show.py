@@ -51,9 +51,7 @@ def figure_seconds(run: Path) -> dict[str, float]:
     marks = []
     write_report(opened, data, on_figure=lambda what: marks.append((what, time.perf_counter())))
     marks.append(("end", time.perf_counter()))
-    return {
-        what: round(later - now, 2) for (what, now), (_, later) in zip(marks, marks[1:])
-    }
+    return {what: round(later - now, 2) for (what, now), (_, later) in zip(marks, marks[1:])}
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from rich.table import Table
 from keras_deepcluster import directory_lock
 from keras_deepcluster.data.file_names import print_escaped
 from keras_deepcluster.recipe import CHOICES, Recipe, load_recipe, recipe_names
+from keras_deepcluster.resume import recipe_to_resume
 from keras_deepcluster.run_directory import RunDirectory
 from keras_deepcluster_cli import multi_process, random_filters, report, results, selection, sweep
 from keras_deepcluster_cli.options import (
@@ -169,7 +170,8 @@ def train(
 def _train(recipe, devices, out, overwrite, resume, overrides):
     if resume is not None:
         with user_errors():
-            recipe = _resumable(RunDirectory(resume), recipe, overrides)
+            given = [key for key, value in overrides.items() if value is not None]
+            recipe = recipe_to_resume(RunDirectory(resume), recipe, given)
         out = resume
     import keras
 
@@ -459,24 +461,6 @@ def datasets(data_dir):
                 "[green]yes[/green]" if reason is None else f"[red]no[/red]: {reason}",
             )
     console.print(table)
-
-
-def _resumable(run: RunDirectory, requested: Recipe, overrides: dict) -> Recipe:
-    """The settings of the unfinished run to resume; the options given must agree."""
-    if not run.is_run:
-        raise ValueError(f"{run.path} holds no run ({RunDirectory.CONFIG}); nothing to resume.")
-    if run.is_finished:
-        raise ValueError(f"{run.path} holds a run that already finished; nothing to resume.")
-    saved = load_recipe(run.path / RunDirectory.CONFIG)
-    if saved.name != requested.name:
-        raise ValueError(f"{run.path} is a run of recipe {saved.name!r}, not {requested.name!r}.")
-    for key, value in overrides.items():
-        if value is not None and getattr(requested, key) != getattr(saved, key):
-            raise ValueError(
-                f"{key}={getattr(requested, key)!r} differs from the run's {key}="
-                f"{getattr(saved, key)!r}; a resumed run keeps its settings (leave the option out)."
-            )
-    return saved
 
 
 def _print_config(

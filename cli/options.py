@@ -368,6 +368,7 @@ OPTIONS = {
     "data_dir": "--data-dir",
     "split": "--split",
     "copy": "--copy",
+    "labelled": "--labelled",
 }
 
 

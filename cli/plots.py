@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
-from keras_deepcluster_cli.statistics import finite  # noqa: E402
+from keras_deepcluster.analysis.statistics import finite  # noqa: E402
 
 # Above this many runs a legend hides the curves.
 MAX_LEGEND = 12

@@ -178,16 +178,16 @@ def cache_progress(console: Console | None):
 
 
 def load_data(console: Console, recipe, run=None, data_dir=None):
-    """The recipe's images (`keras_deepcluster.pretraining.load_data`), with a cache bar.
+    """The recipe's images (`keras_deepcluster.recipe_data.load_data`), with a cache bar.
 
-    With `run`, the images that run trained on (`pretraining.recorded_data`).
+    With `run`, the images that run trained on (`recipe_data.recorded_data`).
     """
-    from keras_deepcluster import pretraining
+    from keras_deepcluster import recipe_data
 
     with cache_progress(console) as on_progress:
         if run is None:
-            return pretraining.load_data(recipe, on_progress=on_progress, on_note=console.print)
-        return pretraining.recorded_data(run, recipe, data_dir, on_progress, console.print)
+            return recipe_data.load_data(recipe, on_progress=on_progress, on_note=console.print)
+        return recipe_data.recorded_data(run, recipe, data_dir, on_progress, console.print)
 
 
 def report_cache(console: Console, cache) -> None:

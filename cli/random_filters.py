@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 import numpy as np
 from rich.table import Table
 
-from keras_deepcluster.recipe import Recipe
+from keras_deepcluster.analysis.random_filters import (
+    SPACE_RESULTS,
+    read_space_results,
+    score_random_filters,
+)
 from keras_deepcluster.run_directory import RunDirectory
 from keras_deepcluster_cli.options import (
     RUN_AGAIN,
@@ -28,12 +28,7 @@ from keras_deepcluster_cli.options import (
     user_errors,
 )
 
-if TYPE_CHECKING:  # importing it imports Keras, before the command chose the backend
-    from keras_deepcluster.evaluation import FilterQuality
-
-RESULTS = "space.csv"
 HISTOGRAM = "space_nmi.png"
-COLUMNS = ("seed", "nmi", "label_entropy", "label_noise", "seconds")
 
 
 @click.command()
@@ -81,79 +76,25 @@ def space(recipe, seeds, clusters, backend, out, overwrite, **data):
                 f"{recipe.dataset} has no labels; `space` scores clusters against labels."
             )
         resumed = run.open(recipe.replace(seed=0).to_toml(), overwrite)
-        done = {row["seed"]: row for row in read_results(run)}
-        todo = [seed for seed in seeds if seed not in done]
+        done = {row["seed"] for row in read_space_results(run)}
+        missing = sum(seed not in done for seed in seeds)
         console.print(
             f"space: {recipe.name}, k={recipe.clusters}, {len(data_.x_train)} images; "
-            f"{len(seeds) - len(todo)} of {len(seeds)} seeds already scored"
+            f"{len(seeds) - missing} of {len(seeds)} seeds already scored"
             + (" (resumed)" if resumed else "")
         )
-        scores = random_filter_qualities(recipe, todo, data_.x_train, data_.y_train)
-        status = console.status(f"scoring {len(todo)} seeds")
+        scores = score_random_filters(recipe, seeds, data_.x_train, data_.y_train, run)
+        status = console.status(f"scoring {missing} seeds")
         with interruptible(console, RUN_AGAIN), status:
-            for i, (seed, quality) in enumerate(scores):
-                status.update(f"{i + 1} of {len(todo)} seeds scored")
-                done[seed] = {
-                    "seed": seed,
-                    "nmi": quality.nmi,
-                    "label_entropy": quality.label_entropy,
-                    "label_noise": quality.label_noise,
-                    "seconds": quality.seconds,
-                }
-                write_results(run, done.values())
-        rows = [done[seed] for seed in seeds]
+            for i, _ in enumerate(scores):
+                status.update(f"{i + 1} of {missing} seeds scored")
+        scored = {row["seed"]: row for row in read_space_results(run)}
+        rows = [scored[seed] for seed in seeds]
         plots.space_histogram(
             rows, run.path / HISTOGRAM, f"{recipe.name}: random-filter quality, k={recipe.clusters}"
         )
     console.print(results_table(rows, f"space {recipe.name} k={recipe.clusters}"))
-    console.print(f"{summary(rows)}; written to {out / RESULTS} and {out / HISTOGRAM}")
-
-
-def random_filter_qualities(
-    recipe: Recipe, seeds: Iterable[int], images: np.ndarray, labels: np.ndarray
-) -> Iterator[tuple[int, FilterQuality]]:
-    """`filter_quality` of the untrained network `recipe` draws with each seed, in turn.
-
-    The views, k, PCA and k-means are the recipe's, so a seed's NMI is the
-    epoch-0 NMI of its training run on these images. Yields ``(seed,
-    FilterQuality)`` as each is scored, for callers that save or report as
-    they go.
-    """
-    import keras
-
-    import keras_deepcluster as kdc
-    from keras_deepcluster import pretraining
-
-    views = pretraining.image_views(recipe)
-    shape = (views.size, views.size, images.shape[-1])
-    for seed in seeds:
-        keras.utils.clear_session()  # one network at a time in memory, not every seed's
-        backbone = pretraining.build_backbone(recipe.replace(seed=seed), shape)
-        yield (
-            seed,
-            kdc.evaluation.filter_quality(
-                backbone, images, labels, views, recipe.clusters, seed, recipe.pca, recipe.kmeans
-            ),
-        )
-
-
-def read_results(run: RunDirectory) -> list[dict]:
-    path = run.path / RESULTS
-    if not path.is_file():
-        return []
-    with run.reading(RESULTS), path.open(encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-        if not rows or any(set(row) != set(COLUMNS) or None in row.values() for row in rows):
-            raise ValueError("rows missing or cut short")
-        return [{**{k: float(v) for k, v in row.items()}, "seed": int(row["seed"])} for row in rows]
-
-
-def write_results(run: RunDirectory, rows) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda row: row["seed"]))
-    run.write_text(RESULTS, text.getvalue())
+    console.print(f"{summary(rows)}; written to {out / SPACE_RESULTS} and {out / HISTOGRAM}")
 
 
 def summary(rows: list[dict]) -> str:
@@ -167,6 +108,7 @@ def summary(rows: list[dict]) -> str:
 
 
 def results_table(rows: list[dict], title: str) -> Table:
+    """The seeds' scores, best NMI first."""
     table = Table(title=title)
     for column in ("seed", "NMI", "label entropy", "label noise", "seconds"):
         table.add_column(column, justify="right")

@@ -5,19 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import click
-import numpy as np
 from rich.table import Table
 
+from keras_deepcluster.analysis import comparisons
+from keras_deepcluster.analysis.random_filters import SPACE_RESULTS, read_space_results
+from keras_deepcluster.analysis.runs import NEVER, collect_runs
+from keras_deepcluster.analysis.statistics import finite
 from keras_deepcluster.directory_lock import lock_folder
-from keras_deepcluster.recipe import RecipeError, load_recipe
-from keras_deepcluster.run_directory import DamagedFileError, RunDirectory
-from keras_deepcluster_cli import random_filters, report_comparisons
+from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster_cli import random_filters
 from keras_deepcluster_cli.options import make_console, user_errors
-from keras_deepcluster_cli.statistics import finite
 
 # (key, title, format) of the run table and its CSV / Markdown files.
 _RUN_COLUMNS = (
@@ -54,101 +54,6 @@ _RUN_COLUMNS = (
     ("wall_seconds", "wall s", "{:.1f}"),
 )
 COLUMNS = tuple(((key,), title, fmt) for key, title, fmt in _RUN_COLUMNS)
-
-
-def collect_runs(
-    directories: list[Path], on_damaged: Callable[[str], None] | None = None
-) -> list[dict]:
-    """Every finished run under `directories`, as one flat record each.
-
-    The untrained network depends on the recipe's seed only, so a run without
-    its own random-init probe takes that of a run of the same recipe, backend,
-    data and seed (e.g. probed once per seed in a grid over k). A run with a
-    damaged file is left out; `on_damaged` gets the message naming the file.
-    """
-    records = []
-    for directory in directories:
-        for config in sorted(directory.rglob(RunDirectory.CONFIG)):
-            run = RunDirectory(config.parent)
-            if run.is_finished and (run.path / "history.csv").is_file():
-                try:
-                    records.append(_record(run, directory))
-                except (DamagedFileError, RecipeError) as error:
-                    (on_damaged or (lambda message: None))(str(error))
-    twin = {}
-    for r in records:
-        if r["probe_random"] is not None:
-            twin.setdefault((r["recipe"], r["backend"], r["images"], r["seed"]), r["probe_random"])
-    for r in records:
-        if r["probe_random"] is None:
-            r["probe_random"] = twin.get((r["recipe"], r["backend"], r["images"], r["seed"]))
-        if r["probe"] is not None and r["probe_random"] is not None:
-            r["gain"] = r["probe"] - r["probe_random"]  # over its own random init
-    return records
-
-
-def _record(run: RunDirectory, root: Path) -> dict:
-    recipe = load_recipe(run.path / RunDirectory.CONFIG)
-    summary = run.read_json(RunDirectory.SUMMARY, keys=("backend", "images", "wall_seconds"))
-    history = run.read_history()
-    nmis = [row["nmi_labels"] for row in history if "nmi_labels" in row]
-    stopped = summary.get("clustering_stopped")
-    record = {
-        "name": str(run.path.relative_to(root.parent)),
-        "recipe": recipe.name,
-        "backend": summary["backend"],
-        "images": summary["images"],
-        "clusters": recipe.clusters,
-        "seed": recipe.seed,
-        "pca": recipe.pca,
-        "epochs": recipe.epochs,
-        "halt": report_comparisons.halt_rule(recipe),
-        "halted_at": stopped["epoch"] if stopped else recipe.epochs,
-        "initial_nmi": nmis[0] if nmis else None,
-        "best_nmi": max(nmis) if nmis else None,
-        "last_nmi": nmis[-1] if nmis else None,
-        "last_acc": history[-1].get("acc_labels") if history else None,
-        **_final_clustering_scores(summary),
-        "wall_seconds": summary["wall_seconds"],
-        "recluster_seconds": sum(
-            row[key]
-            for row in history
-            for key in ("seconds_features", "seconds_pca", "seconds_kmeans")
-        ),
-        "train_seconds": sum(row["seconds_train"] for row in history),
-        "history": history,
-        "probe": None,
-        "probe_random": None,
-        "knn_20": None,
-        "knn_200": None,
-        # The `select` folder a trial or final run belongs to: not part of a grid.
-        "selection": run.path.parent if (run.path.parent / "selection.json").is_file() else None,
-    }
-    for name in ("probe", "probe_random"):
-        if (run.path / f"{name}.json").is_file():
-            record[name] = run.read_json(f"{name}.json", keys=("accuracy",))["accuracy"]
-    if (run.path / "knn.json").is_file():
-        accuracy = run.read_json("knn.json", keys=("accuracy",))["accuracy"]
-        record |= {f"knn_{k}": accuracy.get(k) for k in ("20", "200")}
-    return record
-
-
-def _final_clustering_scores(summary: dict) -> dict:
-    """The final clustering's scores, the untrained network's and the change (None where
-    not recorded)."""
-    final = summary.get("final_clustering") or {}
-    effect = summary.get("training_effect") or {}
-    test = final.get("test") or {}
-    kept = summary.get("kept")
-    return {
-        **{f"test_{key}": test.get(key) for key in ("nmi", "acc", "ari")},
-        "final_nmi": (final.get("train") or {}).get("nmi"),
-        "nmi_change": effect["train"]["nmi"]["change"] if "train" in effect else None,
-        "verdict": effect["train"]["verdict"] if "train" in effect else None,
-        "kept_epoch": kept["epoch"] if kept else None,
-        "test_nmi_untrained": effect["test"]["nmi"]["untrained"] if "test" in effect else None,
-        "test_nmi_change": effect["test"]["nmi"]["change"] if "test" in effect else None,
-    }
 
 
 @click.command()
@@ -194,12 +99,12 @@ def report(directories, out, margin):
             list(directories),
             on_damaged=lambda message: console.print(f"Skipped a run: {message}"),
         )
-        spaces = sorted(p.parent for d in directories for p in d.rglob(random_filters.RESULTS))
+        spaces = sorted(p.parent for d in directories for p in d.rglob(SPACE_RESULTS))
         selections = sorted(p for d in directories for p in d.rglob("selection.json"))
         if not runs and not spaces:
             raise ValueError(
                 f"No finished runs (config.toml with summary.json) or space results "
-                f"({random_filters.RESULTS}) under {', '.join(map(str, directories))}."
+                f"({SPACE_RESULTS}) under {', '.join(map(str, directories))}."
             )
         out = out or directories[0] / "report"
         from keras_deepcluster_cli import plots  # matplotlib: imported only to draw
@@ -209,7 +114,7 @@ def report(directories, out, margin):
         quality = {}
         written = []
         for directory in spaces:
-            rows = random_filters.read_results(RunDirectory(directory))
+            rows = read_space_results(RunDirectory(directory))
             quality.update({int(row["seed"]): row["nmi"] for row in rows})
             console.print(random_filters.results_table(rows, f"space: {directory}"))
             console.print(random_filters.summary(rows))
@@ -224,22 +129,22 @@ def report(directories, out, margin):
         pooled = [r for r in runs if r["selection"] is None]
         tables = {
             "runs": (runs, COLUMNS),
-            "groups": (report_comparisons.group_summary(pooled), GROUP_COLUMNS),
+            "groups": (comparisons.group_summary(pooled), GROUP_COLUMNS),
             "halting": (
-                report_comparisons.halting_equivalence(pooled, margin / 100),
+                comparisons.halting_equivalence(pooled, margin / 100),
                 HALTING_COLUMNS,
             ),
-            "selection": (report_comparisons.selection_regret(runs, selections), SELECTION_COLUMNS),
+            "selection": (comparisons.selection_regret(runs, selections), SELECTION_COLUMNS),
         }
         tables["criteria"] = (
-            report_comparisons.regret_summary(tables["selection"][0]),
+            comparisons.regret_summary(tables["selection"][0]),
             CRITERIA_COLUMNS,
         )
         for name, (rows, columns) in tables.items():
             if rows:
                 written += write_table(rows, columns, out / name)
                 console.print(table(rows, columns, TITLES[name].format(n=len(rows))))
-        interactions = report_comparisons.quality_by_k(pooled, quality)
+        interactions = comparisons.quality_by_k(pooled, quality)
         if interactions:
             written += write_interactions(interactions, out)
             for settings, result in interactions:
@@ -466,14 +371,16 @@ def draw_plots(runs, groups, halting, interactions, out: Path) -> list[Path]:
     if runs:
         written.append(plots.nmi_curves(runs, out / "nmi_curves.png"))
     probed = [r for r in runs if finite(r["probe"])]
-    never = [g for g in groups if g["halt"] == report_comparisons.NEVER and finite(g["probe_mean"])]
+    never = [g for g in groups if g["halt"] == NEVER and finite(g["probe_mean"])]
     if len({g["clusters"] for g in never}) >= 2:
         written.append(plots.probe_against_k(never, probed, out / "probe_vs_k.png"))
     with_nmi = [r for r in probed if finite(r["initial_nmi"])]
     if len({r["seed"] for r in with_nmi}) >= 2:
         written.append(
             plots.probe_against_initial_nmi(
-                with_nmi, out / "probe_vs_initial_nmi.png", filter_quality_correlation(runs)
+                with_nmi,
+                out / "probe_vs_initial_nmi.png",
+                comparisons.filter_quality_correlation(runs),
             )
         )
     if any(finite(row.get("difference")) for row in halting):
@@ -482,17 +389,3 @@ def draw_plots(runs, groups, halting, interactions, out: Path) -> list[Path]:
     if tested:
         written.append(plots.interaction(tested, out / "interaction.png"))
     return written
-
-
-def filter_quality_correlation(runs: list[dict]) -> float | None:
-    """Pearson r between the epoch-0 NMI and the probe accuracy, over runs of 3+ seeds.
-
-    None when fewer than three seeds were probed (then the NMIs barely vary).
-    """
-    probed = [r for r in runs if finite(r["initial_nmi"]) and finite(r["probe"])]
-    if len({r["seed"] for r in probed}) < 3:
-        return None
-    pairs = np.array([(r["initial_nmi"], r["probe"]) for r in probed]).T
-    if not np.ptp(pairs, axis=1).all():  # a constant has no correlation
-        return None
-    return float(np.corrcoef(pairs)[0, 1])

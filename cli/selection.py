@@ -1,32 +1,23 @@
-"""`deepcluster select`: choose seed, k and halt epoch with a few labelled images.
-
-The Deep Dive paper's proposal (digest §4.8), made concrete:
-
-1. **seed** — the candidate whose untrained network clusters the labelled
-   images best (NMI of one k-means, `filter_quality`);
-2. **k** — a short trial run per candidate k with that seed, scored with the
-   labelled images by every criterion of `CRITERIA`; the `--criterion` one
-   chooses (all are recorded, so their choices can be compared later);
-3. **halt epoch** — in the winning trial, the epoch whose pseudo-labels agree
-   best with the labelled images (NMI on them); halt after it, or never if
-   the agreement still rose at the trial's last epoch;
-
-then it trains with the chosen settings. Only the `--labelled` images' labels
-are used for choosing; the final run's history reports NMI against all labels
-when the data has them, for the record.
+"""`deepcluster select`: choose seed, k and halt epoch with a few labelled images, then
+train with them. The choosing is `keras_deepcluster.analysis.selection`'s; this command
+parses, locks, records the choices in selection.json and prints them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import click
-import numpy as np
 from rich.table import Table
 
-from keras_deepcluster.data.image_data import ImageData
+from keras_deepcluster.analysis.selection import (
+    CRITERIA,
+    choose_clusters,
+    choose_halt,
+    choose_seed,
+    draw_labelled,
+)
 from keras_deepcluster.directory_lock import lock_folder
 from keras_deepcluster.run_directory import RunDirectory
 from keras_deepcluster_cli.options import (
@@ -45,15 +36,6 @@ from keras_deepcluster_cli.options import (
     use_backend,
     user_errors,
 )
-from keras_deepcluster_cli.random_filters import random_filter_qualities
-
-# How a trial run is scored with the labelled images (higher is better).
-CRITERIA = {
-    "probe": "held-out accuracy of a linear probe trained on the other labelled images",
-    "knn": "5-fold cross-validated 10-NN accuracy on all labelled images",
-    "linear": "5-fold cross-validated logistic-regression accuracy on all labelled images",
-    "nmi": "NMI of the trial's last pseudo-labels with the labelled images",
-}
 
 
 @click.command()
@@ -169,22 +151,33 @@ def select(
     out = out or Path("runs") / f"select-{base.name}-n{labelled}"
     with user_errors(), interruptible(console, RUN_AGAIN):
         data = load_data(console, base)
-        known = _draw_labelled(data, base.dataset, labelled, draw, holdout)
+        known = draw_labelled(data, labelled, draw, holdout)
         pretraining.check_devices(devices, [base])
         out.mkdir(parents=True, exist_ok=True)
         lock_folder(out)  # one selection per folder: a second process is refused
 
-        best_seed, seed_scores, why_seed = _choose_seed(console, base, seed, known)
+        with console.status("scoring the seeds' random filters on the labelled images"):
+            chosen_seed = choose_seed(base, seed, known)
         # The trials: the chosen seed, a few epochs, no halting of their own.
         trial = base.replace(
-            seed=best_seed, epochs=trial_epochs, halt_after=None, halt_when_stable=None
+            seed=chosen_seed.seed, epochs=trial_epochs, halt_after=None, halt_when_stable=None
         )
-        best_k, trials, choices, why_k = _choose_clusters(
-            console, trial, candidates_k, criterion, known, out, overwrite, devices
+        with console.status("trial runs") as status:
+            chosen_k = choose_clusters(
+                trial,
+                candidates_k,
+                criterion,
+                known,
+                out,
+                overwrite=overwrite,
+                devices=devices,
+                on_step=status.update,
+            )
+        chosen_halt = choose_halt(RunDirectory(out / f"trial-k{chosen_k.clusters}"))
+        final = base.replace(
+            seed=chosen_seed.seed, clusters=chosen_k.clusters, halt_after=chosen_halt.halt_after
         )
-        halt, why_halt = _choose_halt(RunDirectory(out / f"trial-k{best_k}"))
-        final = base.replace(seed=best_seed, clusters=best_k, halt_after=halt)
-        reasons = {"seed": why_seed, "clusters": why_k, "halt_after": why_halt}
+        reasons = {"seed": chosen_seed.why, "clusters": chosen_k.why, "halt_after": chosen_halt.why}
         selection = {
             # What the final run is, so `report` can find its twin in a grid of runs.
             "final": {
@@ -199,14 +192,18 @@ def select(
             "holdout": holdout,
             "recipe_clusters": base.clusters,
             "criterion": criterion,
-            "choices": choices,
-            "seed_nmi": seed_scores,
-            "trials": trials,
-            "chosen": {"seed": best_seed, "clusters": best_k, "halt_after": halt},
+            "choices": chosen_k.choices,
+            "seed_nmi": chosen_seed.nmi,
+            "trials": chosen_k.scores,
+            "chosen": {
+                "seed": chosen_seed.seed,
+                "clusters": chosen_k.clusters,
+                "halt_after": chosen_halt.halt_after,
+            },
             "why": reasons,
         }
         (out / "selection.json").write_text(json.dumps(selection, indent=1, default=str))
-        console.print(_table(seed_scores, trials, criterion))
+        console.print(_table(chosen_seed.nmi, chosen_k.scores, criterion))
         for line in reasons.values():
             console.print(f"[bold]chosen[/bold] {line}")
         if choose_only:
@@ -218,132 +215,6 @@ def select(
         f"final run {run.path}: {summary['wall_seconds']:.0f} s"
         + (f", probe {run.read_json('probe.json')['accuracy']:.2%}" if probe else "")
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class _Labelled:
-    """The training images whose labels `select` may use, drawn once.
-
-    Attributes:
-        rows: Their indices in the training set, ascending.
-        held_out: Which of them score the trial probes (the others train them).
-        data: The training data with only their labels (the others -1), no test split.
-        images: Their images.
-        labels: Their labels.
-    """
-
-    rows: np.ndarray
-    held_out: np.ndarray
-    data: ImageData
-
-    @property
-    def images(self) -> np.ndarray:
-        return self.data.x_train[self.rows]
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.data.y_train[self.rows]
-
-
-def _draw_labelled(data, dataset: str, count: int, draw: int, holdout: float) -> _Labelled:
-    """Draws the `count` labelled images (seed `draw`), and the `holdout` fraction of them.
-
-    Raises:
-        ValueError: The data has no labels, or fewer training images than `count`.
-    """
-    if data.y_train is None:
-        raise ValueError(f"{dataset} has no labels; `select` needs --labelled of them.")
-    if count > len(data.x_train):
-        raise ValueError(
-            f"--labelled {count} is more than the {len(data.x_train)} training images."
-        )
-    rng = np.random.default_rng(draw)
-    rows = np.sort(rng.choice(len(data.x_train), count, replace=False))
-    held_out = np.zeros(count, bool)
-    held_out[rng.choice(count, round(holdout * count), replace=False)] = True
-    partial = np.full(len(data.x_train), -1, np.int64)
-    partial[rows] = data.y_train[rows]
-    known = dataclasses.replace(data, y_train=partial, x_test=None, y_test=None)
-    return _Labelled(rows, held_out, known)
-
-
-def _choose_seed(console, base, seeds, labelled: _Labelled) -> tuple[int, dict, str]:
-    """Step 1: the seed whose random filters cluster the labelled images best.
-
-    Returns:
-        The seed, every seed's NMI (of one k-means with the recipe's k), and why.
-    """
-    with console.status("scoring the seeds' random filters on the labelled images"):
-        scores = {
-            seed: quality.nmi
-            for seed, quality in random_filter_qualities(
-                base, seeds, labelled.images, labelled.labels
-            )
-        }
-    best = max(scores, key=scores.get)
-    why = (
-        f"seed {best}: NMI {scores[best]:.4f} of k-means (k={base.clusters}) on its random "
-        f"features of the {len(labelled.rows)} labelled images, best of {len(seeds)}"
-    )
-    return best, scores, why
-
-
-def _choose_clusters(
-    console, trial, candidates, criterion: str, labelled: _Labelled, out: Path, overwrite, devices
-) -> tuple[int, dict, dict, str]:
-    """Step 2: k, by `criterion`, from a short run of `trial` per candidate k.
-
-    The trials see only the labelled images' labels and are scored with them
-    by every criterion of `CRITERIA`. Each is a run directory ``trial-k<k>``
-    under `out`, kept with its ``scores_labelled.json``, so an interrupted
-    selection resumes.
-
-    Returns:
-        The k; the trials' scores ``{k: {criterion: score}}``; the k each
-        criterion chooses; and why.
-    """
-    from keras_deepcluster import pretraining
-
-    trials = {}
-    for k in candidates:
-        recipe = trial.replace(clusters=k)
-        run = RunDirectory(out / f"trial-k{k}")
-        run.check_replaceable(recipe.to_toml(), overwrite)
-        with console.status(f"trial run k={k}, {trial.epochs} epochs"):
-            pretraining.train_unless_finished(recipe, labelled.data, run, devices=devices)
-        if not (run.path / "scores_labelled.json").is_file():
-            with console.status(f"scoring trial k={k} with the labelled images"):
-                run.write_json("scores_labelled.json", _trial_scores(run, trial, labelled))
-        trials[k] = run.read_json("scores_labelled.json")
-    choices = {name: max(trials, key=lambda k: trials[k][name]) for name in CRITERIA}
-    best = choices[criterion]
-    why = (
-        f"k={best}: {CRITERIA[criterion]} {trials[best][criterion]:.4f} "
-        f"after {trial.epochs} trial epochs, best of k in {candidates}"
-    )
-    return best, trials, choices, why
-
-
-def _choose_halt(trial: RunDirectory) -> tuple[int | None, str]:
-    """Step 3: halt after the trial epoch whose labels agreed best with the labelled images.
-
-    Returns:
-        The halt epoch, or None (never) when the agreement still peaked at the
-        trial's last epoch, and why.
-    """
-    nmis = [row["nmi_labels"] for row in trial.read_history()]
-    peak = int(np.argmax(nmis))
-    if peak + 1 < len(nmis):
-        why = (
-            f"halt after {peak + 1} epochs: NMI with the labelled images peaked at "
-            f"epoch {peak} ({nmis[peak]:.4f}) of the trial"
-        )
-        return peak + 1, why
-    why = (
-        f"never halt: NMI with the labelled images still peaked at the trial's "
-        f"last epoch ({nmis[peak]:.4f})"
-    )
-    return None, why
 
 
 def _train_final(console, final, data, out: Path, overwrite, devices, probe: bool) -> RunDirectory:
@@ -368,35 +239,8 @@ def _train_final(console, final, data, out: Path, overwrite, devices, probe: boo
     return run
 
 
-def _trial_scores(run: RunDirectory, recipe, labelled: _Labelled) -> dict:
-    """Every criterion of `CRITERIA` for one finished trial run of `recipe`."""
-    import keras
-
-    import keras_deepcluster as kdc
-    from keras_deepcluster import pretraining
-
-    backbone = keras.saving.load_model(run.path / RunDirectory.MODEL).backbone
-    views = pretraining.image_views(recipe)
-    x, y, held = labelled.images, labelled.labels, labelled.held_out
-    probe = kdc.evaluation.linear_probe(
-        backbone,
-        recipe.probe_layer,
-        (x[~held], y[~held]),
-        (x[held], y[held]),
-        views,
-        epochs=recipe.probe_epochs,
-        flip=recipe.probe_flip,
-        seed=recipe.seed,
-    )
-    scores = {"probe": probe.accuracy, "nmi": run.read_history()[-1]["nmi_labels"]}
-    for classifier in ("knn", "linear"):
-        scores[classifier] = kdc.evaluation.cross_validated_accuracy(
-            backbone, recipe.probe_layer, x, y, views, classifier, seed=recipe.seed
-        )
-    return scores
-
-
 def _table(seed_scores: dict, trials: dict, criterion: str) -> Table:
+    """Every candidate's score; the trials' chosen criterion in bold."""
     table = Table(title="candidates")
     for column in ("candidate", "score", "on"):
         table.add_column(column, justify="right")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
 import click
 
+from keras_deepcluster.analysis.sweep import grid_recipes, run_name
 from keras_deepcluster.directory_lock import lock_folder
-from keras_deepcluster.recipe import Recipe, RecipeError
+from keras_deepcluster.recipe import RecipeError
 from keras_deepcluster.run_directory import RunDirectory
 from keras_deepcluster_cli.options import (
     RUN_AGAIN,
@@ -28,12 +28,6 @@ from keras_deepcluster_cli.options import (
     use_backend,
     user_errors,
 )
-
-
-def run_name(recipe: Recipe) -> str:
-    return f"k{recipe.clusters}-seed{recipe.seed}-halt{recipe.halt_after}-pca{recipe.pca}".replace(
-        "None", "none"
-    )
 
 
 @click.command()
@@ -115,9 +109,7 @@ def sweep(
         "pca": pca or [base.pca],
     }
     try:
-        recipes = [
-            base.replace(**dict(zip(grid, values))) for values in itertools.product(*grid.values())
-        ]
+        recipes = grid_recipes(base, grid)
     except RecipeError as error:
         raise click.UsageError(str(error)) from None
     import keras

@@ -21,7 +21,7 @@ import sys
 # imported after this; an explicit setting is kept.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-__version__ = "0.1.0"
+from keras_deepcluster.version import __version__  # noqa: E402, F401
 
 # Public name -> the module (relative to the package) that defines it.
 _NAMES = {
@@ -55,6 +55,7 @@ _NAMES = {
     "train": "pretraining",
 }
 _SUBMODULES = (
+    "analysis",
     "backbones",
     "callbacks",
     "clustering",
@@ -67,6 +68,8 @@ _SUBMODULES = (
     "pretraining",
     "processes",
     "recipe",
+    "recipe_data",
+    "resume",
 )
 # The modules that register Keras classes (`register_keras_serializable`).
 _KERAS_CLASS_MODULES = ("model", "backbones", "views", "evaluation.linear_probe")

@@ -20,8 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import keras_deepcluster as kdc
-from keras_deepcluster import check_labels
+from keras_deepcluster import backbones, check_labels, evaluation, processes
 from keras_deepcluster.callbacks import (
     RunRecorder,
     StopOnInterrupt,
@@ -30,12 +29,23 @@ from keras_deepcluster.callbacks import (
     training_effect,
 )
 from keras_deepcluster.check_labels import CheckLabels, CheckLabelsError
+from keras_deepcluster.cluster_model import ClusterModel
 from keras_deepcluster.data.disk_images import take_rows
+from keras_deepcluster.data.image_cache import ImageCache
+from keras_deepcluster.data.image_data import ImageData
+from keras_deepcluster.determinism import enable_determinism, set_random_seed
+from keras_deepcluster.devices import data_parallel
 from keras_deepcluster.diagnostics import METRICS_FILE, ClusteringDiagnostics, check_log_dir
-from keras_deepcluster.features import layer_model
-from keras_deepcluster.pseudo_label_dataset import epoch_length
+from keras_deepcluster.features import FeatureExtractor, layer_model
+from keras_deepcluster.model import DeepCluster
+from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset, epoch_length
 from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
-from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
+from keras_deepcluster.recipe_data import image_views, load_data
+from keras_deepcluster.reclustering import Reclustering
+from keras_deepcluster.resume import recipe_to_resume
+from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.trained_run import Run
+from keras_deepcluster.views import ImageViews
 
 # Images per device in each feature-extraction batch.
 FEATURE_BATCH_SIZE = 256
@@ -47,99 +57,7 @@ KNN_K, KNN_TEMPERATURE = (20, 200), 0.07
 ProgressCallback = Callable[[str, int, int], None]
 
 
-def load_data(
-    recipe: Recipe,
-    on_progress: Callable[[int, int], None] | None = None,
-    on_note: Callable[[str], None] | None = None,
-) -> kdc.data.ImageData:
-    """The recipe's images (the first `limit` training images if set).
-
-    Folders, IDX, ``.npz`` and TFDS sources come from their image cache
-    (`kdc.data.prepare`), built on first use and rebuilt when the source
-    changed; their images stay on disk. `on_progress` and `on_note` are
-    passed to `kdc.data.prepare` (images cached of the total, one-line notes);
-    `on_note` also gets the cache's `describe` lines.
-    """
-    views = image_views(recipe)
-    if recipe.source not in kdc.data.CACHED_SOURCES:
-        data = kdc.data.load(recipe.source, recipe.dataset, recipe.data_dir, recipe.download)
-        if recipe.limit is not None:
-            data.x_train = take_rows(data.x_train, np.arange(min(recipe.limit, len(data.x_train))))
-            data.y_train = None if data.y_train is None else data.y_train[: recipe.limit]
-        return data
-    size = recipe.image_size or (views.resize if recipe.source == "folder" else None)
-    if size is not None and size < views.size:
-        raise RecipeError(
-            f"{recipe.origin}: [data] image_size={size} is smaller than the {views.size}-pixel "
-            f"views of recipe {recipe.name!r}; cache the images at {views.size} pixels or more."
-        )
-    cache = kdc.data.prepare(
-        recipe.source,
-        recipe.dataset,
-        recipe.data_dir,
-        size=size,
-        channels=views.channels,
-        limit=recipe.limit,
-        on_progress=on_progress,
-        on_note=on_note,
-        download=recipe.download,
-        labels=recipe.labels,
-    )
-    for line in cache.describe() if on_note is not None else ():
-        on_note(line)
-    return cache.data()
-
-
-def recorded_data(
-    run: RunDirectory,
-    recipe: Recipe,
-    data_dir: str | Path | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-    on_note: Callable[[str], None] | None = None,
-) -> kdc.data.ImageData:
-    """The images `run` trained on: the image cache its ``data.json`` names, if unchanged.
-
-    Otherwise the recipe's source (with `data_dir` instead of the recipe's,
-    if given), through `load_data`; it must hold the images the run trained on.
-
-    Raises:
-        ValueError: the source changed since training (the message says how
-            to point at the training data).
-    """
-    recorded = run.read_json(RunDirectory.DATA) if (run.path / RunDirectory.DATA).is_file() else {}
-    if data_dir is None and recorded.get("cache"):
-        try:
-            cache = kdc.data.ImageCache(recorded["cache"])
-        except ValueError:  # moved or removed: rebuilt from the source below
-            cache = None
-        if cache is not None and cache.identity() == recorded:
-            return cache.data()
-    if data_dir is not None:
-        recipe = recipe.replace(data_dir=str(Path(data_dir).expanduser().resolve()))
-    try:
-        data = load_data(recipe, on_progress, on_note)
-    except ValueError as error:
-        if data_dir is not None:
-            raise
-        raise ValueError(
-            f"The images {run.path} trained on are not where they were ({error}); point at "
-            "them with `data_dir`."
-        ) from None
-    digest = (data.origin or {}).get("source_digest")
-    if recorded.get("source_digest") and digest != recorded["source_digest"]:
-        raise ValueError(
-            f"The data of {run.path} changed since training: {recorded.get('path')} holds other "
-            "files than it trained on. Point at the images it trained on with `data_dir`."
-        )
-    return data
-
-
-def image_views(recipe: Recipe) -> kdc.ImageViews:
-    """The recipe's `ImageViews` (its ``views`` preset, else its dataset's)."""
-    return kdc.ImageViews.for_dataset(recipe.views or recipe.dataset)
-
-
-def check_channels(recipe: Recipe, views: kdc.ImageViews, channels: int) -> None:
+def check_channels(recipe: Recipe, views: ImageViews, channels: int) -> None:
     """Raises ValueError when the images' channels do not fit the recipe's views."""
     if channels == views.channels:
         return
@@ -158,7 +76,7 @@ def build_backbone(recipe: Recipe, input_shape: tuple[int, int, int]) -> keras.M
     kwargs = {"input_shape": input_shape, "batch_norm": recipe.batch_norm, "seed": recipe.seed}
     if recipe.sobel is not None:
         kwargs["sobel"] = recipe.sobel
-    return kdc.backbones.get(recipe.backbone, **kwargs)
+    return backbones.get(recipe.backbone, **kwargs)
 
 
 def steps_per_execution(recipe: Recipe, devices: int) -> int:
@@ -180,7 +98,7 @@ def check_devices(devices: int, recipes: Sequence[Recipe]) -> None:
 
     Called before anything is written, so a bad `devices` leaves no trace.
     """
-    kdc.devices.data_parallel(devices)
+    data_parallel(devices)
     for recipe in recipes:
         if recipe.batch_size % devices:
             raise ValueError(
@@ -200,14 +118,14 @@ class Pretraining:
         dataset: Its `PseudoLabelDataset`.
         reclustering: Its `Reclustering` callback (true labels, if any, for the metrics).
         devices: How many devices it trains on (data-parallel when > 1).
-        distribution: The `kdc.devices.data_parallel` the model lives in.
+        distribution: The `data_parallel` the model lives in.
         check: The check labels that score the run and choose its best epoch, or None.
     """
 
     recipe: Recipe
-    model: kdc.DeepCluster
-    dataset: kdc.PseudoLabelDataset
-    reclustering: kdc.Reclustering
+    model: DeepCluster
+    dataset: PseudoLabelDataset
+    reclustering: Reclustering
     devices: int
     distribution: object
     check: CheckLabels | None = None
@@ -216,7 +134,7 @@ class Pretraining:
     def build(
         cls,
         recipe: Recipe,
-        data: kdc.data.ImageData,
+        data: ImageData,
         on_progress: ProgressCallback | None = None,
         devices: int = 1,
         check: CheckLabels | None = None,
@@ -224,10 +142,10 @@ class Pretraining:
         """Builds and checks everything, so bad settings fail before anything is written.
 
         With `devices` > 1 the model is built for data-parallel training over
-        that many devices (`kdc.devices.data_parallel`). `check` (from
+        that many devices (`data_parallel`). `check` (from
         `read_check_labels`) stands in for the labels of unlabelled data.
         """
-        distribution = kdc.devices.data_parallel(devices)
+        distribution = data_parallel(devices)
         with distribution.scope():
             return cls._build(recipe, data, on_progress, devices, distribution, check)
 
@@ -239,9 +157,9 @@ class Pretraining:
         if recipe.tensorboard is not None:
             check_log_dir(recipe.tensorboard)
         if recipe.deterministic:
-            kdc.enable_determinism()
-        kdc.set_random_seed(recipe.seed)
-        dataset = kdc.PseudoLabelDataset(
+            enable_determinism()
+        set_random_seed(recipe.seed)
+        dataset = PseudoLabelDataset(
             images,
             views,
             batch_size=recipe.batch_size,
@@ -250,7 +168,7 @@ class Pretraining:
                 len(images), recipe.batch_size, recipe.epoch_multiplier, recipe.min_steps
             ),
         )
-        model = kdc.DeepCluster(
+        model = DeepCluster(
             build_backbone(recipe, (views.size, views.size, images.shape[-1])),
             recipe.clusters,
             weight_decay=recipe.weight_decay,
@@ -259,7 +177,7 @@ class Pretraining:
             optimizer=keras.optimizers.SGD(recipe.lr, momentum=recipe.momentum),
             steps_per_execution=steps_per_execution(recipe, devices),
         )
-        reclustering = kdc.Reclustering(
+        reclustering = Reclustering(
             dataset,
             labels=data.y_train if check is None else check.labels,
             pca_dim=recipe.pca,
@@ -271,7 +189,7 @@ class Pretraining:
             seed=recipe.seed,
             # The same number of images per device, whatever the device count (with several
             # processes each extracts its own images on one device).
-            feature_batch_size=FEATURE_BATCH_SIZE * devices // kdc.processes.process_count(),
+            feature_batch_size=FEATURE_BATCH_SIZE * devices // processes.process_count(),
             on_progress=on_progress,
         )
         reclustering.check(model)
@@ -315,7 +233,7 @@ class Pretraining:
         diagnostics = ClusteringDiagnostics(
             self.reclustering,
             log_dir=None
-            if tensorboard is None or kdc.processes.process_index() != 0
+            if tensorboard is None or processes.process_index() != 0
             else Path(tensorboard) / run.path.resolve().name,
             metrics_file=run.path / METRICS_FILE,
         )
@@ -417,14 +335,14 @@ def train(
     finally:
         if writer is not run:
             shutil.rmtree(writer.path, ignore_errors=True)
-    if writer is run and kdc.processes.process_count() == 1:
+    if writer is run and processes.process_count() == 1:
         _score_test_split(run, data, recipe)
         for line in describe_effect(run.summary) if verbose else ():
             note(line)
     return run
 
 
-def read_check_labels(recipe: Recipe, data: kdc.data.ImageData) -> CheckLabels | None:
+def read_check_labels(recipe: Recipe, data: ImageData) -> CheckLabels | None:
     """The recipe's check labels for `data`'s training images, or None without any.
 
     Raises:
@@ -440,11 +358,11 @@ def read_check_labels(recipe: Recipe, data: kdc.data.ImageData) -> CheckLabels |
             "those; drop the check labels."
         )
     cache = (data.origin or {}).get("cache")
-    files = kdc.data.ImageCache(cache).files("train") if cache else None
+    files = ImageCache(cache).files("train") if cache else None
     return check_labels.read_check_labels(recipe.check_labels, len(data.x_train), files)
 
 
-def _score_test_split(run: RunDirectory, data: kdc.data.ImageData, recipe: Recipe) -> None:
+def _score_test_split(run: RunDirectory, data: ImageData, recipe: Recipe) -> None:
     """Adds the scores of the test split, assigned to the final clusters, to the summary.
 
     As SCAN reports them: the test images never trained the network or the
@@ -452,48 +370,34 @@ def _score_test_split(run: RunDirectory, data: kdc.data.ImageData, recipe: Recip
     """
     if data.x_test is None or data.y_test is None:
         return
-    clusters, _ = kdc.Run.open(run.path).assign(data.x_test, batch_size=FEATURE_BATCH_SIZE)
+    clusters, _ = Run.open(run.path).assign(data.x_test, batch_size=FEATURE_BATCH_SIZE)
     summary = run.summary
-    summary["final_clustering"]["test"] = kdc.evaluation.cluster_scores(clusters, data.y_test)
+    summary["final_clustering"]["test"] = evaluation.cluster_scores(clusters, data.y_test)
     # The untrained network's: its first clustering's centroids, the test images assigned.
     views = image_views(recipe)
     backbone = build_backbone(recipe, (views.size, views.size, data.x_train.shape[-1]))
-    extractor = kdc.FeatureExtractor(backbone, views)
-    untrained = kdc.ClusterModel.from_labels(
+    extractor = FeatureExtractor(backbone, views)
+    untrained = ClusterModel.from_labels(
         extractor(data.x_train, FEATURE_BATCH_SIZE),
         run.read_pseudo_labels(0),
         recipe.clusters,
         recipe.pca,
     )
     clusters, _ = untrained.assign(extractor(data.x_test, FEATURE_BATCH_SIZE))
-    summary["untrained_clustering"]["test"] = kdc.evaluation.cluster_scores(clusters, data.y_test)
+    summary["untrained_clustering"]["test"] = evaluation.cluster_scores(clusters, data.y_test)
     summary["training_effect"]["test"] = training_effect(summary, "test")
     run.write_json(RunDirectory.SUMMARY, summary)
 
 
 def _recipe_to_run(recipe, run: RunDirectory, resume: bool) -> Recipe:
     """The recipe `train` runs: `recipe`, or with `resume` the run's own (which must agree)."""
-    if not resume:
-        if recipe is None:
-            raise ValueError("train needs a recipe (a Recipe, a recipe name or a .toml file).")
-        return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    if not run.is_run:
-        raise RunDirectoryError(
-            f"{run.path} holds no run ({RunDirectory.CONFIG}); nothing to resume."
-        )
-    if run.is_finished:
-        raise RunDirectoryError(f"{run.path} holds a run that already finished; nothing to resume.")
-    saved = load_recipe(run.path / RunDirectory.CONFIG)
+    if isinstance(recipe, (str, Path)):
+        recipe = load_recipe(recipe)
+    if resume:
+        return recipe_to_resume(run, recipe)
     if recipe is None:
-        return saved
-    given = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    if given.to_toml() != saved.to_toml():
-        raise RunDirectoryError(
-            f"{run.path} is a run of other settings than recipe {given.name!r} "
-            f"({run.path / RunDirectory.CONFIG}); a resumed run keeps its settings: "
-            "resume it with recipe=None."
-        )
-    return saved
+        raise ValueError("train needs a recipe (a Recipe, a recipe name or a .toml file).")
+    return recipe
 
 
 def _writer(run: RunDirectory) -> RunDirectory:
@@ -504,7 +408,7 @@ def _writer(run: RunDirectory) -> RunDirectory:
     run and the process so that a relaunched process replaces what its killed
     predecessor left, and read the run only to resume.
     """
-    index = kdc.processes.process_index()
+    index = processes.process_index()
     if index == 0:
         return run
     digest = hashlib.sha256(str(run.path.resolve()).encode()).hexdigest()[:12]
@@ -516,7 +420,7 @@ def _writer(run: RunDirectory) -> RunDirectory:
 
 def train_unless_finished(
     recipe: Recipe,
-    data: kdc.data.ImageData,
+    data: ImageData,
     run: RunDirectory,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     on_progress: ProgressCallback | None = None,
@@ -542,7 +446,7 @@ def train_unless_finished(
 
 def probe(
     recipe: Recipe,
-    data: kdc.data.ImageData,
+    data: ImageData,
     run: RunDirectory,
     layer: str | None = None,
     epochs: int | None = None,
@@ -558,7 +462,7 @@ def probe(
     layer, backbone, views = _probe_setup(recipe, data, run, layer, random, "linear probe")
     train_split, test_split, test_name = _probe_splits(data, recipe.seed)
     start = time.perf_counter()
-    result = kdc.evaluation.linear_probe(
+    result = evaluation.linear_probe(
         backbone,
         layer,
         train_split,
@@ -583,7 +487,7 @@ def probe(
 
 def knn_probe(
     recipe: Recipe,
-    data: kdc.data.ImageData,
+    data: ImageData,
     run: RunDirectory,
     layer: str | None = None,
     k: Sequence[int] = KNN_K,
@@ -600,8 +504,8 @@ def knn_probe(
     (x_train, y_train), (x_test, y_test), test_name = _probe_splits(data, recipe.seed)
     start = time.perf_counter()
     network = layer_model(backbone, layer)
-    extractor = kdc.FeatureExtractor(network, views)
-    accuracies = kdc.evaluation.weighted_knn(
+    extractor = FeatureExtractor(network, views)
+    accuracies = evaluation.weighted_knn(
         extractor(x_train, FEATURE_BATCH_SIZE),
         y_train,
         extractor(x_test, FEATURE_BATCH_SIZE),

@@ -20,6 +20,7 @@ from keras_deepcluster import deployment
 from keras_deepcluster.cluster_model import ClusterModel
 from keras_deepcluster.features import FeatureExtractor, layer_model
 from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
+from keras_deepcluster.recipe_data import recorded_data
 from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
 
 # The `layer` of `Run.embed` that means the backbone's output, the features the run clustered.
@@ -248,14 +249,12 @@ class Run:
             ValueError: the data moved or changed since training (the message
                 says how to point at it).
         """
-        from keras_deepcluster import pretraining
-
         if self.recipe is None:
             raise RunDirectoryError(
                 f"{self.directory.path} was recorded from a fit without a recipe; it does not "
                 "know its data. Pass the images to embed or assign."
             )
-        return pretraining.recorded_data(self.directory, self.recipe, data_dir)
+        return recorded_data(self.directory, self.recipe, data_dir)
 
 
 def _check_finite(images) -> None:

@@ -250,9 +250,9 @@ def test_report_needs_runs(tmp_path):
     assert result.exit_code == 2 and "'--margin': 0.0 is not in the range 0<x<=100" in result.output
 
 
-# The criteria of `select` (cli/selection.py), each with its answer known in advance:
-# the seed whose random filters cluster the labelled images best; per criterion the k
-# whose trial scores highest; and the epoch after which the chosen trial's pseudo-labels
+# The criteria of `select` (keras_deepcluster.analysis.selection), each with its answer known
+# in advance: the seed whose random filters cluster the labelled images best; per criterion
+# the k whose trial scores highest; and the epoch after which the chosen trial's pseudo-labels
 # agreed best with the labelled images (NMI), or never when that was the last epoch.
 PLANTED_SEED_NMI = {0: 0.21, 1: 0.35, 2: 0.28}  # seed 1 is best
 PLANTED_TRIAL_NMI = {  # NMI with the labelled images per epoch of the 4-epoch trials
@@ -272,18 +272,19 @@ PLANTED_HALT = {3: 2, 4: None, 5: 3}
 @pytest.mark.backend_independent
 @pytest.mark.parametrize("criterion", ["knn", "probe", "linear", "nmi"])
 def test_select_chooses_by_the_documented_criteria(tmp_path, monkeypatch, criterion):
-    """select on planted scores and trial histories (nothing trains): each choice is known."""
-    from keras_deepcluster_cli import selection as selection_module
+    """The choosing steps from Python on planted scores and trial histories (nothing
+    trains): each choice is known."""
+    from keras_deepcluster.analysis import selection
 
-    labelled, trials = {}, []
+    labelled_labels, trials = {}, []
 
     def filter_quality(backbone, images, labels, views, clusters, seed, *args, **kwargs):
-        labelled.setdefault("labels", np.asarray(labels))
+        labelled_labels.setdefault("labels", np.asarray(labels))
         return types.SimpleNamespace(nmi=PLANTED_SEED_NMI[seed])
 
     def train_unless_finished(recipe, data, run, **kwargs):
         trials.append(recipe)
-        labelled.setdefault("known", np.asarray(data.y_train))
+        labelled_labels.setdefault("known", np.asarray(data.y_train))
         run.create(recipe.to_toml())
         run.write_history(
             [
@@ -298,44 +299,32 @@ def test_select_chooses_by_the_documented_criteria(tmp_path, monkeypatch, criter
     monkeypatch.setattr(pretraining, "build_backbone", lambda recipe, shape: None)
     monkeypatch.setattr(kdc.evaluation, "filter_quality", filter_quality)
     monkeypatch.setattr(pretraining, "train_unless_finished", train_unless_finished)
-    monkeypatch.setattr(selection_module, "_trial_scores", trial_scores)
-    out = tmp_path / "select"
-    result = invoke(
-        "select",
-        "digits",
-        "--labelled",
-        "60",
-        "--seeds",
-        "0-2",
-        "-k",
-        "3,4,5",
-        "--trial-epochs",
-        "4",
-        "--epochs",
-        "4",
-        "--criterion",
-        criterion,
-        "--choose-only",
-        *DIGITS,
-        "--out",
-        out,
-    )
-    assert result.exit_code == 0, result.output
-    selection = json.loads((out / "selection.json").read_text())
+    monkeypatch.setattr(selection, "trial_scores", trial_scores)
+    recipe = load_recipe("digits").replace(limit=150)
+    labelled = selection.draw_labelled(pretraining.load_data(recipe), 60, draw=0, holdout=0.5)
+
+    seed = selection.choose_seed(recipe, [0, 1, 2], labelled)
+    assert (seed.seed, seed.nmi) == (1, PLANTED_SEED_NMI)
+    trial = recipe.replace(seed=seed.seed, epochs=4, halt_after=None, halt_when_stable=None)
+    clusters = selection.choose_clusters(trial, [3, 4, 5], criterion, labelled, tmp_path)
     best_k = PLANTED_CHOICES[criterion]
-    assert selection["choices"] == PLANTED_CHOICES
-    halt = PLANTED_HALT[best_k]
-    assert selection["chosen"] == {"seed": 1, "clusters": best_k, "halt_after": halt}
-    # Every trial: the chosen seed, the trial's epochs, no halting of its own.
+    assert clusters.choices == PLANTED_CHOICES and clusters.clusters == best_k
+    assert clusters.scores == PLANTED_SCORES
+    assert (
+        RunDirectory(tmp_path / f"trial-k{best_k}").read_json("scores_labelled.json")
+        == PLANTED_SCORES[best_k]
+    )  # kept, so that a selection resumes
+    halt = selection.choose_halt(RunDirectory(tmp_path / f"trial-k{best_k}"))
+    assert halt.halt_after == PLANTED_HALT[best_k]
+    # Every trial: the chosen seed, the trial's epochs, no halting of their own.
     assert [(t.seed, t.clusters, t.epochs, t.halt_after, t.halt_when_stable) for t in trials] == [
         (1, k, 4, None, None) for k in (3, 4, 5)
     ]
     # Only the labelled images' labels reach the trials: 60 known, the rest -1, and the
     # known ones are the labels the seeds were scored with.
-    known = labelled["known"]
+    known = labelled_labels["known"]
     assert np.count_nonzero(known >= 0) == 60 and set(known[known < 0]) == {-1}
-    np.testing.assert_array_equal(known[known >= 0], labelled["labels"])
-    assert not (out / "final").exists()
+    np.testing.assert_array_equal(known[known >= 0], labelled_labels["labels"])
 
 
 # select's phases are Python over `train` and the probes, tested per backend elsewhere.

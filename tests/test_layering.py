@@ -1,4 +1,9 @@
-"""The library does the work; the CLI only parses, locks and prints."""
+"""The library does the work; the CLI only parses, locks and prints.
+
+Checked on the import graph that `ast` reads from the source (every import, those inside
+functions too), not on text: no import cycle between library modules, nothing in the library
+importing its own face (`keras_deepcluster/__init__.py`) or the CLI.
+"""
 
 import ast
 from pathlib import Path
@@ -6,37 +11,142 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+LIBRARY = "keras_deepcluster"
+CLI = "keras_deepcluster_cli"
 pytestmark = pytest.mark.backend_independent
 
 
-def imported_modules(path: Path) -> set[str]:
-    modules = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            modules.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            modules.add(node.module)
+def module_files(folder: Path, package: str) -> dict[str, Path]:
+    """``{dotted module name: file}`` of every module under `folder`, the package `package`."""
+    modules = {}
+    for path in sorted(folder.rglob("*.py")):
+        parts = [package, *path.relative_to(folder).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
     return modules
 
 
-@pytest.mark.parametrize("folder", ["keras_deepcluster", "benchmarks"])
-def test_library_and_benchmarks_never_import_the_cli(folder):
-    files = sorted((ROOT / folder).rglob("*.py"))
-    assert files
+def imports_of(module: str, path: Path, known: set[str]) -> set[str]:
+    """The modules `module` (at `path`) imports, with relative imports resolved.
+
+    ``from package import name`` imports the module ``package.name`` when that is one of
+    `known`, else it reads a name from ``package`` (its ``__init__``).
+    """
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                imported.add(submodule if submodule in known else base)
+    return imported
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """``{module: the modules of `modules` it imports}``."""
+    known = set(modules)
+    return {name: imports_of(name, path, known) & known for name, path in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), and self-imports."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while not component or component[-1] != node:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1 or node in graph[node]:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def without(graph: dict[str, set[str]], face: str) -> dict[str, set[str]]:
+    """`graph` without the package face `face`, which re-exports and is imported by nobody."""
+    return {name: imported - {face} for name, imported in graph.items() if name != face}
+
+
+def test_the_library_has_no_import_cycle():
+    graph = without(import_graph(module_files(ROOT / LIBRARY, LIBRARY)), LIBRARY)
+    assert len(graph) > 50  # every module was read
+    assert cycles(graph) == []
+
+
+def test_no_library_module_imports_the_package_face():
+    """`import keras_deepcluster as kdc` inside the library ties every module to all others."""
+    graph = import_graph(module_files(ROOT / LIBRARY, LIBRARY))
+    offenders = sorted(name for name, imported in graph.items() if LIBRARY in imported)
+    assert offenders == []
+
+
+@pytest.mark.parametrize("folder, package", [(LIBRARY, LIBRARY), ("benchmarks", "benchmarks")])
+def test_library_and_benchmarks_never_import_the_cli(folder, package):
+    modules = module_files(ROOT / folder, package)
+    assert modules
     offenders = [
-        str(path.relative_to(ROOT))
-        for path in files
-        if any(m.split(".")[0] == "keras_deepcluster_cli" for m in imported_modules(path))
+        name
+        for name, path in modules.items()
+        if any(m.split(".")[0] == CLI for m in imports_of(name, path, set(modules)))
     ]
     assert offenders == []
 
 
-def test_the_cli_holds_no_training_logic():
-    """No Keras model is fit, compiled or built in cli/: that is `keras_deepcluster.train`'s."""
-    for path in sorted((ROOT / "cli").rglob("*.py")):
-        text = path.read_text()
-        for call in (".fit(", ".compile(", "DeepCluster(", "Reclustering(", "model.save("):
-            assert call not in text, f"{path.name} calls {call}"
+def test_the_cli_holds_no_method_or_analysis_logic():
+    """cli/ builds, compiles and fits no model, and computes no statistics or clustering:
+    it reaches those through the library (`keras_deepcluster.analysis`, `pretraining`)."""
+    modules = module_files(ROOT / "cli", CLI)
+    for name, path in modules.items():
+        third_party = {m.split(".")[0] for m in imports_of(name, path, set(modules))}
+        assert not third_party & {"scipy", "sklearn", "faiss"}, name
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                called = node.func.attr if isinstance(node.func, ast.Attribute) else None
+                called = called or (node.func.id if isinstance(node.func, ast.Name) else None)
+                assert called not in {"fit", "compile", "save", "DeepCluster", "Reclustering"}, (
+                    f"{name} calls {called}"
+                )
+
+
+def test_the_graph_sees_a_planted_cycle(tmp_path):
+    """The helpers on a made-up package: a cycle through an import inside a function and a
+    relative import is found; a package face re-exporting its modules is not a cycle."""
+    package = tmp_path / "planted"
+    (package / "inner").mkdir(parents=True)
+    (package / "__init__.py").write_text("from planted.a import A\nfrom planted import b\n")
+    (package / "a.py").write_text("from planted.inner import c\nA = 1\n")
+    (package / "b.py").write_text("import planted.a\n")
+    (package / "inner" / "__init__.py").write_text("")
+    (package / "inner" / "c.py").write_text("def late():\n    from ..b import x\n")
+    graph = import_graph(module_files(package, "planted"))
+    assert graph["planted.inner.c"] == {"planted.b"}
+    assert graph["planted.a"] == {"planted.inner.c"}
+    assert cycles(without(graph, "planted")) == [["planted.a", "planted.b", "planted.inner.c"]]
+    (package / "inner" / "c.py").write_text("import planted\n")  # the face, not a cycle here
+    graph = import_graph(module_files(package, "planted"))
+    assert "planted" in graph["planted.inner.c"]
+    assert cycles(without(graph, "planted")) == []
 
 
 def test_every_public_name_resolves():

@@ -41,6 +41,7 @@ from keras_deepcluster.data.disk_images import DiskImages, read_npy_header
 from keras_deepcluster.data.file_names import escape
 from keras_deepcluster.data.image_data import ImageData
 from keras_deepcluster.data.source_splits import CHUNK
+from keras_deepcluster.version import __version__
 
 CACHE_ENV = "KERAS_DEEPCLUSTER_CACHE"
 CACHED_SOURCES = ("folder", "idx", "npz", "tfds")
@@ -584,8 +585,6 @@ def _read_progress(path: Path) -> dict:
 
 def _versions() -> dict:
     import PIL
-
-    from keras_deepcluster import __version__
 
     return {
         "keras_deepcluster": __version__,

@@ -1,33 +1,27 @@
 """What `deepcluster report` compares: groups of seeds, halting against never
 halting, filter quality × k, and the choices of `select` against the grid.
 
-Each function takes the flat run records of `report.collect_runs` and returns
-plain rows (dicts) for the tables; the tests themselves are in `statistics`.
+Each function takes the flat run records of `runs.collect_runs` and returns
+plain rows (dicts) for tables; the tests themselves are in `statistics`.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
-from keras_deepcluster_cli import statistics
-from keras_deepcluster_cli.statistics import finite
+import numpy as np
 
-NEVER = "never"
+from keras_deepcluster.analysis import statistics
+from keras_deepcluster.analysis.runs import NEVER
+from keras_deepcluster.analysis.statistics import Interaction, finite
+
 # Settings that, with the seed, make a run; runs equal in all of them are one group.
 SETTINGS = ("recipe", "backend", "images", "clusters", "pca", "epochs", "halt")
 # Values summarised per group with a bootstrap interval.
 MEASURES = ("probe", "best_nmi", "last_nmi", "probe_random", "gain")
-
-
-def halt_rule(recipe) -> str:
-    """The halting setting of a recipe, as the groups name it."""
-    if recipe.halt_after is not None:
-        return f"after {recipe.halt_after}"
-    if recipe.halt_when_stable is not None:
-        return f"NMI(t,t-1)>={recipe.halt_when_stable:g} x{recipe.halt_patience}"
-    return NEVER
 
 
 def _groups(runs: list[dict]) -> dict[tuple, list[dict]]:
@@ -38,8 +32,16 @@ def _groups(runs: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def group_summary(runs: list[dict]) -> list[dict]:
-    """Runs that differ only in their seed, pooled: n, mean, sd and 95 % bootstrap
-    interval of every measure, and the mean halt epoch and times."""
+    """Runs that differ only in their seed, pooled.
+
+    Args:
+        runs: Run records (`collect_runs`).
+
+    Returns:
+        One row per group: its `SETTINGS`, ``seeds``, ``<measure>_<n|mean|sd|low|high>``
+        (95 % bootstrap interval) of every measure of `MEASURES`, and the mean
+        halt epoch and times; sorted by settings.
+    """
     rows = []
     for key, members in _groups(runs).items():
         row = dict(zip(SETTINGS, key), seeds=len(members))
@@ -60,9 +62,17 @@ def _order(row: dict) -> tuple:
 
 
 def halting_equivalence(runs: list[dict], margin: float) -> list[dict]:
-    """Every halted group against the never-halted group of the same settings,
-    paired by seed: mean probe difference, its 90 % interval, the TOST p-value
-    for ±`margin` (a fraction), and the time saved."""
+    """Every halted group against the never-halted group of the same settings, paired by seed.
+
+    Args:
+        runs: Run records (`collect_runs`).
+        margin: Equivalence margin of the probe accuracy, a fraction.
+
+    Returns:
+        One row per halted group with a never-halted twin: mean probe
+        difference, its 90 % interval, the TOST p-value, a verdict (or why it
+        was not testable) and the time saved.
+    """
     groups = _groups(runs)
     rows = []
     for key, members in groups.items():
@@ -101,11 +111,20 @@ def halting_equivalence(runs: list[dict], margin: float) -> list[dict]:
     return sorted(rows, key=_order)
 
 
-def quality_by_k(runs: list[dict], quality: dict[int, float]) -> list[tuple[dict, object]]:
+def quality_by_k(
+    runs: list[dict], quality: dict[int, float]
+) -> list[tuple[dict, Interaction | str]]:
     """The filter-quality × k interaction test of every set of never-halted runs
-    that share all settings but k and seed: `(settings, Interaction or the reason
-    it could not be tested)`. `quality` maps seeds to their `space` NMI; seeds
-    without one use the NMI of their first clustering at the smallest k."""
+    that share all settings but k and seed.
+
+    Args:
+        runs: Run records (`collect_runs`).
+        quality: Seeds' `space` NMI; seeds without one use the NMI of their
+            first clustering at the smallest k.
+
+    Returns:
+        ``(settings, Interaction or the reason it could not be tested)`` per set.
+    """
     sets = defaultdict(list)
     for r in runs:
         if r["halt"] == NEVER and finite(r["probe"]):
@@ -129,12 +148,22 @@ def quality_by_k(runs: list[dict], quality: dict[int, float]) -> list[tuple[dict
     return results
 
 
-def selection_regret(runs: list[dict], selections: list[Path]) -> list[dict]:
-    """Each `select` folder's choices scored on the grid of runs: regret = best
-    grid probe minus the grid probe of the chosen seed and k (same recipe, images,
-    epochs and PCA, never halted), for the chosen k and for the k each recorded
-    criterion would have chosen; and the probe of `select`'s own final run, if
-    it has one. Runs inside `select` folders are not the grid."""
+def selection_regret(runs: list[dict], selections: Sequence[Path]) -> list[dict]:
+    """Each `select` folder's choices scored on the grid of runs.
+
+    Regret is the best grid probe minus the grid probe of the chosen seed and k
+    (same recipe, images, epochs and PCA, never halted), for the chosen k and
+    for the k each recorded criterion would have chosen. Runs inside `select`
+    folders are not the grid.
+
+    Args:
+        runs: Run records (`collect_runs`).
+        selections: The ``selection.json`` files of `select` folders.
+
+    Returns:
+        One row per selection: its choices, the probe of its own final run (if
+        it has one), and the grid's best, mean and regrets.
+    """
     rows = []
     for path in selections:
         chosen = json.loads(path.read_text())
@@ -178,9 +207,16 @@ def selection_regret(runs: list[dict], selections: list[Path]) -> list[dict]:
 
 
 def regret_summary(rows: list[dict]) -> list[dict]:
-    """Per k-choosing criterion over the `select` draws: mean probe of the chosen
-    configurations and mean regret, each with a 95 % bootstrap interval, beside
-    choosing at random (the grid's mean) and the recipe's k (mean over seeds)."""
+    """Per k-choosing criterion over the `select` draws.
+
+    Args:
+        rows: The rows of `selection_regret`.
+
+    Returns:
+        Per criterion: mean probe of the chosen configurations and mean regret,
+        each with a 95 % bootstrap interval, beside choosing at random (the
+        grid's mean) and the recipe's k (mean over seeds).
+    """
     criteria = sorted(
         {key.removeprefix("regret_") for row in rows for key in row if key.startswith("regret_")}
     )
@@ -205,3 +241,22 @@ def regret_summary(rows: list[dict]) -> list[dict]:
             }
         )
     return summary
+
+
+def filter_quality_correlation(runs: list[dict]) -> float | None:
+    """Pearson r between the epoch-0 NMI and the probe accuracy, over runs of 3+ seeds.
+
+    Args:
+        runs: Run records (`collect_runs`).
+
+    Returns:
+        The correlation, or None when fewer than three seeds were probed (then
+        the NMIs barely vary) or either value is constant.
+    """
+    probed = [r for r in runs if finite(r["initial_nmi"]) and finite(r["probe"])]
+    if len({r["seed"] for r in probed}) < 3:
+        return None
+    pairs = np.array([(r["initial_nmi"], r["probe"]) for r in probed]).T
+    if not np.ptp(pairs, axis=1).all():  # a constant has no correlation
+        return None
+    return float(np.corrcoef(pairs)[0, 1])

@@ -1,8 +1,8 @@
-"""The statistics of `deepcluster report`: intervals over seeds, the interaction of
-filter quality with k, and the equivalence of halting with never halting.
+"""Statistics over seeds: bootstrap intervals, the interaction of filter quality with k,
+and the equivalence of halting with never halting (what `deepcluster report` prints).
 
 Every test and interval comes from `scipy.stats` (already installed with
-scikit-learn); this module only arranges the runs for it. Seeds are the
+scikit-learn); this module only arranges the values for it. Seeds are the
 replicates: runs that differ only in their seed form a group.
 """
 
@@ -12,6 +12,7 @@ import dataclasses
 import math
 import numbers
 import warnings
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -38,15 +39,26 @@ class Interval:
     high: float
 
 
-def interval(values, confidence: float = CONFIDENCE, seed: int = 0) -> Interval | None:
+def interval(
+    values: Iterable[object], confidence: float = CONFIDENCE, seed: int = 0
+) -> Interval | None:
     """95 % BCa bootstrap interval of the mean of `values` (None if there are none).
 
     BCa corrects the percentile interval for bias and skew, but no bootstrap
     interval of a few values is wider than their range: with 3-5 seeds read it
     as a lower bound on the uncertainty.
 
+    Args:
+        values: The group's values; missing ones (None, NaN, ±inf) are left out.
+        confidence: Confidence level of the interval.
+        seed: Seed of the bootstrap resamples.
+
+    Returns:
+        The interval, or None when no value is finite.
+
     Examples:
-        >>> interval([0.81, 0.83, 0.80, 0.82]).low
+        >>> interval([0.81, 0.83, 0.80, 0.82]).n
+        4
     """
     import scipy.stats  # here, not at the top: slow to import, and `--help` needs none of it
 
@@ -211,8 +223,16 @@ class Equivalence:
     equivalent: bool
 
 
-def equivalence_test(differences, margin: float, alpha: float = 0.05) -> Equivalence:
+def equivalence_test(
+    differences: Iterable[object], margin: float, alpha: float = 0.05
+) -> Equivalence:
     """Is the mean of paired `differences` within ±`margin`? (TOST, Schuirmann 1987).
+
+    Args:
+        differences: Paired differences (treatment minus reference); missing
+            ones are left out.
+        margin: The equivalence margin, in the differences' unit.
+        alpha: Level of each one-sided test.
 
     Examples:
         >>> equivalence_test([0.004, -0.002, 0.006, 0.001, -0.003], margin=0.01).equivalent
@@ -237,7 +257,7 @@ def equivalence_test(differences, margin: float, alpha: float = 0.05) -> Equival
     return Equivalence(len(d), mean, float(low), float(high), p, p < alpha)
 
 
-def finite(value) -> bool:
+def finite(value: object) -> bool:
     """Whether `value` is a number to compute with or show: not None, NaN or ±inf.
 
     Infinity is as unusable as NaN here (in a mean, an error bar or a table
