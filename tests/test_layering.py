@@ -6,6 +6,7 @@ importing its own face (`keras_deepcluster/__init__.py`) or the CLI.
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,65 @@ def test_every_public_name_resolves():
 
     for name in kdc.__all__:
         assert getattr(kdc, name) is not None, name
+
+
+def module_map(design: str) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """design.md's module map: ``({module pattern: group}, {group: groups it may import})``.
+
+    A pattern is a module under the package (``views``), a package with its modules
+    (``data.*``) or the package itself (``keras_deepcluster``).
+    """
+    section = design.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    patterns, allowed = {}, {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or cells[0] in ("group", "---"):
+            continue
+        group, modules, _, imports = cells
+        for pattern in re.findall(r"`([\w.*]+)`", modules):
+            patterns[pattern] = group
+        allowed[group] = {name.strip() for name in imports.split(",")} - {"–"}
+    return patterns, allowed
+
+
+def group_of(module: str, patterns: dict[str, str]) -> str | None:
+    """The group of a dotted module name: an exact pattern first, else the longest package."""
+    short = module.removeprefix(f"{LIBRARY}.") if module != LIBRARY else LIBRARY
+    if short in patterns:
+        return patterns[short]
+    packages = [p for p in patterns if p.endswith(".*") and (short + ".").startswith(p[:-1])]
+    return patterns[max(packages, key=len)] if packages else None
+
+
+def map_problems(graph: dict[str, set[str]], patterns, allowed) -> list[str]:
+    problems = [f"{m}: in no group of the module map" for m in graph if not group_of(m, patterns)]
+    for module, imported in sorted(graph.items()):
+        source = group_of(module, patterns)
+        for other in sorted(imported):
+            target = group_of(other, patterns)
+            if source and target and target != source and target not in allowed[source]:
+                problems.append(f"{module} ({source}) imports {other} ({target})")
+    return problems
+
+
+def test_the_module_map_is_the_import_graph():
+    patterns, allowed = module_map((ROOT / "docs" / "design.md").read_text())
+    assert set(allowed) >= {"platform", "method", "runs", "analysis", "face"}
+    assert {g for groups in allowed.values() for g in groups} <= set(allowed)
+    graph = import_graph(module_files(ROOT / LIBRARY, LIBRARY))
+    assert map_problems(graph, patterns, allowed) == []
+
+
+def test_the_module_map_check_finds_a_forbidden_import_and_a_missing_module():
+    patterns = {"views": "method", "devices": "platform", "data.*": "data"}
+    allowed = {"method": {"platform"}, "platform": set(), "data": {"platform"}}
+    graph = {
+        f"{LIBRARY}.views": {f"{LIBRARY}.devices", f"{LIBRARY}.data.arrays"},
+        f"{LIBRARY}.devices": set(),
+        f"{LIBRARY}.data.arrays": {f"{LIBRARY}.devices"},
+        f"{LIBRARY}.stray": set(),
+    }
+    assert map_problems(graph, patterns, allowed) == [
+        f"{LIBRARY}.stray: in no group of the module map",
+        f"{LIBRARY}.views (method) imports {LIBRARY}.data.arrays (data)",
+    ]
