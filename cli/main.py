@@ -6,6 +6,7 @@ KERAS_BACKEND before the first import of keras.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import click
@@ -208,7 +209,7 @@ def _train(recipe, devices, out, overwrite, resume, overrides):
                 devices=devices,
                 callbacks=[progress],
                 on_progress=on_progress,
-                on_note=console.print,
+                on_note=partial(console.print, soft_wrap=True),  # paths kept whole
             )
         except OSError as error:  # a full disk, a vanished directory, ...
             if not RunDirectory(out).is_run:
@@ -358,7 +359,7 @@ def prepare(source, data_dir, name, size, channels, limit, labels, out, workers,
                 out=out,
                 workers=workers,
                 on_progress=on_progress,
-                on_note=console.print,
+                on_note=partial(console.print, soft_wrap=True),  # paths kept whole
                 download=not no_download,
                 labels=labels,
             )

@@ -191,9 +191,12 @@ def load_data(console: Console, recipe, run=None, data_dir=None):
 
 
 def report_cache(console: Console, cache) -> None:
-    """One line on a cache: where, how many images, and the files that could not be read."""
+    """One line on a cache: where, how many images, and the files that could not be read.
+
+    Not wrapped by rich: a path broken over lines cannot be copied.
+    """
     for line in cache.describe():
-        console.print(line)
+        console.print(line, soft_wrap=True)
 
 
 def effect_lines(summary: dict) -> list[str]:

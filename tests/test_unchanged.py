@@ -4,13 +4,16 @@ Guards refactors that must change nothing (issue 38): the recorded values come f
 file's `record` on one machine, so the check runs where the CPU, backend and versions are
 the recorded ones (other CPUs sum floats in other orders) and is skipped elsewhere.
 
-Record again, after a change that is meant to change the numbers:
+Record again, after a change that is meant to change the numbers, with the thread limits
+of `.ci/run` (the check runs under them):
 
-    KERAS_BACKEND=<backend> python tests/test_unchanged.py
+    OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \
+        KERAS_BACKEND=<backend> python tests/test_unchanged.py
 """
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import pytest
 import keras_deepcluster as kdc
 
 RECORDED = Path(__file__).parent / "unchanged"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
 def cpu() -> str:
@@ -40,6 +44,8 @@ def environment() -> dict:
     module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
     return {
         "cpu": cpu(),
+        # CI limits each test worker to one thread; sums split over threads round otherwise.
+        "threads": {name: os.environ.get(name) for name in THREAD_VARIABLES},
         "backend": backend,
         "keras": keras.__version__,
         module: sys.modules[module].__version__ if module in sys.modules else None,
