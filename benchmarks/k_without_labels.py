@@ -90,7 +90,8 @@ def read_rows(paths: list[str]) -> list[dict]:
 
 
 def regrets(runs: dict) -> dict[str, tuple[float, object]]:
-    """Each criterion's regret and choice among `runs` ({candidate: row}); random's expected."""
+    """Each criterion's regret and choice among `runs` ({candidate: row}), and the expected
+    regret of a random candidate and of one of those with the largest k."""
     from keras_deepcluster.evaluation.choose_k import CRITERIA, choose
 
     nmi = {candidate: row["final"]["nmi"] for candidate, row in runs.items()}
@@ -102,7 +103,12 @@ def regrets(runs: dict) -> dict[str, tuple[float, object]]:
     scores = {candidate: row["label_free"] for candidate, row in runs.items()}
     chosen |= {name: choose(scores, name) for name in CRITERIA}
     result = {name: (best - nmi[candidate], candidate) for name, candidate in chosen.items()}
-    result["random"] = (statistics.mean(best - value for value in nmi.values()), None)
+    largest = max(row["k"] for row in runs.values())
+    for name, pool in (
+        ("random", list(runs)),
+        ("largest k", [c for c in runs if runs[c]["k"] == largest]),
+    ):
+        result[name] = (statistics.mean(best - nmi[c] for c in pool), None)
     return result
 
 
@@ -132,6 +138,26 @@ def regret_table(paths: list[str]) -> str:
             )
     header = " | ".join(f"{name}: k per seed | {name}: k and seed" for name in sets)
     lines = [f"| criterion | {header} |", "|---|" + "---|" * (2 * len(sets))]
+    lines += [f"| {criterion} | {' | '.join(row)} |" for criterion, row in cells.items()]
+    return "\n".join(lines)
+
+
+def seed_table(paths: list[str]) -> str:
+    """Markdown: per criterion and set, the mean regret over k of choosing the seed at each k."""
+    rows = read_rows(paths)
+    sets = sorted({row["set"] for row in rows})
+    cells: dict[str, list[str]] = {}
+    for name in sets:
+        runs = [row for row in rows if row["set"] == name]
+        per_k = [
+            regrets({row["seed"]: row for row in runs if row["k"] == k})
+            for k in sorted({row["k"] for row in runs})
+        ]
+        for criterion in per_k[0]:
+            if criterion != "largest k":
+                mean = statistics.mean(by[criterion][0] for by in per_k)
+                cells.setdefault(criterion, []).append(f"{mean:.3f}")
+    lines = [f"| criterion | {' | '.join(sets)} |", "|---|" + "---:|" * len(sets)]
     lines += [f"| {criterion} | {' | '.join(row)} |" for criterion, row in cells.items()]
     return "\n".join(lines)
 
@@ -169,6 +195,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.table:
         print(regret_table(args.table))
+        print()
+        print(seed_table(args.table))
         print()
         print(score_table(args.table))
         return
