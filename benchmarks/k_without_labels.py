@@ -43,7 +43,6 @@ def run_one(name: str, seed: int, k: int, epochs: int) -> dict:
     import keras
 
     import keras_deepcluster as kdc
-    from keras_deepcluster.evaluation.choose_k import label_free_run_scores
 
     recipe_name, overrides, _ = SETS[name]
     recipe = kdc.load_recipe(recipe_name).replace(**overrides, clusters=k, epochs=epochs, seed=seed)
@@ -71,7 +70,7 @@ def run_one(name: str, seed: int, k: int, epochs: int) -> dict:
             "epochs": epochs,
             "final": run.directory.read_json("summary.json")["final_clustering"]["train"],
             "few_labels": few_labels,
-            "label_free": label_free_run_scores(run, seed=seed),
+            "label_free": run.label_free_scores(seed=seed),
         }
 
 

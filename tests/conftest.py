@@ -175,3 +175,37 @@ def signalled_run(phase, epoch, signal_number, *args):
         timeout=300,
     )
     return process.returncode, process.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A short fashion_mnist-like run on Debian-free data: 'shapes' saved as an .npz.
+
+    (run directory, (train images, labels), (test images, labels)); one per test module.
+    """
+    folder = tmp_path_factory.mktemp("trained")
+    images, labels = make_shapes(240, seed=4)
+    test_images, test_labels = make_shapes(80, seed=5)
+    np.savez(
+        folder / "shapes.npz",
+        x_train=images,
+        y_train=labels,
+        x_test=test_images,
+        y_test=test_labels,
+    )
+    import keras_deepcluster as kdc
+
+    recipe = kdc.load_recipe("mnist").replace(
+        source="npz",
+        data_dir=str(folder / "shapes.npz"),
+        epochs=2,
+        clusters=4,
+        batch_size=32,
+        min_steps=None,
+    )
+    os.environ["KERAS_DEEPCLUSTER_CACHE"] = str(folder / "caches")
+    try:
+        run = kdc.train(recipe, folder / "run")
+    finally:
+        del os.environ["KERAS_DEEPCLUSTER_CACHE"]
+    return run, (images, labels), (test_images, test_labels)

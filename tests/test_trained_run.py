@@ -10,39 +10,6 @@ from keras_deepcluster import ClusterModel, RunDirectory
 from keras_deepcluster.evaluation import cluster_scores
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A short fashion_mnist-like run on Debian-free data: 'shapes' saved as an .npz."""
-    from conftest import make_shapes
-
-    folder = tmp_path_factory.mktemp("trained")
-    images, labels = make_shapes(240, seed=4)
-    test_images, test_labels = make_shapes(80, seed=5)
-    np.savez(
-        folder / "shapes.npz",
-        x_train=images,
-        y_train=labels,
-        x_test=test_images,
-        y_test=test_labels,
-    )
-    recipe = kdc.load_recipe("mnist").replace(
-        source="npz",
-        data_dir=str(folder / "shapes.npz"),
-        epochs=2,
-        clusters=4,
-        batch_size=32,
-        min_steps=None,
-    )
-    import os
-
-    os.environ["KERAS_DEEPCLUSTER_CACHE"] = str(folder / "caches")
-    try:
-        run = kdc.train(recipe, folder / "run")
-    finally:
-        del os.environ["KERAS_DEEPCLUSTER_CACHE"]
-    return run, (images, labels), (test_images, test_labels)
-
-
 def test_summary_has_the_final_clusterings_scores_on_train_and_test(trained):
     run, (images, labels), (test_images, test_labels) = trained
     final = run.summary["final_clustering"]
