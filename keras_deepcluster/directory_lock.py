@@ -133,6 +133,11 @@ def _try_lock(descriptor: int, folder: str | Path) -> bool:
     return True
 
 
+def is_held(folder: str | Path) -> bool:
+    """Whether this process holds `folder`'s lock."""
+    return Path(folder).resolve() in _held
+
+
 def unlock_folder(folder: str | Path) -> None:
     """Releases `folder`'s lock if this process holds it."""
     descriptor = _held.pop(Path(folder).resolve(), None)

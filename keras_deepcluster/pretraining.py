@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_deepcluster import backbones, check_labels, evaluation, processes
+from keras_deepcluster import backbones, check_labels, directory_lock, evaluation, processes
 from keras_deepcluster.callbacks import (
     RunRecorder,
     StopOnInterrupt,
@@ -295,50 +295,55 @@ def train(
     run = RunDirectory(Path(out).expanduser())
     recipe = _recipe_to_run(recipe, run, resume)
     writer = _writer(run)  # `run` itself, except on processes > 0 of a multi-process job
-    if not resume and writer is run:
-        run.check_writable(overwrite)
-    writer.lock()  # before anything is loaded or written: another process may be in it
-    check_devices(devices, [recipe])
-    if on_note is None and verbose:
-        on_note = print
-    note = on_note or (lambda line: None)
-    cache_progress = (
-        None if on_progress is None else lambda done, total: on_progress("cache", done, total)
-    )
-    data = load_data(recipe, on_progress=cache_progress, on_note=on_note)
-    labelled = "" if data.y_train is not None else ", unlabelled"
-    n = len(data.x_train)
-    note(f"data: {n} training image{'s' if n != 1 else ''} {data.x_train.shape[1:]}{labelled}")
-    check = read_check_labels(recipe, data)
-    if check is not None:
-        note(check.describe())
-    pretraining = Pretraining.build(
-        recipe, data, on_progress=on_progress, devices=devices, check=check
-    )
-    if not resume or writer is not run:
-        writer.create(recipe.to_toml(), overwrite=overwrite or writer is not run)
-        writer.write_json(RunDirectory.DATA, data.origin or {"source": recipe.source})
-    if resume:
-        checkpoint = run.read_checkpoint()
-        note(
-            f"resuming after epoch {checkpoint['epoch']}"
-            if checkpoint
-            else "resuming from the start (no epoch had finished)"
-        )
+    held_before = directory_lock.is_held(writer.path)
     try:
-        pretraining.fit(
-            writer,
-            callbacks=callbacks,
-            resume_from=run if resume and writer is not run else None,
-            verbose=verbose,
+        if not resume and writer is run:
+            run.check_writable(overwrite)
+        writer.lock()  # before anything is loaded or written: another process may be in it
+        check_devices(devices, [recipe])
+        if on_note is None and verbose:
+            on_note = print
+        note = on_note or (lambda line: None)
+        cache_progress = (
+            None if on_progress is None else lambda done, total: on_progress("cache", done, total)
         )
-    finally:
-        if writer is not run:
-            shutil.rmtree(writer.path, ignore_errors=True)
-    if writer is run and processes.process_count() == 1:
-        _score_test_split(run, data, recipe)
-        for line in describe_effect(run.summary) if verbose else ():
-            note(line)
+        data = load_data(recipe, on_progress=cache_progress, on_note=on_note)
+        labelled = "" if data.y_train is not None else ", unlabelled"
+        n = len(data.x_train)
+        note(f"data: {n} training image{'s' if n != 1 else ''} {data.x_train.shape[1:]}{labelled}")
+        check = read_check_labels(recipe, data)
+        if check is not None:
+            note(check.describe())
+        pretraining = Pretraining.build(
+            recipe, data, on_progress=on_progress, devices=devices, check=check
+        )
+        if not resume or writer is not run:
+            writer.create(recipe.to_toml(), overwrite=overwrite or writer is not run)
+            writer.write_json(RunDirectory.DATA, data.origin or {"source": recipe.source})
+        if resume:
+            checkpoint = run.read_checkpoint()
+            note(
+                f"resuming after epoch {checkpoint['epoch']}"
+                if checkpoint
+                else "resuming from the start (no epoch had finished)"
+            )
+        try:
+            pretraining.fit(
+                writer,
+                callbacks=callbacks,
+                resume_from=run if resume and writer is not run else None,
+                verbose=verbose,
+            )
+        finally:
+            if writer is not run:
+                shutil.rmtree(writer.path, ignore_errors=True)
+        if writer is run and processes.process_count() == 1:
+            _score_test_split(run, data, recipe)
+            for line in describe_effect(run.summary) if verbose else ():
+                note(line)
+    finally:  # the lock ends with the call: a notebook's `deepcluster show` may open the run next
+        if not held_before:
+            directory_lock.unlock_folder(writer.path)
     return run
 
 

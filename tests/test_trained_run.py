@@ -106,3 +106,22 @@ def test_open_refuses_what_is_not_a_finished_run(tmp_path):
     run.write_json(RunDirectory.SUMMARY, {})
     with pytest.raises(kdc.run_directory.RunDirectoryError, match="no final clustering"):
         kdc.Run.open(run.path)
+
+
+def test_train_returns_with_the_run_unlocked_for_other_processes(trained):
+    """A notebook's `kdc.train`, then `deepcluster show` in a terminal, on the same run."""
+    import subprocess
+    import sys
+
+    from keras_deepcluster.directory_lock import is_held
+
+    run = trained[0]
+    assert not is_held(run.path)
+    code = (
+        "import sys; from keras_deepcluster.directory_lock import lock_folder; "
+        "lock_folder(sys.argv[1])"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code, str(run.path)], capture_output=True, text=True
+    )
+    assert other.returncode == 0, other.stderr
