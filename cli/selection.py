@@ -13,6 +13,9 @@ from rich.table import Table
 
 from keras_deepcluster.analysis.selection import (
     CRITERIA,
+    LABEL_FREE_CRITERIA,
+    HaltChoice,
+    SeedChoice,
     choose_clusters,
     choose_halt,
     choose_seed,
@@ -37,14 +40,22 @@ from keras_deepcluster_cli.options import (
     user_errors,
 )
 
+# What --labelled 0 says first: docs/results.md, "Choosing k without labels".
+NO_LABELS = (
+    "without labels: k by a label-free score of short trial runs. On Fashion-MNIST and digits "
+    "no label-free score chose k better than chance (docs/results.md); a few labels "
+    "(--labelled 100) choose better, and without any, k a few times the classes you expect."
+)
+
 
 @click.command()
 @click.argument("recipe")
 @click.option(
     "--labelled",
     required=True,
-    type=click.IntRange(min=10),
-    help="How many training images may be used with their labels.",
+    type=click.IntRange(min=0),
+    help="How many training images may be used with their labels (at least 10), or 0: none "
+    "(k by a label-free criterion, the recipe's seed, no halt).",
 )
 @click.option(
     "--seeds",
@@ -71,11 +82,9 @@ from keras_deepcluster_cli.options import (
 )
 @click.option(
     "--criterion",
-    type=click.Choice(list(CRITERIA)),
-    default="probe",
-    show_default=True,
-    help="How the trials' k is chosen: "
-    + "; ".join(f"{name}: {text}" for name, text in CRITERIA.items())
+    type=click.Choice([*CRITERIA, *LABEL_FREE_CRITERIA]),
+    help="How the trials' k is chosen (default: probe; with --labelled 0: generalization): "
+    + "; ".join(f"{name}: {text}" for name, text in {**CRITERIA, **LABEL_FREE_CRITERIA}.items())
     + ".",
 )
 @click.option(
@@ -133,6 +142,20 @@ def select(
       deepcluster select digits --labelled 200 --seeds 0-4 --trial-epochs 3
     """
     base = resolve_recipe(recipe, overrides)
+    if 0 < labelled < 10:
+        raise click.BadParameter(
+            f"{labelled} labelled images are too few to score with; give at least 10, or 0 to "
+            "choose without labels.",
+            param_hint="--labelled",
+        )
+    criteria = CRITERIA if labelled else LABEL_FREE_CRITERIA
+    criterion = criterion or ("probe" if labelled else "generalization")
+    if criterion not in criteria:
+        kind = "with labelled images" if labelled else "with --labelled 0"
+        raise click.BadParameter(
+            f"{criterion} cannot choose k {kind}; use one of {', '.join(criteria)}.",
+            param_hint="--criterion",
+        )
     use_backend(backend)
     candidates_k = clusters or sorted(
         {max(2, base.clusters // 2), base.clusters, 2 * base.clusters}
@@ -151,13 +174,19 @@ def select(
     out = out or Path("runs") / f"select-{base.name}-n{labelled}"
     with user_errors(), interruptible(console, RUN_AGAIN):
         data = load_data(console, base)
-        known = draw_labelled(data, labelled, draw, holdout)
+        known = draw_labelled(data, labelled, draw, holdout) if labelled else None
         pretraining.check_devices(devices, [base])
         out.mkdir(parents=True, exist_ok=True)
         lock_folder(out)  # one selection per folder: a second process is refused
 
-        with console.status("scoring the seeds' random filters on the labelled images"):
-            chosen_seed = choose_seed(base, seed, known)
+        if known is None:
+            console.print(NO_LABELS)
+            chosen_seed = SeedChoice(
+                base.seed, {}, f"seed {base.seed}: the recipe's (no labels to score seeds with)"
+            )
+        else:
+            with console.status("scoring the seeds' random filters on the labelled images"):
+                chosen_seed = choose_seed(base, seed, known)
         # The trials: the chosen seed, a few epochs, no halting of their own.
         trial = base.replace(
             seed=chosen_seed.seed, epochs=trial_epochs, halt_after=None, halt_when_stable=None
@@ -169,11 +198,16 @@ def select(
                 criterion,
                 known,
                 out,
+                data=data,
                 overwrite=overwrite,
                 devices=devices,
                 on_step=status.update,
             )
-        chosen_halt = choose_halt(RunDirectory(out / f"trial-k{chosen_k.clusters}"))
+        chosen_halt = (
+            choose_halt(RunDirectory(out / f"trial-k{chosen_k.clusters}"))
+            if known is not None
+            else HaltChoice(None, "never halt: no labels to find the best epoch with")
+        )
         final = base.replace(
             seed=chosen_seed.seed, clusters=chosen_k.clusters, halt_after=chosen_halt.halt_after
         )
@@ -203,7 +237,7 @@ def select(
             "why": reasons,
         }
         (out / "selection.json").write_text(json.dumps(selection, indent=1, default=str))
-        console.print(_table(chosen_seed.nmi, chosen_k.scores, criterion))
+        console.print(_table(chosen_seed.nmi, chosen_k.scores, criterion, known is not None))
         for line in reasons.values():
             console.print(f"[bold]chosen[/bold] {line}")
         if choose_only:
@@ -239,7 +273,7 @@ def _train_final(console, final, data, out: Path, overwrite, devices, probe: boo
     return run
 
 
-def _table(seed_scores: dict, trials: dict, criterion: str) -> Table:
+def _table(seed_scores: dict, trials: dict, criterion: str, labelled: bool) -> Table:
     """Every candidate's score; the trials' chosen criterion in bold."""
     table = Table(title="candidates")
     for column in ("candidate", "score", "on"):
@@ -253,6 +287,6 @@ def _table(seed_scores: dict, trials: dict, criterion: str) -> Table:
                 f"[bold]{name} {value:.4f}[/bold]" if name == criterion else f"{name} {value:.4f}"
                 for name, value in scores.items()
             ),
-            "trial, with the labelled images",
+            "trial, with the labelled images" if labelled else "trial, without labels",
         )
     return table

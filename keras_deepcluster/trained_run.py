@@ -239,20 +239,24 @@ class Run:
         format = deployment.check_target(path, format)  # before the model is built
         return deployment.export_model(self.to_model(image_shape, dtype), path, format)
 
-    def label_free_scores(self, seed: int = 0, sample: int | None = RUN_SAMPLE) -> dict[str, float]:
+    def label_free_scores(
+        self, images: np.ndarray | None = None, seed: int = 0, sample: int | None = RUN_SAMPLE
+    ) -> dict[str, float]:
         """The label-free scores of the final clustering on the training images.
 
         `evaluation.choose_k.label_free_k_scores` of the images' features
         (``layer="output"``) in the clustering's space, with their nearest centroids.
 
         Args:
+            images: The images to score it on (default: the run's training images,
+                `data`).
             seed: Seed of the image sample and of the scores.
-            sample: At most this many training images, a seeded sample; None: all.
+            sample: At most this many images, a seeded sample; None: all.
 
         Raises:
             ValueError: the run's k is above half the scored images.
         """
-        images = self.data().x_train
+        images = self.data().x_train if images is None else images
         check_candidates([self.num_clusters], min(len(images), sample or len(images)))
         if sample is not None and len(images) > sample:
             rows = np.sort(np.random.default_rng(seed).choice(len(images), sample, replace=False))

@@ -417,9 +417,40 @@ def test_select_chooses_and_trains(tmp_path, monkeypatch):
 
 
 @pytest.mark.backend_independent
+def test_select_without_labels_chooses_k_by_a_label_free_score(tmp_path):
+    out = tmp_path / "select"
+    args = ["--labelled", "0", "-k", "3,5", "--trial-epochs", "2", "--epochs", "2", *DIGITS]
+    result = invoke("select", "digits", *args, "--choose-only", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "no label-free score chose k better than chance" in " ".join(result.output.split())
+    selection = json.loads((out / "selection.json").read_text())
+    chosen, recipe = selection["chosen"], load_recipe("digits")
+    assert selection["labelled"] == 0 and selection["criterion"] == "generalization"
+    assert chosen["seed"] == recipe.seed and chosen["halt_after"] is None
+    # The trials trained without labels, and their scores are Run.label_free_scores'.
+    scores = {}
+    for k in (3, 5):
+        trial = RunDirectory(out / f"trial-k{k}")
+        assert "nmi_labels" not in trial.history[-1]
+        images = kdc.data.load("digits").x_train[:150]
+        scores[k] = kdc.Run.open(trial.path).label_free_scores(images, seed=recipe.seed)
+    trials = {int(k): t for k, t in selection["trials"].items()}
+    assert trials.keys() == scores.keys()
+    for k in scores:
+        assert trials[k] == pytest.approx(scores[k])
+    assert chosen["clusters"] == max(scores, key=lambda k: scores[k]["generalization"])
+
+
+@pytest.mark.backend_independent
 def test_select_bad_input(tmp_path):
     result = invoke("select", "digits", "--labelled", "5", "--out", tmp_path / "s")
-    assert result.exit_code == 2 and "--labelled" in result.output
+    assert result.exit_code == 2 and "give at least 10, or 0" in result.output
+    result = invoke("select", "digits", "--labelled", "0", "--criterion", "probe")
+    assert result.exit_code == 2 and "use one of silhouette, generalization" in result.output
+    result = invoke("select", "digits", "--labelled", "50", "--criterion", "silhouette")
+    assert result.exit_code == 2 and "use one of probe, knn" in result.output
+    result = invoke("select", "digits", "--labelled", "0", "-k", "3,100", *DIGITS)
+    assert result.exit_code == 1 and "100" in result.output
     for option, value in (("--criterion", "svm"), ("--draw", "-1")):
         result = invoke(
             "select", "digits", "--labelled", "50", option, value, "--out", tmp_path / "s"

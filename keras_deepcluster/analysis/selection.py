@@ -11,8 +11,13 @@ The Deep Dive paper's proposal (digest §4.8), made concrete:
    pseudo-labels agree best with the labelled images (NMI on them); halt after
    it, or never if the agreement still rose at the trial's last epoch.
 
-Only the labelled images' labels are used for choosing. Keras is imported by
-the steps that build networks, not by importing this module.
+Only the labelled images' labels are used for choosing. Without any
+(``labelled=None`` in `choose_clusters`), the trials are scored by the
+label-free criteria of `evaluation.choose_k` instead, the seed is the
+recipe's and the clustering never halts; on Fashion-MNIST and digits those
+criteria chose k no better than chance (docs/results.md, "Choosing k without
+labels"). Keras is imported by the steps that build networks, not by
+importing this module.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import numpy as np
 
 from keras_deepcluster.analysis.random_filters import random_filter_qualities
 from keras_deepcluster.data.image_data import ImageData
+from keras_deepcluster.evaluation.choose_k import CRITERIA as LABEL_FREE_CRITERIA
+from keras_deepcluster.evaluation.choose_k import RUN_SAMPLE, check_candidates
 from keras_deepcluster.recipe import Recipe
 from keras_deepcluster.run_directory import RunDirectory
 
@@ -37,6 +44,7 @@ CRITERIA = {
 }
 # What each trial run keeps of its scores, so that an interrupted selection resumes.
 TRIAL_SCORES = "scores_labelled.json"
+LABEL_FREE_SCORES = "scores_label_free.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,9 +171,10 @@ def choose_clusters(
     trial: Recipe,
     candidates: Sequence[int],
     criterion: str,
-    labelled: LabelledImages,
+    labelled: LabelledImages | None,
     out: Path,
     *,
+    data: ImageData | None = None,
     overwrite: bool = False,
     devices: int = 1,
     on_step: Callable[[str], None] | None = None,
@@ -173,25 +182,40 @@ def choose_clusters(
     """Step 2: k, by `criterion`, from a short run of `trial` per candidate k.
 
     The trials see only the labelled images' labels and are scored with them
-    by every criterion of `CRITERIA` (`trial_scores`). Each is a run directory
+    by every criterion of `CRITERIA` (`trial_scores`); without labelled images
+    they train on `data` unlabelled and are scored by every criterion of
+    `LABEL_FREE_CRITERIA` (`Run.label_free_scores`). Each is a run directory
     ``trial-k<k>`` under `out`, kept with its scores, so an interrupted
     selection resumes.
 
     Args:
         trial: The settings of the trial runs (their k is each candidate's).
         candidates: The candidate k.
-        criterion: The criterion of `CRITERIA` that chooses.
-        labelled: The labelled images (`draw_labelled`).
+        criterion: The criterion that chooses: of `CRITERIA`, or without
+            labelled images of `LABEL_FREE_CRITERIA`.
+        labelled: The labelled images (`draw_labelled`), or None: none.
         out: The folder of the trial runs.
+        data: The training data, for trials without labelled images.
         overwrite: Replace trial runs of other settings in `out`.
         devices: Train data-parallel on this many devices.
         on_step: Called with a line saying what is being done.
 
     Raises:
         RunDirectoryError: `out` holds a trial run of other settings, without `overwrite`.
+        ValueError: a criterion of the other kind, or a k the label-free scores cannot take.
     """
     from keras_deepcluster import pretraining
+    from keras_deepcluster.trained_run import Run
 
+    criteria = CRITERIA if labelled is not None else LABEL_FREE_CRITERIA
+    if criterion not in criteria:
+        kind = "with labelled images" if labelled is not None else "without labelled images"
+        raise ValueError(
+            f"Criterion {criterion!r} cannot choose k {kind}; use one of {', '.join(criteria)}."
+        )
+    if labelled is None:
+        data = dataclasses.replace(data, y_train=None, x_test=None, y_test=None)
+        check_candidates(candidates, min(len(data.x_train), RUN_SAMPLE))
     step = on_step or (lambda line: None)
     scores = {}
     for k in candidates:
@@ -199,15 +223,23 @@ def choose_clusters(
         run = RunDirectory(out / f"trial-k{k}")
         run.check_replaceable(recipe.to_toml(), overwrite)
         step(f"trial run k={k}, {trial.epochs} epochs")
-        pretraining.train_unless_finished(recipe, labelled.data, run, devices=devices)
-        if not (run.path / TRIAL_SCORES).is_file():
-            step(f"scoring trial k={k} with the labelled images")
-            run.write_json(TRIAL_SCORES, trial_scores(run, trial, labelled))
-        scores[k] = run.read_json(TRIAL_SCORES)
-    choices = {name: max(scores, key=lambda k: scores[k][name]) for name in CRITERIA}
+        pretraining.train_unless_finished(
+            recipe, data if labelled is None else labelled.data, run, devices=devices
+        )
+        scores_file = TRIAL_SCORES if labelled is not None else LABEL_FREE_SCORES
+        if not (run.path / scores_file).is_file():
+            if labelled is not None:
+                step(f"scoring trial k={k} with the labelled images")
+                trial_score = trial_scores(run, trial, labelled)
+            else:
+                step(f"scoring trial k={k} without labels")
+                trial_score = Run.open(run.path).label_free_scores(data.x_train, seed=trial.seed)
+            run.write_json(scores_file, trial_score)
+        scores[k] = run.read_json(scores_file)
+    choices = {name: max(scores, key=lambda k: scores[k][name]) for name in criteria}
     best = choices[criterion]
     why = (
-        f"k={best}: {CRITERIA[criterion]} {scores[best][criterion]:.4f} "
+        f"k={best}: {criteria[criterion]} {scores[best][criterion]:.4f} "
         f"after {trial.epochs} trial epochs, best of k in {list(candidates)}"
     )
     return ClustersChoice(best, scores, choices, why)

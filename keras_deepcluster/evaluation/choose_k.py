@@ -35,8 +35,6 @@ from collections.abc import Hashable, Iterable, Mapping
 
 import numpy as np
 
-from keras_deepcluster.evaluation import label_free
-
 # Label-free criteria (higher is better) and what each favours.
 CRITERIA = {
     "silhouette": "mean cosine silhouette of the final clustering; favours few, coarse clusters",
@@ -91,6 +89,8 @@ def label_free_k_scores(
     Raises:
         ValueError: k below 2 or above half the points.
     """
+    from keras_deepcluster.evaluation import label_free  # k-means: Keras; CRITERIA need none
+
     check_candidates([num_clusters], len(points))
     return {
         "silhouette": label_free.silhouette(points, labels, seed),

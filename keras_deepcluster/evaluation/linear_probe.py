@@ -83,7 +83,11 @@ def linear_probe(
         train: ``(images, labels)`` to fit the classifier on.
         test: ``(images, labels)`` to report accuracy on.
         views: Gives the fixed view of the images.
-        epochs, batch_size, learning_rate, momentum, weight_decay: Training.
+        epochs: Training epochs.
+        batch_size: Training batch size.
+        learning_rate: SGD's initial learning rate.
+        momentum: SGD's momentum.
+        weight_decay: L2 penalty on the classifier's weights.
         flip: Random horizontal flips of the training images.
         seed: Seed of the classifier's init and the batch order.
         feature_batch_size: Batch size of the feature extraction.
