@@ -4,7 +4,7 @@ Trains a short run per (set, seed, k) through `kdc.train` (the backend is
 ``KERAS_BACKEND``) and writes one JSON line per run: the final clustering's
 scores against the true labels (``summary.json``), the scores a user with 100
 labelled images could compute, and every label-free score of
-`keras_deepcluster.evaluation.choose_k`. ``--table`` then chooses k per (set,
+`keras_deepcluster.analysis.choose_k`. ``--table`` then chooses k per (set,
 seed) by each criterion and prints its regret: the best NMI over the k
 candidates minus the NMI of the chosen k (0 for choosing by NMI on all labels),
 beside a random choice (the mean regret over the candidates).
@@ -43,6 +43,7 @@ def run_one(name: str, seed: int, k: int, epochs: int) -> dict:
     import keras
 
     import keras_deepcluster as kdc
+    from keras_deepcluster.analysis.choose_k import label_free_run_scores
 
     recipe_name, overrides, _ = SETS[name]
     recipe = kdc.load_recipe(recipe_name).replace(**overrides, clusters=k, epochs=epochs, seed=seed)
@@ -70,7 +71,7 @@ def run_one(name: str, seed: int, k: int, epochs: int) -> dict:
             "epochs": epochs,
             "final": run.directory.read_json("summary.json")["final_clustering"]["train"],
             "few_labels": few_labels,
-            "label_free": run.label_free_scores(seed=seed),
+            "label_free": label_free_run_scores(run, seed=seed),
         }
 
 
@@ -91,7 +92,7 @@ def read_rows(paths: list[str]) -> list[dict]:
 def regrets(runs: dict) -> dict[str, tuple[float, object]]:
     """Each criterion's regret and choice among `runs` ({candidate: row}), and the expected
     regret of a random candidate and of one of those with the largest k."""
-    from keras_deepcluster.evaluation.choose_k import CRITERIA, choose
+    from keras_deepcluster.analysis.choose_k import CRITERIA, choose
 
     nmi = {candidate: row["final"]["nmi"] for candidate, row in runs.items()}
     best = max(nmi.values())
@@ -163,7 +164,7 @@ def seed_table(paths: list[str]) -> str:
 
 def score_table(paths: list[str]) -> str:
     """Markdown: per set and k, the mean over seeds of NMI and of each label-free score."""
-    from keras_deepcluster.evaluation.choose_k import CRITERIA
+    from keras_deepcluster.analysis.choose_k import CRITERIA
 
     rows = read_rows(paths)
     groups: dict[tuple, list[dict]] = {}

@@ -18,7 +18,6 @@ import tomllib
 from keras_deepcluster import data as data_sources
 from keras_deepcluster import deployment
 from keras_deepcluster.cluster_model import ClusterModel
-from keras_deepcluster.evaluation.choose_k import RUN_SAMPLE, check_candidates, label_free_k_scores
 from keras_deepcluster.features import FeatureExtractor, layer_model
 from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
 from keras_deepcluster.recipe_data import recorded_data
@@ -238,33 +237,6 @@ class Run:
             )
         format = deployment.check_target(path, format)  # before the model is built
         return deployment.export_model(self.to_model(image_shape, dtype), path, format)
-
-    def label_free_scores(
-        self, images: np.ndarray | None = None, seed: int = 0, sample: int | None = RUN_SAMPLE
-    ) -> dict[str, float]:
-        """The label-free scores of the final clustering on the training images.
-
-        `evaluation.choose_k.label_free_k_scores` of the images' features
-        (``layer="output"``) in the clustering's space, with their nearest centroids.
-
-        Args:
-            images: The images to score it on (default: the run's training images,
-                `data`).
-            seed: Seed of the image sample and of the scores.
-            sample: At most this many images, a seeded sample; None: all.
-
-        Raises:
-            ValueError: the run's k is above half the scored images.
-        """
-        images = self.data().x_train if images is None else images
-        check_candidates([self.num_clusters], min(len(images), sample or len(images)))
-        if sample is not None and len(images) > sample:
-            rows = np.sort(np.random.default_rng(seed).choice(len(images), sample, replace=False))
-            images = images[rows]
-        features = self.embed(images, layer=OUTPUT)
-        labels, _ = self.cluster_model.assign(features)
-        points = self.cluster_model.transform(features)
-        return label_free_k_scores(points, labels, self.num_clusters, seed)
 
     def data(self, data_dir: str | Path | None = None) -> data_sources.ImageData:
         """The images the run trained on (and its test split, if any).

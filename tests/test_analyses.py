@@ -427,13 +427,15 @@ def test_select_without_labels_chooses_k_by_a_label_free_score(tmp_path):
     chosen, recipe = selection["chosen"], load_recipe("digits")
     assert selection["labelled"] == 0 and selection["criterion"] == "generalization"
     assert chosen["seed"] == recipe.seed and chosen["halt_after"] is None
-    # The trials trained without labels, and their scores are Run.label_free_scores'.
+    # The trials trained without labels, and their scores are label_free_run_scores'.
     scores = {}
     for k in (3, 5):
         trial = RunDirectory(out / f"trial-k{k}")
         assert "nmi_labels" not in trial.history[-1]
         images = kdc.data.load("digits").x_train[:150]
-        scores[k] = kdc.Run.open(trial.path).label_free_scores(images, seed=recipe.seed)
+        scores[k] = kdc.analysis.label_free_run_scores(
+            kdc.Run.open(trial.path), images, seed=recipe.seed
+        )
     trials = {int(k): t for k, t in selection["trials"].items()}
     assert trials.keys() == scores.keys()
     for k in scores:

@@ -7,11 +7,12 @@ import pytest
 
 import keras_deepcluster as kdc
 from keras_deepcluster import clustering
-from keras_deepcluster.evaluation.choose_k import (
+from keras_deepcluster.analysis.choose_k import (
     CRITERIA,
     check_candidates,
     choose,
     label_free_k_scores,
+    label_free_run_scores,
 )
 from keras_deepcluster.evaluation.label_free import seed_agreement
 
@@ -86,12 +87,12 @@ def test_k_larger_than_the_data_is_refused_with_the_candidates_named():
         seed_agreement(points, 4, metric="ami")
 
 
-def test_label_free_scores_of_a_tiny_run_are_finite_and_in_range(trained):
+def test_label_free_run_scores_of_a_tiny_run_are_finite_and_in_range(trained):
     run = kdc.Run.open(trained[0].path)
-    scores = run.label_free_scores(seed=0)
+    scores = label_free_run_scores(run, seed=0)
     assert set(scores) == set(CRITERIA)
     for criterion, (low, high) in RANGES.items():
         assert math.isfinite(scores[criterion]) and low <= scores[criterion] <= high, criterion
     # A sample smaller than twice the run's k cannot score it.
     with pytest.raises(ValueError, match="k = 4 cannot be scored on 6 images"):
-        run.label_free_scores(sample=6)
+        label_free_run_scores(run, sample=6)

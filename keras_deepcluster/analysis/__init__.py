@@ -5,6 +5,12 @@ statistics and comparisons over seeds that `deepcluster report` prints.
 Importing it does not import Keras; the functions that build networks import it.
 """
 
+from keras_deepcluster.analysis.choose_k import (
+    check_candidates,
+    choose,
+    label_free_k_scores,
+    label_free_run_scores,
+)
 from keras_deepcluster.analysis.comparisons import (
     filter_quality_correlation,
     group_summary,
@@ -42,6 +48,10 @@ from keras_deepcluster.analysis.statistics import (
 from keras_deepcluster.analysis.sweep import grid_recipes, run_name
 
 __all__ = [
+    "check_candidates",
+    "choose",
+    "label_free_k_scores",
+    "label_free_run_scores",
     "ClustersChoice",
     "Equivalence",
     "HaltChoice",

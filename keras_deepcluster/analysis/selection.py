@@ -13,7 +13,7 @@ The Deep Dive paper's proposal (digest §4.8), made concrete:
 
 Only the labelled images' labels are used for choosing. Without any
 (``labelled=None`` in `choose_clusters`), the trials are scored by the
-label-free criteria of `evaluation.choose_k` instead, the seed is the
+label-free criteria of `analysis.choose_k` instead, the seed is the
 recipe's and the clustering never halts; on Fashion-MNIST and digits those
 criteria chose k no better than chance (docs/results.md, "Choosing k without
 labels"). Keras is imported by the steps that build networks, not by
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_deepcluster.analysis.choose_k import CRITERIA as LABEL_FREE_CRITERIA
+from keras_deepcluster.analysis.choose_k import RUN_SAMPLE, check_candidates, label_free_run_scores
 from keras_deepcluster.analysis.random_filters import random_filter_qualities
 from keras_deepcluster.data.image_data import ImageData
-from keras_deepcluster.evaluation.choose_k import CRITERIA as LABEL_FREE_CRITERIA
-from keras_deepcluster.evaluation.choose_k import RUN_SAMPLE, check_candidates
 from keras_deepcluster.recipe import Recipe
 from keras_deepcluster.run_directory import RunDirectory
 
@@ -184,7 +184,7 @@ def choose_clusters(
     The trials see only the labelled images' labels and are scored with them
     by every criterion of `CRITERIA` (`trial_scores`); without labelled images
     they train on `data` unlabelled and are scored by every criterion of
-    `LABEL_FREE_CRITERIA` (`Run.label_free_scores`). Each is a run directory
+    `LABEL_FREE_CRITERIA` (`label_free_run_scores`). Each is a run directory
     ``trial-k<k>`` under `out`, kept with its scores, so an interrupted
     selection resumes.
 
@@ -233,7 +233,7 @@ def choose_clusters(
                 trial_score = trial_scores(run, trial, labelled)
             else:
                 step(f"scoring trial k={k} without labels")
-                trial_score = Run.open(run.path).label_free_scores(data.x_train, seed=trial.seed)
+                trial_score = label_free_run_scores(Run.open(run.path), data.x_train, trial.seed)
             run.write_json(scores_file, trial_score)
         scores[k] = run.read_json(scores_file)
     choices = {name: max(scores, key=lambda k: scores[k][name]) for name in criteria}

@@ -1,41 +1,36 @@
-"""Evaluation: cluster agreement metrics, the linear probe and the weighted kNN classifier.
+"""Evaluation: cluster agreement metrics, the linear probe and the weighted kNN classifier."""
 
-Each name is imported on first use (PEP 562), as the package's face does: the metrics need
-scikit-learn and the probes Keras, and `deepcluster --help` needs neither.
-"""
+from keras_deepcluster.evaluation.cluster_metrics import (
+    ami,
+    ari,
+    cluster_scores,
+    hungarian_accuracy,
+    label_entropy,
+    label_noise,
+    many_to_one_accuracy,
+    matched_confusion,
+    nmi,
+)
+from keras_deepcluster.evaluation.few_labels import cross_validated_accuracy
+from keras_deepcluster.evaluation.filter_quality import FilterQuality, filter_quality
+from keras_deepcluster.evaluation.knn import weighted_knn
+from keras_deepcluster.evaluation.linear_probe import InverseSqrtDecay, ProbeResult, linear_probe
 
-import importlib
-
-# Public name -> the module (relative to this package) that defines it.
-_NAMES = {
-    "FilterQuality": "filter_quality",
-    "InverseSqrtDecay": "linear_probe",
-    "ProbeResult": "linear_probe",
-    "ami": "cluster_metrics",
-    "ari": "cluster_metrics",
-    "cluster_scores": "cluster_metrics",
-    "cross_validated_accuracy": "few_labels",
-    "filter_quality": "filter_quality",
-    "hungarian_accuracy": "cluster_metrics",
-    "label_entropy": "cluster_metrics",
-    "label_noise": "cluster_metrics",
-    "linear_probe": "linear_probe",
-    "many_to_one_accuracy": "cluster_metrics",
-    "matched_confusion": "cluster_metrics",
-    "nmi": "cluster_metrics",
-    "weighted_knn": "knn",
-}
-
-__all__ = sorted(_NAMES)
-
-
-def __getattr__(name: str):
-    if name not in _NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__all__ = [
+    "FilterQuality",
+    "InverseSqrtDecay",
+    "ProbeResult",
+    "ami",
+    "ari",
+    "cluster_scores",
+    "cross_validated_accuracy",
+    "filter_quality",
+    "hungarian_accuracy",
+    "label_entropy",
+    "label_noise",
+    "linear_probe",
+    "many_to_one_accuracy",
+    "matched_confusion",
+    "nmi",
+    "weighted_knn",
+]

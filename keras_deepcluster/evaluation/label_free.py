@@ -15,7 +15,7 @@ a signal that tracks it is shown to users (docs/results.md, "Label-free").
   "generalization" criterion: clusters a simple classifier can learn from half
   the points and predict on the other half are structure, not noise).
 
-`choose_k` compares these across numbers of clusters, where the chance-corrected
+`analysis.choose_k` compares these across numbers of clusters, where the chance-corrected
 variants (ARI, kappa) matter.
 """
 

@@ -1,7 +1,7 @@
 """Choosing k (and seed) without labels: label-free scores of finished runs, and the choice.
 
 Each candidate (a number of clusters, a seed, or both) is a finished run;
-`kdc.Run.label_free_scores` scores its final clustering on its training images
+`label_free_run_scores` scores its final clustering on its training images
 with the signals of `label_free`, and `choose` takes the candidate with the
 highest score of one criterion of `CRITERIA`.
 
@@ -103,12 +103,41 @@ def label_free_k_scores(
     }
 
 
+def label_free_run_scores(
+    run, images: np.ndarray | None = None, seed: int = 0, sample: int | None = RUN_SAMPLE
+) -> dict[str, float]:
+    """The label-free scores of a finished run's final clustering (`label_free_k_scores`).
+
+    `evaluation.choose_k.label_free_k_scores` of the images' features
+    (``layer="output"``) in the clustering's space, with their nearest centroids.
+
+    Args:
+        run: The finished run (`kdc.Run`).
+        images: The images to score it on (default: the run's training images,
+            `data`).
+        seed: Seed of the image sample and of the scores.
+        sample: At most this many images, a seeded sample; None: all.
+
+    Raises:
+        ValueError: the run's k is above half the scored images.
+    """
+    images = run.data().x_train if images is None else images
+    check_candidates([run.num_clusters], min(len(images), sample or len(images)))
+    if sample is not None and len(images) > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(len(images), sample, replace=False))
+        images = images[rows]
+    features = run.embed(images, layer="output")  # what the run clustered
+    labels, _ = run.cluster_model.assign(features)
+    points = run.cluster_model.transform(features)
+    return label_free_k_scores(points, labels, run.num_clusters, seed)
+
+
 def choose(scores_by_candidate: Mapping[Hashable, Mapping[str, float]], criterion: str) -> Hashable:
     """The candidate whose `criterion` score is highest (the first of equals).
 
     Args:
         scores_by_candidate: ``{candidate: {criterion: score}}``, e.g. k or
-            ``(k, seed)`` to the scores `kdc.Run.label_free_scores` gives.
+            ``(k, seed)`` to the scores `label_free_run_scores` gives.
         criterion: One of `CRITERIA`.
 
     Raises:
