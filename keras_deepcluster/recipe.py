@@ -205,7 +205,7 @@ class Recipe:
         changed = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
         overrides.setdefault("origin", f"{self.origin} with {changed}")
         differ = {
-            _toml_key(key): escape(value) if key in _PATHS and value is not None else value
+            _toml_key(key): escape(value) if key in _PATHS and isinstance(value, str) else value
             for key, value in overrides.items()
             if key not in ("name", "origin", "description") and value != getattr(self, key, value)
         }
