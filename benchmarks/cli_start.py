@@ -3,7 +3,8 @@ imported Keras or TensorFlow to do so.
 
 Each command runs as a fresh process (the installed `deepcluster` script), once to warm
 the file cache and then `--repeats` times; the median wall time is reported. A second
-run of each, through `python -c`, records which of keras/tensorflow ended up imported.
+run of each, with Python's import-time report (``PYTHONPROFILEIMPORTTIME``), records which of
+keras/tensorflow ended up imported.
 
     python benchmarks/cli_start.py --out docs/benchmarks/cli_start.json
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -30,14 +32,6 @@ COMMANDS = (
     "train digits --clusters 0",
     "train digits --no-such-option",
 )
-IMPORTED = """
-import atexit, sys
-atexit.register(lambda: print(sorted(m for m in ("keras", "tensorflow") if m in sys.modules),
-                              file=sys.stderr))
-from keras_deepcluster_cli.main import main
-sys.argv = ["deepcluster", *sys.argv[1:]]
-main()
-"""
 
 
 def seconds(command: list[str], repeats: int) -> float:
@@ -50,11 +44,12 @@ def seconds(command: list[str], repeats: int) -> float:
     return statistics.median(times)
 
 
-def imported(arguments: list[str]) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", IMPORTED, *arguments], capture_output=True, text=True
-    )
-    return json.loads(done.stderr.strip().splitlines()[-1].replace("'", '"'))
+def imported(command: list[str]) -> list[str]:
+    """Which of keras and tensorflow `command` imported (from Python's import-time report)."""
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    report = subprocess.run(command, capture_output=True, text=True, env=env).stderr
+    modules = {line.rsplit("|", 1)[-1].strip() for line in report.splitlines() if "|" in line}
+    return [name for name in ("keras", "tensorflow") if name in modules]
 
 
 def cpu_name() -> str:
@@ -76,7 +71,7 @@ def main() -> None:
         row = {
             "command": f"deepcluster {command}",
             "seconds": round(seconds([script, *arguments], args.repeats), 3),
-            "imported": imported(arguments),
+            "imported": imported([script, *arguments]),
         }
         rows.append(row)
         print(f"{row['command']:<40} {row['seconds']:6.2f} s  imported: {row['imported']}")
