@@ -22,9 +22,9 @@ from pathlib import Path
 import keras
 
 import keras_deepcluster as kdc
-from keras_deepcluster.export import export_assignments
-from keras_deepcluster.features import layer_model
-from keras_deepcluster.visualize import write_report
+from keras_deepcluster.method.features import layer_model
+from keras_deepcluster.runs.export import export_assignments
+from keras_deepcluster.runs.visualize import write_report
 
 
 def timed(function):

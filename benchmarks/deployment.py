@@ -1,6 +1,6 @@
 """Size and latency of a run exported as one model (`Run.export_model`), per format.
 
-For every format the current backend writes (`keras_deepcluster.deployment.PRODUCERS`),
+For every format the current backend writes (`keras_deepcluster.runs.deployment.PRODUCERS`),
 exports the run, then runs the file in its own runtime, as a deployment would: the `.keras`
 file through `keras.saving.load_model` and `predict_on_batch`, ONNX in onnxruntime, LiteRT
 in the LiteRT interpreter, the SavedModel through `tf.saved_model.load`. Measures the file's
@@ -28,8 +28,8 @@ import keras
 import numpy as np
 
 import keras_deepcluster as kdc
-from keras_deepcluster import deployment
 from keras_deepcluster.data.synthetic import write_image_folder
+from keras_deepcluster.runs import deployment
 
 BATCHES = (1, 256)
 # Timed calls per batch size (after 3 warm-up calls): the median is reported.

@@ -33,7 +33,7 @@ def features(n: int) -> np.ndarray:
 
 def sklearn_tsne(points: np.ndarray) -> np.ndarray:
     """What `show` runs (`visualize.two_dimensional_map`)."""
-    from keras_deepcluster.visualize import two_dimensional_map
+    from keras_deepcluster.runs.visualize import two_dimensional_map
 
     return two_dimensional_map(points, seed=0)
 

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 import keras_deepcluster as kdc
-from keras_deepcluster import clustering
+from keras_deepcluster.method import clustering
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 

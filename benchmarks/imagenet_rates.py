@@ -51,7 +51,7 @@ def main() -> None:
     )
     result = {
         "backend": keras.backend.backend(),
-        "accelerator": kdc.devices.accelerator_available(),
+        "accelerator": kdc.platform.devices.accelerator_available(),
         "images": args.images,
         "batch_size": args.batch_size,
         "keras": keras.__version__,

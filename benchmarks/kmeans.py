@@ -31,7 +31,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_deepcluster import accelerated_kmeans, clustering, determinism, devices
+from keras_deepcluster.method import clustering
+from keras_deepcluster.platform import accelerated_kmeans, determinism, devices
 
 
 def features(n: int, d: int = 256, centres: int = 1000, seed: int = 0) -> np.ndarray:

@@ -27,15 +27,16 @@ def one_process(args) -> None:
 
     import keras_deepcluster as kdc
 
-    kdc.processes.initialize(args.coordinator, args.processes, args.process_id)
+    kdc.platform.processes.initialize(args.coordinator, args.processes, args.process_id)
     rng = np.random.default_rng(args.process_id)
+    all_sum = kdc.platform.processes.all_sum
     cases = {
-        "kmeans_sums_k10000_d256": lambda: kdc.processes.all_sum(rng.random((10_000, 256))),
-        "kmeans_sums_k1000_d256": lambda: kdc.processes.all_sum(rng.random((1_000, 256))),
-        "labels_n1281167": lambda: kdc.processes.gather_shards(
+        "kmeans_sums_k10000_d256": lambda: all_sum(rng.random((10_000, 256))),
+        "kmeans_sums_k1000_d256": lambda: all_sum(rng.random((1_000, 256))),
+        "labels_n1281167": lambda: kdc.platform.processes.gather_shards(
             np.zeros(1_281_167 // args.processes, np.int64)
         ),
-        "pca_scatter_d4096": lambda: kdc.processes.all_sum(rng.random((4096, 4096))),
+        "pca_scatter_d4096": lambda: all_sum(rng.random((4096, 4096))),
     }
     seconds = {}
     for name, collective in cases.items():

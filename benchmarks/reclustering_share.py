@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 
 import keras_deepcluster as kdc
-from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
+from keras_deepcluster.method.pseudo_label_dataset import PseudoLabelDataset
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 

@@ -20,8 +20,8 @@ import keras
 import numpy as np
 
 import keras_deepcluster as kdc
-from keras_deepcluster import pretraining, recipe_data
-from keras_deepcluster.clustering import kmeans_seed
+from keras_deepcluster.method.clustering import kmeans_seed
+from keras_deepcluster.runs import pretraining, recipe_data
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 METRICS = ("acc", "acc_many_to_one", "ari", "ami", "nmi", "knn_20", "knn_200", "linear")

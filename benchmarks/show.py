@@ -44,7 +44,7 @@ def command_seconds(run: Path) -> float:
 def figure_seconds(run: Path) -> dict[str, float]:
     """Seconds from one `on_figure` step to the next (the last: to the page written)."""
     import keras_deepcluster as kdc
-    from keras_deepcluster.visualize import write_report
+    from keras_deepcluster.runs.visualize import write_report
 
     opened = kdc.Run.open(run)
     data = opened.data()

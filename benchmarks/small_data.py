@@ -76,10 +76,11 @@ def run_one(
         summary, history = run.summary, run.history
         result = {}
         if probes:
-            data = kdc.pretraining.load_data(recipe)
+            pretraining = kdc.runs.pretraining
+            data = pretraining.load_data(recipe)
             result["label_free"] = label_free_signals(recipe, run, data)
             result["knn20"] = {
-                stage: kdc.pretraining.knn_probe(recipe, data, run, random=stage == "untrained")[
+                stage: pretraining.knn_probe(recipe, data, run, random=stage == "untrained")[
                     "accuracy"
                 ]["20"]
                 for stage in ("untrained", "final")
@@ -115,9 +116,9 @@ def label_free_signals(recipe, run, data) -> dict:
     from keras_deepcluster.evaluation.label_free import label_free_scores
 
     trained = kdc.Run.open(run.path)
-    views = kdc.pretraining.image_views(recipe)
+    views = kdc.runs.pretraining.image_views(recipe)
     shape = (views.size, views.size, data.x_train.shape[-1])
-    untrained = kdc.FeatureExtractor(kdc.pretraining.build_backbone(recipe, shape), views)
+    untrained = kdc.FeatureExtractor(kdc.runs.pretraining.build_backbone(recipe, shape), views)
     first = run.read_pseudo_labels(0)
     features = untrained(data.x_train, 256)
     model = kdc.ClusterModel.from_labels(features, first, recipe.clusters, recipe.pca)
@@ -170,7 +171,7 @@ def table(paths: list[str]) -> str:
 def default_summary(paths: list[str]) -> str:
     """The runs with their recipe's own schedule: share not worse, mean NMI change and kNN
     gain with 95 % bootstrap intervals (10,000 resamples of the runs, seed 0)."""
-    from keras_deepcluster.recipe import load_recipe
+    from keras_deepcluster.runs.recipe import load_recipe
 
     rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()]
     rows = [row for row in rows if row["min_steps"] == load_recipe(row["recipe"]).min_steps]

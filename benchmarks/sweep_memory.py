@@ -45,9 +45,9 @@ def main() -> None:
     import keras
 
     import keras_deepcluster
-    from keras_deepcluster import pretraining
-    from keras_deepcluster.recipe import load_recipe
-    from keras_deepcluster.run_directory import RunDirectory
+    from keras_deepcluster.runs import pretraining
+    from keras_deepcluster.runs.recipe import load_recipe
+    from keras_deepcluster.runs.run_directory import RunDirectory
 
     data_settings = {"source": args.source, "data_dir": args.data_dir}
     base = load_recipe(args.recipe).replace(

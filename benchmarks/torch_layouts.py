@@ -23,7 +23,7 @@ import numpy as np
 from step_overhead import machine
 
 from keras_deepcluster import backbones
-from keras_deepcluster.torch_network import LAYOUTS, TorchNetwork
+from keras_deepcluster.platform.torch_network import LAYOUTS, TorchNetwork
 
 NETWORKS = {"lenet": (32, 32, 1), "alexnet_micro": (32, 32, 3)}
 

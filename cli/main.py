@@ -14,11 +14,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from keras_deepcluster import directory_lock
 from keras_deepcluster.data.file_names import print_escaped
-from keras_deepcluster.recipe import CHOICES, Recipe, load_recipe, recipe_names
-from keras_deepcluster.resume import recipe_to_resume
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.platform import directory_lock
+from keras_deepcluster.runs.recipe import CHOICES, Recipe, load_recipe, recipe_names
+from keras_deepcluster.runs.resume import recipe_to_resume
+from keras_deepcluster.runs.run_directory import RunDirectory
 from keras_deepcluster_cli import multi_process, random_filters, report, results, selection, sweep
 from keras_deepcluster_cli.options import (
     LABELS,
@@ -176,7 +176,8 @@ def _train(recipe, devices, out, overwrite, resume, overrides):
         out = resume
     import keras
 
-    from keras_deepcluster import pretraining, processes  # import keras, after the backend is set
+    from keras_deepcluster.platform import processes  # import keras, after the backend is set
+    from keras_deepcluster.runs import pretraining
     from keras_deepcluster_cli.progress import (
         TrainingProgress,
         cache_progress,
@@ -262,7 +263,7 @@ def probe(run_dir, layer, epochs, random, knn, data_dir):
         run.lock()
         recipe = load_recipe(run_dir / RunDirectory.CONFIG)
         use_backend(None)
-        from keras_deepcluster import pretraining
+        from keras_deepcluster.runs import pretraining
         from keras_deepcluster_cli.progress import load_data
 
         data = load_data(console, recipe, run, data_dir)

@@ -1,7 +1,7 @@
 """One `deepcluster train` job over several processes (hosts or GPUs), on JAX.
 
 Every process runs the same command with its own ``--process-id``; process 0
-writes the run directory (`keras_deepcluster.pretraining.train`).
+writes the run directory (`keras_deepcluster.runs.pretraining.train`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from keras_deepcluster.recipe import Recipe
+from keras_deepcluster.runs.recipe import Recipe
 
 
 def join(coordinator, num_processes, process_id, devices: int, recipe: Recipe, resume) -> int:
@@ -30,9 +30,10 @@ def join(coordinator, num_processes, process_id, devices: int, recipe: Recipe, r
         )
     import keras_deepcluster as kdc
 
-    kdc.processes.initialize(coordinator, num_processes, process_id)
-    kdc.processes.check_same("the recipe and options", f"{recipe.to_toml()}{resume is not None}")
-    return kdc.devices.device_count()
+    processes = kdc.platform.processes
+    processes.initialize(coordinator, num_processes, process_id)
+    processes.check_same("the recipe and options", f"{recipe.to_toml()}{resume is not None}")
+    return kdc.platform.devices.device_count()
 
 
 @contextlib.contextmanager
@@ -48,7 +49,7 @@ def failing_fast(several: bool, resume_hint: str):
     except BaseException as error:
         if not several or isinstance(error, SystemExit) and not error.code:
             raise
-        from keras_deepcluster import processes
+        from keras_deepcluster.platform import processes
 
         code = getattr(error, "exit_code", 1)
         if isinstance(error, click.ClickException):

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from keras_deepcluster.recipe import CHOICES, Recipe, RecipeError, check_value, load_recipe
+from keras_deepcluster.runs.recipe import CHOICES, Recipe, RecipeError, check_value, load_recipe
 from keras_deepcluster_cli import BACKENDS
 
 # keras_deepcluster.data.image_cache.CACHE_ENV, named here without importing keras.
@@ -302,7 +302,7 @@ def quiet_tensorflow() -> None:
         except (OSError, ValueError, AttributeError):
             backend = None
     if (backend or "tensorflow") == "tensorflow" and "keras" not in sys.modules:
-        from keras_deepcluster.tensorflow_import import import_tensorflow_quietly
+        from keras_deepcluster.platform.tensorflow_import import import_tensorflow_quietly
 
         import_tensorflow_quietly()
 
@@ -333,9 +333,9 @@ def interruptible(console: Console, how_to_continue: str):
 
     Whatever finished is on disk already (atomic writes); `how_to_continue`
     tells the user how to go on. Training stops at the next batch or epoch
-    boundary (`keras_deepcluster.interrupts`).
+    boundary (`keras_deepcluster.platform.interrupts`).
     """
-    from keras_deepcluster.interrupts import catch_interrupts
+    from keras_deepcluster.platform.interrupts import catch_interrupts
 
     try:
         with catch_interrupts():
@@ -399,7 +399,7 @@ def print_library_warnings() -> None:
 
     def show(message, category, filename, lineno, file=None, line=None):
         # Looked up when a warning comes: commands that never train never import the library.
-        reclustering = sys.modules.get("keras_deepcluster.reclustering")
+        reclustering = sys.modules.get("keras_deepcluster.method.reclustering")
         if reclustering is not None and issubclass(category, reclustering.ClusteringWarning):
             click.echo(f"Warning: {as_options(str(message))}", err=True)
         else:

@@ -178,11 +178,11 @@ def cache_progress(console: Console | None):
 
 
 def load_data(console: Console, recipe, run=None, data_dir=None):
-    """The recipe's images (`keras_deepcluster.recipe_data.load_data`), with a cache bar.
+    """The recipe's images (`keras_deepcluster.runs.recipe_data.load_data`), with a cache bar.
 
     With `run`, the images that run trained on (`recipe_data.recorded_data`).
     """
-    from keras_deepcluster import recipe_data
+    from keras_deepcluster.runs import recipe_data
 
     with cache_progress(console) as on_progress:
         if run is None:
@@ -201,7 +201,7 @@ def report_cache(console: Console, cache) -> None:
 
 def effect_lines(summary: dict) -> list[str]:
     """What training did to the clustering (`callbacks.describe_effect`), a worse one in red."""
-    from keras_deepcluster.callbacks import describe_effect
+    from keras_deepcluster.runs.callbacks import describe_effect
 
     lines = []
     for line in describe_effect(summary):

@@ -13,7 +13,7 @@ from keras_deepcluster.analysis.random_filters import (
     read_space_results,
     score_random_filters,
 )
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.runs.run_directory import RunDirectory
 from keras_deepcluster_cli.options import (
     RUN_AGAIN,
     IntList,

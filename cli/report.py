@@ -14,8 +14,8 @@ from keras_deepcluster.analysis import comparisons
 from keras_deepcluster.analysis.random_filters import SPACE_RESULTS, read_space_results
 from keras_deepcluster.analysis.runs import NEVER, collect_runs
 from keras_deepcluster.analysis.statistics import finite
-from keras_deepcluster.directory_lock import lock_folder
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.platform.directory_lock import lock_folder
+from keras_deepcluster.runs.run_directory import RunDirectory
 from keras_deepcluster_cli import random_filters
 from keras_deepcluster_cli.options import make_console, user_errors
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.runs.run_directory import RunDirectory
 from keras_deepcluster_cli.options import (
     IntList,
     backend_option,
@@ -18,7 +18,7 @@ from keras_deepcluster_cli.options import (
 )
 
 TABLE_FORMATS = ("parquet", "csv")
-# Those of `keras_deepcluster.deployment.SUFFIXES`, named here: importing it would import keras.
+# Those of `keras_deepcluster.runs.deployment.SUFFIXES`, named here: importing it imports Keras.
 MODEL_FORMATS = ("keras", "onnx", "litert", "saved_model")
 
 
@@ -160,8 +160,8 @@ def export(
                 "--link-clusters needs images from a folder (their files); this data comes from "
                 f"the {(data.origin or {}).get('source', run.recipe.source)!r} source."
             )
-        from keras_deepcluster.export import check_link_folder, export_assignments, read_table
-        from keras_deepcluster.export import link_clusters as make_links
+        from keras_deepcluster.runs.export import check_link_folder, export_assignments, read_table
+        from keras_deepcluster.runs.export import link_clusters as make_links
 
         if link_clusters is not None:
             check_link_folder(link_clusters)  # before any work: a refusal writes nothing
@@ -187,7 +187,7 @@ def _export_model(console, run_dir: Path, path: Path, file_format, input_dtype, 
     use_backend(backend)
     with user_errors():
         import keras_deepcluster as kdc
-        from keras_deepcluster import deployment
+        from keras_deepcluster.runs import deployment
 
         # Refused before the run loads: a bad suffix or path, a format this backend cannot write.
         file_format = deployment.check_target(path, file_format)
@@ -236,7 +236,7 @@ def show(run_dir, data_dir, chosen, map_images):
     with user_errors():
         run, data, files, _ = _open(run_dir, data_dir, console=console)
         directory.lock()
-        from keras_deepcluster.visualize import write_report
+        from keras_deepcluster.runs.visualize import write_report
 
         with console.status("drawing") as status:
             report = write_report(

@@ -21,8 +21,8 @@ from keras_deepcluster.analysis.selection import (
     choose_seed,
     draw_labelled,
 )
-from keras_deepcluster.directory_lock import lock_folder
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.platform.directory_lock import lock_folder
+from keras_deepcluster.runs.run_directory import RunDirectory
 from keras_deepcluster_cli.options import (
     RUN_AGAIN,
     IntList,
@@ -167,7 +167,7 @@ def select(
         )
     import keras
 
-    from keras_deepcluster import pretraining
+    from keras_deepcluster.runs import pretraining
     from keras_deepcluster_cli.progress import load_data
 
     console = make_console()
@@ -253,7 +253,7 @@ def select(
 
 def _train_final(console, final, data, out: Path, overwrite, devices, probe: bool) -> RunDirectory:
     """Step 4: the run of the chosen settings on all the data, probed with --probe."""
-    from keras_deepcluster import pretraining
+    from keras_deepcluster.runs import pretraining
     from keras_deepcluster_cli.progress import TrainingProgress
 
     run = RunDirectory(out)

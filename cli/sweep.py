@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from keras_deepcluster.analysis.sweep import grid_recipes, run_name
-from keras_deepcluster.directory_lock import lock_folder
-from keras_deepcluster.recipe import RecipeError
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.platform.directory_lock import lock_folder
+from keras_deepcluster.runs.recipe import RecipeError
+from keras_deepcluster.runs.run_directory import RunDirectory
 from keras_deepcluster_cli.options import (
     RUN_AGAIN,
     IntList,
@@ -114,7 +114,7 @@ def sweep(
         raise click.UsageError(str(error)) from None
     import keras
 
-    from keras_deepcluster import pretraining
+    from keras_deepcluster.runs import pretraining
     from keras_deepcluster_cli.progress import TrainingProgress, load_data, progress_bars
 
     console = make_console()

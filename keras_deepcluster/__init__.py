@@ -21,58 +21,46 @@ import sys
 # imported after this; an explicit setting is kept.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+from keras_deepcluster import lazy_modules  # noqa: E402
 from keras_deepcluster.version import __version__  # noqa: E402, F401
+
+if not any(isinstance(finder, lazy_modules.MovedModuleFinder) for finder in sys.meta_path):
+    sys.meta_path.append(lazy_modules.MovedModuleFinder())
 
 # Public name -> the module (relative to the package) that defines it.
 _NAMES = {
-    "ClusterModel": "cluster_model",
-    "ClusteringDiagnostics": "diagnostics",
-    "ClusteringWarning": "reclustering",
-    "DamagedFileError": "run_directory",
-    "DeepCluster": "model",
-    "FeatureExtractor": "features",
-    "FixedView": "views",
-    "ImageViews": "views",
-    "PseudoLabelDataset": "pseudo_label_dataset",
-    "RandomView": "views",
-    "Recipe": "recipe",
-    "RecipeError": "recipe",
-    "Reclustering": "reclustering",
-    "ReclusteringSettings": "reclustering",
-    "Run": "trained_run",
-    "RunDirectory": "run_directory",
-    "RunRecorder": "callbacks",
-    "StopOnInterrupt": "callbacks",
-    "StopOnNaN": "callbacks",
-    "catch_interrupts": "interrupts",
-    "cluster_features": "clustering",
-    "data_parallel": "devices",
-    "enable_determinism": "determinism",
-    "epoch_length": "pseudo_label_dataset",
-    "extract_features": "features",
-    "load_recipe": "recipe",
-    "set_random_seed": "determinism",
-    "train": "pretraining",
+    "ClusterModel": "method.cluster_model",
+    "ClusteringDiagnostics": "runs.diagnostics",
+    "ClusteringWarning": "method.reclustering",
+    "DamagedFileError": "runs.run_directory",
+    "DeepCluster": "method.model",
+    "FeatureExtractor": "method.features",
+    "FixedView": "method.views",
+    "ImageViews": "method.views",
+    "PseudoLabelDataset": "method.pseudo_label_dataset",
+    "RandomView": "method.views",
+    "Recipe": "runs.recipe",
+    "RecipeError": "runs.recipe",
+    "Reclustering": "method.reclustering",
+    "ReclusteringSettings": "method.reclustering",
+    "Run": "runs.trained_run",
+    "RunDirectory": "runs.run_directory",
+    "RunRecorder": "runs.callbacks",
+    "StopOnInterrupt": "runs.callbacks",
+    "StopOnNaN": "runs.callbacks",
+    "catch_interrupts": "platform.interrupts",
+    "cluster_features": "method.clustering",
+    "data_parallel": "platform.devices",
+    "enable_determinism": "platform.determinism",
+    "epoch_length": "method.pseudo_label_dataset",
+    "extract_features": "method.features",
+    "load_recipe": "runs.recipe",
+    "set_random_seed": "platform.determinism",
+    "train": "runs.pretraining",
 }
-_SUBMODULES = (
-    "analysis",
-    "backbones",
-    "callbacks",
-    "clustering",
-    "data",
-    "deployment",
-    "determinism",
-    "devices",
-    "diagnostics",
-    "evaluation",
-    "pretraining",
-    "processes",
-    "recipe",
-    "recipe_data",
-    "resume",
-)
+_SUBMODULES = ("analysis", "backbones", "data", "evaluation", "method", "platform", "runs")
 # The modules that register Keras classes (`register_keras_serializable`).
-_KERAS_CLASS_MODULES = ("model", "backbones", "views", "evaluation.linear_probe")
+_KERAS_CLASS_MODULES = ("method.model", "backbones", "method.views", "evaluation.linear_probe")
 
 __all__ = sorted([*_NAMES, *_SUBMODULES])
 
@@ -87,6 +75,8 @@ def __getattr__(name: str):
         if "keras" in sys.modules:  # Keras is imported anyway: let its load_model know ours
             for module in _KERAS_CLASS_MODULES:
                 importlib.import_module(f"{__name__}.{module}")
+    elif name in lazy_modules.MOVED:
+        return lazy_modules.import_moved(name)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_deepcluster import determinism
-from keras_deepcluster.devices import accelerator_available
+from keras_deepcluster.platform import determinism
+from keras_deepcluster.platform.devices import accelerator_available
 
 # float32 matrix products on NVIDIA GPUs run in TF32 under JAX (10-bit
 # mantissa): results that go through one agree to about 1e-3 of their scale
@@ -138,7 +138,8 @@ def copy_of_shared_run(shared_digits_run, tmp_path):
 # Keras hook thread (JAX, PyTorch), at its next Python instruction, as a Ctrl-C would be.
 SIGNAL_ITSELF = """
 import signal, sys
-from keras_deepcluster import callbacks, clustering
+from keras_deepcluster.method import clustering
+from keras_deepcluster.runs import callbacks
 phase, epoch, number, args = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 clusterings, sent = [], []  # one clustering per epoch, at its start
 cluster_features = clustering.cluster_features

@@ -10,11 +10,11 @@ import pytest
 from conftest import invoke
 
 import keras_deepcluster as kdc
-from keras_deepcluster import pretraining
 from keras_deepcluster.evaluation.cluster_metrics import nmi
-from keras_deepcluster.recipe import load_recipe
-from keras_deepcluster.reclustering import stable_since
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.method.reclustering import stable_since
+from keras_deepcluster.runs import pretraining
+from keras_deepcluster.runs.recipe import load_recipe
+from keras_deepcluster.runs.run_directory import RunDirectory
 
 DIGITS = ["--limit", "150"]
 

@@ -13,7 +13,7 @@ import pytest
 from test_directory_lock import holder
 
 from keras_deepcluster import data
-from keras_deepcluster.directory_lock import FolderInUseError
+from keras_deepcluster.platform.directory_lock import FolderInUseError
 
 pytestmark = pytest.mark.backend_independent
 

@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 
-from keras_deepcluster.check_labels import CheckLabels, CheckLabelsError, read_check_labels
+from keras_deepcluster.runs.check_labels import CheckLabels, CheckLabelsError, read_check_labels
 
 # Reading a CSV file: no Keras involved.
 pytestmark = pytest.mark.backend_independent

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import keras_deepcluster as kdc
-from keras_deepcluster import clustering
 from keras_deepcluster.analysis.choose_k import (
     CRITERIA,
     check_candidates,
@@ -15,6 +14,7 @@ from keras_deepcluster.analysis.choose_k import (
     label_free_run_scores,
 )
 from keras_deepcluster.evaluation.label_free import seed_agreement
+from keras_deepcluster.method import clustering
 
 # The documented range of each criterion.
 RANGES = {

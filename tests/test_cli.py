@@ -12,7 +12,7 @@ from conftest import invoke
 
 from keras_deepcluster import data
 from keras_deepcluster.evaluation import label_entropy, nmi
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.runs.run_directory import RunDirectory
 
 # Refused before Keras runs (options, recipes, data sources, listings): on one backend.
 independent = pytest.mark.backend_independent

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from conftest import MATMUL_ATOL
 
-from keras_deepcluster import accelerated_kmeans, clustering
-from keras_deepcluster.devices import accelerator_available
+from keras_deepcluster.method import clustering
+from keras_deepcluster.platform import accelerated_kmeans
+from keras_deepcluster.platform.devices import accelerator_available
 
 
 def blobs(n=300, k=3, d=16, seed=0):
@@ -181,7 +182,7 @@ def test_deterministic_sums_give_the_scatter_add_clustering():
 
 @pytest.mark.backend_independent
 def test_chunk_plan_fits_the_free_memory(monkeypatch):
-    from keras_deepcluster import devices
+    from keras_deepcluster.platform import devices
 
     monkeypatch.setattr(devices, "free_memory_bytes", lambda: None)
     monkeypatch.setattr(devices, "accelerator_available", lambda: False)
@@ -209,7 +210,7 @@ def test_chunk_plan_fits_the_free_memory(monkeypatch):
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="jax.jit compiles per shape")
 def test_kmeans_calls_with_other_free_memory_compile_nothing_new(monkeypatch):
-    from keras_deepcluster import devices
+    from keras_deepcluster.platform import devices
 
     x, _ = blobs(n=3000, k=7)
     step = accelerated_kmeans._lloyd_step("jax", 7, False)

@@ -17,8 +17,8 @@ import pytest
 from conftest import MATMUL_ATOL, invoke, make_shapes
 
 import keras_deepcluster as kdc
-from keras_deepcluster import deployment
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.runs import deployment
+from keras_deepcluster.runs.run_directory import RunDirectory
 
 BACKEND = keras.backend.backend()
 # What the images go through: a network then float32 maths, against `assign`'s float64.

@@ -12,11 +12,11 @@ import pytest
 import tomllib
 
 from keras_deepcluster import recipes as kdc_recipes
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.runs.run_directory import RunDirectory
 
 SWITCHES = """
 import json, os, keras, numpy as np, keras_deepcluster as kdc
-from keras_deepcluster import accelerated_kmeans
+from keras_deepcluster.platform import accelerated_kmeans
 
 # What the k-means step is built from: which sum (`deterministic`) and which ops.
 modes, built = [], {"one_hot": 0, "scatter_update": 0}
@@ -36,7 +36,7 @@ def kmeans():
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(400, 8)) + 10 * np.repeat(np.eye(4, 8), 100, axis=0)).astype("float32")
     before, built_before = len(modes), dict(built)
-    labels = kdc.clustering.kmeans(x, 4, seed=0, backend="keras")[0]
+    labels = kdc.method.clustering.kmeans(x, 4, seed=0, backend="keras")[0]
     used = {name: built[name] - built_before[name] > 0 for name in built}
     return labels.tolist(), modes[before:], used
 
@@ -44,7 +44,7 @@ if keras.backend.backend() == "jax":
     from jax._src import xla_bridge
     jax_started_before = xla_bridge.backends_are_initialized()
 kdc.enable_determinism()
-state = {"enabled": kdc.determinism.enabled(), "xla_flags": os.environ["XLA_FLAGS"],
+state = {"enabled": kdc.platform.determinism.enabled(), "xla_flags": os.environ["XLA_FLAGS"],
          "cublas": os.environ["CUBLAS_WORKSPACE_CONFIG"],
          "tf_deterministic_ops": os.environ["TF_DETERMINISTIC_OPS"]}
 if keras.backend.backend() == "tensorflow":
@@ -60,7 +60,7 @@ else:  # JAX's switch is the XLA flag, which XLA reads when JAX starts its backe
                         and "--xla_gpu_deterministic_ops=true" in os.environ["XLA_FLAGS"].split())
 state["fixed_order"] = kmeans()
 # The same k-means with the mode off again (as before `enable_determinism`).
-kdc.determinism._enabled = False
+kdc.platform.determinism._enabled = False
 if keras.backend.backend() == "torch":
     torch.use_deterministic_algorithms(False)
 state["scatter"] = kmeans()
@@ -98,7 +98,7 @@ def test_enable_determinism_turns_on_the_backends_switches_and_fixed_order_sums(
 # A CLI run whose k-means steps are recorded: which sum each clustering asked for.
 RECORDING_KMEANS = """
 import json, sys
-from keras_deepcluster import accelerated_kmeans
+from keras_deepcluster.platform import accelerated_kmeans
 modes, step = [], accelerated_kmeans._lloyd_step
 def spy(backend, k, deterministic):
     modes.append(deterministic)
@@ -160,7 +160,7 @@ def test_deterministic_runs_use_fixed_order_kmeans_are_identical_and_recorded(tm
 @pytest.mark.backend_independent
 @pytest.mark.parametrize("value, ok", [("true", True), ("1", False), ('"yes"', False)])
 def test_recipe_key_deterministic(tmp_path, value, ok):
-    from keras_deepcluster.recipe import RecipeError, load_recipe
+    from keras_deepcluster.runs.recipe import RecipeError, load_recipe
 
     path = tmp_path / "r.toml"
     path.write_text(
@@ -176,7 +176,7 @@ def test_recipe_key_deterministic(tmp_path, value, ok):
 LATE_ON_A_GPU = """
 import jax, keras_deepcluster as kdc
 jax.numpy.zeros(1).block_until_ready()             # JAX has started, without the flag
-kdc.devices.accelerator_available = lambda: True   # as on a GPU
+kdc.platform.devices.accelerator_available = lambda: True   # as on a GPU
 try:
     kdc.enable_determinism()
 except RuntimeError as error:

@@ -75,8 +75,8 @@ def test_one_device_is_no_distribution():
     with kdc.data_parallel(1).scope():
         model = kdc.DeepCluster(kdc.backbones.lenet(seed=0), num_clusters=4)
         assert keras.distribution.distribution() is None
-        assert kdc.devices.replica_count(model) == 1
-        assert kdc.devices.strategy_replicas() == 1
+        assert kdc.platform.devices.replica_count(model) == 1
+        assert kdc.platform.devices.strategy_replicas() == 1
 
 
 @pytest.mark.backend_independent
@@ -87,7 +87,7 @@ def test_data_parallel_rejects_what_is_not_a_device_count(devices):
 
 
 def test_data_parallel_rejects_more_devices_than_there_are():
-    there = kdc.devices.device_count()
+    there = kdc.platform.devices.device_count()
     expected = "JAX or TensorFlow" if BACKEND == "torch" else f"sees {there} "
     with pytest.raises(ValueError, match=expected):
         kdc.data_parallel(there + 1)

@@ -11,7 +11,7 @@ import pytest
 from conftest import invoke
 
 import keras_deepcluster as kdc
-from keras_deepcluster.diagnostics import (
+from keras_deepcluster.runs.diagnostics import (
     CLUSTER_SIZES_TAG,
     EVENT_FILE_SUFFIX,
     METRICS_FILE,
@@ -20,7 +20,7 @@ from keras_deepcluster.diagnostics import (
     read_metrics,
     scalar_tag,
 )
-from keras_deepcluster.recipe import RecipeError
+from keras_deepcluster.runs.recipe import RecipeError
 
 # A tiny `train digits`: two epochs, so that NMI(t, t-1) has a value in the second.
 RECIPE = dict(limit=60, epochs=2, clusters=5)
@@ -98,14 +98,14 @@ def test_a_resumed_run_continues_the_same_record(tmp_path, monkeypatch):
     )
     # Killed at the end of epoch 1 after the diagnostics recorded it, before the
     # checkpoint: the resumed run trains epoch 1 again and must not record it twice.
-    on_epoch_end = kdc.callbacks.RunRecorder.on_epoch_end
+    on_epoch_end = kdc.runs.callbacks.RunRecorder.on_epoch_end
 
     def die_at_epoch_1(self, epoch, logs=None):
         if epoch == 1:
             raise SystemExit("killed")
         on_epoch_end(self, epoch, logs)
 
-    monkeypatch.setattr(kdc.callbacks.RunRecorder, "on_epoch_end", die_at_epoch_1)
+    monkeypatch.setattr(kdc.runs.callbacks.RunRecorder, "on_epoch_end", die_at_epoch_1)
     with pytest.raises(SystemExit):
         kdc.train(recipe, tmp_path / "run")
     monkeypatch.undo()

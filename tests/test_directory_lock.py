@@ -15,8 +15,8 @@ import keras
 import pytest
 from conftest import invoke
 
-from keras_deepcluster import directory_lock
-from keras_deepcluster.directory_lock import (
+from keras_deepcluster.platform import directory_lock
+from keras_deepcluster.platform.directory_lock import (
     LOCK_FILE,
     FolderInUseError,
     holds_lock,
@@ -134,7 +134,7 @@ def test_sweep_refuses_a_sweep_folder_in_use(tmp_path):
 # `deepcluster ARGS...` that stops itself (SIGSTOP) once epoch 0 is recorded, holding its lock.
 PAUSE_AFTER_EPOCH_0 = """
 import os, signal, sys
-from keras_deepcluster import callbacks
+from keras_deepcluster.runs import callbacks
 epoch_end = callbacks.RunRecorder.on_epoch_end
 
 def on_epoch_end(self, epoch, logs=None):

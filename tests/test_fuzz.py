@@ -481,7 +481,7 @@ def assert_holds_the_file(recipe, path: Path) -> None:
     garbage=st.one_of(st.none(), st.binary(max_size=40)),
 )
 def test_recipe_files(sections, top, garbage):
-    from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
+    from keras_deepcluster.runs.recipe import Recipe, RecipeError, load_recipe
 
     lines = [f"{key} = {toml_value(value)}" for key, value in top.items()]
     for section, keys in sections.items():
@@ -504,7 +504,7 @@ def test_recipe_files(sections, top, garbage):
 
 @independent
 def test_control_characters_survive_the_round_trip(tmp_path):
-    from keras_deepcluster.recipe import load_recipe
+    from keras_deepcluster.runs.recipe import load_recipe
 
     path = tmp_path / "recipe.toml"
     path.write_text('description = """two\nlines"""\n[data]\ndataset = "mnist"\n')

@@ -217,3 +217,20 @@ def test_the_module_map_check_finds_a_forbidden_import_and_a_missing_module():
         f"{LIBRARY}.stray: in no group of the module map",
         f"{LIBRARY}.views (method) imports {LIBRARY}.data.arrays (data)",
     ]
+
+
+def test_a_moved_module_still_imports_by_its_old_name_with_a_warning():
+    import importlib
+    import sys
+
+    import keras_deepcluster as kdc
+
+    sys.modules.pop("keras_deepcluster.recipe", None)
+    with pytest.warns(DeprecationWarning, match=r"keras_deepcluster\.runs\.recipe"):
+        old = importlib.import_module("keras_deepcluster.recipe")
+    assert old is kdc.runs.recipe
+    assert old.__spec__.name == "keras_deepcluster.runs.recipe"  # the module keeps its own name
+    with pytest.warns(DeprecationWarning, match=r"keras_deepcluster\.platform\.processes"):
+        assert kdc.processes is kdc.platform.processes
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        kdc.runs.nothing  # noqa: B018

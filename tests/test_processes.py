@@ -1,4 +1,4 @@
-"""Several processes, one job (`keras_deepcluster.processes`): JAX processes on localhost.
+"""Several processes, one job (`keras_deepcluster.platform.processes`): JAX processes on localhost.
 
 Each job's processes are started by `two_processes.py`; JAX is kept on the
 CPU, its collectives over Gloo. The bad-input tests run in this process: they
@@ -193,16 +193,16 @@ def test_coordinator_that_does_not_answer_or_a_taken_port(tmp_path):
     port = free_port()  # nothing listens there
     start_wait = time.monotonic()
     with pytest.raises(ConnectionError, match=rf"127.0.0.1:{port} did not answer within 1 s"):
-        kdc.processes.initialize(f"127.0.0.1:{port}", 2, 1, timeout=1)
+        kdc.platform.processes.initialize(f"127.0.0.1:{port}", 2, 1, timeout=1)
     assert time.monotonic() - start_wait < 10
     with socket.create_server(("", port)):
         with pytest.raises(ConnectionError, match=f"cannot listen on port {port}"):
-            kdc.processes.initialize(f"127.0.0.1:{port}", 2, 0)
-    assert kdc.processes.process_count() == 1  # never joined
+            kdc.platform.processes.initialize(f"127.0.0.1:{port}", 2, 0)
+    assert kdc.platform.processes.process_count() == 1  # never joined
 
 
 def test_one_process_collectives_are_the_identity():
-    assert kdc.processes.shard(10) == slice(0, 10)
-    np.testing.assert_array_equal(kdc.processes.gather_shards(np.arange(3)), np.arange(3))
-    assert kdc.processes.all_sum(np.float32(1.5)).dtype == np.float64
-    kdc.processes.check_same("anything", "value")  # nothing to disagree with
+    assert kdc.platform.processes.shard(10) == slice(0, 10)
+    np.testing.assert_array_equal(kdc.platform.processes.gather_shards(np.arange(3)), np.arange(3))
+    assert kdc.platform.processes.all_sum(np.float32(1.5)).dtype == np.float64
+    kdc.platform.processes.check_same("anything", "value")  # nothing to disagree with

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_deepcluster import DeepCluster, ImageViews, PseudoLabelDataset, Reclustering, backbones
-from keras_deepcluster.pseudo_label_dataset import uniform_cluster_sample
+from keras_deepcluster.method.pseudo_label_dataset import uniform_cluster_sample
 
 
 @pytest.mark.backend_independent
@@ -133,7 +133,7 @@ def test_fit_chooses_workers_only_when_not_given(shapes, given):
 
 @pytest.mark.backend_independent
 def test_cluster_members_group_indices_by_cluster_in_one_sort():
-    from keras_deepcluster.clustering import cluster_members
+    from keras_deepcluster.method.clustering import cluster_members
 
     labels = np.random.default_rng(0).integers(0, 30, 5000)
     labels[labels == 7] = 3  # an empty cluster

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from keras_deepcluster.recipe import (
+from keras_deepcluster.runs.recipe import (
     BACKBONE_LAYERS,
     CHOICES,
     Recipe,
@@ -191,7 +191,7 @@ def test_the_choices_are_the_registries_they_name():
     import keras_deepcluster as kdc
 
     assert CHOICES["source"] == kdc.data.SOURCES
-    assert CHOICES["kmeans"] == kdc.clustering.KMEANS_BACKENDS
+    assert CHOICES["kmeans"] == kdc.method.clustering.KMEANS_BACKENDS
     assert list(CHOICES["backbone"]) == kdc.backbones.names()
     assert list(CHOICES["views"]) == kdc.ImageViews.presets()
     assert CHOICES["labels"] == kdc.data.source_splits.LABEL_MODES

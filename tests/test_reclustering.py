@@ -15,9 +15,9 @@ from keras_deepcluster import (
     backbones,
     extract_features,
 )
-from keras_deepcluster.clustering import HEAD_STREAM, derive_seed
 from keras_deepcluster.evaluation import nmi
-from keras_deepcluster.reclustering import ReclusteringSettings
+from keras_deepcluster.method.clustering import HEAD_STREAM, derive_seed
+from keras_deepcluster.method.reclustering import ReclusteringSettings
 
 
 class Recorder(keras.callbacks.Callback):

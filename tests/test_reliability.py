@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from conftest import invoke, signalled_run
 
-from keras_deepcluster import clustering, data
+from keras_deepcluster import data
 from keras_deepcluster.evaluation import nmi
-from keras_deepcluster.recipe import load_recipe
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.method import clustering
+from keras_deepcluster.runs.recipe import load_recipe
+from keras_deepcluster.runs.run_directory import RunDirectory
 
 independent = pytest.mark.backend_independent
 
@@ -331,7 +332,7 @@ def test_pca_wider_than_the_number_of_images(tmp_path, write_pngs):
 
 def test_memory_is_checked_before_training(shapes, monkeypatch):
     import keras_deepcluster as kdc
-    from keras_deepcluster import memory
+    from keras_deepcluster.platform import memory
 
     images, _ = shapes(64)
     data = kdc.PseudoLabelDataset(images, kdc.ImageViews.for_dataset("mnist"), batch_size=32)

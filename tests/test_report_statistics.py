@@ -12,8 +12,8 @@ import scipy.stats
 from click.testing import CliRunner
 
 from keras_deepcluster.analysis import statistics
-from keras_deepcluster.recipe import load_recipe
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.runs.recipe import load_recipe
+from keras_deepcluster.runs.run_directory import RunDirectory
 from keras_deepcluster_cli.main import main
 
 # Statistics on numbers and `report` on made-up run folders: nothing runs Keras.

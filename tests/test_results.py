@@ -13,8 +13,8 @@ from conftest import invoke
 
 import keras_deepcluster as kdc
 from keras_deepcluster.data.synthetic import write_image_folder
-from keras_deepcluster.export import read_table
-from keras_deepcluster.run_directory import FILE_MODE
+from keras_deepcluster.runs.export import read_table
+from keras_deepcluster.runs.run_directory import FILE_MODE
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_export_bad_input_is_refused_before_anything_is_written(photos_run, tmp_
 def test_a_full_disk_during_export_leaves_nothing_behind(photos_run, tmp_path, monkeypatch):
     import errno
 
-    from keras_deepcluster import export
+    from keras_deepcluster.runs import export
 
     written = []
 
@@ -268,7 +268,7 @@ def test_history_and_report_carry_the_fields_metrics(photos_run, tmp_path):
 def test_link_clusters_without_symbolic_links_refuses_and_leaves_nothing(tmp_path, monkeypatch):
     import errno
 
-    from keras_deepcluster import export
+    from keras_deepcluster.runs import export
 
     (tmp_path / "a.png").write_bytes(b"x")
     (tmp_path / "b.png").write_bytes(b"y")
@@ -288,7 +288,7 @@ def test_link_clusters_without_symbolic_links_refuses_and_leaves_nothing(tmp_pat
 
 @pytest.mark.backend_independent
 def test_write_report_says_what_it_draws(photos_run):
-    from keras_deepcluster.visualize import write_report
+    from keras_deepcluster.runs.visualize import write_report
 
     opened = kdc.Run.open(photos_run / "run")
     steps = []

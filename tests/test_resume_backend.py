@@ -10,8 +10,9 @@ import pytest
 from conftest import invoke
 
 import keras_deepcluster as kdc
-from keras_deepcluster import RunDirectory, directory_lock
-from keras_deepcluster.run_directory import RunDirectoryError
+from keras_deepcluster import RunDirectory
+from keras_deepcluster.platform import directory_lock
+from keras_deepcluster.runs.run_directory import RunDirectoryError
 
 BACKENDS = ("tensorflow", "jax", "torch")
 

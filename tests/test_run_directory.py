@@ -5,7 +5,7 @@ import stat
 import numpy as np
 import pytest
 
-from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
+from keras_deepcluster.runs.run_directory import RunDirectory, RunDirectoryError
 
 # Files and folders only: on one backend.
 pytestmark = pytest.mark.backend_independent

@@ -70,13 +70,17 @@ def test_recorder_refuses_another_runs_directory(tmp_path, shapes):
     fit(tmp_path / "run", images, labels, epochs=1)
     config = (tmp_path / "run" / RunDirectory.CONFIG).read_text()
     assert "[fit]" in config and "seed = 3" in config and "images = 64" in config
-    with pytest.raises(kdc.run_directory.RunDirectoryError, match="already holds this run"):
+    error = kdc.runs.run_directory.RunDirectoryError
+    with pytest.raises(error, match="already holds this run"):
         fit(tmp_path / "run", images, labels, epochs=1)
-    with pytest.raises(kdc.run_directory.RunDirectoryError, match="a run of other settings"):
+    error = kdc.runs.run_directory.RunDirectoryError
+    with pytest.raises(error, match="a run of other settings"):
         fit(tmp_path / "run", images[:48], labels[:48], epochs=1)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "mine.txt").write_text("keep me")
-    with pytest.raises(kdc.run_directory.RunDirectoryError, match="not empty and holds no run"):
+    with pytest.raises(
+        kdc.runs.run_directory.RunDirectoryError, match="not empty and holds no run"
+    ):
         fit(tmp_path / "notes", images, labels, epochs=1)
     assert (tmp_path / "notes" / "mine.txt").read_text() == "keep me"
 
@@ -88,21 +92,24 @@ def test_train_runs_a_recipe_end_to_end_and_resumes(tmp_path, monkeypatch):
     summary = json.loads((tmp_path / "run" / RunDirectory.SUMMARY).read_text())
     assert summary["recipe"] == "digits" and summary["images"] == 200
     assert summary["final"] == run.history[-1] | {"epoch": 2.0}
-    with pytest.raises(kdc.run_directory.RunDirectoryError, match="already holds a finished"):
+    error = kdc.runs.run_directory.RunDirectoryError
+    with pytest.raises(error, match="already holds a finished"):
         kdc.train(recipe, tmp_path / "run")
-    with pytest.raises(kdc.run_directory.RunDirectoryError, match="already finished"):
+    error = kdc.runs.run_directory.RunDirectoryError
+    with pytest.raises(error, match="already finished"):
         kdc.train(None, tmp_path / "run", resume=True)
 
     # Killed after epoch 0, then resumed with the run's own settings.
     monkeypatch.setattr(
-        kdc.callbacks.RunRecorder,
+        kdc.runs.callbacks.RunRecorder,
         "on_epoch_end",
-        _then_die(kdc.callbacks.RunRecorder.on_epoch_end, after_epoch=0),
+        _then_die(kdc.runs.callbacks.RunRecorder.on_epoch_end, after_epoch=0),
     )
     with pytest.raises(SystemExit):
         kdc.train(recipe, tmp_path / "again")
     monkeypatch.undo()
-    with pytest.raises(kdc.run_directory.RunDirectoryError, match="a run of other settings"):
+    error = kdc.runs.run_directory.RunDirectoryError
+    with pytest.raises(error, match="a run of other settings"):
         kdc.train(recipe.replace(seed=1), tmp_path / "again", resume=True)
     notes = []
     again = kdc.train(None, tmp_path / "again", resume=True, on_note=notes.append)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from keras_deepcluster.tensorflow_import import _LOAD_NOISE
+from keras_deepcluster.platform.tensorflow_import import _LOAD_NOISE
 
 REPORT_IMPORTS = """
 import atexit, sys
@@ -83,7 +83,7 @@ def test_unknown_names_raise_attribute_error():
 
 def test_tensorflow_is_imported_without_its_load_time_log_lines():
     done = run_python(
-        "from keras_deepcluster.tensorflow_import import import_tensorflow_quietly\n"
+        "from keras_deepcluster.platform.tensorflow_import import import_tensorflow_quietly\n"
         "import_tensorflow_quietly()\n"
         "print('kept', file=sys.stderr)\n"
     )

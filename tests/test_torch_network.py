@@ -13,10 +13,10 @@ from keras_deepcluster import (
     Reclustering,
     backbones,
 )
-from keras_deepcluster.features import layer_model
-from keras_deepcluster.pretraining import image_views
-from keras_deepcluster.recipe import load_recipe
-from keras_deepcluster.torch_network import TorchNetwork
+from keras_deepcluster.method.features import layer_model
+from keras_deepcluster.platform.torch_network import TorchNetwork
+from keras_deepcluster.runs.pretraining import image_views
+from keras_deepcluster.runs.recipe import load_recipe
 
 torch_only = pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch only")
 
@@ -97,7 +97,8 @@ def test_training_forward_pass_and_batch_statistics_equal_keras(name, batch_size
 @torch_only
 @pytest.mark.parametrize("dtype, flip", [("uint8", True), ("float32", False)])
 def test_the_direct_random_view_is_keras_ops_view(dtype, flip):
-    from keras_deepcluster import torch_network, views
+    from keras_deepcluster.method import views
+    from keras_deepcluster.platform import torch_network
 
     cifar_views = dataclasses.replace(image_views(load_recipe("cifar10")), flip=flip)
     rng = np.random.default_rng(6)
@@ -154,7 +155,7 @@ def test_each_network_runs_in_the_memory_layout_measured_faster(name, layout, mo
 @torch_only
 @pytest.mark.parametrize("name", ["lenet", "alexnet_micro"])
 def test_both_memory_layouts_give_the_same_outputs_and_gradients(name):
-    from keras_deepcluster.torch_network import LAYOUTS
+    from keras_deepcluster.platform.torch_network import LAYOUTS
 
     backbone = NETWORKS[name]()
     x = np.random.default_rng(7).normal(size=(4,) + tuple(backbone.input_shape[1:]))

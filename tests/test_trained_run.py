@@ -97,14 +97,14 @@ def test_whitening_of_fewer_images_than_features_is_the_scatter_matrixs(dim):
 
 @pytest.mark.backend_independent
 def test_open_refuses_what_is_not_a_finished_run(tmp_path):
-    with pytest.raises(kdc.run_directory.RunDirectoryError, match="holds no run"):
+    with pytest.raises(kdc.runs.run_directory.RunDirectoryError, match="holds no run"):
         kdc.Run.open(tmp_path)
     run = RunDirectory(tmp_path / "run")
     run.create(kdc.load_recipe("digits").to_toml())
-    with pytest.raises(kdc.run_directory.RunDirectoryError, match="has not finished"):
+    with pytest.raises(kdc.runs.run_directory.RunDirectoryError, match="has not finished"):
         kdc.Run.open(run.path)
     run.write_json(RunDirectory.SUMMARY, {})
-    with pytest.raises(kdc.run_directory.RunDirectoryError, match="no final clustering"):
+    with pytest.raises(kdc.runs.run_directory.RunDirectoryError, match="no final clustering"):
         kdc.Run.open(run.path)
 
 
@@ -113,12 +113,12 @@ def test_train_returns_with_the_run_unlocked_for_other_processes(trained):
     import subprocess
     import sys
 
-    from keras_deepcluster.directory_lock import is_held
+    from keras_deepcluster.platform.directory_lock import is_held
 
     run = trained[0]
     assert not is_held(run.path)
     code = (
-        "import sys; from keras_deepcluster.directory_lock import lock_folder; "
+        "import sys; from keras_deepcluster.platform.directory_lock import lock_folder; "
         "lock_folder(sys.argv[1])"
     )
     other = subprocess.run(

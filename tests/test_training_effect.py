@@ -8,8 +8,8 @@ import pytest
 
 import keras_deepcluster as kdc
 from keras_deepcluster import RunDirectory
-from keras_deepcluster.callbacks import training_effect
-from keras_deepcluster.recipe import load_recipe
+from keras_deepcluster.runs.callbacks import training_effect
+from keras_deepcluster.runs.recipe import load_recipe
 
 # The training images of each bundled recipe's dataset, as the authors ran them.
 FULL_SIZES = {
@@ -171,7 +171,7 @@ def test_a_bad_check_label_file_is_refused_before_anything_is_written(tmp_path):
 
 @pytest.mark.backend_independent
 def test_the_report_page_shows_before_after_and_the_kept_epoch(tmp_path):
-    from keras_deepcluster.visualize import _effect_html, _probes_html
+    from keras_deepcluster.runs.visualize import _effect_html, _probes_html
 
     scores = lambda nmi: {"nmi": nmi, "acc": nmi / 2, "ari": nmi / 4}  # noqa: E731
     summary = {
@@ -197,8 +197,8 @@ def test_the_report_page_shows_before_after_and_the_kept_epoch(tmp_path):
 
 @pytest.mark.backend_independent
 def test_label_free_signals_separate_structure_from_noise():
-    from keras_deepcluster.clustering import l2_normalize
     from keras_deepcluster.evaluation.label_free import label_free_scores
+    from keras_deepcluster.method.clustering import l2_normalize
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 16)) * 5

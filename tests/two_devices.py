@@ -46,7 +46,7 @@ def train(devices: int, epochs: int = 3, feature_batch: int = 128) -> dict:
             on_epoch_end=lambda epoch, logs: labels.append(reclustering.pseudo_labels)
         )
         history = model.fit(data, epochs=epochs, callbacks=[reclustering, keep], verbose=0)
-        replicas = kdc.devices.replica_count(model)
+        replicas = kdc.platform.devices.replica_count(model)
     return {
         "labels": np.stack(labels),
         "loss": np.asarray(history.history["loss"]),

@@ -25,7 +25,7 @@ from conftest import make_shapes  # noqa: E402
 def train(data_seed: int = 0, seed: int = 0, epochs: int = 3) -> dict:
     """Each epoch's pseudo-labels, loss and NMI of a small run on every process's device."""
     images, classes = make_shapes(512, seed=data_seed)
-    with kdc.data_parallel(None if kdc.processes.process_count() > 1 else 1).scope():
+    with kdc.data_parallel(None if kdc.platform.processes.process_count() > 1 else 1).scope():
         kdc.set_random_seed(seed)
         views = kdc.ImageViews.for_dataset("mnist", scale=(0.3, 1.0))
         data = kdc.PseudoLabelDataset(images, views, batch_size=64, seed=seed, epoch_length=2048)
@@ -43,7 +43,7 @@ def train(data_seed: int = 0, seed: int = 0, epochs: int = 3) -> dict:
         "labels": np.stack(labels),
         "loss": np.asarray(history.history["loss"]),
         "nmi_labels": np.asarray(history.history["nmi_labels"]),
-        "processes": kdc.processes.process_count(),
+        "processes": kdc.platform.processes.process_count(),
     }
 
 
@@ -51,7 +51,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "train":
         coordinator, count, index, out, *data_seed = sys.argv[2:]
         if int(count) > 1:
-            kdc.processes.initialize(coordinator, int(count), int(index), timeout=60)
+            kdc.platform.processes.initialize(coordinator, int(count), int(index), timeout=60)
         np.savez(out, **train(*map(int, data_seed)))
     else:
         from keras_deepcluster_cli.main import main

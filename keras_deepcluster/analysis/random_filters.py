@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from keras_deepcluster.recipe import Recipe
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.runs.recipe import Recipe
+from keras_deepcluster.runs.run_directory import RunDirectory
 
 if TYPE_CHECKING:
     from keras_deepcluster.evaluation import FilterQuality
@@ -44,7 +44,8 @@ def random_filter_qualities(
     """
     import keras
 
-    from keras_deepcluster import evaluation, pretraining
+    from keras_deepcluster import evaluation
+    from keras_deepcluster.runs import pretraining
 
     views = pretraining.image_views(recipe)
     shape = (views.size, views.size, images.shape[-1])

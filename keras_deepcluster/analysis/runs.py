@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
-from keras_deepcluster.run_directory import DamagedFileError, RunDirectory
+from keras_deepcluster.runs.recipe import Recipe, RecipeError, load_recipe
+from keras_deepcluster.runs.run_directory import DamagedFileError, RunDirectory
 
 # The halting setting of a run that clusters every epoch.
 NEVER = "never"

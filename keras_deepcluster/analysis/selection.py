@@ -32,8 +32,8 @@ from keras_deepcluster.analysis.choose_k import CRITERIA as LABEL_FREE_CRITERIA
 from keras_deepcluster.analysis.choose_k import RUN_SAMPLE, check_candidates, label_free_run_scores
 from keras_deepcluster.analysis.random_filters import random_filter_qualities
 from keras_deepcluster.data.image_data import ImageData
-from keras_deepcluster.recipe import Recipe
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.runs.recipe import Recipe
+from keras_deepcluster.runs.run_directory import RunDirectory
 
 # How a trial run is scored with the labelled images (higher is better).
 CRITERIA = {
@@ -204,8 +204,8 @@ def choose_clusters(
         RunDirectoryError: `out` holds a trial run of other settings, without `overwrite`.
         ValueError: a criterion of the other kind, or a k the label-free scores cannot take.
     """
-    from keras_deepcluster import pretraining
-    from keras_deepcluster.trained_run import Run
+    from keras_deepcluster.runs import pretraining
+    from keras_deepcluster.runs.trained_run import Run
 
     criteria = CRITERIA if labelled is not None else LABEL_FREE_CRITERIA
     if criterion not in criteria:
@@ -280,7 +280,8 @@ def trial_scores(run: RunDirectory, recipe: Recipe, labelled: LabelledImages) ->
     """
     import keras
 
-    from keras_deepcluster import evaluation, pretraining
+    from keras_deepcluster import evaluation
+    from keras_deepcluster.runs import pretraining
 
     backbone = keras.saving.load_model(run.path / RunDirectory.MODEL).backbone
     views = pretraining.image_views(recipe)

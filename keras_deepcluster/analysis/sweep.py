@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 
-from keras_deepcluster.recipe import Recipe
+from keras_deepcluster.runs.recipe import Recipe
 
 
 def grid_recipes(base: Recipe, grid: Mapping[str, Sequence[object]]) -> list[Recipe]:

@@ -13,7 +13,6 @@ import collections
 
 import keras
 
-from keras_deepcluster import devices
 from keras_deepcluster.backbones.initialization import (
     conv_initializer,
     dense_initializer,
@@ -21,6 +20,7 @@ from keras_deepcluster.backbones.initialization import (
 )
 from keras_deepcluster.backbones.pooling import MaxPooling2D
 from keras_deepcluster.backbones.sobel import SobelFilter
+from keras_deepcluster.platform import devices
 
 
 class _Stack:

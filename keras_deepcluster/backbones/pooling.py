@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_deepcluster import devices
+from keras_deepcluster.platform import devices
 
 
 @keras.saving.register_keras_serializable(package="keras_deepcluster")

@@ -34,13 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deepcluster import directory_lock
 from keras_deepcluster.data import source_splits
 from keras_deepcluster.data.decoding import RESIZE_RULE, decode_array, decode_file
 from keras_deepcluster.data.disk_images import DiskImages, read_npy_header
 from keras_deepcluster.data.file_names import escape
 from keras_deepcluster.data.image_data import ImageData
 from keras_deepcluster.data.source_splits import CHUNK
+from keras_deepcluster.platform import directory_lock
 from keras_deepcluster.version import __version__
 
 CACHE_ENV = "KERAS_DEEPCLUSTER_CACHE"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from keras_deepcluster.data.image_data import ImageData
-from keras_deepcluster.tensorflow_import import import_tensorflow_quietly
+from keras_deepcluster.platform.tensorflow_import import import_tensorflow_quietly
 
 NO_DOWNLOAD_ENV = "KERAS_DEEPCLUSTER_NO_DOWNLOAD"
 # TFDS fetches prepared datasets from its Cloud Storage bucket before the original hosts.

@@ -10,8 +10,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
-from keras_deepcluster.features import extract_features, layer_model
-from keras_deepcluster.views import ImageViews
+from keras_deepcluster.method.features import extract_features, layer_model
+from keras_deepcluster.method.views import ImageViews
 
 CLASSIFIERS = ("knn", "linear")
 

@@ -8,10 +8,10 @@ import time
 import keras
 import numpy as np
 
-from keras_deepcluster import clustering
 from keras_deepcluster.evaluation.cluster_metrics import label_entropy, label_noise, nmi
-from keras_deepcluster.features import extract_features
-from keras_deepcluster.views import ImageViews
+from keras_deepcluster.method import clustering
+from keras_deepcluster.method.features import extract_features
+from keras_deepcluster.method.views import ImageViews
 
 
 @dataclasses.dataclass

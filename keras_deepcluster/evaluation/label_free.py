@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_deepcluster import clustering
 from keras_deepcluster.evaluation.cluster_metrics import ari, nmi
+from keras_deepcluster.method import clustering
 
 # Points sampled for the silhouette (quadratic in the sample).
 SILHOUETTE_SAMPLE = 2000

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_deepcluster.features import FeatureExtractor, layer_model
-from keras_deepcluster.pseudo_label_dataset import check_images
-from keras_deepcluster.views import ImageViews
+from keras_deepcluster.method.features import FeatureExtractor, layer_model
+from keras_deepcluster.method.pseudo_label_dataset import check_images
+from keras_deepcluster.method.views import ImageViews
 
 
 @keras.saving.register_keras_serializable(package="keras_deepcluster")

@@ -3,7 +3,7 @@ that training raises at the next batch or epoch boundary.
 
 Native code (a compiled training step, JAX's garbage-collection hook) can
 swallow the KeyboardInterrupt a signal handler raises, so the handler also
-sets a flag that `keras_deepcluster.callbacks.StopOnInterrupt` checks.
+sets a flag that `keras_deepcluster.runs.callbacks.StopOnInterrupt` checks.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ k-means on the device, `kmeans_backend`), and the single set of pseudo-labels
 feeds all replicas. After `processes.initialize` (a job of several JAX
 processes, one per host or GPU) the distribution spans every device of every
 process, and the clustering is computed across the processes' shards
-(`keras_deepcluster.processes`).
+(`keras_deepcluster.platform.processes`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import contextlib
 
 import keras
 
-from keras_deepcluster import processes
+from keras_deepcluster.platform import processes
 
 
 def accelerator_available() -> bool:

@@ -14,15 +14,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_deepcluster import determinism, processes
-from keras_deepcluster.cluster_model import ClusterModel
-from keras_deepcluster.clustering import kmeans_seed
 from keras_deepcluster.evaluation.cluster_metrics import cluster_scores
-from keras_deepcluster.features import FeatureExtractor
-from keras_deepcluster.interrupts import interrupt_requested
-from keras_deepcluster.recipe import Recipe, toml_value
-from keras_deepcluster.reclustering import Reclustering
-from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
+from keras_deepcluster.method.cluster_model import ClusterModel
+from keras_deepcluster.method.clustering import kmeans_seed
+from keras_deepcluster.method.features import FeatureExtractor
+from keras_deepcluster.method.reclustering import Reclustering
+from keras_deepcluster.platform import determinism, processes
+from keras_deepcluster.platform.interrupts import interrupt_requested
+from keras_deepcluster.runs.recipe import Recipe, toml_value
+from keras_deepcluster.runs.run_directory import RunDirectory, RunDirectoryError
 
 
 class RunRecorder(keras.callbacks.Callback):

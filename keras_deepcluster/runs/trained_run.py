@@ -16,12 +16,12 @@ import numpy as np
 import tomllib
 
 from keras_deepcluster import data as data_sources
-from keras_deepcluster import deployment
-from keras_deepcluster.cluster_model import ClusterModel
-from keras_deepcluster.features import FeatureExtractor, layer_model
-from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
-from keras_deepcluster.recipe_data import recorded_data
-from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
+from keras_deepcluster.method.cluster_model import ClusterModel
+from keras_deepcluster.method.features import FeatureExtractor, layer_model
+from keras_deepcluster.runs import deployment
+from keras_deepcluster.runs.recipe import Recipe, RecipeError, load_recipe
+from keras_deepcluster.runs.recipe_data import recorded_data
+from keras_deepcluster.runs.run_directory import RunDirectory, RunDirectoryError
 
 # The `layer` of `Run.embed` that means the backbone's output, the features the run clustered.
 OUTPUT = "output"

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deepcluster.directory_lock import LOCK_FILE, lock_folder
-from keras_deepcluster.tensorflow_import import without_tensorflow
+from keras_deepcluster.platform.directory_lock import LOCK_FILE, lock_folder
+from keras_deepcluster.platform.tensorflow_import import without_tensorflow
 
 # history.csv columns, in this order; further keys follow alphabetically.
 HISTORY_COLUMNS = (

@@ -299,7 +299,7 @@ def _function(layer: keras.layers.Layer, layout: str) -> LayerFunction | None:
 
 
 def random_view(images, boxes, views) -> "torch.Tensor":  # noqa: F821
-    """`keras_deepcluster.views.random_view` as direct torch calls: the same views.
+    """`keras_deepcluster.method.views.random_view` as direct torch calls: the same views.
 
     The same formulas, without `keras.ops`'s conversions around each of its
     two dozen small operations, which cost more than they compute at small batches.
@@ -322,7 +322,7 @@ def random_view(images, boxes, views) -> "torch.Tensor":  # noqa: F821
 
 
 def _window_matrices(start, length, n_in: int, n_out: int, flip=None):
-    """`keras_deepcluster.views._window_matrices` in torch."""
+    """`keras_deepcluster.method.views._window_matrices` in torch."""
     import torch
 
     out = torch.arange(n_out, dtype=torch.float32, device=start.device)[None, :]

@@ -20,32 +20,34 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_deepcluster import backbones, check_labels, directory_lock, evaluation, processes
-from keras_deepcluster.callbacks import (
+from keras_deepcluster import backbones, evaluation
+from keras_deepcluster.data.disk_images import take_rows
+from keras_deepcluster.data.image_cache import ImageCache
+from keras_deepcluster.data.image_data import ImageData
+from keras_deepcluster.method.cluster_model import ClusterModel
+from keras_deepcluster.method.features import FeatureExtractor, layer_model
+from keras_deepcluster.method.model import DeepCluster
+from keras_deepcluster.method.pseudo_label_dataset import PseudoLabelDataset, epoch_length
+from keras_deepcluster.method.reclustering import Reclustering
+from keras_deepcluster.method.views import ImageViews
+from keras_deepcluster.platform import directory_lock, processes
+from keras_deepcluster.platform.determinism import enable_determinism, set_random_seed
+from keras_deepcluster.platform.devices import data_parallel
+from keras_deepcluster.runs import check_labels
+from keras_deepcluster.runs.callbacks import (
     RunRecorder,
     StopOnInterrupt,
     StopOnNaN,
     describe_effect,
     training_effect,
 )
-from keras_deepcluster.check_labels import CheckLabels, CheckLabelsError
-from keras_deepcluster.cluster_model import ClusterModel
-from keras_deepcluster.data.disk_images import take_rows
-from keras_deepcluster.data.image_cache import ImageCache
-from keras_deepcluster.data.image_data import ImageData
-from keras_deepcluster.determinism import enable_determinism, set_random_seed
-from keras_deepcluster.devices import data_parallel
-from keras_deepcluster.diagnostics import METRICS_FILE, ClusteringDiagnostics, check_log_dir
-from keras_deepcluster.features import FeatureExtractor, layer_model
-from keras_deepcluster.model import DeepCluster
-from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset, epoch_length
-from keras_deepcluster.recipe import Recipe, RecipeError, load_recipe
-from keras_deepcluster.recipe_data import image_views, load_data
-from keras_deepcluster.reclustering import Reclustering
-from keras_deepcluster.resume import recipe_to_resume
-from keras_deepcluster.run_directory import RunDirectory
-from keras_deepcluster.trained_run import Run
-from keras_deepcluster.views import ImageViews
+from keras_deepcluster.runs.check_labels import CheckLabels, CheckLabelsError
+from keras_deepcluster.runs.diagnostics import METRICS_FILE, ClusteringDiagnostics, check_log_dir
+from keras_deepcluster.runs.recipe import Recipe, RecipeError, load_recipe
+from keras_deepcluster.runs.recipe_data import image_views, load_data
+from keras_deepcluster.runs.resume import recipe_to_resume
+from keras_deepcluster.runs.run_directory import RunDirectory
+from keras_deepcluster.runs.trained_run import Run
 
 # Images per device in each feature-extraction batch.
 FEATURE_BATCH_SIZE = 256

@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from keras_deepcluster.recipe import Recipe, load_recipe
-from keras_deepcluster.run_directory import RunDirectory, RunDirectoryError
+from keras_deepcluster.runs.recipe import Recipe, load_recipe
+from keras_deepcluster.runs.run_directory import RunDirectory, RunDirectoryError
 
 
 def recipe_to_resume(

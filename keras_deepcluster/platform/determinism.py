@@ -14,7 +14,7 @@ import os
 
 import keras
 
-from keras_deepcluster.tensorflow_import import without_tensorflow
+from keras_deepcluster.platform.tensorflow_import import without_tensorflow
 
 # XLA's switch for deterministic GPU kernels (scatter rewritten, no
 # nondeterministic autotuning choices); read when JAX or TensorFlow starts XLA.
@@ -92,7 +92,7 @@ def set_random_seed(seed: int) -> None:
 def _check_xla_not_started() -> None:
     from jax._src import xla_bridge
 
-    from keras_deepcluster.devices import accelerator_available
+    from keras_deepcluster.platform.devices import accelerator_available
 
     # XLA:CPU is deterministic without the flag; only a started GPU client misses it.
     if xla_bridge.backends_are_initialized() and accelerator_available():

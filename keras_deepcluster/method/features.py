@@ -7,11 +7,11 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from keras_deepcluster import devices, processes
-from keras_deepcluster.compilation import compiled
-from keras_deepcluster.pseudo_label_dataset import check_images
-from keras_deepcluster.torch_network import TorchNetwork, direct_torch_default
-from keras_deepcluster.views import FixedView, ImageViews
+from keras_deepcluster.method.pseudo_label_dataset import check_images
+from keras_deepcluster.method.views import FixedView, ImageViews
+from keras_deepcluster.platform import devices, processes
+from keras_deepcluster.platform.compilation import compiled
+from keras_deepcluster.platform.torch_network import TorchNetwork, direct_torch_default
 
 
 class FeatureExtractor:

@@ -12,9 +12,9 @@ import numpy as np
 from keras_deepcluster import data as data_sources
 from keras_deepcluster.data.disk_images import take_rows
 from keras_deepcluster.data.image_data import ImageData
-from keras_deepcluster.recipe import Recipe, RecipeError
-from keras_deepcluster.run_directory import RunDirectory
-from keras_deepcluster.views import ImageViews
+from keras_deepcluster.method.views import ImageViews
+from keras_deepcluster.runs.recipe import Recipe, RecipeError
+from keras_deepcluster.runs.run_directory import RunDirectory
 
 
 def load_data(

@@ -24,8 +24,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_deepcluster import determinism, devices, processes
-from keras_deepcluster.compilation import compiled
+from keras_deepcluster.platform import determinism, devices, processes
+from keras_deepcluster.platform.compilation import compiled
 
 # faiss's relative perturbation of a split centroid (Clustering.cpp, EPS).
 _SPLIT_EPSILON = 1.0 / 1024.0

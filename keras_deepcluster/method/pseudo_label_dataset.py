@@ -7,10 +7,10 @@ import math
 import keras
 import numpy as np
 
-from keras_deepcluster import processes
-from keras_deepcluster.clustering import cluster_members
 from keras_deepcluster.data.disk_images import DiskImages
-from keras_deepcluster.views import ImageViews
+from keras_deepcluster.method.clustering import cluster_members
+from keras_deepcluster.method.views import ImageViews
+from keras_deepcluster.platform import processes
 
 
 def check_images(images: np.ndarray, channels: int | None = None) -> np.ndarray:

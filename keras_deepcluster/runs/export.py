@@ -23,8 +23,8 @@ import numpy as np
 
 from keras_deepcluster.data import ImageData
 from keras_deepcluster.data.file_names import unescape
-from keras_deepcluster.run_directory import FILE_MODE
-from keras_deepcluster.trained_run import Run
+from keras_deepcluster.runs.run_directory import FILE_MODE
+from keras_deepcluster.runs.trained_run import Run
 
 FORMATS = ("parquet", "csv")
 # Images per batch of the export (network and writes).

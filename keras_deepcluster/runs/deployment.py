@@ -23,9 +23,9 @@ from keras import ops
 
 from keras_deepcluster.backbones.pooling import MaxPooling2D
 from keras_deepcluster.backbones.sobel import SobelFilter, sobel_convolutions
-from keras_deepcluster.cluster_model import ClusterModel
-from keras_deepcluster.run_directory import FILE_MODE
-from keras_deepcluster.views import ImageViews, fixed_view_layers
+from keras_deepcluster.method.cluster_model import ClusterModel
+from keras_deepcluster.method.views import ImageViews, fixed_view_layers
+from keras_deepcluster.runs.run_directory import FILE_MODE
 
 # The formats `export_model` writes: the file suffix of each (None: a folder).
 SUFFIXES = {"keras": ".keras", "onnx": ".onnx", "litert": ".tflite", "saved_model": None}

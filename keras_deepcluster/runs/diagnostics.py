@@ -25,8 +25,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_deepcluster.reclustering import Reclustering
-from keras_deepcluster.run_directory import RunDirectory
+from keras_deepcluster.method.reclustering import Reclustering
+from keras_deepcluster.runs.run_directory import RunDirectory
 
 # What a `train` run writes beside history.csv, and the callback into its log_dir by default.
 METRICS_FILE = "metrics.jsonl"

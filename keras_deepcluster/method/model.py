@@ -6,12 +6,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_deepcluster import devices, torch_network, torch_step
-from keras_deepcluster.features import layer_model
-from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
-from keras_deepcluster.reclustering import Reclustering
-from keras_deepcluster.torch_network import TorchNetwork, direct_torch_default
-from keras_deepcluster.views import ImageViews, random_view, views_config, views_from_config
+from keras_deepcluster.method.features import layer_model
+from keras_deepcluster.method.pseudo_label_dataset import PseudoLabelDataset
+from keras_deepcluster.method.reclustering import Reclustering
+from keras_deepcluster.method.views import ImageViews, random_view, views_config, views_from_config
+from keras_deepcluster.platform import devices, torch_network, torch_step
+from keras_deepcluster.platform.torch_network import TorchNetwork, direct_torch_default
 
 
 @keras.saving.register_keras_serializable(package="keras_deepcluster")
@@ -26,7 +26,7 @@ class DeepCluster(keras.Model):
     eagerly through Python, the random view and the training forward pass
     run as direct torch calls on the same variables (`TorchNetwork`) when the
     network has only layers it knows, and with the default loss the step is
-    Keras's PyTorch step in fewer calls (`keras_deepcluster.torch_step`);
+    Keras's PyTorch step in fewer calls (`keras_deepcluster.platform.torch_step`);
     ``direct_torch=False`` keeps Keras's calls.
 
     It takes views (float NHWC of the backbone's input shape), or the

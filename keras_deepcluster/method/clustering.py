@@ -17,9 +17,9 @@ import time
 import numpy as np
 from keras import ops
 
-from keras_deepcluster import processes
-from keras_deepcluster.accelerated_kmeans import keras_kmeans
-from keras_deepcluster.devices import accelerator_available
+from keras_deepcluster.platform import processes
+from keras_deepcluster.platform.accelerated_kmeans import keras_kmeans
+from keras_deepcluster.platform.devices import accelerator_available
 
 try:  # faiss is a hard dependency, but a broken install should not stop us.
     import faiss

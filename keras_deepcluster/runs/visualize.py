@@ -26,7 +26,7 @@ import numpy as np
 
 from keras_deepcluster.data import ImageData
 from keras_deepcluster.evaluation.cluster_metrics import matched_confusion
-from keras_deepcluster.trained_run import Run
+from keras_deepcluster.runs.trained_run import Run
 
 # Images per gallery row: nearest the centroid, then a random sample.
 GALLERY_NEAREST = GALLERY_RANDOM = 8
@@ -196,7 +196,7 @@ def _filters(path, run) -> Path | None:
     """The first convolution's kernels, untrained beside trained (None: no recipe or conv)."""
     import matplotlib.pyplot as plt
 
-    from keras_deepcluster import pretraining
+    from keras_deepcluster.runs import pretraining
 
     conv = next((layer for layer in run.backbone.layers if layer.name == "conv_1"), None)
     if conv is None or run.recipe is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_deepcluster.devices import accelerator_available
+from keras_deepcluster.platform.devices import accelerator_available
 
 
 def compiled(function, jit_compile: bool | str = "auto"):

@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_deepcluster import devices
+from keras_deepcluster.platform import devices
 
 # Floats a training step holds per activation: the forward value, its
 # gradient, and a working copy (ReLU masks, batch-norm statistics, ...).

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_deepcluster import clustering
+from keras_deepcluster.method import clustering
 
 # Rows per block of the assignment's distance computation (block x k floats).
 ASSIGN_BLOCK = 4096

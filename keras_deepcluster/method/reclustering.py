@@ -11,7 +11,6 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from keras_deepcluster import clustering, devices, memory, processes
 from keras_deepcluster.data.disk_images import DiskImages
 from keras_deepcluster.evaluation.cluster_metrics import (
     ari,
@@ -19,8 +18,10 @@ from keras_deepcluster.evaluation.cluster_metrics import (
     label_entropy,
     nmi,
 )
-from keras_deepcluster.features import FeatureExtractor
-from keras_deepcluster.pseudo_label_dataset import PseudoLabelDataset
+from keras_deepcluster.method import clustering
+from keras_deepcluster.method.features import FeatureExtractor
+from keras_deepcluster.method.pseudo_label_dataset import PseudoLabelDataset
+from keras_deepcluster.platform import devices, memory, processes
 
 
 class ClusteringWarning(UserWarning):
