@@ -8,6 +8,7 @@ import keras
 
 from keras_deepcluster.backbones.architectures import alexnet, alexnet_micro, lenet
 from keras_deepcluster.backbones.initialization import initialize_weights
+
 # MaxPooling2D and SobelFilter are kept for the files that earlier versions saved: imported
 # here, they are registered with Keras whenever the backbones are.
 from keras_deepcluster.backbones.pooling import MaxPooling2D
