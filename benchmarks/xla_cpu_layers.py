@@ -9,8 +9,9 @@ Three measurements, milliseconds:
 * ``pool_gradient_ms`` (JAX): the gradient of LeNet's two 2 x 2 pools at batch
   128, through Keras's `MaxPooling2D` (a window reduction, select-and-scatter
   gradient) and through `max_pool_by_slices`.
-* ``sobel_ms`` (JAX): `SobelFilter` as a one-channel convolution (`ops.conv`
-  with its kernels) and as it is (shifted differences), batch 128 of 32 x 32 RGB.
+* ``sobel_ms`` (JAX): the Sobel front end as a one-channel convolution (`ops.conv`
+  with its kernels) and as the package runs it (`sobel_by_slices`, shifted
+  differences), batch 128 of 32 x 32 RGB.
 
 Run it on both cores and on one (``taskset -c 0``) to see how the kernels use
 the second core:
@@ -32,9 +33,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_deepcluster.backbones import SobelFilter, lenet
+from keras_deepcluster.backbones import lenet
 from keras_deepcluster.backbones.pooling import max_pool_by_slices
-from keras_deepcluster.backbones.sobel import _SOBEL
+from keras_deepcluster.backbones.sobel import SOBEL_KERNELS, sobel_by_slices
+from keras_deepcluster.platform.layer_acceleration import accelerate
 
 BATCH, STEPS = 128, 40
 
@@ -55,7 +57,7 @@ def plain_fit_ms_per_step() -> float:
     views = rng.normal(size=(BATCH * STEPS, 32, 32, 1)).astype("float32")
     labels = rng.integers(0, 5, len(views))
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([lenet(seed=0), keras.layers.Dense(5)])
+    model = keras.Sequential([accelerate(lenet(seed=0)), keras.layers.Dense(5)])
     model.compile(
         keras.optimizers.SGD(0.01, momentum=0.1),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -81,11 +83,11 @@ def jax_layers() -> dict:
         by_slices = jax.jit(jax.grad(lambda x: max_pool_by_slices(x, (2, 2), (2, 2)).sum()))
         pools[name] = {"keras": timed(by_keras, x), "slices": timed(by_slices, x)}
     images = rng.uniform(size=(BATCH, 32, 32, 3)).astype("float32")
-    kernel = keras.ops.convert_to_tensor(_SOBEL)
+    kernel = keras.ops.convert_to_tensor(SOBEL_KERNELS)
     as_conv = jax.jit(
         lambda x: keras.ops.conv(keras.ops.mean(x, -1, keepdims=True), kernel, padding="same")
     )
-    as_differences = jax.jit(SobelFilter())
+    as_differences = jax.jit(sobel_by_slices)
     sobel = {"convolution": timed(as_conv, images), "differences": timed(as_differences, images)}
     return {"pool_gradient_ms": pools, "sobel_ms": sobel}
 

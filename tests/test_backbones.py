@@ -1,11 +1,9 @@
 import keras
 import numpy as np
 import pytest
-from conftest import MATMUL_ATOL
-from scipy.signal import correlate2d
 
 from keras_deepcluster import backbones
-from keras_deepcluster.backbones.pooling import MaxPooling2D, max_pool_by_slices
+from keras_deepcluster.backbones.pooling import max_pool_by_slices
 
 
 @pytest.mark.parametrize(
@@ -47,18 +45,6 @@ def test_seed_fixes_the_weights_and_init_follows_the_paper():
     assert not keras.ops.convert_to_numpy(big.get_layer("linear_1").bias).any()
 
 
-def test_sobel_filter_computes_sobel():
-    image = np.random.default_rng(0).uniform(size=(1, 9, 11, 3)).astype("float32")
-    out = keras.ops.convert_to_numpy(backbones.SobelFilter()(image))[0]
-    gray = np.pad(image[0].mean(-1), 1)
-    gx = correlate2d(gray, np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]]), mode="valid")
-    gy = correlate2d(gray, np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]]), mode="valid")
-    np.testing.assert_allclose(out[..., 0], gx, atol=4 * MATMUL_ATOL)
-    np.testing.assert_allclose(out[..., 1], gy, atol=4 * MATMUL_ATOL)
-    model = backbones.alexnet_micro(seed=0)
-    assert model.get_layer("sobel").weights == []  # frozen: nothing to train or re-draw
-
-
 @pytest.mark.parametrize(
     "pool_size, strides, size",
     [((2, 2), (2, 2), (28, 28)), ((2, 2), (1, 1), (9, 7)), ((3, 3), (2, 2), (13, 14))],
@@ -70,31 +56,6 @@ def test_max_pool_by_slices_equals_keras_pooling(pool_size, strides, size):
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(pooled), keras.ops.convert_to_numpy(expected)
     )
-    layer = MaxPooling2D(pool_size, strides)
-    np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(layer(images)), keras.ops.convert_to_numpy(expected)
-    )
-    assert MaxPooling2D.from_config(layer.get_config()).get_config() == layer.get_config()
-
-
-@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the slices route is JAX's")
-def test_backbones_pool_by_slices_on_jax_cpu_with_keras_gradient():
-    import jax
-
-    # Few values, many equal maxima in a window: of those the first gets the gradient.
-    images = np.random.default_rng(0).integers(0, 3, (2, 9, 9, 4)).astype("float32")
-    weights = np.random.default_rng(1).normal(size=(2, 8, 8, 4)).astype("float32")
-
-    def loss(layer):
-        return lambda x: (layer(x) * weights).sum()
-
-    ours, keras_pool = MaxPooling2D(2, 1), keras.layers.MaxPooling2D(2, 1)
-    np.testing.assert_array_equal(jax.grad(loss(ours))(images), jax.grad(loss(keras_pool))(images))
-    # XLA:CPU's select-and-scatter is what the slices avoid, in the backbones' pools too.
-    assert "reduce_window" in str(jax.make_jaxpr(jax.grad(loss(keras_pool)))(images))
-    assert "reduce_window" not in str(jax.make_jaxpr(jax.grad(loss(ours)))(images))
-    lenet = backbones.lenet(seed=0)
-    assert "reduce_window" not in str(jax.make_jaxpr(lenet)(np.zeros((1, 32, 32, 1), "float32")))
 
 
 @pytest.mark.backend_independent

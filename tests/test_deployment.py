@@ -8,13 +8,12 @@ onnxruntime, LiteRT in the LiteRT interpreter, the SavedModel in TensorFlow.
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 from conftest import MATMUL_ATOL, invoke, make_shapes
+from plain_keras import run_in_plain_keras
 
 import keras_deepcluster as kdc
 from keras_deepcluster.runs import deployment
@@ -91,17 +90,8 @@ def test_the_keras_file_loads_without_the_package(sobel_run, shared_digits_run, 
     for name, (run, images) in runs.items():
         run.export_model(tmp_path / f"{name}.keras")
         np.save(tmp_path / f"{name}.npy", images)
-    # Only the installed packages on the path, not their .pth files: no editable install.
-    site_packages = [path for path in sys.path if path.endswith("site-packages")]
-    script = f"""
-import sys
-sys.path[:] = [p for p in sys.path if p.startswith(sys.base_prefix)] + {site_packages!r}
-try:
-    import keras_deepcluster
-except ImportError:
-    pass
-else:
-    sys.exit("keras_deepcluster is importable: " + keras_deepcluster.__file__)
+    stdout = run_in_plain_keras(
+        f"""
 import keras, numpy as np
 for name in {list(runs)!r}:
     model = keras.saving.load_model(name + ".keras")
@@ -109,16 +99,10 @@ for name in {list(runs)!r}:
     outputs = {{key: keras.ops.convert_to_numpy(value) for key, value in outputs.items()}}
     np.savez(name + "-outputs.npz", **outputs)
 print(keras.backend.backend())
-"""
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "KERAS_BACKEND": BACKEND},
+""",
+        tmp_path,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split()[-1] == BACKEND
+    assert stdout.split()[-1] == BACKEND
     for name, (run, images) in runs.items():
         with np.load(tmp_path / f"{name}-outputs.npz") as outputs:
             assert_matches_assign(dict(outputs), run, images)

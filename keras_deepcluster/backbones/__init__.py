@@ -8,8 +8,11 @@ import keras
 
 from keras_deepcluster.backbones.architectures import alexnet, alexnet_micro, lenet
 from keras_deepcluster.backbones.initialization import initialize_weights
+
+# MaxPooling2D and SobelFilter are kept for the files that earlier versions saved: imported
+# here, they are registered with Keras whenever the backbones are.
 from keras_deepcluster.backbones.pooling import MaxPooling2D
-from keras_deepcluster.backbones.sobel import SobelFilter
+from keras_deepcluster.backbones.sobel import SobelFilter, sobel_convolutions
 
 _BUILDERS = {"lenet": lenet, "alexnet_micro": alexnet_micro, "alexnet": alexnet}
 
@@ -47,4 +50,5 @@ __all__ = [
     "initialize_weights",
     "lenet",
     "names",
+    "sobel_convolutions",
 ]

@@ -5,6 +5,9 @@ Layers are named as in the authors' code (``conv_i``, ``batch_norm_i``,
 type) so a linear probe can tap them by name. Each network's output is its
 clustering feature: the last dense layer, before any ReLU. PyTorch padding is
 reproduced with explicit `ZeroPadding2D` and "valid" convolutions/pools.
+Every layer is Keras's own, so a saved backbone loads in plain Keras; the
+package's faster formulas for some of them are put in at run time
+(`platform.layer_acceleration.accelerate`).
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ from keras_deepcluster.backbones.initialization import (
     dense_initializer,
     initialize_weights,
 )
-from keras_deepcluster.backbones.pooling import MaxPooling2D
-from keras_deepcluster.backbones.sobel import SobelFilter
+from keras_deepcluster.backbones.sobel import sobel_convolutions
 from keras_deepcluster.platform import devices
 
 
@@ -63,7 +65,7 @@ class _Stack:
         self.add("relu", lambda n: keras.layers.ReLU(name=n))
 
     def max_pool(self, size, stride):
-        self.add("max_pool", lambda n: MaxPooling2D(size, stride, name=n))
+        self.add("max_pool", lambda n: keras.layers.MaxPooling2D(size, stride, name=n))
 
     def dropout(self, rate):
         self.add("drop_out", lambda n: keras.layers.Dropout(rate, name=n))
@@ -119,7 +121,7 @@ def alexnet_micro(
     inputs = keras.Input(input_shape, name="image")
     s = _Stack(inputs, batch_norm)
     if sobel:
-        s.x = SobelFilter(name="sobel")(s.x)
+        s.x = sobel_convolutions(input_shape, name="sobel")(s.x)
     s.conv(48, 8, stride=3)
     s.max_pool(2, 1)
     s.conv(126, 2)
@@ -145,7 +147,7 @@ def alexnet(
     inputs = keras.Input(input_shape, name="image")
     s = _Stack(inputs, batch_norm)
     if sobel:
-        s.x = SobelFilter(name="sobel")(s.x)
+        s.x = sobel_convolutions(input_shape, name="sobel")(s.x)
     s.conv(96, 11, stride=4, padding=2)
     s.max_pool(3, 2)
     s.conv(256, 5, padding=2)

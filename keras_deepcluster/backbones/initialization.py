@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from keras_deepcluster.backbones.sobel import is_sobel_front_end
+
 
 def conv_initializer() -> keras.initializers.Initializer:
     """N(0, sqrt(2 / (kh * kw * out_channels))): He normal over fan-out."""
@@ -19,7 +21,8 @@ def initialize_weights(model: keras.Model, seed: int) -> keras.Model:
     """Re-draws every conv and dense layer of `model` as DeepCluster does.
 
     Conv kernels ~ N(0, sqrt(2 / (kh kw out))), dense kernels ~ N(0, 0.01), biases
-    0, batch-norm scale 1 and offset 0 with fresh moving statistics. The draws
+    0, batch-norm scale 1 and offset 0 with fresh moving statistics; the frozen
+    Sobel front end (`sobel_convolutions`) keeps its kernels. The draws
     come from NumPy, so one seed gives the same filters on every Keras backend:
     the seed alone fixes the "random filter quality" that the Deep Dive paper
     studies.
@@ -57,7 +60,10 @@ def initialize_weights(model: keras.Model, seed: int) -> keras.Model:
 
 
 def _leaf_layers(model):
+    """The layers of `model` and its nested models, but the frozen Sobel front end's."""
     for layer in model.layers:
+        if is_sobel_front_end(layer):
+            continue
         if isinstance(layer, keras.Model):
             yield from _leaf_layers(layer)
         else:

@@ -1,35 +1,9 @@
-"""Max pooling as the maximum of shifted slices where XLA:CPU pools slowly."""
+"""Max pooling by shifted slices, and the pooling layer that older saved files name."""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
-
-from keras_deepcluster.platform import devices
-
-
-@keras.saving.register_keras_serializable(package="keras_deepcluster")
-class MaxPooling2D(keras.layers.MaxPooling2D):
-    """`keras.layers.MaxPooling2D` that pools by slices on JAX's CPU backend.
-
-    Keras pools with a window reduction, whose gradient XLA:CPU computes with
-    select-and-scatter on one core. The same maximum taken over the pool's
-    shifted, strided slices (`max_pool_by_slices`) has an element-wise gradient
-    that XLA fuses (docs/performance.md, "JAX on the CPU"). Other backends and
-    devices, and "same" padding, keep Keras's pooling. Output
-    and gradient are Keras's: of several equal maxima in a window, the first
-    (in row-major order) gets the gradient.
-    """
-
-    def call(self, inputs):
-        if (
-            self.padding == "valid"
-            and self.data_format == "channels_last"
-            and keras.backend.backend() == "jax"
-            and not devices.accelerator_available()
-        ):
-            return max_pool_by_slices(inputs, self.pool_size, self.strides)
-        return super().call(inputs)
 
 
 def max_pool_by_slices(inputs, pool_size: tuple[int, int], strides: tuple[int, int]):
@@ -37,6 +11,11 @@ def max_pool_by_slices(inputs, pool_size: tuple[int, int], strides: tuple[int, i
 
     The maximum over the ``pool_size[0] * pool_size[1]`` slices
     ``inputs[:, i::strides[0], j::strides[1]]`` cut to the output's size.
+    Output and gradient are `keras.layers.MaxPooling2D`'s: of several equal
+    maxima in a window, the first (in row-major order) gets the gradient.
+    Its gradient is element-wise, which XLA fuses, where that of Keras's
+    window reduction is a select-and-scatter that XLA:CPU runs on one core
+    (`platform.layer_acceleration.accelerate` uses it there).
     """
     (pool_h, pool_w), (stride_h, stride_w) = pool_size, strides
     out_h = (inputs.shape[1] - pool_h) // stride_h + 1
@@ -53,3 +32,12 @@ def max_pool_by_slices(inputs, pool_size: tuple[int, int], strides: tuple[int, i
             # Strictly greater: of equal maxima the first keeps the gradient, as Keras's.
             pooled = window if pooled is None else ops.where(window > pooled, window, pooled)
     return pooled
+
+
+@keras.saving.register_keras_serializable(package="keras_deepcluster")
+class MaxPooling2D(keras.layers.MaxPooling2D):
+    """`keras.layers.MaxPooling2D` under the package's name, kept so that older files load.
+
+    Backbones saved by earlier versions of the package hold it; new ones hold
+    Keras's own layer. It is Keras's layer in every way.
+    """

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import keras
 import numpy as np
 
-from keras_deepcluster.backbones.sobel import SobelFilter
+from keras_deepcluster.backbones.sobel import SOBEL_KERNELS, SobelFilter, is_sobel_front_end
 
 DIRECT_TORCH_ENV = "KERAS_DEEPCLUSTER_DIRECT_TORCH"
 
@@ -254,14 +254,13 @@ _NORMALISATIONS = {}  # (mean, std, device) -> tensor (2, channels), for `random
 
 
 def _sobel(layer, x, training):
+    """The Sobel front end (or the older `SobelFilter`) as one convolution of the channel mean."""
     import torch
     import torch.nn.functional as F
 
-    from keras_deepcluster.backbones.sobel import _SOBEL
-
     key = (x.device, x.dtype)
     if key not in _SOBEL_KERNELS:
-        kernel = np.ascontiguousarray(np.transpose(_SOBEL, (3, 2, 0, 1)))
+        kernel = np.ascontiguousarray(np.transpose(SOBEL_KERNELS, (3, 2, 0, 1)))
         _SOBEL_KERNELS[key] = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)
     return F.conv2d(x.mean(1, keepdim=True), _SOBEL_KERNELS[key], padding=1)
 
@@ -293,7 +292,7 @@ def _function(layer: keras.layers.Layer, layout: str) -> LayerFunction | None:
         return _dense if _linear(layer.activation) else None
     if isinstance(layer, keras.layers.Dropout):
         return _dropout if layer.noise_shape is None else None
-    if isinstance(layer, SobelFilter):
+    if is_sobel_front_end(layer) or isinstance(layer, SobelFilter):
         return _sobel
     return None
 

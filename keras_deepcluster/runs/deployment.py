@@ -130,15 +130,16 @@ def deployable_model(
 def plain_backbone(backbone: keras.Model) -> keras.Model:
     """A copy of `backbone` in built-in Keras layers, with its weights.
 
-    The package's `SobelFilter` becomes two frozen convolutions
-    (`sobel_convolutions`), its `MaxPooling2D` (which pools by slices on
-    JAX's CPU backend, for speed) Keras's own; every other layer is cloned
-    from its config and given the original's weights.
+    Every layer is cloned from its config and given the original's weights;
+    the layers of backbones saved by earlier versions become Keras's own
+    (`SobelFilter` two frozen convolutions, `sobel_convolutions`; the
+    package's `MaxPooling2D` Keras's). The clone has none of the run-time
+    formulas of `platform.layer_acceleration`.
     """
 
     def clone(layer):
         if isinstance(layer, SobelFilter):
-            return sobel_convolutions(layer.input.shape[-1], name=layer.name)
+            return sobel_convolutions(layer.input.shape[1:], name=layer.name)
         if isinstance(layer, MaxPooling2D):
             return keras.layers.MaxPooling2D.from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())

@@ -33,6 +33,7 @@ from keras_deepcluster.method.views import ImageViews
 from keras_deepcluster.platform import directory_lock, processes
 from keras_deepcluster.platform.determinism import enable_determinism, set_random_seed
 from keras_deepcluster.platform.devices import data_parallel
+from keras_deepcluster.platform.layer_acceleration import accelerate
 from keras_deepcluster.runs import check_labels
 from keras_deepcluster.runs.callbacks import (
     RunRecorder,
@@ -74,11 +75,11 @@ def check_channels(recipe: Recipe, views: ImageViews, channels: int) -> None:
 
 
 def build_backbone(recipe: Recipe, input_shape: tuple[int, int, int]) -> keras.Model:
-    """The untrained backbone; its weights depend on the recipe's seed only."""
+    """The untrained backbone, accelerated; its weights depend on the recipe's seed only."""
     kwargs = {"input_shape": input_shape, "batch_norm": recipe.batch_norm, "seed": recipe.seed}
     if recipe.sobel is not None:
         kwargs["sobel"] = recipe.sobel
-    return backbones.get(recipe.backbone, **kwargs)
+    return accelerate(backbones.get(recipe.backbone, **kwargs))
 
 
 def steps_per_execution(recipe: Recipe, devices: int) -> int:
@@ -567,7 +568,7 @@ def _probe_setup(recipe, data, run, layer, random, what):
             "the run did not finish. Probe its untrained network with `random=True`, or "
             "train it again."
         )
-    return layer, run.load_model().backbone, views
+    return layer, accelerate(run.load_model()).backbone, views
 
 
 def _probe_splits(data, seed):
