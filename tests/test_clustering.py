@@ -302,3 +302,21 @@ def test_empty_clusters_of_device_features_are_filled_from_their_rows():
     x = keras.ops.convert_to_tensor(np.ones((10, 4), np.float32))
     repaired, empty = clustering.fill_empty_clusters(np.zeros(10, np.int64), x, 5)
     assert empty == 4 and sorted(set(repaired)) == [0, 1, 2, 3, 4]
+
+
+def test_the_host_and_device_routes_take_the_same_steps():
+    x, _ = blobs(n=200, d=8)
+    x[3, 1] = np.nan
+    route, host = feature_routes.place(x)
+    assert route is feature_routes.HOST and host is x  # a host array is not copied
+    route, device = feature_routes.place(keras.ops.convert_to_tensor(x))
+    assert route is feature_routes.DEVICE
+    for route, features in ((feature_routes.HOST, host), (feature_routes.DEVICE, device)):
+        assert (route.count(features), route.count_nonfinite(features)) == (200, 1)
+        np.testing.assert_array_equal(route.rows(features, np.array([5, 0])), x[[5, 0]])
+        np.testing.assert_array_equal(route.to_host(features), x)
+    whitening = feature_routes.Whitening(np.ones(8), np.eye(8, 3))
+    assert whitening.mean.dtype == whitening.projection.dtype == np.float32
+    on_device = feature_routes.DEVICE.whiten(device, whitening)
+    on_host = feature_routes.HOST.whiten(host, whitening)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(on_device), on_host, atol=1e-6)

@@ -224,3 +224,8 @@ def test_one_process_collectives_are_the_identity():
     np.testing.assert_array_equal(kdc.platform.processes.gather_shards(np.arange(3)), np.arange(3))
     assert kdc.platform.processes.all_sum(np.float32(1.5)).dtype == np.float64
     kdc.platform.processes.check_same("anything", "value")  # nothing to disagree with
+    images = np.arange(12).reshape(4, 3)
+    assert kdc.platform.processes.own_shard(images, take=None) is images  # not read again
+    rows = kdc.platform.processes.global_rows(np.array([3, 1]), 4, 3, lambda i: images[i])
+    assert rows.dtype == np.float32
+    np.testing.assert_array_equal(rows, images[[3, 1]])
