@@ -113,8 +113,7 @@ def chunk_plan(n: int, d: int, k: int, deterministic: bool = False) -> tuple[int
     makes both), with deterministic sums its k one-hot entries, and its d
     coordinates, rounded down to a power of two: the free memory differs a
     little from call to call, and on JAX every new chunk shape would be
-    compiled anew, seconds per call at large N. Elsewhere chunks hold a fixed
-    number of distances.
+    compiled anew. Elsewhere chunks hold a fixed number of distances.
     """
     free = devices.free_memory_bytes()
     per_row = 4 * (k * (3 if deterministic else 2) + d)
@@ -160,8 +159,7 @@ def _lloyd_step(backend: str, k: int, deterministic: bool):
     """The compiled work on one chunk: labels, distances, sums and counts per cluster.
 
     Kept per (backend, k, mode), so that each re-clustering reuses the
-    compiled function instead of compiling it again, which on a GPU would
-    cost more than a small dataset's whole clustering.
+    compiled function instead of compiling it again.
     """
 
     def step(block, centroids):
