@@ -250,6 +250,7 @@ class DeviceRoute(FeatureRoute):
 
     def count_nonfinite(self, features) -> int:
         bad = ops.logical_not(ops.all(ops.isfinite(features), axis=1))
+        # Summed over the shards, so that every process raises or none.
         return int(processes.all_sum(int(ops.convert_to_numpy(ops.sum(ops.cast(bad, "int32"))))))
 
     def _fit_whitening(self, features, dim, backend, seed):
