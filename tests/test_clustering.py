@@ -4,8 +4,7 @@ import pytest
 from conftest import MATMUL_ATOL
 
 from keras_deepcluster.method import clustering
-from keras_deepcluster.platform import accelerated_kmeans
-from keras_deepcluster.platform.devices import accelerator_available
+from keras_deepcluster.platform import accelerated_kmeans, devices, feature_routes
 
 
 def blobs(n=300, k=3, d=16, seed=0):
@@ -50,7 +49,7 @@ def test_l2_normalize_in_blocks_equals_the_whole_array_in_float64():
     x = np.random.default_rng(0).normal(size=(103, 7)).astype(np.float32)
     x[5] = 0
     whole = x / np.maximum(np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True), 1e-12)
-    out = clustering.l2_normalize(x, block_rows=10)
+    out = feature_routes.HostRoute(block_rows=10).l2_normalize(x)
     assert out.dtype == np.float32 and out.shape == x.shape
     np.testing.assert_array_equal(out, whole.astype(np.float32))
 
@@ -124,8 +123,8 @@ def test_cluster_features_rejects_nan_and_bad_arguments():
 def test_auto_backend_falls_back_to_sklearn_without_faiss(monkeypatch):
     x, _ = blobs()
     expected, _ = clustering.kmeans(x, 3, seed=4, backend="sklearn")
-    monkeypatch.setattr(clustering, "accelerator_available", lambda: False)
-    monkeypatch.setattr(clustering, "faiss", None)
+    monkeypatch.setattr(devices, "accelerator_available", lambda: False)
+    monkeypatch.setattr(feature_routes, "faiss", None)
     labels, _ = clustering.kmeans(x, 3, seed=4, backend="auto")
     np.testing.assert_array_equal(labels, expected)
     with pytest.raises(ImportError, match="'faiss' asked for, but faiss cannot be imported"):
@@ -136,7 +135,7 @@ def test_auto_backend_falls_back_to_sklearn_without_faiss(monkeypatch):
 @pytest.mark.parametrize("gpu", [False, True])
 def test_auto_backend_is_keras_on_a_gpu_and_faiss_elsewhere(monkeypatch, gpu):
     x, _ = blobs(n=1000, k=8)
-    monkeypatch.setattr(clustering, "accelerator_available", lambda: gpu)
+    monkeypatch.setattr(devices, "accelerator_available", lambda: gpu)
     auto = clustering.kmeans(x, 8, seed=5, backend="auto")
     # faiss and our k-means pick different initial centroids from one seed.
     expected = clustering.kmeans(x, 8, seed=5, backend="keras" if gpu else "faiss")
@@ -161,7 +160,8 @@ def test_keras_kmeans_matches_faiss_objective_and_is_seeded(deterministic):
     expected = np.mean(np.sum((x - centroids[labels]) ** 2, axis=1))
     assert objective == pytest.approx(expected, rel=1e-3)
     again, _ = accelerated_kmeans.keras_kmeans(x, 8, 3, deterministic=deterministic)
-    if deterministic or not accelerator_available():  # a GPU's scatter-add has no fixed order
+    # A GPU's scatter-add adds in no fixed order.
+    if deterministic or not devices.accelerator_available():
         np.testing.assert_array_equal(labels, again)
     # Chunking changes the matrix products' shapes, not the clustering: 64 points at a time.
     chunked, chunked_objective = accelerated_kmeans.keras_kmeans(
@@ -182,8 +182,6 @@ def test_deterministic_sums_give_the_scatter_add_clustering():
 
 @pytest.mark.backend_independent
 def test_chunk_plan_fits_the_free_memory(monkeypatch):
-    from keras_deepcluster.platform import devices
-
     monkeypatch.setattr(devices, "free_memory_bytes", lambda: None)
     monkeypatch.setattr(devices, "accelerator_available", lambda: False)
     assert accelerated_kmeans.chunk_plan(1_000_000, 256, 1000) == (16777, True)
@@ -210,8 +208,6 @@ def test_chunk_plan_fits_the_free_memory(monkeypatch):
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="jax.jit compiles per shape")
 def test_kmeans_calls_with_other_free_memory_compile_nothing_new(monkeypatch):
-    from keras_deepcluster.platform import devices
-
     x, _ = blobs(n=3000, k=7)
     step = accelerated_kmeans._lloyd_step("jax", 7, False)
     # A GPU whose free memory changes between calls by other arrays' 40 KB, as a real one
@@ -306,3 +302,21 @@ def test_empty_clusters_of_device_features_are_filled_from_their_rows():
     x = keras.ops.convert_to_tensor(np.ones((10, 4), np.float32))
     repaired, empty = clustering.fill_empty_clusters(np.zeros(10, np.int64), x, 5)
     assert empty == 4 and sorted(set(repaired)) == [0, 1, 2, 3, 4]
+
+
+def test_the_host_and_device_routes_take_the_same_steps():
+    x, _ = blobs(n=200, d=8)
+    x[3, 1] = np.nan
+    route, host = feature_routes.place(x)
+    assert route is feature_routes.HOST and host is x  # a host array is not copied
+    route, device = feature_routes.place(keras.ops.convert_to_tensor(x))
+    assert route is feature_routes.DEVICE
+    for route, features in ((feature_routes.HOST, host), (feature_routes.DEVICE, device)):
+        assert (route.count(features), route.count_nonfinite(features)) == (200, 1)
+        np.testing.assert_array_equal(route.rows(features, np.array([5, 0])), x[[5, 0]])
+        np.testing.assert_array_equal(route.to_host(features), x)
+    whitening = feature_routes.Whitening(np.ones(8), np.eye(8, 3))
+    assert whitening.mean.dtype == whitening.projection.dtype == np.float32
+    on_device = feature_routes.DEVICE.whiten(device, whitening)
+    on_host = feature_routes.HOST.whiten(host, whitening)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(on_device), on_host, atol=1e-6)

@@ -79,6 +79,24 @@ def test_two_processes_give_the_pseudo_labels_of_one(tmp_path):
 
 
 @needs_jax
+def test_a_clustering_over_two_shards_is_the_clustering_of_one(tmp_path):
+    coordinator = f"127.0.0.1:{free_port()}"
+    ((code, _, err),) = job(["cluster", "-", 1, 0, tmp_path / "one.npz"])
+    assert code == 0, err[-3000:]
+    two = job(*(["cluster", coordinator, 2, i, tmp_path / f"two{i}.npz"] for i in (0, 1)))
+    assert [code for code, _, _ in two] == [0, 0], two[0][2][-3000:] + two[1][2][-3000:]
+    one, two0, two1 = (np.load(tmp_path / f"{name}.npz") for name in ("one", "two0", "two1"))
+    for name in ("repaired", "labels", "whitening"):
+        np.testing.assert_array_equal(two0[name], two1[name])
+    # The repair reads the rows of the largest cluster from both shards.
+    assert int(two0["empty"]) == int(one["empty"]) == 2
+    np.testing.assert_array_equal(two0["repaired"], one["repaired"])
+    # The shards' means are added in float64: the same clustering up to rounding.
+    assert nmi(two0["labels"], one["labels"]) > 0.95
+    assert float(two0["objective"]) == pytest.approx(float(one["objective"]), rel=1e-4)
+
+
+@needs_jax
 @pytest.mark.parametrize(
     "differ, message",
     [
@@ -206,3 +224,8 @@ def test_one_process_collectives_are_the_identity():
     np.testing.assert_array_equal(kdc.platform.processes.gather_shards(np.arange(3)), np.arange(3))
     assert kdc.platform.processes.all_sum(np.float32(1.5)).dtype == np.float64
     kdc.platform.processes.check_same("anything", "value")  # nothing to disagree with
+    images = np.arange(12).reshape(4, 3)
+    assert kdc.platform.processes.own_shard(images, take=None) is images  # not read again
+    rows = kdc.platform.processes.global_rows(np.array([3, 1]), 4, 3, lambda i: images[i])
+    assert rows.dtype == np.float32
+    np.testing.assert_array_equal(rows, images[[3, 1]])

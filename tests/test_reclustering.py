@@ -18,6 +18,7 @@ from keras_deepcluster import (
 from keras_deepcluster.evaluation import nmi
 from keras_deepcluster.method.clustering import HEAD_STREAM, derive_seed
 from keras_deepcluster.method.reclustering import ReclusteringSettings
+from keras_deepcluster.platform import feature_routes
 
 
 class Recorder(keras.callbacks.Callback):
@@ -359,7 +360,7 @@ def test_keras_kmeans_clusters_features_where_they_were_extracted(shapes, monkey
 
     monkeypatch.setattr(FeatureExtractor, "__call__", spy)
     _, device_run, *_ = run(images, labels, epochs=2, kmeans_backend="keras")
-    monkeypatch.setattr(Reclustering, "_clusters_on_device", lambda self, model: False)
+    monkeypatch.setattr(feature_routes, "extract_to_device", lambda *args: False)
     _, host_run, *_ = run(images, labels, epochs=2, kmeans_backend="keras")
     assert returned == ["device", "device", "host", "host"]
     # The first clustering sees the same untrained network: the same clusters.

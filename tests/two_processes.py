@@ -3,6 +3,7 @@
 Usage:
     python tests/two_processes.py train COORDINATOR NUM_PROCESSES PROCESS_ID OUT.npz [DATA_SEED]
         (NUM_PROCESSES 1: a plain run, no coordinator contacted)
+    python tests/two_processes.py cluster COORDINATOR NUM_PROCESSES PROCESS_ID OUT.npz
     python tests/two_processes.py cli ARGS...   # `deepcluster ARGS...`
 
 JAX is kept on the CPU, so that a machine with one GPU tests two processes too.
@@ -47,12 +48,30 @@ def train(data_seed: int = 0, seed: int = 0, epochs: int = 3) -> dict:
     }
 
 
+def cluster() -> dict:
+    """A repair of empty clusters and a clustering, of features split over the processes."""
+    features = np.random.default_rng(0).normal(size=(301, 12)).astype(np.float32)
+    shard = keras.ops.convert_to_tensor(features[kdc.platform.processes.shard(len(features))])
+    # Clusters 3 and 4 empty; cluster 0, the largest, has rows in both shards.
+    labels = np.repeat(np.arange(3), [200, 60, 41])
+    repaired, empty = kdc.method.clustering.fill_empty_clusters(labels, shard, 5)
+    result = kdc.cluster_features(shard, 7, seed=3, pca_dim=8)
+    return {
+        "repaired": repaired,
+        "empty": empty,
+        "labels": result.labels,
+        "objective": result.objective,
+        "whitening": result.whitening.projection,
+    }
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "train":
+    if sys.argv[1] in ("train", "cluster"):
         coordinator, count, index, out, *data_seed = sys.argv[2:]
         if int(count) > 1:
             kdc.platform.processes.initialize(coordinator, int(count), int(index), timeout=60)
-        np.savez(out, **train(*map(int, data_seed)))
+        work = train if sys.argv[1] == "train" else cluster
+        np.savez(out, **work(*map(int, data_seed)))
     else:
         from keras_deepcluster_cli.main import main
 

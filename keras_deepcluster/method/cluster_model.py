@@ -5,7 +5,9 @@ needs to place new images in its clusters is kept here: the PCA-whitening
 its clustering applied (mean and projection), and the centroids in the
 whitened, L2-normalised space, each the mean of its cluster's members. A new
 image gets the nearest centroid and its distance. `fit` clusters through
-`clustering.cluster_features`, as every epoch does.
+`clustering.cluster_features`, as every epoch does; `from_labels` and new
+features take the same steps on the host, where the centroids are
+(`feature_routes.HOST`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_deepcluster.method import clustering
+from keras_deepcluster.platform.feature_routes import HOST, Whitening
 
 # Rows per block of the assignment's distance computation (block x k floats).
 ASSIGN_BLOCK = 4096
@@ -61,7 +64,7 @@ class ClusterModel:
         return cls._of(centroids, result.whitening), result.labels
 
     @classmethod
-    def _of(cls, centroids: np.ndarray, whitening: clustering.Whitening | None) -> ClusterModel:
+    def _of(cls, centroids: np.ndarray, whitening: Whitening | None) -> ClusterModel:
         if whitening is None:
             return cls(centroids)
         return cls(centroids, whitening.mean, whitening.projection)
@@ -82,8 +85,8 @@ class ClusterModel:
         """
         features, whitening = np.asarray(features, np.float32), None
         if pca_dim is not None:
-            features, whitening = clustering.fit_whitening(features, pca_dim, pca_backend)
-        normalised = clustering.l2_normalize(features)
+            features, whitening = HOST.fit_whitening(features, pca_dim, pca_backend)
+        normalised = HOST.l2_normalize(features)
         labels = np.asarray(labels, np.int64)
         if labels.shape != (len(normalised),) or labels.min() < 0 or labels.max() >= num_clusters:
             raise ValueError(
@@ -96,6 +99,11 @@ class ClusterModel:
     def num_clusters(self) -> int:
         return len(self.centroids)
 
+    @property
+    def whitening(self) -> Whitening | None:
+        """The PCA-whitening of the clustering, or None without PCA."""
+        return None if self.projection is None else Whitening(self.mean, self.projection)
+
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Features (N, d) into the clustering's space: whitened (if PCA), L2-normalised."""
         features = np.asarray(features, np.float32)
@@ -106,8 +114,8 @@ class ClusterModel:
                 f"features of {expected} dimensions."
             )
         if self.projection is not None:
-            features = (features - self.mean) @ self.projection
-        return clustering.l2_normalize(features)
+            features = HOST.whiten(features, self.whitening)
+        return HOST.l2_normalize(features)
 
     def assign(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The nearest centroid of each row of `features` (N, d), and the distance to it.

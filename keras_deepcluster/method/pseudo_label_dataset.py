@@ -10,7 +10,7 @@ import numpy as np
 from keras_deepcluster.data.disk_images import DiskImages
 from keras_deepcluster.method.clustering import cluster_members
 from keras_deepcluster.method.views import ImageViews
-from keras_deepcluster.platform import processes
+from keras_deepcluster.platform import devices, processes
 
 
 def check_images(images: np.ndarray, channels: int | None = None) -> np.ndarray:
@@ -161,17 +161,10 @@ class PseudoLabelDataset(keras.utils.PyDataset):
     def choose_workers(self, replicas: int) -> None:
         """Sets `workers` for training on `replicas` devices, unless the user chose.
 
-        On TensorFlow one worker means Keras feeds the data through tf.data's
-        `from_generator` with autotuned prefetching, which stalls the first
-        step of some epochs, mostly after a feature extraction
-        (benchmarks/first_step_stall.py, docs/design.md); Keras's thread enqueuer
-        (2 workers) does not, and keeps the batches in order. Under a
-        multi-replica strategy the enqueuer changes what the replicas train on,
-        so that keeps one.
+        The backend's choice (`devices.input_workers`).
         """
         if self.auto_workers:
-            single = keras.backend.backend() == "tensorflow" and replicas == 1
-            self.workers = 2 if single else 1
+            self.workers = devices.input_workers(replicas)
 
     @property
     def num_images(self) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from keras_deepcluster.data.disk_images import DiskImages
+from keras_deepcluster.data.disk_images import take_rows
 from keras_deepcluster.evaluation.cluster_metrics import (
     ari,
     hungarian_accuracy,
@@ -21,7 +21,7 @@ from keras_deepcluster.evaluation.cluster_metrics import (
 from keras_deepcluster.method import clustering
 from keras_deepcluster.method.features import FeatureExtractor
 from keras_deepcluster.method.pseudo_label_dataset import PseudoLabelDataset
-from keras_deepcluster.platform import devices, memory, processes
+from keras_deepcluster.platform import devices, feature_routes, memory, processes
 
 
 class ClusteringWarning(UserWarning):
@@ -253,15 +253,15 @@ class Reclustering(keras.callbacks.Callback):
         """This epoch's pseudo-labels from the backbone's features, and their logs."""
         config, model = self.config, self.model
         start = time.perf_counter()
-        on_device = self._clusters_on_device(model)
         features = self._extractor(
-            _own_shard(self.data.images),
+            processes.own_shard(self.data.images, take_rows),
             config.feature_batch_size,
             on_batch=lambda done, total: self.on_progress("features", done, total),
-            on_device=on_device,
+            on_device=feature_routes.extract_to_device(
+                config.kmeans_backend, self.data.num_images, model.feature_dim
+            ),
         )
-        if on_device:  # wait for the device, so that the phases are timed apart
-            keras.ops.convert_to_numpy(features[0, 0])
+        feature_routes.wait_for(features)  # so that the phases are timed apart
         seconds_features = time.perf_counter() - start
         self.on_progress("clustering", 0, 1)
         try:  # PCA-whitening, L2, k-means and the refill of empty clusters
@@ -294,18 +294,6 @@ class Reclustering(keras.callbacks.Callback):
             "seconds_pca": result.seconds_pca,
             "seconds_kmeans": result.seconds_kmeans,
         }
-
-    def _clusters_on_device(self, model) -> bool:
-        """Whether the features stay on the device for our k-means there.
-
-        So when k-means runs in `keras.ops` (on a GPU by default) and the
-        (N, D) features take at most a quarter of the device's free memory.
-        """
-        backend = self.config.kmeans_backend
-        if backend != "keras" and not (backend == "auto" and devices.accelerator_available()):
-            return False
-        free = devices.free_memory_bytes()
-        return free is None or 4 * self.data.num_images * model.feature_dim <= free / 4
 
     def _label_stats(self, labels: np.ndarray) -> dict[str, float]:
         """The logs of a clustering: its sizes, and its agreement with the last and the labels."""
@@ -471,16 +459,6 @@ def stable_since(nmi_previous: list[float], threshold: float, patience: int) -> 
     """
     recent = nmi_previous[-patience:]
     return len(recent) == patience and all(value >= threshold for value in recent)
-
-
-def _own_shard(images):
-    """The images this process extracts: all of them, or its shard with several processes."""
-    if processes.process_count() == 1:
-        return images
-    rows = processes.shard(len(images))
-    if isinstance(images, DiskImages):  # still on disk
-        return images.take(np.arange(rows.start, rows.stop))
-    return images[rows]
 
 
 def _check_integer(name: str, value, minimum: int, optional: bool = False) -> None:

@@ -77,7 +77,9 @@ def keras_kmeans(
     chunks = _Chunks(features, chunk_rows or planned_rows, resident)
     sizes = processes.gather_shards(np.array([n]))  # every shard's size, in process order
     rng = np.random.default_rng(seed)
-    centroids = _initial_centroids(chunks, rng.choice(int(sizes.sum()), k, replace=False), sizes)
+    # The initial points are drawn from all shards, each read where it lives.
+    picked = rng.choice(int(sizes.sum()), k, replace=False)
+    centroids = ops.convert_to_tensor(processes.global_rows(picked, n, d, chunks.rows), "float32")
     step = _lloyd_step(keras.backend.backend(), k, deterministic)
     for _ in range(iterations):
         sums = ops.zeros((k, d), "float32")
@@ -97,18 +99,6 @@ def keras_kmeans(
     return np.concatenate(labels).astype(np.int64), objective
 
 
-def _initial_centroids(chunks, picked: np.ndarray, sizes: np.ndarray):
-    """The points at global indices `picked`, from whichever process's shard holds each."""
-    if len(sizes) == 1:
-        return chunks.rows(picked)
-    start = int(sizes[: processes.process_index()].sum())
-    mine = (picked >= start) & (picked < start + sizes[processes.process_index()])
-    rows = np.zeros((len(picked), chunks.dim), np.float32)
-    if mine.any():
-        rows[mine] = ops.convert_to_numpy(chunks.rows(picked[mine] - start))
-    return ops.convert_to_tensor(_summed(rows), "float32")
-
-
 def _summed(value) -> np.ndarray:
     return processes.all_sum(ops.convert_to_numpy(value)).astype(np.float32)
 
@@ -123,8 +113,7 @@ def chunk_plan(n: int, d: int, k: int, deterministic: bool = False) -> tuple[int
     makes both), with deterministic sums its k one-hot entries, and its d
     coordinates, rounded down to a power of two: the free memory differs a
     little from call to call, and on JAX every new chunk shape would be
-    compiled anew, seconds per call at large N. Elsewhere chunks hold a fixed
-    number of distances.
+    compiled anew. Elsewhere chunks hold a fixed number of distances.
     """
     free = devices.free_memory_bytes()
     per_row = 4 * (k * (3 if deterministic else 2) + d)
@@ -142,7 +131,6 @@ class _Chunks:
 
     def __init__(self, features, rows: int, resident: bool):
         self.features = features
-        self.dim = int(features.shape[1])
         self.rows_per_chunk = rows
         on_host = isinstance(features, np.ndarray)
         self.host = np.ascontiguousarray(features, np.float32) if on_host else None
@@ -160,7 +148,7 @@ class _Chunks:
             yield ops.convert_to_tensor(self.host[start : start + self.rows_per_chunk])
 
     def rows(self, indices: np.ndarray):
-        """The points at `indices`, as a device tensor."""
+        """The points at `indices` (of this process's shard), as a device tensor."""
         if self.host is not None:
             return ops.convert_to_tensor(self.host[indices])
         return ops.take(self.features, ops.convert_to_tensor(indices), axis=0)
@@ -171,8 +159,7 @@ def _lloyd_step(backend: str, k: int, deterministic: bool):
     """The compiled work on one chunk: labels, distances, sums and counts per cluster.
 
     Kept per (backend, k, mode), so that each re-clustering reuses the
-    compiled function instead of compiling it again, which on a GPU would
-    cost more than a small dataset's whole clustering.
+    compiled function instead of compiling it again.
     """
 
     def step(block, centroids):

@@ -6,9 +6,9 @@ on one device. There DeepCluster's training step is Keras's own, so the batch
 is split across replicas of the network and the gradients are summed, as for
 any Keras model. Re-clustering runs once per epoch for all replicas: every
 replica extracts the features of its share of each batch, the features are
-gathered into one host array, k-means runs once (faiss on the host, or our
-k-means on the device, `kmeans_backend`), and the single set of pseudo-labels
-feeds all replicas. After `processes.initialize` (a job of several JAX
+gathered into one array, k-means runs once (`feature_routes`: faiss on the
+host, or our k-means on the device, `kmeans_backend`), and the single set of
+pseudo-labels feeds all replicas. After `processes.initialize` (a job of several JAX
 processes, one per host or GPU) the distribution spans every device of every
 process, and the clustering is computed across the processes' shards
 (`keras_deepcluster.platform.processes`).
@@ -126,6 +126,20 @@ def _across_processes(devices: int | None):
         )
     # Each process's PyDataset already yields its own slice of each batch.
     return keras.distribution.DataParallel(devices=available, auto_shard_dataset=False)
+
+
+def input_workers(replicas: int) -> int:
+    """Threads that feed a `keras.utils.PyDataset` training on `replicas` devices.
+
+    On TensorFlow one worker means Keras feeds the data through tf.data's
+    `from_generator` with autotuned prefetching, which stalls the first step
+    of some epochs, mostly after a feature extraction
+    (benchmarks/first_step_stall.py, docs/design.md); Keras's thread enqueuer
+    (2 workers) does not, and keeps the batches in order. Under a
+    multi-replica strategy the enqueuer changes what the replicas train on,
+    so that keeps one, as do the other backends.
+    """
+    return 2 if keras.backend.backend() == "tensorflow" and replicas == 1 else 1
 
 
 def replica_count(model: keras.Model) -> int:

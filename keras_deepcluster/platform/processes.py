@@ -1,10 +1,10 @@
 """Several processes, one DeepCluster job, on JAX's multi-process runtime (`jax.distributed`).
 
 Every process (one per host, or one per GPU) runs the same program. Each
-extracts the features of its own shard of the images (`shard`), the
-clustering is computed across the shards (`clustering.cluster_features`:
-PCA from all-reduced moments, k-means with all-reduced sums and counts, the
-same initial centroids everywhere), the shards' labels are gathered so that
+extracts the features of its own shard of the images (`own_shard`), the
+clustering is computed across the shards (`feature_routes.DEVICE`: PCA from
+all-reduced moments, k-means with all-reduced sums and counts, the same
+initial centroids everywhere), the shards' labels are gathered so that
 every process draws the same global sample, and each process feeds its slice
 of every global batch to Keras's `DataParallel` (`PseudoLabelDataset`).
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import time
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -89,6 +90,17 @@ def shard(n: int) -> slice:
     return slice(n * index // count, n * (index + 1) // count)
 
 
+def own_shard(items, take: Callable):
+    """This process's rows of `items` (`shard`): ``take(items, indices)``, or `items` itself.
+
+    With one process `items` are returned untouched, not read through `take`.
+    """
+    if process_count() == 1:
+        return items
+    rows = shard(len(items))
+    return take(items, np.arange(rows.start, rows.stop))
+
+
 def all_sum(value) -> np.ndarray:
     """The sum over processes of `value` (same shape everywhere), in float64 for floats."""
     value = np.asarray(value)
@@ -109,6 +121,32 @@ def gather_shards(rows: np.ndarray) -> np.ndarray:
     padded[: len(rows)] = rows
     gathered = _gather(padded)
     return np.concatenate([part[:size] for part, size in zip(gathered, sizes)])
+
+
+def global_rows(indices: np.ndarray, shard_rows: int, dim: int, read: Callable) -> np.ndarray:
+    """Rows of an array sharded over the processes, read from whichever process holds each.
+
+    Every process calls it with the same `indices`; each reads the rows of its own shard,
+    and the parts are summed, so that every process gets all of them.
+
+    Args:
+        indices: int (m,) indices into the whole array (the shards in process order).
+        shard_rows: The number of rows of this process's shard.
+        dim: The width of a row.
+        read: ``read(local_indices)`` gives rows of this process's shard (a NumPy array or
+            a tensor) at its own indices.
+
+    Returns:
+        float32 (m, dim).
+    """
+    sizes = gather_shards(np.array([shard_rows]))
+    start = int(sizes[: process_index()].sum())
+    mine = (indices >= start) & (indices < start + shard_rows)
+    rows = np.zeros((len(indices), dim), np.float32)
+    if mine.any():
+        rows[mine] = keras.ops.convert_to_numpy(read(indices[mine] - start))
+    # Each row is non-zero on one process only: the float64 sum is that row, exactly.
+    return all_sum(rows).astype(np.float32)
 
 
 def broadcast(value) -> np.ndarray:
