@@ -281,10 +281,10 @@ def trial_scores(run: RunDirectory, recipe: Recipe, labelled: LabelledImages) ->
     import keras
 
     from keras_deepcluster import evaluation
-    from keras_deepcluster.runs import pretraining
+    from keras_deepcluster.runs.recipe_data import image_views
 
     backbone = keras.saving.load_model(run.path / RunDirectory.MODEL).backbone
-    views = pretraining.image_views(recipe)
+    views = image_views(recipe)
     x, y, held = labelled.images, labelled.labels, labelled.held_out
     probe = evaluation.linear_probe(
         backbone,
