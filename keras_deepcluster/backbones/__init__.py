@@ -6,12 +6,15 @@ import inspect
 
 import keras
 
+from keras_deepcluster.backbones import architectures
 from keras_deepcluster.backbones.architectures import alexnet, alexnet_micro, lenet
 from keras_deepcluster.backbones.initialization import initialize_weights
 from keras_deepcluster.backbones.pooling import MaxPooling2D
 from keras_deepcluster.backbones.sobel import SobelFilter
+from keras_deepcluster.settings import BACKBONE_LAYERS
 
-_BUILDERS = {"lenet": lenet, "alexnet_micro": alexnet_micro, "alexnet": alexnet}
+# The networks whose layers the Keras-free settings describe, which the recipe checks.
+_BUILDERS = {name: getattr(architectures, name) for name in BACKBONE_LAYERS}
 
 
 def names() -> list[str]:

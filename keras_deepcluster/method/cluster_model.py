@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_deepcluster.method import clustering
+from keras_deepcluster.settings import KMEANS_BACKEND, KMEANS_ITERATIONS, PCA_BACKEND
 
 # Rows per block of the assignment's distance computation (block x k floats).
 ASSIGN_BLOCK = 4096
@@ -42,9 +43,9 @@ class ClusterModel:
         num_clusters: int,
         seed: int,
         pca_dim: int | None = None,
-        kmeans_backend: str = "auto",
-        iterations: int = 20,
-        pca_backend: str = "faiss",
+        kmeans_backend: str = KMEANS_BACKEND,
+        iterations: int = KMEANS_ITERATIONS,
+        pca_backend: str = PCA_BACKEND,
     ) -> tuple[ClusterModel, np.ndarray]:
         """Clusters `features` (N, d) as `Reclustering` does; returns the model and the labels."""
         result = clustering.cluster_features(
@@ -73,7 +74,7 @@ class ClusterModel:
         labels: np.ndarray,
         num_clusters: int,
         pca_dim: int | None = None,
-        pca_backend: str = "faiss",
+        pca_backend: str = PCA_BACKEND,
     ) -> ClusterModel:
         """The model of a clustering already made: `labels` (N,) of `features` (N, d).
 

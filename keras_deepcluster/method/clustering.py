@@ -20,14 +20,19 @@ from keras import ops
 from keras_deepcluster.platform import processes
 from keras_deepcluster.platform.accelerated_kmeans import keras_kmeans
 from keras_deepcluster.platform.devices import accelerator_available
+from keras_deepcluster.settings import (
+    KMEANS_BACKEND,
+    KMEANS_BACKENDS,
+    KMEANS_ITERATIONS,
+    PCA_BACKEND,
+    PCA_BACKENDS,
+)
 
 try:  # faiss is a hard dependency, but a broken install should not stop us.
     import faiss
 except ImportError:  # pragma: no cover - exercised only without faiss
     faiss = None
 
-KMEANS_BACKENDS = ("auto", "faiss", "sklearn", "keras")
-PCA_BACKENDS = ("faiss", "sklearn")
 # Added to PCA eigenvalues so that directions with zero variance (dead ReLU
 # units) are not scaled by 0^-0.5 = inf.
 PCA_EPSILON = 1e-5
@@ -84,7 +89,9 @@ class Clustering:
     points: np.ndarray | None = None
 
 
-def pca_whiten(features: np.ndarray, dim: int, backend: str = "faiss", seed: int = 0) -> np.ndarray:
+def pca_whiten(
+    features: np.ndarray, dim: int, backend: str = PCA_BACKEND, seed: int = 0
+) -> np.ndarray:
     """Projects `features` on their top `dim` principal axes with unit variance.
 
     The whitened features of `fit_whitening` (see there).
@@ -93,7 +100,7 @@ def pca_whiten(features: np.ndarray, dim: int, backend: str = "faiss", seed: int
 
 
 def fit_whitening(
-    features: np.ndarray, dim: int, backend: str = "faiss", seed: int = 0
+    features: np.ndarray, dim: int, backend: str = PCA_BACKEND, seed: int = 0
 ) -> tuple[np.ndarray, Whitening]:
     """Fits the PCA-whitening of `features` and applies it.
 
@@ -203,8 +210,8 @@ def kmeans(
     features: np.ndarray,
     k: int,
     seed: int,
-    iterations: int = 20,
-    backend: str = "auto",
+    iterations: int = KMEANS_ITERATIONS,
+    backend: str = KMEANS_BACKEND,
 ) -> tuple[np.ndarray, float]:
     """k-means on every point.
 
@@ -212,7 +219,7 @@ def kmeans(
         features: float32 array (N, d), N >= k, or a tensor on the device.
         k: Number of clusters.
         seed: Seed of the initial centroids.
-        iterations: Lloyd iterations (20 in both DeepCluster codes).
+        iterations: Lloyd iterations.
         backend: ``"faiss"``, ``"sklearn"``, ``"keras"`` (`keras.ops`, on the
             accelerator if there is one) or ``"auto"``: keras when Keras sees a
             GPU or the features are a tensor, else faiss if importable, else
@@ -315,9 +322,9 @@ def cluster_features(
     k: int,
     seed: int,
     pca_dim: int | None = None,
-    pca_backend: str = "faiss",
-    kmeans_backend: str = "auto",
-    iterations: int = 20,
+    pca_backend: str = PCA_BACKEND,
+    kmeans_backend: str = KMEANS_BACKEND,
+    iterations: int = KMEANS_ITERATIONS,
     keep_points: bool = False,
 ) -> Clustering:
     """PCA-whiten (optional), L2-normalise and k-means `features`.

@@ -26,11 +26,19 @@ from keras_deepcluster.runs.diagnostics import METRICS_FILE, ClusteringDiagnosti
 from keras_deepcluster.runs.recipe import Recipe
 from keras_deepcluster.runs.recipe_data import check_channels, image_views
 from keras_deepcluster.runs.run_directory import RunDirectory
-
-# Images per device in each feature-extraction batch.
-FEATURE_BATCH_SIZE = 256
+from keras_deepcluster.settings import FEATURE_BATCH_SIZE, RECIPE_KEYS
 
 ProgressCallback = Callable[[str, int, int], None]
+
+
+def recipe_settings(recipe: Recipe, *keywords: str) -> dict:
+    """The recipe's values of the library keywords `keywords` (``pca_dim`` is its ``pca``).
+
+    Examples:
+        >>> recipe_settings(load_recipe("svhn"), "pca_dim", "num_clusters")
+        {'pca_dim': 256, 'num_clusters': 200}
+    """
+    return {keyword: getattr(recipe, RECIPE_KEYS.get(keyword, keyword)) for keyword in keywords}
 
 
 def build_backbone(recipe: Recipe, input_shape: tuple[int, int, int]) -> keras.Model:
@@ -142,13 +150,16 @@ class Pretraining:
         reclustering = Reclustering(
             dataset,
             labels=data.y_train if check is None else check.labels,
-            pca_dim=recipe.pca,
-            kmeans_backend=recipe.kmeans,
-            kmeans_iterations=recipe.kmeans_iterations,
-            halt_after=recipe.halt_after,
-            halt_when_stable=recipe.halt_when_stable,
-            halt_patience=recipe.halt_patience,
-            seed=recipe.seed,
+            **recipe_settings(
+                recipe,
+                "pca_dim",
+                "kmeans_backend",
+                "kmeans_iterations",
+                "halt_after",
+                "halt_when_stable",
+                "halt_patience",
+                "seed",
+            ),
             # The same number of images per device, whatever the device count (with several
             # processes each extracts its own images on one device).
             feature_batch_size=FEATURE_BATCH_SIZE * devices // processes.process_count(),

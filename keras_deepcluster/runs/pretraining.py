@@ -23,7 +23,6 @@ from keras_deepcluster.method.cluster_model import ClusterModel
 from keras_deepcluster.method.features import FeatureExtractor
 from keras_deepcluster.platform import directory_lock, processes
 from keras_deepcluster.runs.build import (
-    FEATURE_BATCH_SIZE,
     Pretraining,
     ProgressCallback,
     build_backbone,
@@ -35,6 +34,7 @@ from keras_deepcluster.runs.recipe_data import image_views, load_data, read_chec
 from keras_deepcluster.runs.resume import recipe_to_resume
 from keras_deepcluster.runs.run_directory import RunDirectory
 from keras_deepcluster.runs.trained_run import Run
+from keras_deepcluster.settings import FEATURE_BATCH_SIZE
 
 
 def train(

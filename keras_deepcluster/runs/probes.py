@@ -12,10 +12,11 @@ from keras_deepcluster import evaluation
 from keras_deepcluster.data.disk_images import take_rows
 from keras_deepcluster.data.image_data import ImageData
 from keras_deepcluster.method.features import FeatureExtractor, layer_model
-from keras_deepcluster.runs.build import FEATURE_BATCH_SIZE, build_backbone
+from keras_deepcluster.runs.build import build_backbone
 from keras_deepcluster.runs.recipe import Recipe, RecipeError
 from keras_deepcluster.runs.recipe_data import image_views
 from keras_deepcluster.runs.run_directory import RunDirectory
+from keras_deepcluster.settings import FEATURE_BATCH_SIZE
 
 # Images held out for the probe's test split when the data has none.
 PROBE_HOLDOUT = 0.2
