@@ -64,3 +64,15 @@ def test_a_library_message_names_none_where_it_is_allowed():
     with pytest.raises(ValueError, match=r"^kmeans_iterations must be an integer; got None\.$"):
         check_setting("kmeans_iterations", None)
     check_setting("pca_dim", None)
+
+
+def test_the_names_pretraining_held_before_its_split_still_import():
+    from keras_deepcluster.runs import build, pretraining, probes
+
+    with pytest.warns(DeprecationWarning, match="runs.pretraining.probe is now .*runs.probes"):
+        assert pretraining.probe is probes.probe
+    with pytest.warns(DeprecationWarning, match="is now keras_deepcluster.runs.build"):
+        assert pretraining.steps_per_execution is build.steps_per_execution
+    assert pretraining.Pretraining is build.Pretraining  # which it uses itself
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        pretraining.nothing

@@ -10,8 +10,10 @@ end (the CLI, `sweep`, `select`, the benchmarks) trains through here.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -215,3 +217,25 @@ def train_unless_finished(
         run.create(config, overwrite=True)
     pretraining.fit(run, callbacks=callbacks)  # resumes after a checkpoint of these settings
     return True
+
+
+# The names this module held before it was split, and the modules that hold them now
+# (those it imports for its own use read as before).
+_MOVED = {
+    "steps_per_execution": "build",
+    "check_channels": "recipe_data",
+    **dict.fromkeys(("probe", "knn_probe", "PROBE_HOLDOUT", "KNN_K", "KNN_TEMPERATURE"), "probes"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    new = f"keras_deepcluster.runs.{_MOVED[name]}"
+    warnings.warn(
+        f"{__name__}.{name} is now {new}.{name}; import it from there (the old name will be "
+        "removed in a future version).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(new), name)
