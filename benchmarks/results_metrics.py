@@ -21,7 +21,7 @@ import numpy as np
 
 import keras_deepcluster as kdc
 from keras_deepcluster.method.clustering import kmeans_seed
-from keras_deepcluster.runs import pretraining, recipe_data
+from keras_deepcluster.runs import build, probes, recipe_data
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 METRICS = ("acc", "acc_many_to_one", "ari", "ami", "nmi", "knn_20", "knn_200", "linear")
@@ -29,8 +29,8 @@ METRICS = ("acc", "acc_many_to_one", "ari", "ami", "nmi", "knn_20", "knn_200", "
 
 def untrained_scores(recipe: kdc.Recipe, data) -> dict:
     """Clustering scores on the test split of the untrained network's features."""
-    views = pretraining.image_views(recipe)
-    backbone = pretraining.build_backbone(recipe, (views.size, views.size, 1))
+    views = recipe_data.image_views(recipe)
+    backbone = build.build_backbone(recipe, (views.size, views.size, 1))
     extractor = kdc.FeatureExtractor(backbone, views)
     model, _ = kdc.ClusterModel.fit(
         extractor(data.x_train),
@@ -53,9 +53,9 @@ def seed_rows(recipe: kdc.Recipe, out: Path) -> dict[str, dict]:
     for model, random in (("trained", False), ("untrained", True)):
         suffix = "_random" if random else ""
         if not (run.path / f"probe{suffix}.json").is_file():
-            pretraining.probe(recipe, data, run, random=random)
+            probes.probe(recipe, data, run, random=random)
         if not (run.path / f"knn{suffix}.json").is_file():
-            pretraining.knn_probe(recipe, data, run, random=random)
+            probes.knn_probe(recipe, data, run, random=random)
         scores = (
             untrained_scores(recipe, data) if random else run.summary["final_clustering"]["test"]
         )

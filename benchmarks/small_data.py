@@ -76,11 +76,10 @@ def run_one(
         summary, history = run.summary, run.history
         result = {}
         if probes:
-            pretraining = kdc.runs.pretraining
-            data = pretraining.load_data(recipe)
+            data = kdc.runs.recipe_data.load_data(recipe)
             result["label_free"] = label_free_signals(recipe, run, data)
             result["knn20"] = {
-                stage: pretraining.knn_probe(recipe, data, run, random=stage == "untrained")[
+                stage: kdc.runs.probes.knn_probe(recipe, data, run, random=stage == "untrained")[
                     "accuracy"
                 ]["20"]
                 for stage in ("untrained", "final")
@@ -116,9 +115,9 @@ def label_free_signals(recipe, run, data) -> dict:
     from keras_deepcluster.evaluation.label_free import label_free_scores
 
     trained = kdc.Run.open(run.path)
-    views = kdc.runs.pretraining.image_views(recipe)
+    views = kdc.runs.recipe_data.image_views(recipe)
     shape = (views.size, views.size, data.x_train.shape[-1])
-    untrained = kdc.FeatureExtractor(kdc.runs.pretraining.build_backbone(recipe, shape), views)
+    untrained = kdc.FeatureExtractor(kdc.runs.build.build_backbone(recipe, shape), views)
     first = run.read_pseudo_labels(0)
     features = untrained(data.x_train, 256)
     model = kdc.ClusterModel.from_labels(features, first, recipe.clusters, recipe.pca)

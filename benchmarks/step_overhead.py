@@ -37,7 +37,8 @@ import numpy as np
 from fit_overhead import TrainTimer  # times the training part of each epoch
 
 import keras_deepcluster as kdc
-from keras_deepcluster.runs.pretraining import Pretraining
+from keras_deepcluster.runs.build import Pretraining
+from keras_deepcluster.runs.recipe_data import image_views
 
 # LeNet on 28 x 28 grayscale, the AlexNet-micro on 32 x 32 RGB: the recipes' networks.
 RECIPES = ("fashion_mnist", "cifar10")
@@ -64,7 +65,7 @@ def step_seconds(
     recipe = kdc.load_recipe(recipe_name).replace(
         batch_size=batch_size, epochs=epochs, epoch_multiplier=1, clusters=4, pca=None, lr=1e-3
     )
-    views = kdc.runs.pretraining.image_views(recipe)
+    views = image_views(recipe)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (steps * batch_size, 32, 32, views.channels), np.uint8)
     data = kdc.data.ImageData(recipe.dataset, images)

@@ -45,7 +45,7 @@ def main() -> None:
     import keras
 
     import keras_deepcluster
-    from keras_deepcluster.runs import pretraining
+    from keras_deepcluster.runs import pretraining, probes, recipe_data
     from keras_deepcluster.runs.recipe import load_recipe
     from keras_deepcluster.runs.run_directory import RunDirectory
 
@@ -56,7 +56,7 @@ def main() -> None:
         probe_epochs=args.probe_epochs,
         **{key: value for key, value in data_settings.items() if value},
     )
-    data = pretraining.load_data(base)
+    data = recipe_data.load_data(base)
     rows = [{"after": "loading the data", "rss_mib": round(rss_mib(), 1)}]
     with tempfile.TemporaryDirectory() as work:
         for seed in range(args.runs):
@@ -65,7 +65,7 @@ def main() -> None:
             keras.utils.clear_session()
             pretraining.train_unless_finished(recipe, data, run)
             trained = rss_mib()
-            pretraining.probe(recipe, data, run)
+            probes.probe(recipe, data, run)
             rows.append(
                 {
                     "seed": seed,

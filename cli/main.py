@@ -263,15 +263,15 @@ def probe(run_dir, layer, epochs, random, knn, data_dir):
         run.lock()
         recipe = load_recipe(run_dir / RunDirectory.CONFIG)
         use_backend(None)
-        from keras_deepcluster.runs import pretraining
+        from keras_deepcluster.runs import probes
         from keras_deepcluster_cli.progress import load_data
 
         data = load_data(console, recipe, run, data_dir)
         with console.status("linear probe"):
-            report = pretraining.probe(recipe, data, run, layer, epochs, random)
+            report = probes.probe(recipe, data, run, layer, epochs, random)
         if knn:
             with console.status("kNN probe"):
-                neighbours = pretraining.knn_probe(recipe, data, run, layer, random=random)
+                neighbours = probes.knn_probe(recipe, data, run, layer, random=random)
     console.print(
         f"{report['model']} {report['layer']} ({report['feature_dim']} features): "
         f"accuracy {report['accuracy']:.2%} (best epoch {report['best_accuracy']:.2%}) on "

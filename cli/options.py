@@ -88,7 +88,7 @@ def checked(ctx, param, value):
         return None
     for setting in value if isinstance(value, list) else [value]:
         try:
-            check_value(param.name, None if setting == "none" else setting)
+            check_value(param.name, None if setting == "none" else setting, choices=False)
         except RecipeError as error:
             raise click.BadParameter(str(error), ctx, param) from None
     return value

@@ -167,7 +167,7 @@ def select(
         )
     import keras
 
-    from keras_deepcluster.runs import pretraining
+    from keras_deepcluster.runs import build
     from keras_deepcluster_cli.progress import load_data
 
     console = make_console()
@@ -175,7 +175,7 @@ def select(
     with user_errors(), interruptible(console, RUN_AGAIN):
         data = load_data(console, base)
         known = draw_labelled(data, labelled, draw, holdout) if labelled else None
-        pretraining.check_devices(devices, [base])
+        build.check_devices(devices, [base])
         out.mkdir(parents=True, exist_ok=True)
         lock_folder(out)  # one selection per folder: a second process is refused
 
@@ -253,7 +253,7 @@ def select(
 
 def _train_final(console, final, data, out: Path, overwrite, devices, probe: bool) -> RunDirectory:
     """Step 4: the run of the chosen settings on all the data, probed with --probe."""
-    from keras_deepcluster.runs import pretraining
+    from keras_deepcluster.runs import pretraining, probes
     from keras_deepcluster_cli.progress import TrainingProgress
 
     run = RunDirectory(out)
@@ -269,7 +269,7 @@ def _train_final(console, final, data, out: Path, overwrite, devices, probe: boo
     )
     if probe and not (run.path / "probe.json").is_file():
         with console.status("probing the final run"):
-            pretraining.probe(final, data, run)
+            probes.probe(final, data, run)
     return run
 
 

@@ -114,7 +114,7 @@ def sweep(
         raise click.UsageError(str(error)) from None
     import keras
 
-    from keras_deepcluster.runs import pretraining
+    from keras_deepcluster.runs import build, pretraining, probes
     from keras_deepcluster_cli.progress import TrainingProgress, load_data, progress_bars
 
     console = make_console()
@@ -122,7 +122,7 @@ def sweep(
     with user_errors():
         if out.exists() and not out.is_dir():
             raise ValueError(f"{out} is a file, not a directory; choose another --out.")
-        pretraining.check_devices(devices, recipes)
+        build.check_devices(devices, recipes)
         runs = [RunDirectory(out / run_name(r)) for r in recipes]
         for run, r in zip(runs, recipes):  # refuse other settings before any work
             run.check_replaceable(r.to_toml(), overwrite)
@@ -154,9 +154,9 @@ def sweep(
                     devices=devices,
                 )
                 if probe and not (run.path / "probe.json").is_file():
-                    pretraining.probe(r, data, run, epochs=probe_epochs)
+                    probes.probe(r, data, run, epochs=probe_epochs)
                 if probe_random and not (run.path / "probe_random.json").is_file():
-                    pretraining.probe(r, data, run, epochs=probe_epochs, random=True)
+                    probes.probe(r, data, run, epochs=probe_epochs, random=True)
                 summary = run.read_json(RunDirectory.SUMMARY)
                 console.print(_line(run, summary))
                 bars.advance(grid_task)

@@ -12,7 +12,7 @@ from conftest import invoke
 import keras_deepcluster as kdc
 from keras_deepcluster.evaluation.cluster_metrics import nmi
 from keras_deepcluster.method.reclustering import stable_since
-from keras_deepcluster.runs import pretraining
+from keras_deepcluster.runs import build, pretraining, recipe_data
 from keras_deepcluster.runs.recipe import load_recipe
 from keras_deepcluster.runs.run_directory import RunDirectory
 
@@ -138,7 +138,7 @@ def test_sweep_runs_the_grid_and_resumes_after_a_kill(tmp_path, monkeypatch):
 
     # Killed mid-way through the second run: after its first epoch was checkpointed
     # (the first run's two epochs, then one more).
-    interrupt_after(monkeypatch, pretraining.RunRecorder, "on_epoch_end", 3)
+    interrupt_after(monkeypatch, build.RunRecorder, "on_epoch_end", 3)
     killed = invoke(*args, "--out", tmp_path / "resumed")
     assert killed.exit_code != 0
     second = RunDirectory(tmp_path / "resumed" / names[1])
@@ -218,7 +218,7 @@ def test_report_draws_every_plot_from_saved_runs(tmp_path, monkeypatch):
     )
     assert result.exit_code == 0, result.output
     invoke("space", "digits", "--seeds", "0-2", "-k", "3", *DIGITS, "--out", tmp_path / "space")
-    interrupt_after(monkeypatch, pretraining.Pretraining, "fit", 0)  # report must not train
+    interrupt_after(monkeypatch, build.Pretraining, "fit", 0)  # report must not train
     result = invoke("report", sweep, tmp_path / "space", "--out", tmp_path / "report")
     assert result.exit_code == 0, result.output
     for name in (
@@ -296,12 +296,12 @@ def test_select_chooses_by_the_documented_criteria(tmp_path, monkeypatch, criter
     def trial_scores(run, *args):
         return PLANTED_SCORES[int(run.path.name.removeprefix("trial-k"))]
 
-    monkeypatch.setattr(pretraining, "build_backbone", lambda recipe, shape: None)
+    monkeypatch.setattr(build, "build_backbone", lambda recipe, shape: None)
     monkeypatch.setattr(kdc.evaluation, "filter_quality", filter_quality)
     monkeypatch.setattr(pretraining, "train_unless_finished", train_unless_finished)
     monkeypatch.setattr(selection, "trial_scores", trial_scores)
     recipe = load_recipe("digits").replace(limit=150)
-    labelled = selection.draw_labelled(pretraining.load_data(recipe), 60, draw=0, holdout=0.5)
+    labelled = selection.draw_labelled(recipe_data.load_data(recipe), 60, draw=0, holdout=0.5)
 
     seed = selection.choose_seed(recipe, [0, 1, 2], labelled)
     assert (seed.seed, seed.nmi) == (1, PLANTED_SEED_NMI)
@@ -365,14 +365,14 @@ def test_select_chooses_and_trains(tmp_path, monkeypatch):
     mask = known.y_train >= 0
     x, y = known.x_train[mask], known.y_train[mask]
     assert len(y) == 60
-    views = pretraining.image_views(recipe)
+    views = recipe_data.image_views(recipe)
 
     # The seed: recomputed filter quality of each seed's random network on the labelled images.
     seed_nmi = {}
     for seed in (0, 1):
         keras.utils.clear_session()
         shape = (views.size, views.size, x.shape[-1])
-        backbone = pretraining.build_backbone(recipe.replace(seed=seed), shape)
+        backbone = build.build_backbone(recipe.replace(seed=seed), shape)
         seed_nmi[seed] = kdc.evaluation.filter_quality(
             backbone, x, y, views, recipe.clusters, seed, recipe.pca, recipe.kmeans
         ).nmi

@@ -228,14 +228,14 @@ def test_bad_combinations_fail_before_training(shapes, change, message):
     "kwargs, message",
     [
         (dict(labels=np.zeros(5)), r"one label per image, shape \(96,\); got shape \(5,\)"),
-        (dict(halt_after=0), "halt_after must be a positive integer or None; got 0"),
-        (dict(pca_dim=-3), "pca_dim must be a positive integer"),
-        (dict(kmeans_backend="cuda"), "kmeans_backend must be one of"),
-        (dict(halt_when_stable=1.5), r"halt_when_stable must be a threshold in \(0, 1\]"),
+        (dict(halt_after=0), "halt_after must be >= 1 or None; got 0"),
+        (dict(pca_dim=-3), "pca_dim must be >= 1 or None; got -3"),
+        (dict(kmeans_backend="cuda"), "kmeans_backend = 'cuda' is not one of auto, faiss, "),
+        (dict(halt_when_stable=1.5), r"halt_when_stable must be in \(0, 1\] or None; got 1.5"),
         # None is no default here: it was a TypeError once halt_when_stable asked for it.
-        (dict(halt_patience=None), "halt_patience must be a positive integer; got None"),
-        (dict(seed=-1), "seed must be an integer >= 0; got -1"),
-        (dict(feature_jit_compile=1), r"feature_jit_compile must be one of \('auto', True"),
+        (dict(halt_patience=None), "halt_patience must be an integer; got None"),
+        (dict(seed=-1), "seed must be >= 0; got -1"),
+        (dict(feature_jit_compile=1), "feature_jit_compile = 1 is not one of auto, True, False"),
     ],
 )
 def test_bad_callback_arguments(shapes, kwargs, message):

@@ -15,8 +15,8 @@ from keras_deepcluster import (
 )
 from keras_deepcluster.method.features import layer_model
 from keras_deepcluster.platform.torch_network import TorchNetwork
-from keras_deepcluster.runs.pretraining import image_views
 from keras_deepcluster.runs.recipe import load_recipe
+from keras_deepcluster.runs.recipe_data import image_views
 
 torch_only = pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch only")
 

@@ -45,13 +45,14 @@ def random_filter_qualities(
     import keras
 
     from keras_deepcluster import evaluation
-    from keras_deepcluster.runs import pretraining
+    from keras_deepcluster.runs.build import build_backbone
+    from keras_deepcluster.runs.recipe_data import image_views
 
-    views = pretraining.image_views(recipe)
+    views = image_views(recipe)
     shape = (views.size, views.size, images.shape[-1])
     for seed in seeds:
         keras.utils.clear_session()  # one network at a time in memory, not every seed's
-        backbone = pretraining.build_backbone(recipe.replace(seed=seed), shape)
+        backbone = build_backbone(recipe.replace(seed=seed), shape)
         yield (
             seed,
             evaluation.filter_quality(

@@ -6,6 +6,7 @@ import inspect
 
 import keras
 
+from keras_deepcluster.backbones import architectures
 from keras_deepcluster.backbones.architectures import alexnet, alexnet_micro, lenet
 from keras_deepcluster.backbones.initialization import initialize_weights
 
@@ -13,8 +14,10 @@ from keras_deepcluster.backbones.initialization import initialize_weights
 # here, they are registered with Keras whenever the backbones are.
 from keras_deepcluster.backbones.pooling import MaxPooling2D
 from keras_deepcluster.backbones.sobel import SobelFilter, sobel_convolutions
+from keras_deepcluster.settings import BACKBONE_LAYERS
 
-_BUILDERS = {"lenet": lenet, "alexnet_micro": alexnet_micro, "alexnet": alexnet}
+# The networks whose layers the Keras-free settings describe, which the recipe checks.
+_BUILDERS = {name: getattr(architectures, name) for name in BACKBONE_LAYERS}
 
 
 def names() -> list[str]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_deepcluster.method import clustering
 from keras_deepcluster.platform.feature_routes import HOST, Whitening
+from keras_deepcluster.settings import KMEANS_BACKEND, KMEANS_ITERATIONS, PCA_BACKEND
 
 # Rows per block of the assignment's distance computation (block x k floats).
 ASSIGN_BLOCK = 4096
@@ -45,9 +46,9 @@ class ClusterModel:
         num_clusters: int,
         seed: int,
         pca_dim: int | None = None,
-        kmeans_backend: str = "auto",
-        iterations: int = 20,
-        pca_backend: str = "faiss",
+        kmeans_backend: str = KMEANS_BACKEND,
+        iterations: int = KMEANS_ITERATIONS,
+        pca_backend: str = PCA_BACKEND,
     ) -> tuple[ClusterModel, np.ndarray]:
         """Clusters `features` (N, d) as `Reclustering` does; returns the model and the labels."""
         result = clustering.cluster_features(
@@ -76,7 +77,7 @@ class ClusterModel:
         labels: np.ndarray,
         num_clusters: int,
         pca_dim: int | None = None,
-        pca_backend: str = "faiss",
+        pca_backend: str = PCA_BACKEND,
     ) -> ClusterModel:
         """The model of a clustering already made: `labels` (N,) of `features` (N, d).
 

@@ -17,10 +17,13 @@ import time
 import numpy as np
 
 from keras_deepcluster.platform import feature_routes
-from keras_deepcluster.platform.feature_routes import (  # noqa: F401 - the choices, named here too
+from keras_deepcluster.platform.feature_routes import Whitening  # noqa: F401 - named here too
+from keras_deepcluster.settings import (  # noqa: F401 - the choices, named here too
+    KMEANS_BACKEND,
     KMEANS_BACKENDS,
+    KMEANS_ITERATIONS,
+    PCA_BACKEND,
     PCA_BACKENDS,
-    Whitening,
 )
 
 # Independent random streams derived from the run's seed, one per use.
@@ -61,7 +64,7 @@ class Clustering:
     points: np.ndarray | None = None
 
 
-def pca_whiten(features, dim: int, backend: str = "faiss", seed: int = 0):
+def pca_whiten(features, dim: int, backend: str = PCA_BACKEND, seed: int = 0):
     """Projects `features` on their top `dim` principal axes with unit variance.
 
     The whitened features of `fit_whitening` (see there).
@@ -69,7 +72,7 @@ def pca_whiten(features, dim: int, backend: str = "faiss", seed: int = 0):
     return fit_whitening(features, dim, backend, seed)[0]
 
 
-def fit_whitening(features, dim: int, backend: str = "faiss", seed: int = 0):
+def fit_whitening(features, dim: int, backend: str = PCA_BACKEND, seed: int = 0):
     """Fits the PCA-whitening of `features` and applies it.
 
     Args:
@@ -104,8 +107,8 @@ def kmeans(
     features,
     k: int,
     seed: int,
-    iterations: int = 20,
-    backend: str = "auto",
+    iterations: int = KMEANS_ITERATIONS,
+    backend: str = KMEANS_BACKEND,
 ) -> tuple[np.ndarray, float]:
     """k-means on every point.
 
@@ -113,7 +116,7 @@ def kmeans(
         features: float32 array (N, d), N >= k, or a tensor on the device.
         k: Number of clusters.
         seed: Seed of the initial centroids.
-        iterations: Lloyd iterations (20 in both DeepCluster codes).
+        iterations: Lloyd iterations.
         backend: ``"faiss"``, ``"sklearn"``, ``"keras"`` (`keras.ops`, on the
             accelerator if there is one) or ``"auto"``: keras when Keras sees a
             GPU or the features are a tensor, else faiss if importable, else
@@ -183,9 +186,9 @@ def cluster_features(
     k: int,
     seed: int,
     pca_dim: int | None = None,
-    pca_backend: str = "faiss",
-    kmeans_backend: str = "auto",
-    iterations: int = 20,
+    pca_backend: str = PCA_BACKEND,
+    kmeans_backend: str = KMEANS_BACKEND,
+    iterations: int = KMEANS_ITERATIONS,
     keep_points: bool = False,
 ) -> Clustering:
     """PCA-whiten (optional), L2-normalise and k-means `features`.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import time
 import warnings
 from collections.abc import Callable
@@ -22,6 +21,14 @@ from keras_deepcluster.method import clustering
 from keras_deepcluster.method.features import FeatureExtractor
 from keras_deepcluster.method.pseudo_label_dataset import PseudoLabelDataset
 from keras_deepcluster.platform import devices, feature_routes, memory, processes
+from keras_deepcluster.settings import (
+    FEATURE_BATCH_SIZE,
+    HALT_PATIENCE,
+    KMEANS_BACKEND,
+    KMEANS_ITERATIONS,
+    PCA_BACKEND,
+    check_setting,
+)
 
 
 class ClusteringWarning(UserWarning):
@@ -32,10 +39,12 @@ class ClusteringWarning(UserWarning):
 class ReclusteringSettings:
     """How a `Reclustering` clusters and when it stops, checked once when made.
 
-    The fields are the `Reclustering` arguments of the same names (which see).
+    The fields are the `Reclustering` arguments of the same names (which see), each
+    checked by its rule in `keras_deepcluster.settings` (a recipe's keys are checked by
+    the same rules).
 
     Raises:
-        ValueError: A setting out of its range; the message names it.
+        ValueError: A setting out of its range; the message names it and what it allows.
 
     Examples:
         >>> ReclusteringSettings(pca_dim=256, halt_after=10).kmeans_iterations
@@ -43,32 +52,19 @@ class ReclusteringSettings:
     """
 
     pca_dim: int | None = None
-    pca_backend: str = "faiss"
-    kmeans_backend: str = "auto"
-    kmeans_iterations: int = 20
+    pca_backend: str = PCA_BACKEND
+    kmeans_backend: str = KMEANS_BACKEND
+    kmeans_iterations: int = KMEANS_ITERATIONS
     halt_after: int | None = None
     halt_when_stable: float | None = None
-    halt_patience: int = 3
+    halt_patience: int = HALT_PATIENCE
     seed: int = 0
-    feature_batch_size: int = 256
+    feature_batch_size: int = FEATURE_BATCH_SIZE
     feature_jit_compile: bool | str = "auto"
 
     def __post_init__(self):
-        _check_integer("pca_dim", self.pca_dim, minimum=1, optional=True)
-        _check_choice("pca_backend", self.pca_backend, clustering.PCA_BACKENDS)
-        _check_choice("kmeans_backend", self.kmeans_backend, clustering.KMEANS_BACKENDS)
-        _check_integer("kmeans_iterations", self.kmeans_iterations, minimum=1)
-        _check_integer("halt_after", self.halt_after, minimum=1, optional=True)
-        threshold = self.halt_when_stable
-        real = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
-        if threshold is not None and not (real and 0 < threshold <= 1):
-            raise ValueError(
-                f"halt_when_stable must be a threshold in (0, 1] or None; got {threshold!r}."
-            )
-        _check_integer("halt_patience", self.halt_patience, minimum=1)
-        _check_integer("seed", self.seed, minimum=0)
-        _check_integer("feature_batch_size", self.feature_batch_size, minimum=1)
-        _check_choice("feature_jit_compile", self.feature_jit_compile, ("auto", True, False))
+        for field in dataclasses.fields(self):
+            check_setting(field.name, getattr(self, field.name))
 
 
 # What the logs of an epoch on frozen labels say about the clustering it skipped.
@@ -156,14 +152,14 @@ class Reclustering(keras.callbacks.Callback):
         data: PseudoLabelDataset,
         labels: np.ndarray | None = None,
         pca_dim: int | None = None,
-        pca_backend: str = "faiss",
-        kmeans_backend: str = "auto",
-        kmeans_iterations: int = 20,
+        pca_backend: str = PCA_BACKEND,
+        kmeans_backend: str = KMEANS_BACKEND,
+        kmeans_iterations: int = KMEANS_ITERATIONS,
         halt_after: int | None = None,
         halt_when_stable: float | None = None,
-        halt_patience: int = 3,
+        halt_patience: int = HALT_PATIENCE,
         seed: int = 0,
-        feature_batch_size: int = 256,
+        feature_batch_size: int = FEATURE_BATCH_SIZE,
         feature_jit_compile: bool | str = "auto",
         on_progress: Callable[[str, int, int], None] | None = None,
     ):
@@ -459,20 +455,3 @@ def stable_since(nmi_previous: list[float], threshold: float, patience: int) -> 
     """
     recent = nmi_previous[-patience:]
     return len(recent) == patience and all(value >= threshold for value in recent)
-
-
-def _check_integer(name: str, value, minimum: int, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool)) or value < minimum:
-        wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {wanted}{' or None' if optional else ''}; got {value!r}.")
-
-
-def _check_choice(name: str, value, choices: tuple) -> None:
-    # Booleans apart: 1 == True, and some choices mix strings and booleans.
-    if not any(
-        isinstance(value, bool) == isinstance(choice, bool) and value == choice
-        for choice in choices
-    ):
-        raise ValueError(f"{name} must be one of {choices}; got {value!r}.")

@@ -21,18 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
-# Per-dataset normalisation of the authors' code (reference digest, section 3).
-# CIFAR-10 deliberately reuses the SVHN constants, as every paper-era job did.
-_PRESETS = {
-    "mnist": dict(resize=44, mean=(0.1307,), std=(0.3081,)),
-    "fashion_mnist": dict(resize=44, mean=(0.2860,), std=(0.3205,)),
-    "svhn": dict(resize=45, mean=(0.437, 0.443, 0.472), std=(0.198, 0.201, 0.197)),
-    "cifar10": dict(resize=45, mean=(0.437, 0.443, 0.472), std=(0.198, 0.201, 0.197)),
-    # FB's DeepCluster trains on ImageNet with RandomResizedCrop(224) + RandomHorizontalFlip.
-    "imagenet": dict(
-        size=224, resize=256, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), flip=True
-    ),
-}
+from keras_deepcluster.settings import VIEW_PRESETS as _PRESETS
 
 
 @dataclasses.dataclass(frozen=True)

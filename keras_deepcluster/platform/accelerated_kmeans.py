@@ -26,6 +26,7 @@ from keras import ops
 
 from keras_deepcluster.platform import determinism, devices, processes
 from keras_deepcluster.platform.compilation import compiled
+from keras_deepcluster.settings import KMEANS_ITERATIONS
 
 # faiss's relative perturbation of a split centroid (Clustering.cpp, EPS).
 _SPLIT_EPSILON = 1.0 / 1024.0
@@ -41,7 +42,7 @@ def keras_kmeans(
     features,
     k: int,
     seed: int,
-    iterations: int = 20,
+    iterations: int = KMEANS_ITERATIONS,
     chunk_rows: int | None = None,
     deterministic: bool | None = None,
 ) -> tuple[np.ndarray, float]:

@@ -25,14 +25,18 @@ from keras import ops
 
 from keras_deepcluster.platform import devices, processes
 from keras_deepcluster.platform.accelerated_kmeans import keras_kmeans
+from keras_deepcluster.settings import (
+    KMEANS_BACKEND,
+    KMEANS_BACKENDS,
+    KMEANS_ITERATIONS,
+    PCA_BACKENDS,
+)
 
 try:  # faiss is a hard dependency, but a broken install should not stop us.
     import faiss
 except ImportError:  # pragma: no cover - exercised only without faiss
     faiss = None
 
-KMEANS_BACKENDS = ("auto", "faiss", "sklearn", "keras")
-PCA_BACKENDS = ("faiss", "sklearn")
 # Added to PCA eigenvalues so that directions with zero variance (dead ReLU
 # units) are not scaled by 0^-0.5 = inf.
 PCA_EPSILON = 1e-5
@@ -102,7 +106,14 @@ class FeatureRoute(abc.ABC):
     def l2_normalize(self, features):
         """Each row divided by its L2 norm; a row of zeros stays zero."""
 
-    def kmeans(self, features, k: int, seed: int, iterations: int = 20, backend: str = "auto"):
+    def kmeans(
+        self,
+        features,
+        k: int,
+        seed: int,
+        iterations: int = KMEANS_ITERATIONS,
+        backend: str = KMEANS_BACKEND,
+    ):
         """k-means of every point into `k` clusters.
 
         Args:

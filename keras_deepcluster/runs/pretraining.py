@@ -1,4 +1,4 @@
-"""From a recipe to a finished run directory: `train`, and the linear probe of a run.
+"""From a recipe to a finished run directory: `train`, and `train_unless_finished`.
 
 `train(recipe, out)` loads the recipe's data, builds and compiles the model
 (`Pretraining`), and fits it with `RunRecorder`, `ClusteringDiagnostics`,
@@ -9,247 +9,34 @@ end (the CLI, `sweep`, `select`, the benchmarks) trains through here.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import importlib
 import shutil
 import tempfile
-import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
-import numpy as np
 
-from keras_deepcluster import backbones, evaluation
-from keras_deepcluster.data.disk_images import take_rows
-from keras_deepcluster.data.image_cache import ImageCache
+from keras_deepcluster import evaluation
 from keras_deepcluster.data.image_data import ImageData
 from keras_deepcluster.method.cluster_model import ClusterModel
-from keras_deepcluster.method.features import FeatureExtractor, layer_model
-from keras_deepcluster.method.model import DeepCluster
-from keras_deepcluster.method.pseudo_label_dataset import PseudoLabelDataset, epoch_length
-from keras_deepcluster.method.reclustering import Reclustering
-from keras_deepcluster.method.views import ImageViews
+from keras_deepcluster.method.features import FeatureExtractor
 from keras_deepcluster.platform import directory_lock, processes
-from keras_deepcluster.platform.determinism import enable_determinism, set_random_seed
-from keras_deepcluster.platform.devices import data_parallel
-from keras_deepcluster.platform.layer_acceleration import accelerate
-from keras_deepcluster.runs import check_labels
-from keras_deepcluster.runs.callbacks import (
-    RunRecorder,
-    StopOnInterrupt,
-    StopOnNaN,
-    describe_effect,
-    training_effect,
+from keras_deepcluster.runs.build import (
+    Pretraining,
+    ProgressCallback,
+    build_backbone,
+    check_devices,
 )
-from keras_deepcluster.runs.check_labels import CheckLabels, CheckLabelsError
-from keras_deepcluster.runs.diagnostics import METRICS_FILE, ClusteringDiagnostics, check_log_dir
-from keras_deepcluster.runs.recipe import Recipe, RecipeError, load_recipe
-from keras_deepcluster.runs.recipe_data import image_views, load_data
+from keras_deepcluster.runs.callbacks import describe_effect, training_effect
+from keras_deepcluster.runs.recipe import Recipe, load_recipe
+from keras_deepcluster.runs.recipe_data import image_views, load_data, read_check_labels
 from keras_deepcluster.runs.resume import recipe_to_resume
 from keras_deepcluster.runs.run_directory import RunDirectory
 from keras_deepcluster.runs.trained_run import Run
-
-# Images per device in each feature-extraction batch.
-FEATURE_BATCH_SIZE = 256
-# Images held out for the probe's test split when the data has none.
-PROBE_HOLDOUT = 0.2
-# The weighted kNN protocol of solo-learn and lightly: neighbours and temperature.
-KNN_K, KNN_TEMPERATURE = (20, 200), 0.07
-
-ProgressCallback = Callable[[str, int, int], None]
-
-
-def check_channels(recipe: Recipe, views: ImageViews, channels: int) -> None:
-    """Raises ValueError when the images' channels do not fit the recipe's views."""
-    if channels == views.channels:
-        return
-    kind = {1: "grayscale", 3: "RGB"}
-    fitting = "mnist, fashion_mnist or digits" if channels == 1 else "svhn or cifar10"
-    raise ValueError(
-        f"The {recipe.dataset} images have {channels} channel(s) "
-        f"({kind.get(channels, 'other')}) but recipe {recipe.name!r} shows the network "
-        f"{views.channels}-channel views ({kind.get(views.channels, 'other')}); use a recipe "
-        f"for such images ({fitting}) or convert the images."
-    )
-
-
-def build_backbone(recipe: Recipe, input_shape: tuple[int, int, int]) -> keras.Model:
-    """The untrained backbone, accelerated; its weights depend on the recipe's seed only."""
-    kwargs = {"input_shape": input_shape, "batch_norm": recipe.batch_norm, "seed": recipe.seed}
-    if recipe.sobel is not None:
-        kwargs["sobel"] = recipe.sobel
-    return accelerate(backbones.get(recipe.backbone, **kwargs))
-
-
-def steps_per_execution(recipe: Recipe, devices: int) -> int:
-    """The recipe's training steps per compiled call, where Keras's `fit` can do several.
-
-    Several steps per call let TensorFlow run them in one graph loop (faster
-    epochs on a CPU, benchmarks/steps_per_execution.py) and call the batch callbacks
-    once per call on every backend. Keras runs one on PyTorch, and one under
-    TensorFlow's MirroredStrategy (its multi-step loop fails there).
-    """
-    backend = keras.backend.backend()
-    if backend == "torch" or (backend == "tensorflow" and devices > 1):
-        return 1
-    return recipe.steps_per_execution
-
-
-def check_devices(devices: int, recipes: Sequence[Recipe]) -> None:
-    """Raises ValueError unless every recipe can train on `devices` devices.
-
-    Called before anything is written, so a bad `devices` leaves no trace.
-    """
-    data_parallel(devices)
-    for recipe in recipes:
-        if recipe.batch_size % devices:
-            raise ValueError(
-                f"`devices={devices}`: the batch size {recipe.batch_size} of recipe "
-                f"{recipe.name!r} does not split evenly over {devices} devices; use a "
-                f"`batch_size` that is a multiple of {devices}, or other `devices`."
-            )
-
-
-@dataclasses.dataclass
-class Pretraining:
-    """A DeepCluster run set up from a recipe, checked, ready to `fit`.
-
-    Attributes:
-        recipe: The settings.
-        model: The untrained, compiled `DeepCluster`.
-        dataset: Its `PseudoLabelDataset`.
-        reclustering: Its `Reclustering` callback (true labels, if any, for the metrics).
-        devices: How many devices it trains on (data-parallel when > 1).
-        distribution: The `data_parallel` the model lives in.
-        check: The check labels that score the run and choose its best epoch, or None.
-    """
-
-    recipe: Recipe
-    model: DeepCluster
-    dataset: PseudoLabelDataset
-    reclustering: Reclustering
-    devices: int
-    distribution: object
-    check: CheckLabels | None = None
-
-    @classmethod
-    def build(
-        cls,
-        recipe: Recipe,
-        data: ImageData,
-        on_progress: ProgressCallback | None = None,
-        devices: int = 1,
-        check: CheckLabels | None = None,
-    ) -> Pretraining:
-        """Builds and checks everything, so bad settings fail before anything is written.
-
-        With `devices` > 1 the model is built for data-parallel training over
-        that many devices (`data_parallel`). `check` (from
-        `read_check_labels`) stands in for the labels of unlabelled data.
-        """
-        distribution = data_parallel(devices)
-        with distribution.scope():
-            return cls._build(recipe, data, on_progress, devices, distribution, check)
-
-    @classmethod
-    def _build(cls, recipe, data, on_progress, devices, distribution, check):
-        views = image_views(recipe)
-        images = data.x_train
-        check_channels(recipe, views, images.shape[-1])
-        if recipe.tensorboard is not None:
-            check_log_dir(recipe.tensorboard)
-        if recipe.deterministic:
-            enable_determinism()
-        set_random_seed(recipe.seed)
-        dataset = PseudoLabelDataset(
-            images,
-            views,
-            batch_size=recipe.batch_size,
-            seed=recipe.seed,
-            epoch_length=epoch_length(
-                len(images), recipe.batch_size, recipe.epoch_multiplier, recipe.min_steps
-            ),
-        )
-        model = DeepCluster(
-            build_backbone(recipe, (views.size, views.size, images.shape[-1])),
-            recipe.clusters,
-            weight_decay=recipe.weight_decay,
-        )
-        model.compile(
-            optimizer=keras.optimizers.SGD(recipe.lr, momentum=recipe.momentum),
-            steps_per_execution=steps_per_execution(recipe, devices),
-        )
-        reclustering = Reclustering(
-            dataset,
-            labels=data.y_train if check is None else check.labels,
-            pca_dim=recipe.pca,
-            kmeans_backend=recipe.kmeans,
-            kmeans_iterations=recipe.kmeans_iterations,
-            halt_after=recipe.halt_after,
-            halt_when_stable=recipe.halt_when_stable,
-            halt_patience=recipe.halt_patience,
-            seed=recipe.seed,
-            # The same number of images per device, whatever the device count (with several
-            # processes each extracts its own images on one device).
-            feature_batch_size=FEATURE_BATCH_SIZE * devices // processes.process_count(),
-            on_progress=on_progress,
-        )
-        reclustering.check(model)
-        return cls(recipe, model, dataset, reclustering, devices, distribution, check)
-
-    def fit(
-        self,
-        run: RunDirectory,
-        callbacks: Sequence[keras.callbacks.Callback] = (),
-        resume_from: RunDirectory | None = None,
-        verbose: int = 0,
-    ) -> keras.callbacks.History:
-        """Trains, recording every epoch into `run` (see `RunRecorder`).
-
-        Each epoch's clustering diagnostics go to ``metrics.jsonl`` in `run`
-        and, with the recipe's ``tensorboard`` folder, to TensorBoard event
-        files in its sub-folder named after `run` (see `ClusteringDiagnostics`;
-        the event files by process 0 alone). A run directory that holds a
-        checkpoint of these settings is continued after it, to the same
-        pseudo-labels and metrics as an uninterrupted run on the same backend
-        and machine; `resume_from` reads the checkpoint from another directory
-        (see `RunRecorder`). `verbose` is `keras.Model.fit`'s (0 silent, 1 a
-        progress bar per epoch, 2 a line per epoch).
-
-        Raises:
-            FloatingPointError: the loss or the features became NaN or inf; the
-                message names the epoch (and step); the last checkpoint stays.
-        """
-        summary = {"recipe": self.recipe.name, "devices": self.devices}
-        if self.check is not None:
-            summary["check_labels"] = self.check.describe()
-        recorder = RunRecorder(
-            run,
-            self.reclustering,
-            config=self.recipe,
-            summary=summary,
-            resume_from=resume_from,
-            keep_best=self.check is not None,
-        )
-        tensorboard = self.recipe.tensorboard
-        diagnostics = ClusteringDiagnostics(
-            self.reclustering,
-            log_dir=None
-            if tensorboard is None or processes.process_index() != 0
-            else Path(tensorboard) / run.path.resolve().name,
-            metrics_file=run.path / METRICS_FILE,
-        )
-        # The diagnostics before the recorder: an epoch is recorded in them before it is
-        # checkpointed, so a resumed run finds every epoch before the one it restarts at.
-        fit_callbacks = [self.reclustering, StopOnNaN(), diagnostics, recorder, StopOnInterrupt()]
-        with self.distribution.scope():
-            return self.model.fit(
-                self.dataset,
-                epochs=self.recipe.epochs,
-                verbose=verbose,
-                callbacks=[*fit_callbacks, *callbacks],
-            )
+from keras_deepcluster.settings import FEATURE_BATCH_SIZE
 
 
 def train(
@@ -350,26 +137,6 @@ def train(
     return run
 
 
-def read_check_labels(recipe: Recipe, data: ImageData) -> CheckLabels | None:
-    """The recipe's check labels for `data`'s training images, or None without any.
-
-    Raises:
-        CheckLabelsError: a file that cannot be used, or data that has labels of
-            its own (a labelled run scores against those).
-    """
-    if recipe.check_labels is None:
-        return None
-    if data.y_train is not None:
-        raise CheckLabelsError(
-            f"{recipe.check_labels}: check labels are for unlabelled images, but "
-            f"{data.name} has a label for every training image and the run scores against "
-            "those; drop the check labels."
-        )
-    cache = (data.origin or {}).get("cache")
-    files = ImageCache(cache).files("train") if cache else None
-    return check_labels.read_check_labels(recipe.check_labels, len(data.x_train), files)
-
-
 def _score_test_split(run: RunDirectory, data: ImageData, recipe: Recipe) -> None:
     """Adds the scores of the test split, assigned to the final clusters, to the summary.
 
@@ -452,134 +219,23 @@ def train_unless_finished(
     return True
 
 
-def probe(
-    recipe: Recipe,
-    data: ImageData,
-    run: RunDirectory,
-    layer: str | None = None,
-    epochs: int | None = None,
-    random: bool = False,
-) -> dict:
-    """Linear probe of a run's backbone (or, with `random`, of its untrained twin).
+# The names this module held before it was split, and the modules that hold them now
+# (those it imports for its own use read as before).
+_MOVED = {
+    "steps_per_execution": "build",
+    "check_channels": "recipe_data",
+    **dict.fromkeys(("probe", "knn_probe", "PROBE_HOLDOUT", "KNN_K", "KNN_TEMPERATURE"), "probes"),
+}
 
-    Trains on the training images the run used, with their true labels, and
-    reports accuracy on the test split; data without a test split hold out a
-    seeded `PROBE_HOLDOUT` of the training images instead. Writes
-    ``probe.json`` (``probe_random.json``).
-    """
-    layer, backbone, views = _probe_setup(recipe, data, run, layer, random, "linear probe")
-    train_split, test_split, test_name = _probe_splits(data, recipe.seed)
-    start = time.perf_counter()
-    result = evaluation.linear_probe(
-        backbone,
-        layer,
-        train_split,
-        test_split,
-        views,
-        epochs=epochs or recipe.probe_epochs,
-        flip=recipe.probe_flip,
-        seed=recipe.seed,
+
+def __getattr__(name: str):
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    new = f"keras_deepcluster.runs.{_MOVED[name]}"
+    warnings.warn(
+        f"{__name__}.{name} is now {new}.{name}; import it from there (the old name will be "
+        "removed in a future version).",
+        DeprecationWarning,
+        stacklevel=2,
     )
-    report = {
-        "model": "random" if random else "trained",
-        "layer": result.layer,
-        "feature_dim": result.feature_dim,
-        "accuracy": result.accuracy,
-        "best_accuracy": result.best_accuracy,
-        "epoch_accuracies": result.epoch_accuracies,
-        **_probe_facts(train_split[0], test_split[0], test_name, start),
-    }
-    run.write_json("probe_random.json" if random else "probe.json", report)
-    return report
-
-
-def knn_probe(
-    recipe: Recipe,
-    data: ImageData,
-    run: RunDirectory,
-    layer: str | None = None,
-    k: Sequence[int] = KNN_K,
-    temperature: float = KNN_TEMPERATURE,
-    random: bool = False,
-) -> dict:
-    """Weighted kNN classifier on a frozen layer (`evaluation.weighted_knn`), like `probe`.
-
-    The same layer and the same train and test splits as the linear probe;
-    the features of the fixed view, flattened. Writes ``knn.json``
-    (``knn_random.json``).
-    """
-    layer, backbone, views = _probe_setup(recipe, data, run, layer, random, "kNN probe")
-    (x_train, y_train), (x_test, y_test), test_name = _probe_splits(data, recipe.seed)
-    start = time.perf_counter()
-    network = layer_model(backbone, layer)
-    extractor = FeatureExtractor(network, views)
-    accuracies = evaluation.weighted_knn(
-        extractor(x_train, FEATURE_BATCH_SIZE),
-        y_train,
-        extractor(x_test, FEATURE_BATCH_SIZE),
-        y_test,
-        k=k,
-        temperature=temperature,
-    )
-    report = {
-        "model": "random" if random else "trained",
-        "layer": layer,
-        "feature_dim": extractor.dim,
-        "accuracy": {str(key): value for key, value in accuracies.items()},
-        "temperature": temperature,
-        **_probe_facts(x_train, x_test, test_name, start),
-    }
-    run.write_json("knn_random.json" if random else "knn.json", report)
-    return report
-
-
-def _probe_facts(train_images, test_images, test_name: str, start: float) -> dict:
-    """What every probe report says about its splits, backend and time."""
-    return {
-        "train_images": len(train_images),
-        "test_images": len(test_images),
-        "test_split": test_name,
-        "backend": keras.backend.backend(),
-        "seconds": time.perf_counter() - start,
-    }
-
-
-def _probe_setup(recipe, data, run, layer, random, what):
-    """The layer, backbone and views a probe of `run` (or its untrained twin) reads."""
-    layer = layer or recipe.probe_layer
-    if layer is None:
-        raise RecipeError(f"{recipe.origin}: no [probe] layer; pass `layer`.")
-    if data.y_train is None:
-        where = (data.origin or {}).get("path") or data.name
-        raise ValueError(
-            f"The images of {where} have no labels; the {what} needs labelled images (one "
-            "sub-folder per class, `labels` 'inferred', or a labelled source)."
-        )
-    views = image_views(recipe)
-    if random:
-        return (
-            layer,
-            build_backbone(recipe, (views.size, views.size, data.x_train.shape[-1])),
-            views,
-        )
-    if not (run.path / RunDirectory.MODEL).is_file():
-        raise ValueError(
-            f"{run.path} holds no trained model ({RunDirectory.MODEL}); "
-            "the run did not finish. Probe its untrained network with `random=True`, or "
-            "train it again."
-        )
-    return layer, accelerate(run.load_model()).backbone, views
-
-
-def _probe_splits(data, seed):
-    if data.x_test is not None and data.y_test is not None:
-        return (data.x_train, data.y_train), (data.x_test, data.y_test), "test"
-    order = np.random.default_rng(seed).permutation(len(data.x_train))
-    held = order[: int(round(PROBE_HOLDOUT * len(order)))]
-    kept = np.sort(order[len(held) :])
-    held = np.sort(held)
-    return (
-        (take_rows(data.x_train, kept), data.y_train[kept]),
-        (take_rows(data.x_train, held), data.y_train[held]),
-        f"{PROBE_HOLDOUT:.0%} of train held out",
-    )
+    return getattr(importlib.import_module(new), name)

@@ -10,8 +10,9 @@ Every key is checked on load: an unknown key, a wrong type or a value out of
 range is an error naming the key and the file. TOML has no null, so an
 optional setting (``pca``, ``halt_after``, ...) is off when its key is absent.
 
-This module itself does not import keras: the registries its `CHOICES` name
-do, and tests/test_recipe.py checks the two agree.
+Each key's rule is a `keras_deepcluster.settings.Setting`, the one the library objects
+check the same setting with. This module does not import Keras: the command line checks its
+options and recipe before it imports Keras.
 
 Examples:
     >>> recipe = load_recipe("fashion_mnist").replace(clusters=10, epochs=3)
@@ -24,69 +25,54 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
+from keras_deepcluster import settings
+from keras_deepcluster.data import SOURCES
 from keras_deepcluster.data.file_names import escape, unescape
+from keras_deepcluster.data.source_splits import LABEL_MODES
+from keras_deepcluster.settings import SETTINGS, Setting, SettingError
 
 SECTIONS = ("data", "model", "training", "clustering", "probe")
 # The settings that are paths (escaped in TOML).
 _PATHS = {"data_dir", "check_labels", "tensorboard"}
 
-# The settings with a fixed set of values, checked when a recipe loads (before
-# any data is read). The registries they name (data.SOURCES,
-# clustering.KMEANS_BACKENDS, backbones.names(), ImageViews.presets() and the
-# backbones' layers) import keras, so they are listed here; tests/test_recipe.py
-# checks that each list equals its registry.
+# The settings with a fixed set of values, checked when a recipe loads (before any data
+# is read); the registries of the modules that use them.
 CHOICES = {
-    "source": ("tfds", "idx", "npz", "folder", "digits", "cache"),
-    "kmeans": ("auto", "faiss", "sklearn", "keras"),
-    "backbone": ("alexnet", "alexnet_micro", "lenet"),
-    "views": ("cifar10", "fashion_mnist", "imagenet", "mnist", "svhn"),
-    "labels": ("auto", "inferred", "none"),  # data.source_splits.LABEL_MODES
+    "source": SOURCES,
+    "kmeans": settings.KMEANS_BACKENDS,
+    "backbone": tuple(sorted(settings.BACKBONE_LAYERS)),
+    "views": tuple(sorted(settings.VIEW_PRESETS)),
+    "labels": LABEL_MODES,
 }
-# Each backbone's layers with batch norm and Sobel on (the probe taps one of them).
-_ALEXNET_MICRO = (
-    "sobel", "conv_1", "batch_norm_1", "relu_1", "max_pool_1", "conv_2", "batch_norm_2",
-    "relu_2", "max_pool_2", "conv_3", "batch_norm_3", "relu_3", "conv_4", "batch_norm_4",
-    "relu_4", "conv_5", "batch_norm_5", "relu_5", "max_pool_3", "drop_out_1", "flatten",
-    "linear_1", "relu_6", "drop_out_2", "linear_2",
-)  # fmt: skip
-BACKBONE_LAYERS = {
-    "lenet": (
-        "conv_1", "batch_norm_1", "relu_1", "max_pool_1", "conv_2", "batch_norm_2", "relu_2",
-        "max_pool_2", "flatten", "linear_1", "relu_3", "linear_2",
-    ),
-    "alexnet_micro": _ALEXNET_MICRO,
-    "alexnet": _ALEXNET_MICRO[:1]
-    + tuple(
-        layer for name in _ALEXNET_MICRO[1:] for layer in
-        ((f"zero_pad_{name[-1]}", name) if name.startswith("conv_") else (name,))
-    ),
-}  # fmt: skip
-# The backbones that have a Sobel layer (on by default).
-SOBEL_BACKBONES = ("alexnet", "alexnet_micro")
-
-
-def backbone_layers(backbone: str, batch_norm: bool = True, sobel: bool | None = None) -> list[str]:
-    """The layer names of a backbone built with these settings (input layer left out)."""
-    layers = BACKBONE_LAYERS[backbone]
-    if not batch_norm:
-        layers = [name for name in layers if not name.startswith("batch_norm_")]
-    if sobel is False:
-        layers = [name for name in layers if name != "sobel"]
-    return list(layers)
 
 
 class RecipeError(ValueError):
     """A recipe that cannot be used, with a message naming the file and key."""
 
 
-def _field(section: str | None, kind: type, rule: str = "", default: Any = None, required=False):
-    metadata = {"section": section, "kind": kind, "rule": rule}
+def _field(section: str | None, kind: type, bound: str = "", default: Any = None, required=False):
+    """A setting of the recipe alone: off when None, unless it has a default or is required."""
+    optional = default is None and not required
+    return _setting(section, Setting(kind, bound, optional=optional), default, required)
+
+
+def _choice(section: str, key: str, default: Any = None):
+    """A setting with a fixed set of values (`CHOICES`)."""
+    return _setting(section, Setting(str, choices=CHOICES[key], optional=default is None), default)
+
+
+def _shared(section: str, keyword: str, default: Any = None):
+    """A setting the library objects take too, as `keyword`: checked by the same rule."""
+    return _setting(section, SETTINGS[keyword], default)
+
+
+def _setting(section: str | None, setting: Setting, default: Any, required: bool = False):
+    metadata = {"section": section, "setting": setting}
     if required:
         return dataclasses.field(metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -101,15 +87,15 @@ class Recipe:
     description: str = _field(None, str, default="")
     # [data]
     dataset: str = _field("data", str, required=True)  # TFDS name / name of the data
-    source: str = _field("data", str, default="tfds")  # keras_deepcluster.data.SOURCES
+    source: str = _choice("data", "source", default="tfds")  # keras_deepcluster.data.SOURCES
     data_dir: str | None = _field("data", str)
     # tfds: download and prepare a dataset that is not prepared (data/tfds.py).
     download: bool = _field("data", bool, default=True)
-    views: str | None = _field("data", str)  # ImageViews preset; default: `dataset`
+    views: str | None = _choice("data", "views")  # ImageViews preset; default: `dataset`
     limit: int | None = _field("data", int, ">= 1")  # first N training images
     # How a folder's images get labels (data/source_splits.py): the top-level
     # sub-folders as classes, none, or chosen by what the folder holds.
-    labels: str = _field("data", str, default="auto")
+    labels: str = _choice("data", "labels", default="auto")
     # A CSV of a few images' labels for unlabelled data (check_labels.py): the run
     # scores its clusterings on them and keeps its best epoch.
     check_labels: str | None = _field("data", str)
@@ -117,21 +103,21 @@ class Recipe:
     # source's own size; for folders, the views' resize side.
     image_size: int | None = _field("data", int, ">= 1")
     # [model]
-    backbone: str = _field("model", str, default="lenet")
+    backbone: str = _choice("model", "backbone", default="lenet")
     batch_norm: bool = _field("model", bool, default=True)
     sobel: bool | None = _field("model", bool)  # alexnet backbones only
-    clusters: int = _field("model", int, ">= 2", default=10)
+    clusters: int = _shared("model", "num_clusters", default=10)
     # [training]
     epochs: int = _field("training", int, ">= 1", default=10)
     batch_size: int = _field("training", int, ">= 1", default=128)
     lr: float = _field("training", float, "> 0", default=0.1)
     momentum: float = _field("training", float, "in [0, 1)", default=0.9)
-    weight_decay: float = _field("training", float, ">= 0", default=0.0)
+    weight_decay: float = _shared("training", "weight_decay", default=0.0)
     epoch_multiplier: int = _field("training", int, ">= 1", default=1)  # images per epoch / N
     # The fewest training steps per clustering: small data trains longer on each
     # (pseudo_label_dataset.epoch_length); no change where N * epoch_multiplier is enough.
     min_steps: int | None = _field("training", int, ">= 1")
-    seed: int = _field("training", int, ">= 0", default=0)
+    seed: int = _shared("training", "seed", default=0)
     deterministic: bool = _field("training", bool, default=False)  # determinism.py
     # Training steps per compiled call (Keras's compile); PyTorch runs 1.
     steps_per_execution: int = _field("training", int, ">= 1", default=8)
@@ -139,12 +125,14 @@ class Recipe:
     # into a sub-folder named after its run directory.
     tensorboard: str | None = _field("training", str)
     # [clustering]
-    pca: int | None = _field("clustering", int, ">= 1")
-    kmeans: str = _field("clustering", str, default="auto")  # auto, faiss, sklearn or keras
-    kmeans_iterations: int = _field("clustering", int, ">= 1", default=20)
-    halt_after: int | None = _field("clustering", int, ">= 1")
-    halt_when_stable: float | None = _field("clustering", float, "in (0, 1]")  # NMI(t, t-1)
-    halt_patience: int = _field("clustering", int, ">= 1", default=3)
+    pca: int | None = _shared("clustering", "pca_dim")
+    kmeans: str = _shared("clustering", "kmeans_backend", default=settings.KMEANS_BACKEND)
+    kmeans_iterations: int = _shared(
+        "clustering", "kmeans_iterations", default=settings.KMEANS_ITERATIONS
+    )
+    halt_after: int | None = _shared("clustering", "halt_after")
+    halt_when_stable: float | None = _shared("clustering", "halt_when_stable")  # NMI(t, t-1)
+    halt_patience: int = _shared("clustering", "halt_patience", default=settings.HALT_PATIENCE)
     # [probe]
     probe_layer: str | None = _field("probe", str)
     probe_epochs: int = _field("probe", int, ">= 1", default=20)
@@ -152,49 +140,40 @@ class Recipe:
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
             try:
-                check_value(field.name, getattr(self, field.name))
+                check_value(field.name, value)
             except RecipeError as error:
-                section = field.metadata["section"]
-                where = f"[{section}] {_toml_key(field.name)}" if section else field.name
-                raise RecipeError(f"{self.origin}: {where} {error}") from None
-            if field.metadata["kind"] is float and getattr(self, field.name) is not None:
-                object.__setattr__(self, field.name, float(getattr(self, field.name)))
+                raise RecipeError(f"{self.origin}: {_where(field.name)} {error}") from None
+            kind = field.metadata["setting"].kind
+            if kind in (int, float) and value is not None:  # NumPy numbers too, as TOML's
+                object.__setattr__(self, field.name, kind(value))
         if self.halt_after is not None and self.halt_after > self.epochs:
             raise RecipeError(
                 f"{self.origin}: halt_after={self.halt_after} is larger than epochs={self.epochs}; "
                 "halting needs halt_after <= epochs (leave it out to never halt)."
             )
-        self._check_choices()
+        self._check_combinations()
 
-    def _check_choices(self) -> None:
-        """The settings with a fixed set of values (`CHOICES`), and what depends on them."""
-
-        def refuse(key: str, value, allowed) -> None:
-            section = _FIELDS[key].metadata["section"]
-            raise RecipeError(
-                f"{self.origin}: [{section}] {_toml_key(key)} = {value!r} is not one of "
-                f"{', '.join(allowed)}."
-            )
-
-        for key, allowed in CHOICES.items():
-            value = getattr(self, key)
-            if value is not None and value not in allowed:
-                refuse(key, value, allowed)
+    def _check_combinations(self) -> None:
+        """The settings whose values depend on others: views, Sobel and the probe layer."""
         if self.views is None and self.dataset not in CHOICES["views"]:
             raise RecipeError(
                 f"{self.origin}: [data] dataset = {self.dataset!r} has no image views of its "
                 f"own; set [data] views to one of {', '.join(CHOICES['views'])} (the views of "
                 "the dataset most like these images)."
             )
-        if self.sobel is not None and self.backbone not in SOBEL_BACKBONES:
+        if self.sobel is not None and self.backbone not in settings.SOBEL_BACKBONES:
             raise RecipeError(
                 f"{self.origin}: [model] sobel is set, but backbone {self.backbone!r} has no "
-                f"Sobel layer (only {', '.join(SOBEL_BACKBONES)} have one); leave sobel out."
+                f"Sobel layer (only {', '.join(settings.SOBEL_BACKBONES)} have one); leave "
+                "sobel out."
             )
-        layers = backbone_layers(self.backbone, self.batch_norm, self.sobel)
-        if self.probe_layer is not None and self.probe_layer not in layers:
-            refuse("probe_layer", self.probe_layer, layers)
+        layers = settings.backbone_layers(self.backbone, self.batch_norm, self.sobel)
+        try:
+            Setting(str, choices=tuple(layers), optional=True).check(self.probe_layer)
+        except SettingError as error:
+            raise RecipeError(f"{self.origin}: {_where('probe_layer')} {error}") from None
 
     def replace(self, **overrides) -> Recipe:
         """A copy with some settings changed, validated again.
@@ -233,11 +212,11 @@ class Recipe:
             f"name = {toml_value(self.name)}",
             f"description = {toml_value(self.description)}",
         ]
-        for section, settings in self.sections().items():
-            for key in _PATHS & settings.keys():  # any bytes, which TOML's UTF-8 cannot hold
-                settings[key] = escape(settings[key])
+        for section, keys in self.sections().items():
+            for key in _PATHS & keys.keys():  # any bytes, which TOML's UTF-8 cannot hold
+                keys[key] = escape(keys[key])
             lines += ["", f"[{section}]"]
-            lines += [f"{key} = {toml_value(value)}" for key, value in settings.items()]
+            lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
         return "\n".join(lines) + "\n"
 
 
@@ -255,43 +234,23 @@ def toml_value(value) -> str:
     return repr(value)
 
 
-_RULES = {
-    ">= 0": lambda v: v >= 0,
-    ">= 1": lambda v: v >= 1,
-    ">= 2": lambda v: v >= 2,
-    "> 0": lambda v: v > 0,
-    "in [0, 1)": lambda v: 0 <= v < 1,
-    "in (0, 1]": lambda v: 0 < v <= 1,
-}
+def check_value(name: str, value, choices: bool = True) -> None:
+    """Raises RecipeError unless `value` is allowed for setting `name`.
 
-
-def check_value(name: str, value) -> None:
-    """Raises RecipeError unless `value` has the type and range of setting `name`.
-
-    The message completes "<setting> ...", e.g. "must be >= 2; got 1."
+    The message completes "<setting> ...", e.g. "must be >= 2; got 1." Without
+    `choices`, only its type and range are checked (a command-line option, whose
+    value the recipe then checks in full, naming the key).
     """
-    field = _FIELDS[name]
-    kind, rule = field.metadata["kind"], field.metadata["rule"]
-    if value is None:
-        if field.default is None:
-            return  # an optional setting, off
-        raise RecipeError("is required.")
-    if kind is float:
-        ok_type = (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        )
-    else:
-        ok_type = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-    if not ok_type:
-        article = {
-            "int": "an integer",
-            "float": "a finite number",
-            "str": "a string",
-            "bool": "true or false",
-        }[kind.__name__]
-        raise RecipeError(f"must be {article}; got {value!r}.")
-    if rule and not _RULES[rule](value):
-        raise RecipeError(f"must be {rule}; got {value!r}.")
+    try:
+        _FIELDS[name].metadata["setting"].check(value, choices=choices)
+    except SettingError as error:
+        raise RecipeError(str(error)) from None
+
+
+def _where(name: str) -> str:
+    """How a message names setting `name`: its section and TOML key."""
+    section = _FIELDS[name].metadata["section"]
+    return f"[{section}] {_toml_key(name)}" if section else name
 
 
 _FIELDS = {field.name: field for field in dataclasses.fields(Recipe)}

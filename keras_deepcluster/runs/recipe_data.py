@@ -1,5 +1,6 @@
 """A recipe's images and the views the network sees of them: loaded from the recipe's
-source or image cache, or the images a run recorded that it trained on.
+source or image cache, or the images a run recorded that it trained on; and the check
+labels that stand in for the labels of unlabelled images.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import numpy as np
 
 from keras_deepcluster import data as data_sources
 from keras_deepcluster.data.disk_images import take_rows
+from keras_deepcluster.data.image_cache import ImageCache
 from keras_deepcluster.data.image_data import ImageData
 from keras_deepcluster.method.views import ImageViews
+from keras_deepcluster.runs import check_labels
+from keras_deepcluster.runs.check_labels import CheckLabels, CheckLabelsError
 from keras_deepcluster.runs.recipe import Recipe, RecipeError
 from keras_deepcluster.runs.run_directory import RunDirectory
 
@@ -107,3 +111,37 @@ def recorded_data(
 def image_views(recipe: Recipe) -> ImageViews:
     """The recipe's `ImageViews` (its ``views`` preset, else its dataset's)."""
     return ImageViews.for_dataset(recipe.views or recipe.dataset)
+
+
+def check_channels(recipe: Recipe, views: ImageViews, channels: int) -> None:
+    """Raises ValueError when the images' channels do not fit the recipe's views."""
+    if channels == views.channels:
+        return
+    kind = {1: "grayscale", 3: "RGB"}
+    fitting = "mnist, fashion_mnist or digits" if channels == 1 else "svhn or cifar10"
+    raise ValueError(
+        f"The {recipe.dataset} images have {channels} channel(s) "
+        f"({kind.get(channels, 'other')}) but recipe {recipe.name!r} shows the network "
+        f"{views.channels}-channel views ({kind.get(views.channels, 'other')}); use a recipe "
+        f"for such images ({fitting}) or convert the images."
+    )
+
+
+def read_check_labels(recipe: Recipe, data: ImageData) -> CheckLabels | None:
+    """The recipe's check labels for `data`'s training images, or None without any.
+
+    Raises:
+        CheckLabelsError: a file that cannot be used, or data that has labels of
+            its own (a labelled run scores against those).
+    """
+    if recipe.check_labels is None:
+        return None
+    if data.y_train is not None:
+        raise CheckLabelsError(
+            f"{recipe.check_labels}: check labels are for unlabelled images, but "
+            f"{data.name} has a label for every training image and the run scores against "
+            "those; drop the check labels."
+        )
+    cache = (data.origin or {}).get("cache")
+    files = ImageCache(cache).files("train") if cache else None
+    return check_labels.read_check_labels(recipe.check_labels, len(data.x_train), files)

@@ -196,12 +196,12 @@ def _filters(path, run) -> Path | None:
     """The first convolution's kernels, untrained beside trained (None: no recipe or conv)."""
     import matplotlib.pyplot as plt
 
-    from keras_deepcluster.runs import pretraining
+    from keras_deepcluster.runs.build import build_backbone
 
     conv = next((layer for layer in run.backbone.layers if layer.name == "conv_1"), None)
     if conv is None or run.recipe is None:
         return None
-    untrained = pretraining.build_backbone(run.recipe, tuple(run.backbone.input_shape[1:]))
+    untrained = build_backbone(run.recipe, tuple(run.backbone.input_shape[1:]))
     kernels = [np.asarray(untrained.get_layer("conv_1").get_weights()[0])]
     kernels.append(np.asarray(conv.get_weights()[0]))
     count = min(kernels[0].shape[-1], 32)
