@@ -74,9 +74,9 @@ cat "$out/env.txt"
 
 # The tests that exercise the device: clustering, re-clustering, the model and its PyTorch
 # route, views, determinism, devices, processes, resumable runs and the CLI's runs.
-gpu_tests=(tests/test_clustering.py tests/test_reclustering.py tests/test_model.py
-    tests/test_views.py tests/test_determinism.py tests/test_devices.py tests/test_processes.py
-    tests/test_torch_network.py tests/test_runs.py tests/test_cli.py)
+gpu_tests=(tests/method/test_clustering.py tests/method/test_reclustering.py tests/method/test_model.py
+    tests/method/test_views.py tests/platform/test_determinism.py tests/platform/test_devices.py tests/platform/test_processes.py
+    tests/platform/test_torch_network.py tests/runs/test_runs.py tests/cli/test_cli.py)
 if [ -n "$gpu" ]; then
     STAGE_SECONDS=${STAGE_SECONDS:-120}
     pytest_workers=(-n 8)                             # pytest-xdist is on the GPU image

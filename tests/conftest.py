@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_deepcluster.platform import determinism
+from keras_deepcluster.platform import determinism, directory_lock
 from keras_deepcluster.platform.devices import accelerator_available
 
 # float32 matrix products on NVIDIA GPUs run in TF32 under JAX (10-bit
@@ -210,3 +210,27 @@ def trained(tmp_path_factory):
     finally:
         del os.environ["KERAS_DEEPCLUSTER_CACHE"]
     return run, (images, labels), (test_images, test_labels)
+
+
+# The library's directory_lock.py, loaded by its path: it needs only the standard library,
+# and the package itself imports keras (seconds per holder).
+HOLD = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("directory_lock", sys.argv[2])
+directory_lock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(directory_lock)
+directory_lock.lock_folder(sys.argv[1])
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def holder(folder):
+    """A process that holds `folder`'s lock until killed."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder), directory_lock.__file__],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "locked"
+    return process

@@ -62,7 +62,7 @@ def cli_options() -> dict[str, set[str]]:
 def defined_tests() -> set[str]:
     """'file.py::name' and 'name' of every test function defined in tests/."""
     names = set()
-    for path in (ROOT / "tests").glob("test_*.py"):
+    for path in (ROOT / "tests").rglob("test_*.py"):
         for name in re.findall(r"^(?:async )?def (test_\w+)", path.read_text(), re.M):
             names.update({name, f"{path.name}::{name}"})
         names.add(path.name)

@@ -234,3 +234,13 @@ def test_a_moved_module_still_imports_by_its_old_name_with_a_warning():
         assert kdc.processes is kdc.platform.processes
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         kdc.runs.nothing  # noqa: B018
+
+
+def test_the_tests_mirror_the_layout():
+    """A folder of tests per sub-package of the library (and one for the CLI); only the
+    project-wide checks (docs, layering) sit at the top of tests/."""
+    packages = {p.parent.name for p in (ROOT / LIBRARY).glob("*/__init__.py")} - {"recipes"}
+    folders = {p.parent.name for p in (ROOT / "tests").glob("*/test_*.py")}
+    assert folders == packages | {"cli"}
+    top = {p.name for p in (ROOT / "tests").glob("test_*.py")}
+    assert top == {"test_docs.py", "test_layering.py"}

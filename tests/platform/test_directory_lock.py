@@ -13,9 +13,8 @@ import time
 
 import keras
 import pytest
-from conftest import invoke
+from conftest import holder, invoke
 
-from keras_deepcluster.platform import directory_lock
 from keras_deepcluster.platform.directory_lock import (
     LOCK_FILE,
     FolderInUseError,
@@ -23,29 +22,6 @@ from keras_deepcluster.platform.directory_lock import (
     lock_folder,
     unlock_folder,
 )
-
-# The library's directory_lock.py, loaded by its path: it needs only the standard library,
-# and the package itself imports keras (seconds per holder).
-HOLD = """
-import importlib.util, sys, time
-spec = importlib.util.spec_from_file_location("directory_lock", sys.argv[2])
-directory_lock = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(directory_lock)
-directory_lock.lock_folder(sys.argv[1])
-print("locked", flush=True)
-time.sleep(600)
-"""
-
-
-def holder(folder):
-    """A process that holds `folder`'s lock until killed."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(folder), directory_lock.__file__],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout.readline().strip() == "locked"
-    return process
 
 
 @pytest.mark.backend_independent

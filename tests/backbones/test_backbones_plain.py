@@ -105,7 +105,7 @@ def test_the_seed_leaves_the_sobel_front_end_frozen_and_whole():
 
 
 def test_files_saved_with_the_older_layers_load_with_the_package():
-    """`tests/old_files` was saved by the version whose backbones held `SobelFilter` and the
+    """`old_files/` was saved by the version whose backbones held `SobelFilter` and the
     package's `MaxPooling2D`; its outputs were computed then."""
     model = keras.saving.load_model(OLD_FILES / "sobel_and_pooling.keras")
     assert isinstance(model.get_layer("sobel"), backbones.SobelFilter)

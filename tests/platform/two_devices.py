@@ -5,8 +5,8 @@ devices when it initialises, so both are set here, before keras is imported.
 JAX is kept on the CPU, so that a machine with one GPU tests two devices too.
 
 Usage:
-    python tests/two_devices.py compare OUT.npz   # 1 device, then 2; saves both
-    python tests/two_devices.py cli ARGS...       # `deepcluster ARGS...`
+    python tests/platform/two_devices.py compare OUT.npz   # 1 device, then 2; saves both
+    python tests/platform/two_devices.py cli ARGS...       # `deepcluster ARGS...`
 """
 
 import os
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 import keras_deepcluster as kdc  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))  # tests/, for conftest
 from conftest import make_shapes  # noqa: E402
 
 

@@ -1,10 +1,11 @@
 """Runs one process of a small DeepCluster job; `test_processes.py` starts several.
 
 Usage:
-    python tests/two_processes.py train COORDINATOR NUM_PROCESSES PROCESS_ID OUT.npz [DATA_SEED]
+    python tests/platform/two_processes.py train COORDINATOR NUM_PROCESSES PROCESS_ID OUT.npz \
+        [DATA_SEED]
         (NUM_PROCESSES 1: a plain run, no coordinator contacted)
-    python tests/two_processes.py cluster COORDINATOR NUM_PROCESSES PROCESS_ID OUT.npz
-    python tests/two_processes.py cli ARGS...   # `deepcluster ARGS...`
+    python tests/platform/two_processes.py cluster COORDINATOR NUM_PROCESSES PROCESS_ID OUT.npz
+    python tests/platform/two_processes.py cli ARGS...   # `deepcluster ARGS...`
 
 JAX is kept on the CPU, so that a machine with one GPU tests two processes too.
 """
@@ -19,7 +20,7 @@ import numpy as np  # noqa: E402
 
 import keras_deepcluster as kdc  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))  # tests/, for conftest
 from conftest import make_shapes  # noqa: E402
 
 

@@ -10,7 +10,7 @@ import sys
 import threading
 
 import pytest
-from test_directory_lock import holder
+from conftest import holder
 
 from keras_deepcluster import data
 from keras_deepcluster.platform.directory_lock import FolderInUseError

@@ -98,7 +98,7 @@ def test_a_wheel_carries_the_recipes_and_the_command_line(tmp_path):
     import zipfile
     from pathlib import Path
 
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(tmp_path), str(root)],

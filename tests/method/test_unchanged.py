@@ -8,7 +8,7 @@ Record again, after a change that is meant to change the numbers, with the threa
 of `.ci/run` (the check runs under them):
 
     OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \
-        KERAS_BACKEND=<backend> python tests/test_unchanged.py
+        KERAS_BACKEND=<backend> python tests/method/test_unchanged.py
 """
 
 import hashlib

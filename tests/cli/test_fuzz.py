@@ -5,7 +5,7 @@ specific error, a ValueError/OSError from the library and a one-line message
 with exit 1 or 2 from the CLI; never another exception, a traceback, an
 abort, a hang, or a run directory for a refused input. ``FUZZ_EXAMPLES``
 sets how many examples each test draws (CI: the default below; by hand:
-``FUZZ_EXAMPLES=2000 KERAS_BACKEND=jax pytest tests/test_fuzz.py``).
+``FUZZ_EXAMPLES=2000 KERAS_BACKEND=jax pytest tests/cli/test_fuzz.py``).
 
 The examples are derandomized (the profile "ci"): every run draws the same
 ones, so a failure in CI fails again by hand. ``FUZZ_PROFILE=explore`` draws
