@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_deepcluster.method.features import layer_model
 from keras_deepcluster.method.pseudo_label_dataset import PseudoLabelDataset
@@ -122,10 +121,9 @@ class DeepCluster(keras.Model):
     def route(self) -> routes.KerasRoute:
         """How the backend runs the model: Keras's calls, or direct torch calls."""
         if self._route is None:
-            head = [self.head_relu, self.head]
-            if len(self.backbone.output.shape) > 2:
-                head.insert(0, self.head_flatten)
-            self._route = routes.training_route(self, [self.backbone, *head], self.direct_torch)
+            flatten = [self.head_flatten] if len(self.backbone.output.shape) > 2 else []
+            layers = [self.backbone, *flatten, self.head_relu, self.head]
+            self._route = routes.training_route(self, layers, self.direct_torch)
         return self._route
 
     @property

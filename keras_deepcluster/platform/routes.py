@@ -9,6 +9,13 @@ layers `TorchNetwork` knows, runs them as direct torch calls on the same variabl
 Keras's Python per step (docs/design.md, "PyTorch: the forward pass as direct torch calls").
 ``direct_torch=False``, or the environment variable ``KERAS_DEEPCLUSTER_DIRECT_TORCH=0``
 where `direct_torch` is left None (the command line), keeps Keras's route.
+
+Keras is reached through its public API only (the chain through `Model.layers` and each
+layer's `input`/`output`, the loss tracker among `Model.metrics`, a `Mean`'s ``total`` and
+``count`` variables). Private names that remain, for want of a public equivalent:
+``torch._foreach_add_`` (`torch_step`) and ``torch._foreach_norm``
+(`array_ops.sum_of_squares`), PyTorch's fused kernels over a list of tensors, whose public
+form is a Python loop of one call per tensor, the cost these routes exist to remove.
 """
 
 from __future__ import annotations
@@ -123,8 +130,11 @@ def feature_pass(
     themselves (their values are the weights given).
     """
     direct = TorchNetwork.of(model) if direct_torch and jit_compile is not True else None
-    if direct is not None:
-        return lambda trainable, non_trainable, x: direct(view(x))
-    return lambda trainable, non_trainable, x: network.stateless_call(
-        trainable, non_trainable, x
-    )[0]
+
+    def keras_calls(trainable, non_trainable, x):
+        return network.stateless_call(trainable, non_trainable, x)[0]
+
+    def direct_calls(trainable, non_trainable, x):
+        return direct(view(x))
+
+    return keras_calls if direct is None else direct_calls
