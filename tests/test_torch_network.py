@@ -14,7 +14,7 @@ from keras_deepcluster import (
     backbones,
 )
 from keras_deepcluster.method.features import layer_model
-from keras_deepcluster.platform import routes
+from keras_deepcluster.platform import model_routes
 from keras_deepcluster.platform.torch_network import TorchNetwork, torch_ops
 from keras_deepcluster.runs.pretraining import image_views
 from keras_deepcluster.runs.recipe import load_recipe
@@ -70,9 +70,9 @@ def test_only_pytorch_gets_one():
 def test_the_route_is_keras_s_but_on_pytorch_with_direct_torch():
     model = DeepCluster(backbones.lenet(seed=0), 3)
     direct = keras.backend.backend() == "torch"
-    assert type(model.route) is (routes.TorchRoute if direct else routes.KerasRoute)
+    assert type(model.route) is (model_routes.TorchRoute if direct else model_routes.KerasRoute)
     off = DeepCluster(backbones.lenet(seed=0), 3, direct_torch=False)
-    assert type(off.route) is routes.KerasRoute
+    assert type(off.route) is model_routes.KerasRoute
 
 
 @torch_only
@@ -81,7 +81,7 @@ def test_symbolic_inputs_take_keras_route():
     views = image_views(load_recipe("mnist"))
     model = DeepCluster(backbones.lenet(seed=0), 3, views=views)
     inputs = {"images": keras.Input((28, 28, 1), dtype="uint8"), "boxes": keras.Input((5,))}
-    assert type(model.route.for_inputs(inputs["images"])) is routes.KerasRoute
+    assert type(model.route.for_inputs(inputs["images"])) is model_routes.KerasRoute
     assert tuple(model(inputs, training=True).shape) == (None, 3)
 
 
@@ -105,7 +105,7 @@ def test_a_network_with_a_layer_it_does_not_know_runs_through_keras():
     assert TorchNetwork.of(branched) is None
     model = DeepCluster(unknown, num_clusters=3)
     model(np.zeros((2, 8, 8, 1), "float32"), training=True)
-    assert type(model.route) is routes.KerasRoute
+    assert type(model.route) is model_routes.KerasRoute
 
 
 @torch_only
@@ -121,7 +121,7 @@ def test_training_forward_pass_and_batch_statistics_equal_keras(name, batch_size
     ours = direct(x, training=True)
     keras.utils.set_random_seed(3)
     theirs = keras_calls(x, training=True)
-    assert type(direct.route) is routes.TorchRoute
+    assert type(direct.route) is model_routes.TorchRoute
     np.testing.assert_allclose(to_np(ours), to_np(theirs), rtol=1e-4, atol=1e-5)
     for a, b in zip(direct.non_trainable_variables, keras_calls.non_trainable_variables):
         np.testing.assert_allclose(to_np(a), to_np(b), rtol=1e-5, atol=1e-6, err_msg=a.path)

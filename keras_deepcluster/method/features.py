@@ -9,7 +9,7 @@ import numpy as np
 
 from keras_deepcluster.method.pseudo_label_dataset import check_images
 from keras_deepcluster.method.views import FixedView, ImageViews
-from keras_deepcluster.platform import devices, processes, routes
+from keras_deepcluster.platform import devices, model_routes, processes
 from keras_deepcluster.platform.compilation import compiled
 
 
@@ -42,7 +42,7 @@ class FeatureExtractor:
             `torch.compile`: a long compile once per image shape, then a
             faster pass (docs/performance.md), worth it for long runs.
         direct_torch: On PyTorch (without ``jit_compile=True``), run the
-            network as direct torch calls where it can (`routes.feature_pass`):
+            network as direct torch calls where it can (`model_routes.feature_pass`):
             the same features, a fraction of Keras's Python per layer. None:
             True unless ``KERAS_DEEPCLUSTER_DIRECT_TORCH=0``.
 
@@ -64,7 +64,7 @@ class FeatureExtractor:
         self.views = views
         self.flip = flip
         self.jit_compile = jit_compile
-        self.direct_torch = routes.direct_torch(direct_torch)
+        self.direct_torch = model_routes.direct_torch(direct_torch)
         self.dim = int(np.prod(model.output.shape[1:]))
         self._networks: dict[tuple, tuple] = {}
 
@@ -124,7 +124,7 @@ class FeatureExtractor:
             images = keras.Input(image_shape, dtype=dtype)
             view = FixedView(self.views, self.flip)
             network = keras.Model(images, self.model(view(images)), name="feature_extractor")
-            outputs = routes.feature_pass(
+            outputs = model_routes.feature_pass(
                 network, view, self.model, self.direct_torch, self.jit_compile
             )
 

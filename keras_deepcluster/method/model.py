@@ -9,7 +9,7 @@ from keras_deepcluster.method.features import layer_model
 from keras_deepcluster.method.pseudo_label_dataset import PseudoLabelDataset
 from keras_deepcluster.method.reclustering import Reclustering
 from keras_deepcluster.method.views import ImageViews, random_view, views_config, views_from_config
-from keras_deepcluster.platform import array_ops, devices, routes
+from keras_deepcluster.platform import array_ops, devices, model_routes
 
 
 @keras.saving.register_keras_serializable(package="keras_deepcluster")
@@ -21,7 +21,7 @@ class DeepCluster(keras.Model):
     re-clusters the backbone's features and calls `reset_head` at the start
     of every epoch. The training step is Keras's own, with `compute_loss`
     overridden to add weight decay. The random view, the training forward pass
-    and the step run by the model's route (`keras_deepcluster.platform.routes`):
+    and the step run by the model's route (`keras_deepcluster.platform.model_routes`):
     Keras's calls, or on PyTorch the same computations as direct torch calls
     on the same variables; ``direct_torch=False`` keeps Keras's calls.
 
@@ -45,7 +45,7 @@ class DeepCluster(keras.Model):
         views: The `ImageViews` of the training view; None takes those of
             the `PseudoLabelDataset` given to `fit`.
         direct_torch: On PyTorch, train through direct torch calls where the
-            network allows (`routes.TorchRoute`: same results, a fraction of
+            network allows (`model_routes.TorchRoute`: same results, a fraction of
             the Python per step); ignored on the other backends. None: True
             unless ``KERAS_DEEPCLUSTER_DIRECT_TORCH=0``.
         **kwargs: `keras.Model` arguments (``name``, ...).
@@ -94,7 +94,7 @@ class DeepCluster(keras.Model):
         self.num_clusters = int(num_clusters)
         self.weight_decay = float(weight_decay)
         self.views = views
-        self.direct_torch = routes.direct_torch(direct_torch)
+        self.direct_torch = model_routes.direct_torch(direct_torch)
         self._route = None  # chosen at the first call, again after `compile`
         # Logged apart: `loss` is their sum (Keras records what compute_loss returns).
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
@@ -118,12 +118,12 @@ class DeepCluster(keras.Model):
         return route.forward(inputs, training)
 
     @property
-    def route(self) -> routes.KerasRoute:
+    def route(self) -> model_routes.KerasRoute:
         """How the backend runs the model: Keras's calls, or direct torch calls."""
         if self._route is None:
             flatten = [self.head_flatten] if len(self.backbone.output.shape) > 2 else []
             layers = [self.backbone, *flatten, self.head_relu, self.head]
-            self._route = routes.training_route(self, layers, self.direct_torch)
+            self._route = model_routes.training_route(self, layers, self.direct_torch)
         return self._route
 
     @property

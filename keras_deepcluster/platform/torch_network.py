@@ -17,7 +17,7 @@ is Keras's own (its seed generator, so runs stay reproducible and resumable).
 Only the layers of the package's backbones are mapped, each with the
 configurations it has there; for any other network or configuration
 `TorchNetwork.of` returns None and the model runs through Keras
-(`keras_deepcluster.platform.routes` chooses).
+(`keras_deepcluster.platform.model_routes` chooses).
 
 Keras is read through its public API only: the chain through `Model.layers` and each
 layer's `input` and `output`, the variables through `Variable.value`.
