@@ -9,9 +9,8 @@ import numpy as np
 
 from keras_deepcluster.method.pseudo_label_dataset import check_images
 from keras_deepcluster.method.views import FixedView, ImageViews
-from keras_deepcluster.platform import devices, processes
+from keras_deepcluster.platform import devices, model_routes, processes
 from keras_deepcluster.platform.compilation import compiled
-from keras_deepcluster.platform.torch_network import TorchNetwork, direct_torch_default
 
 
 class FeatureExtractor:
@@ -43,9 +42,9 @@ class FeatureExtractor:
             `torch.compile`: a long compile once per image shape, then a
             faster pass (docs/performance.md), worth it for long runs.
         direct_torch: On PyTorch (without ``jit_compile=True``), run the
-            network as direct torch calls (`TorchNetwork`) where it can: the
-            same features, a fraction of Keras's Python per layer. None: True
-            unless ``KERAS_DEEPCLUSTER_DIRECT_TORCH=0``.
+            network as direct torch calls where it can (`model_routes.feature_pass`):
+            the same features, a fraction of Keras's Python per layer. None:
+            True unless ``KERAS_DEEPCLUSTER_DIRECT_TORCH=0``.
 
     Examples:
         >>> extractor = FeatureExtractor(backbone, ImageViews.for_dataset("mnist"))
@@ -65,9 +64,7 @@ class FeatureExtractor:
         self.views = views
         self.flip = flip
         self.jit_compile = jit_compile
-        if direct_torch is None:
-            direct_torch = direct_torch_default()
-        self.direct_torch = direct_torch and jit_compile is not True
+        self.direct_torch = model_routes.direct_torch(direct_torch)
         self.dim = int(np.prod(model.output.shape[1:]))
         self._networks: dict[tuple, tuple] = {}
 
@@ -127,14 +124,13 @@ class FeatureExtractor:
             images = keras.Input(image_shape, dtype=dtype)
             view = FixedView(self.views, self.flip)
             network = keras.Model(images, self.model(view(images)), name="feature_extractor")
-            direct = TorchNetwork.of(self.model) if self.direct_torch else None
+            outputs = model_routes.feature_pass(
+                network, view, self.model, self.direct_torch, self.jit_compile
+            )
 
             def forward(trainable, non_trainable, batch):
-                if direct is not None:  # PyTorch: eager, reads the variables themselves
-                    return keras.ops.reshape(direct(view(batch)), (-1, self.dim))
-                outputs, _ = network.stateless_call(trainable, non_trainable, batch)
                 # The batch dimension may be unknown (TensorFlow, traced for several sizes).
-                return keras.ops.reshape(outputs, (-1, self.dim))
+                return keras.ops.reshape(outputs(trainable, non_trainable, batch), (-1, self.dim))
 
             self._networks[key] = (network, compiled(forward, self.jit_compile))
         return self._networks[key]

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_deepcluster.method.features import layer_model
 from keras_deepcluster.method.pseudo_label_dataset import PseudoLabelDataset
 from keras_deepcluster.method.reclustering import Reclustering
 from keras_deepcluster.method.views import ImageViews, random_view, views_config, views_from_config
-from keras_deepcluster.platform import devices, torch_network, torch_step
-from keras_deepcluster.platform.torch_network import TorchNetwork, direct_torch_default
+from keras_deepcluster.platform import array_ops, devices, model_routes
 
 
 @keras.saving.register_keras_serializable(package="keras_deepcluster")
@@ -22,12 +20,10 @@ class DeepCluster(keras.Model):
     `PseudoLabelDataset`, together with a `Reclustering` callback that
     re-clusters the backbone's features and calls `reset_head` at the start
     of every epoch. The training step is Keras's own, with `compute_loss`
-    overridden to add weight decay. On PyTorch, where Keras runs each layer
-    eagerly through Python, the random view and the training forward pass
-    run as direct torch calls on the same variables (`TorchNetwork`) when the
-    network has only layers it knows, and with the default loss the step is
-    Keras's PyTorch step in fewer calls (`keras_deepcluster.platform.torch_step`);
-    ``direct_torch=False`` keeps Keras's calls.
+    overridden to add weight decay. The random view, the training forward pass
+    and the step run by the model's route (`keras_deepcluster.platform.model_routes`):
+    Keras's calls, or on PyTorch the same computations as direct torch calls
+    on the same variables; ``direct_torch=False`` keeps Keras's calls.
 
     It takes views (float NHWC of the backbone's input shape), or the
     batches of a `PseudoLabelDataset`, ``{"images": ..., "boxes": ...}``,
@@ -48,9 +44,9 @@ class DeepCluster(keras.Model):
         weight_decay: Coupled L2 weight decay (PyTorch SGD semantics).
         views: The `ImageViews` of the training view; None takes those of
             the `PseudoLabelDataset` given to `fit`.
-        direct_torch: On PyTorch, run the training forward pass through
-            `TorchNetwork` where it can (same results, a fraction of the
-            Python per step); ignored on the other backends. None: True
+        direct_torch: On PyTorch, train through direct torch calls where the
+            network allows (`model_routes.TorchRoute`: same results, a fraction of
+            the Python per step); ignored on the other backends. None: True
             unless ``KERAS_DEEPCLUSTER_DIRECT_TORCH=0``.
         **kwargs: `keras.Model` arguments (``name``, ...).
 
@@ -98,10 +94,8 @@ class DeepCluster(keras.Model):
         self.num_clusters = int(num_clusters)
         self.weight_decay = float(weight_decay)
         self.views = views
-        self.direct_torch = direct_torch_default() if direct_torch is None else bool(direct_torch)
-        self._torch_network = None  # made at the first training call
-        self._default_loss = False  # set by `compile`
-        self._torch_step = None  # whether `train_step` runs its PyTorch route, ditto
+        self.direct_torch = model_routes.direct_torch(direct_torch)
+        self._route = None  # chosen at the first call, again after `compile`
         # Logged apart: `loss` is their sum (Keras records what compute_loss returns).
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
         self.weight_decay_tracker = keras.metrics.Mean(name="weight_decay")
@@ -113,32 +107,24 @@ class DeepCluster(keras.Model):
 
     def call(self, inputs, training=False):
         images = inputs["images"] if isinstance(inputs, dict) else inputs
-        network = None  # the direct torch calls, where they apply
-        if self.direct_torch and not isinstance(images, keras.KerasTensor):
-            network = self._direct_torch_network()
+        route = self.route.for_inputs(images)
         if isinstance(inputs, dict):
             if self.views is None:
                 raise ValueError(
                     "DeepCluster got images with crop boxes but has no views to make them "
                     "with; pass views= or fit on a PseudoLabelDataset."
                 )
-            make_view = random_view if network is None else torch_network.random_view
-            inputs = make_view(images, inputs["boxes"], self.views)
-        if training and network is not None:
-            return network(inputs, training=True)
-        features = self.backbone(inputs, training=training)
-        if len(features.shape) > 2:
-            features = self.head_flatten(features)
-        return self.head(self.head_relu(features))
+            inputs = random_view(images, inputs["boxes"], self.views, route.xp)
+        return route.forward(inputs, training)
 
-    def _direct_torch_network(self) -> TorchNetwork | None:
-        if self._torch_network is None:
-            head = [self.head_relu, self.head]
-            if len(self.backbone.output.shape) > 2:
-                head.insert(0, self.head_flatten)
-            # False: looked for and not possible (not PyTorch, or a layer it does not know).
-            self._torch_network = TorchNetwork.of(self.backbone, *head) or False
-        return self._torch_network or None
+    @property
+    def route(self) -> model_routes.KerasRoute:
+        """How the backend runs the model: Keras's calls, or direct torch calls."""
+        if self._route is None:
+            flatten = [self.head_flatten] if len(self.backbone.output.shape) > 2 else []
+            layers = [self.backbone, *flatten, self.head_relu, self.head]
+            self._route = model_routes.training_route(self, layers, self.direct_torch)
+        return self._route
 
     @property
     def feature_dim(self) -> int:
@@ -146,36 +132,14 @@ class DeepCluster(keras.Model):
 
     def compile(self, optimizer="sgd", loss=None, **kwargs):
         """`keras.Model.compile` with sparse cross-entropy on logits as the default loss."""
-        default = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        # The PyTorch step computes the default loss itself (`train_step`); a loaded
-        # model's compile config gives it back as an equal loss object.
-        self._default_loss = not kwargs.get("loss_weights") and (
-            loss is None
-            or (type(loss) is type(default) and loss.get_config() == default.get_config())
-        )
-        self._torch_step = None
-        super().compile(optimizer=optimizer, loss=default if loss is None else loss, **kwargs)
+        if loss is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self._route = None  # its training step depends on the loss and the optimizer
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
     def train_step(self, *args):
-        """Keras's training step; on PyTorch with `TorchNetwork`, the same step in fewer calls.
-
-        With the default loss, no sample weights and no layer losses the
-        PyTorch step is `torch_step.train_step`: Keras's PyTorch step, same
-        losses, gradients and logs within float rounding, at a fraction of
-        its Python per step (docs/performance.md, "Host overhead of a training step").
-        """
-        # JAX's step is train_step(state, data); the others' train_step(data).
-        if len(args) != 1 or not self._torch_step_applies():
-            return super().train_step(*args)
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(args[0])
-        if sample_weight is not None or y is None:
-            return super().train_step(*args)
-        return torch_step.train_step(self, x, y)
-
-    def _torch_step_applies(self) -> bool:
-        if self._torch_step is None:
-            self._torch_step = torch_step.applies(self)
-        return self._torch_step
+        """The route's training step: Keras's, or on PyTorch the same in fewer calls."""
+        return self.route.train_step(super().train_step, *args)
 
     def compile_from_config(self, config):
         # Keras skips compiling on load when `compile` is overridden; ours only
@@ -228,14 +192,15 @@ class DeepCluster(keras.Model):
         self.weight_decay_tracker.update_state(penalty)
         return cross_entropy + penalty / replicas
 
-    def weight_decay_penalty(self):
-        """``weight_decay / 2 * sum(w ** 2)`` over the trainable variables."""
-        if keras.backend.backend() == "torch":
-            # One call for every variable, where keras.ops would dispatch two per variable.
+    def weight_decay_penalty(self, values=None):
+        """``weight_decay / 2 * sum(w ** 2)`` over the trainable variables' values.
+
+        Args:
+            values: The tensors to take it over; None: the trainable variables' values.
+        """
+        if values is None:
             values = [w.value for w in self.trainable_variables]
-            return torch_step.weight_decay_penalty(values, self.weight_decay)
-        squares = [ops.sum(ops.square(w)) for w in self.trainable_variables]
-        return 0.5 * self.weight_decay * ops.sum(ops.stack(squares))
+        return 0.5 * self.weight_decay * array_ops.sum_of_squares(values)
 
     def reset_head(self, seed: int) -> None:
         """Re-draws the head (N(0, 0.01), bias 0) and zeroes its optimizer state.

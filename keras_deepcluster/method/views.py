@@ -9,7 +9,10 @@ crop box and the flip, drawn with NumPy on the host so that every backend
 gets the same crops) cross to the device. Resampling is bilinear with
 torchvision's half-pixel convention (``align_corners=False``), antialiased
 when it shrinks (a crop larger than the view, as ImageNet's are), which is
-what torchvision's transforms do on PIL images.
+what torchvision's transforms do on PIL images. The resampling matrices are
+written once (`window_matrices`), over the array operations of
+`keras_deepcluster.platform.array_ops`: NumPy for the fixed view's, `keras.ops`
+(or direct torch calls, on the PyTorch route) for the random view's.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_deepcluster.platform import array_ops
 from keras_deepcluster.settings import VIEW_PRESETS as _PRESETS
 
 
@@ -154,10 +158,10 @@ class FixedView(keras.layers.Layer):
         self._rows, self._cols = rows, cols[::-1] if self.flip else cols
 
     def call(self, images):
-        x = _unit_float(images)
+        x = array_ops.KERAS.unit_float(images)
         x = ops.einsum("sh,nhwc->nswc", ops.convert_to_tensor(self._rows), x)
         x = ops.einsum("tw,nswc->nstc", ops.convert_to_tensor(self._cols), x)
-        return _normalise_tensor(x, self.views)
+        return array_ops.KERAS.normalise(x, self.views.mean, self.views.std)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.views.size, self.views.size, input_shape[3])
@@ -252,15 +256,44 @@ class RandomView(keras.layers.Layer):
         return cls(views_from_config(config.pop("views")), **config)
 
 
-def random_view(images, boxes, views: ImageViews):
-    """`RandomView`'s computation, in `keras.ops` (see there)."""
-    x = _unit_float(images)
-    boxes = ops.cast(boxes, "float32")
-    rows = _window_matrices(boxes[:, 0], boxes[:, 2], x.shape[1], views.size)
-    cols = _window_matrices(boxes[:, 1], boxes[:, 3], x.shape[2], views.size, flip=boxes[:, 4])
-    x = ops.einsum("bsh,bhwc->bswc", rows, x)
-    x = ops.einsum("btw,bswc->bstc", cols, x)
-    return _normalise_tensor(x, views)
+def random_view(images, boxes, views: ImageViews, xp=array_ops.KERAS):
+    """`RandomView`'s computation (see there), with the array operations `xp`."""
+    x = xp.unit_float(images)
+    boxes = xp.float32(boxes)
+    rows = window_matrices(boxes[:, 0], boxes[:, 2], x.shape[1], views.size, xp=xp)
+    cols = window_matrices(boxes[:, 1], boxes[:, 3], x.shape[2], views.size, boxes[:, 4], xp)
+    x = xp.einsum("bsh,bhwc->bswc", rows, x)
+    x = xp.einsum("btw,bswc->bstc", cols, x)
+    return xp.normalise(x, views.mean, views.std)
+
+
+def window_matrices(start, length, n_in: int, n_out: int, flip=None, xp=array_ops.KERAS):
+    """Matrices (B, n_out, n_in) resampling each window [start, start + length) to n_out.
+
+    Bilinear with half-pixel centres; when shrinking, the triangle filter is
+    widened by the scale factor (antialiasing, as Pillow's and torchvision's
+    ``antialias=True`` resize). Near the window's edges the weights of the
+    pixels inside are renormalised, which is edge clamping when enlarging.
+
+    Args:
+        start: (B,) float first pixel of each window.
+        length: (B,) float length of each window, in pixels.
+        n_in: Pixels of the image along this axis.
+        n_out: Pixels of the view along this axis.
+        flip: (B,) 1 where the output order is reversed, 0 where not; None: never.
+        xp: The array operations (`array_ops.KERAS`, `NUMPY`, or the torch twin's).
+    """
+    out = xp.arange(n_out, start)[None, :]
+    if flip is not None:
+        out = xp.where(flip[:, None] > 0.5, (n_out - 1) - out, out)
+    length = length[:, None]
+    scale = length / n_out
+    centre = (out + 0.5) * scale - 0.5  # in pixels of the window
+    support = xp.maximum(scale, 1.0)[..., None]
+    pixels = xp.arange(n_in, start)[None, None, :] - start[:, None, None]
+    inside = xp.both(pixels >= 0, pixels < length[..., None])
+    weights = xp.relu(1 - xp.abs(pixels - centre[..., None]) / support) * inside
+    return weights / xp.sum_last(weights)
 
 
 def views_config(views: ImageViews) -> dict:
@@ -271,34 +304,6 @@ def views_config(views: ImageViews) -> dict:
 def views_from_config(config: dict) -> ImageViews:
     """The `ImageViews` that `views_config` described."""
     return ImageViews(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-
-
-def _unit_float(images):
-    """uint8 in [0, 255] or float in [0, 1] -> float32 in [0, 1], as a tensor."""
-    uint8 = keras.backend.standardize_dtype(images.dtype) == "uint8"
-    x = ops.cast(images, "float32")
-    return x * (1 / 255) if uint8 else x
-
-
-def _normalise_tensor(x, views: ImageViews):
-    mean = ops.convert_to_tensor(np.asarray(views.mean, np.float32))
-    std = ops.convert_to_tensor(np.asarray(views.std, np.float32))
-    return (x - mean) / std
-
-
-def _window_matrices(start, length, n_in: int, n_out: int, flip=None):
-    """`_window_interpolation` in `keras.ops`, batched; `flip` reverses the output order."""
-    out = ops.arange(n_out, dtype="float32")[None, :]
-    if flip is not None:
-        out = ops.where(flip[:, None] > 0.5, (n_out - 1) - out, out)
-    length = length[:, None]
-    scale = length / n_out
-    centre = (out + 0.5) * scale - 0.5  # in pixels of the window
-    support = ops.maximum(scale, 1.0)[..., None]
-    pixels = ops.arange(n_in, dtype="float32")[None, None, :] - start[:, None, None]
-    inside = ops.cast(ops.logical_and(pixels >= 0, pixels < length[..., None]), "float32")
-    weights = ops.relu(1 - ops.abs(pixels - centre[..., None]) / support) * inside
-    return weights / ops.sum(weights, axis=-1, keepdims=True)
 
 
 def _as_nhwc(images: np.ndarray) -> np.ndarray:
@@ -312,26 +317,9 @@ def _as_nhwc(images: np.ndarray) -> np.ndarray:
 
 
 def _interpolation(n_in: int, n_out: int) -> np.ndarray:
-    """Bilinear resampling matrix (n_out, n_in), half-pixel centres."""
-    return _window_interpolation(np.zeros(1, np.int64), np.full(1, n_in), n_in, n_out)[0]
-
-
-def _window_interpolation(start, length, n_in: int, n_out: int) -> np.ndarray:
-    """Matrices (B, n_out, n_in) resampling window [start, start+length) to n_out.
-
-    Bilinear with half-pixel centres; when shrinking, the triangle filter is
-    widened by the scale factor (antialiasing, as Pillow's and torchvision's
-    ``antialias=True`` resize). Near the window's edges the weights of the
-    pixels inside are renormalised, which is edge clamping when enlarging.
-    """
-    start = np.asarray(start, np.float64)[:, None, None]
-    length = np.asarray(length, np.float64)[:, None, None]
-    scale = length / n_out
-    centre = (np.arange(n_out)[None, :, None] + 0.5) * scale - 0.5
-    pixels = np.arange(n_in)[None, None, :] - start
-    inside = (pixels >= 0) & (pixels < length)
-    weights = np.maximum(0, 1 - np.abs(pixels - centre) / np.maximum(scale, 1)) * inside
-    return (weights / weights.sum(axis=-1, keepdims=True)).astype(np.float32)
+    """Bilinear resampling matrix (n_out, n_in), half-pixel centres, float32 of float64 maths."""
+    whole = window_matrices(np.zeros(1), np.full(1, float(n_in)), n_in, n_out, xp=array_ops.NUMPY)
+    return whole[0].astype(np.float32)
 
 
 def _resample(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -12,18 +12,20 @@ Keras variables as usual, so the optimizer, the metrics, saving and resuming
 are Keras's. Batch-norm statistics follow Keras's formulas (biased batch
 variance, ``moving = momentum * moving + (1 - momentum) * batch``), dropout
 is Keras's own (its seed generator, so runs stay reproducible and resumable).
+`torch_ops` is the views' operation set (`array_ops`) as direct torch calls.
 
 Only the layers of the package's backbones are mapped, each with the
 configurations it has there; for any other network or configuration
-`TorchNetwork.of` returns None and the model runs through Keras. It is on by
-default; ``direct_torch=False`` (`DeepCluster`, `FeatureExtractor`) or the
-environment variable ``KERAS_DEEPCLUSTER_DIRECT_TORCH=0`` (for the command
-line) turns it off.
+`TorchNetwork.of` returns None and the model runs through Keras
+(`keras_deepcluster.platform.model_routes` chooses).
+
+Keras is read through its public API only: the chain through `Model.layers` and each
+layer's `input` and `output`, the variables through `Variable.value`.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 from collections.abc import Callable, Sequence
 
 import keras
@@ -31,15 +33,8 @@ import numpy as np
 
 from keras_deepcluster.backbones.sobel import SOBEL_KERNELS, SobelFilter, is_sobel_front_end
 
-DIRECT_TORCH_ENV = "KERAS_DEEPCLUSTER_DIRECT_TORCH"
-
 # (layer, NCHW or (batch, features) tensor, training) -> tensor
 LayerFunction = Callable[[keras.layers.Layer, "torch.Tensor", bool], "torch.Tensor"]  # noqa: F821
-
-
-def direct_torch_default() -> bool:
-    """``direct_torch``'s default: True unless ``KERAS_DEEPCLUSTER_DIRECT_TORCH`` is 0/false/no."""
-    return os.environ.get(DIRECT_TORCH_ENV, "1").strip().lower() not in ("0", "false", "no")
 
 
 class TorchNetwork:
@@ -131,19 +126,22 @@ def preferred_layout(layers: Sequence[keras.layers.Layer]) -> str:
 
 
 def _chain(model: keras.Model) -> list[keras.layers.Layer] | None:
-    """The layers from `model`'s one input to its one output, if each feeds the next."""
+    """The layers from `model`'s one input to its one output, if each feeds the next.
+
+    A layer's `input` and `output` are those of its first call, the one that built the
+    model for the package's networks; a model built from layers called before elsewhere
+    is not seen as a chain (and runs through Keras).
+    """
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         return None
-    layers = []
-    tensor = model.outputs[0]
-    while tensor is not model.inputs[0]:
-        layer = tensor._keras_history.operation
-        node = layer._inbound_nodes[tensor._keras_history.node_index]
-        if len(node.input_tensors) != 1 or len(node.output_tensors) != 1:
+    # `layers` leaves out operations that are not layers: the chain check then fails.
+    layers = [x for x in model.layers if not isinstance(x, keras.layers.InputLayer)]
+    tensor = model.inputs[0]
+    for layer in layers:
+        if layer.input is not tensor:
             return None
-        layers.append(layer)
-        tensor = node.input_tensors[0]
-    return layers[::-1]
+        tensor = layer.output
+    return layers if tensor is model.outputs[0] else None
 
 
 def _linear(activation) -> bool:
@@ -250,7 +248,6 @@ def _dropout(layer, x, training):
 
 
 _SOBEL_KERNELS = {}
-_NORMALISATIONS = {}  # (mean, std, device) -> tensor (2, channels), for `random_view`
 
 
 def _sobel(layer, x, training):
@@ -297,42 +294,54 @@ def _function(layer: keras.layers.Layer, layout: str) -> LayerFunction | None:
     return None
 
 
-def random_view(images, boxes, views) -> "torch.Tensor":  # noqa: F821
-    """`keras_deepcluster.method.views.random_view` as direct torch calls: the same views.
+@functools.cache
+def torch_ops() -> TorchOps:
+    """The views' operation set as direct torch calls (one, made at the first use)."""
+    return TorchOps()
 
-    The same formulas, without `keras.ops`'s conversions around each of its
-    two dozen small operations, which cost more than they compute at small batches.
+
+class TorchOps:
+    """`array_ops.KerasOps`'s operations as direct torch calls, float32.
+
+    The random view's two dozen small operations without `keras.ops`'s conversions
+    around each, which cost more than they compute at small batches.
     """
-    import torch
 
-    x = images.to(torch.float32)
-    if images.dtype == torch.uint8:
-        x = x * (1 / 255)
-    boxes = boxes.to(torch.float32)
-    rows = _window_matrices(boxes[:, 0], boxes[:, 2], x.shape[1], views.size)
-    cols = _window_matrices(boxes[:, 1], boxes[:, 3], x.shape[2], views.size, flip=boxes[:, 4])
-    x = torch.einsum("bsh,bhwc->bswc", rows, x)
-    x = torch.einsum("btw,bswc->bstc", cols, x)
-    key = (views.mean, views.std, x.device)
-    if key not in _NORMALISATIONS:  # a copy to the device per step would wait for it
-        _NORMALISATIONS[key] = torch.tensor(key[:2], dtype=torch.float32, device=x.device)
-    mean, std = _NORMALISATIONS[key]
-    return (x - mean) / std
+    def __init__(self):
+        import torch
 
+        self._torch = torch
+        self.where, self.relu, self.abs, self.einsum = (
+            torch.where,
+            torch.relu,
+            torch.abs,
+            torch.einsum,
+        )
+        self._normalisations = {}  # (mean, std, device) -> tensor (2, channels)
 
-def _window_matrices(start, length, n_in: int, n_out: int, flip=None):
-    """`keras_deepcluster.method.views._window_matrices` in torch."""
-    import torch
+    def arange(self, n: int, like):
+        return self._torch.arange(n, dtype=self._torch.float32, device=like.device)
 
-    out = torch.arange(n_out, dtype=torch.float32, device=start.device)[None, :]
-    if flip is not None:
-        out = torch.where(flip[:, None] > 0.5, (n_out - 1) - out, out)
-    length = length[:, None]
-    scale = length / n_out
-    centre = (out + 0.5) * scale - 0.5  # in pixels of the window
-    support = torch.clamp(scale, min=1.0)[..., None]
-    pixels = torch.arange(n_in, dtype=torch.float32, device=start.device)[None, None, :]
-    pixels = pixels - start[:, None, None]
-    inside = ((pixels >= 0) & (pixels < length[..., None])).to(torch.float32)
-    weights = torch.relu(1 - (pixels - centre[..., None]).abs() / support) * inside
-    return weights / weights.sum(-1, keepdim=True)
+    def maximum(self, x, low: float):
+        return self._torch.clamp(x, min=low)
+
+    def both(self, a, b):
+        return (a & b).to(self._torch.float32)
+
+    def sum_last(self, x):
+        return x.sum(-1, keepdim=True)
+
+    def float32(self, x):
+        return x.to(self._torch.float32)
+
+    def unit_float(self, images):
+        x = images.to(self._torch.float32)
+        return x * (1 / 255) if images.dtype == self._torch.uint8 else x
+
+    def normalise(self, x, mean: tuple[float, ...], std: tuple[float, ...]):
+        key = (mean, std, x.device)
+        if key not in self._normalisations:  # a copy to the device per step would wait for it
+            values = self._torch.tensor(key[:2], dtype=self._torch.float32, device=x.device)
+            self._normalisations[key] = values
+        mean, std = self._normalisations[key]
+        return (x - mean) / std

@@ -2,9 +2,9 @@
 
 At DeepCluster's small batches a PyTorch step is mostly Python and the fixed
 cost of each small operation (docs/performance.md, "Host overhead of a
-training step"). `train_step` is Keras's PyTorch step
-(`keras.src.backend.torch.trainer.TorchTrainer.train_step`) for the default
-loss, with the same results within float rounding, less that cost:
+training step"). `train_step` is Keras's PyTorch step (the PyTorch trainer's
+`train_step`) for the default loss, with the same results within float
+rounding, less that cost:
 
 - the forward pass is `DeepCluster.call`, whose training pass is a
   `TorchNetwork`, rather than `Layer.__call__`;
@@ -17,7 +17,10 @@ loss, with the same results within float rounding, less that cost:
   they are the model's only metrics their results, the logs, are computed
   together.
 
-The optimizer is Keras's, and so are the logs' values.
+The optimizer is Keras's, and so are the logs' values. Private names that remain, for
+want of a public equivalent: ``torch._foreach_add_`` (PyTorch's fused update of a list of
+tensors; its public form is a Python loop of one call per tensor, the cost this step
+removes). Keras's loss tracker is found among `Model.metrics` by its name, ``loss``.
 """
 
 from __future__ import annotations
@@ -25,26 +28,38 @@ from __future__ import annotations
 import keras
 
 
-def applies(model) -> bool:
-    """Whether `train_step` can stand for Keras's step for this compiled `DeepCluster`.
+def loss_tracker(model: keras.Model) -> keras.metrics.Mean | None:
+    """The `Mean` Keras logs a compiled `model`'s loss in, where `train_step` can stand for
+    Keras's step; None where it cannot.
 
-    It needs the default loss, the direct torch network, no layer losses
-    (weight regularizers) and an optimizer without loss scaling (the weight
+    It needs the default loss (sparse cross-entropy on logits, unweighted), no layer
+    losses (weight regularizers) and an optimizer without loss scaling (the weight
     decay's gradient is added to unscaled gradients).
     """
-    optimizer = model.optimizer
-    return bool(
-        model._default_loss
-        and model.direct_torch
-        and model._direct_torch_network() is not None
+    if not model.compiled:
+        return None
+    default = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss, optimizer = model.loss, model.optimizer
+    applies = (
+        type(loss) is type(default)
+        and loss.get_config() == default.get_config()
+        and not model.get_compile_config().get("loss_weights")
         and not model.losses
         and getattr(optimizer, "loss_scale_factor", None) is None
         and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     )
+    trackers = [metric for metric in model.metrics if metric.name == "loss"]
+    return trackers[0] if applies and trackers else None
 
 
-def train_step(model, x, y) -> dict:
+def train_step(model, x, y, loss_tracker: keras.metrics.Mean) -> dict:
     """One training step of `model` on views or view inputs `x` and cluster ids `y`.
+
+    Args:
+        model: A compiled `DeepCluster` whose forward pass is a `TorchNetwork`.
+        x: The step's inputs.
+        y: The step's cluster ids.
+        loss_tracker: `loss_tracker(model)`.
 
     Returns:
         The logs, as Keras's `compute_metrics` gives them.
@@ -68,23 +83,16 @@ def train_step(model, x, y) -> dict:
         _add_to_mean(model.cross_entropy_tracker, loss)
         if model.weight_decay:
             # Of the weights the gradients are of: before the update.
-            penalty = weight_decay_penalty(values, model.weight_decay)
+            penalty = model.weight_decay_penalty(values)
             torch._foreach_add_(gradients, values, alpha=model.weight_decay)
             _add_to_mean(model.weight_decay_tracker, penalty)
             loss = loss + penalty
-        _add_to_mean(model._loss_tracker, loss, logits.shape[0])
+        _add_to_mean(loss_tracker, loss, logits.shape[0])
         model.optimizer.apply(gradients, weights)
         metrics = model.metrics
         if all(type(metric) is keras.metrics.Mean for metric in metrics):
             return _mean_results(metrics)
     return model.compute_metrics(x, y, logits, sample_weight=None)
-
-
-def weight_decay_penalty(values, weight_decay: float) -> "torch.Tensor":  # noqa: F821
-    """``weight_decay / 2 * sum(w ** 2)`` over the torch tensors `values`, in one norm call."""
-    import torch
-
-    return 0.5 * weight_decay * torch.stack(torch._foreach_norm(values)).square().sum()
 
 
 def _mean_results(means: list[keras.metrics.Mean]) -> dict:

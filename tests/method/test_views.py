@@ -168,3 +168,25 @@ def test_random_view_layer_round_trips_through_a_keras_file(tmp_path):
         keras.ops.convert_to_numpy(loaded([x, b])), keras.ops.convert_to_numpy(model([x, b]))
     )
     assert loaded.layers[-1].views == views
+
+
+def test_the_window_matrices_are_one_formula_on_the_host_and_the_device():
+    """NumPy's (float64, the fixed view's) and keras.ops's (the random view's) agree, flips
+    included, and each window's weights sum to one."""
+    from keras_deepcluster.method.views import window_matrices
+    from keras_deepcluster.platform import array_ops
+
+    rng = np.random.default_rng(3)
+    length = rng.integers(1, 25, 12).astype("float32")
+    start = np.floor(rng.random(12) * (31 - length)).astype("float32")
+    flip = (rng.random(12) < 0.5).astype("float32")
+    host = window_matrices(start, length, 30, 8, flip, xp=array_ops.NUMPY)
+    tensors = [keras.ops.convert_to_tensor(x) for x in (start, length, flip)]
+    device = keras.ops.convert_to_numpy(window_matrices(*tensors[:2], 30, 8, tensors[2]))
+    assert host.dtype == np.float64 and host.shape == device.shape == (12, 8, 30)
+    np.testing.assert_allclose(device, host, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(host.sum(-1), 1.0)
+    np.testing.assert_array_equal(
+        host[flip == 1],
+        window_matrices(start, length, 30, 8, xp=array_ops.NUMPY)[flip == 1][:, ::-1],
+    )

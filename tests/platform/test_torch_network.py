@@ -14,7 +14,8 @@ from keras_deepcluster import (
     backbones,
 )
 from keras_deepcluster.method.features import layer_model
-from keras_deepcluster.platform.torch_network import TorchNetwork
+from keras_deepcluster.platform import model_routes
+from keras_deepcluster.platform.torch_network import TorchNetwork, torch_ops
 from keras_deepcluster.runs.recipe import load_recipe
 from keras_deepcluster.runs.recipe_data import image_views
 
@@ -48,6 +49,11 @@ def twin_models(make_backbone, **kwargs):
     return models
 
 
+def short_step(model) -> bool:
+    """Whether `model`'s training steps are `torch_step.train_step`."""
+    return getattr(model.route, "loss_tracker", None) is not None
+
+
 def test_the_environment_turns_it_off(monkeypatch):
     monkeypatch.setenv("KERAS_DEEPCLUSTER_DIRECT_TORCH", "0")
     assert DeepCluster(backbones.lenet(seed=0), 3).direct_torch is False
@@ -61,6 +67,35 @@ def test_only_pytorch_gets_one():
     assert (network is not None) == (keras.backend.backend() == "torch")
 
 
+def test_the_route_is_keras_s_but_on_pytorch_with_direct_torch():
+    model = DeepCluster(backbones.lenet(seed=0), 3)
+    direct = keras.backend.backend() == "torch"
+    assert type(model.route) is (model_routes.TorchRoute if direct else model_routes.KerasRoute)
+    off = DeepCluster(backbones.lenet(seed=0), 3, direct_torch=False)
+    assert type(off.route) is model_routes.KerasRoute
+
+
+@torch_only
+def test_symbolic_inputs_take_keras_route():
+    """Keras builds the model on symbolic tensors (fit's first step): Keras's calls."""
+    views = image_views(load_recipe("mnist"))
+    model = DeepCluster(backbones.lenet(seed=0), 3, views=views)
+    inputs = {"images": keras.Input((28, 28, 1), dtype="uint8"), "boxes": keras.Input((5,))}
+    assert type(model.route.for_inputs(inputs["images"])) is model_routes.KerasRoute
+    assert tuple(model(inputs, training=True).shape) == (None, 3)
+
+
+@torch_only
+def test_layers_first_called_in_another_graph_run_through_keras():
+    """The chain is read from each layer's first call (`Layer.input`, `output`)."""
+    dense, relu = keras.layers.Dense(4), keras.layers.ReLU()
+    first = keras.Input((3,))
+    relu(dense(first))
+    inputs = keras.Input((3,))
+    assert TorchNetwork.of(keras.Model(inputs, relu(dense(inputs)))) is None
+    assert TorchNetwork.of(keras.Model(first, relu.output)) is not None
+
+
 @torch_only
 def test_a_network_with_a_layer_it_does_not_know_runs_through_keras():
     inputs = keras.Input((8, 8, 1))
@@ -70,7 +105,7 @@ def test_a_network_with_a_layer_it_does_not_know_runs_through_keras():
     assert TorchNetwork.of(branched) is None
     model = DeepCluster(unknown, num_clusters=3)
     model(np.zeros((2, 8, 8, 1), "float32"), training=True)
-    assert model._direct_torch_network() is None
+    assert type(model.route) is model_routes.KerasRoute
 
 
 @torch_only
@@ -86,7 +121,7 @@ def test_training_forward_pass_and_batch_statistics_equal_keras(name, batch_size
     ours = direct(x, training=True)
     keras.utils.set_random_seed(3)
     theirs = keras_calls(x, training=True)
-    assert direct._direct_torch_network() is not None
+    assert type(direct.route) is model_routes.TorchRoute
     np.testing.assert_allclose(to_np(ours), to_np(theirs), rtol=1e-4, atol=1e-5)
     for a, b in zip(direct.non_trainable_variables, keras_calls.non_trainable_variables):
         np.testing.assert_allclose(to_np(a), to_np(b), rtol=1e-5, atol=1e-6, err_msg=a.path)
@@ -98,7 +133,6 @@ def test_training_forward_pass_and_batch_statistics_equal_keras(name, batch_size
 @pytest.mark.parametrize("dtype, flip", [("uint8", True), ("float32", False)])
 def test_the_direct_random_view_is_keras_ops_view(dtype, flip):
     from keras_deepcluster.method import views
-    from keras_deepcluster.platform import torch_network
 
     cifar_views = dataclasses.replace(image_views(load_recipe("cifar10")), flip=flip)
     rng = np.random.default_rng(6)
@@ -108,7 +142,7 @@ def test_the_direct_random_view_is_keras_ops_view(dtype, flip):
     boxes = cifar_views.random_boxes(16, 30, 34, rng)
     assert (boxes[:, 4] == 1).any() == flip
     images, boxes = keras.ops.convert_to_tensor(images), keras.ops.convert_to_tensor(boxes)
-    ours = torch_network.random_view(images, boxes, cifar_views)
+    ours = views.random_view(images, boxes, cifar_views, torch_ops())
     theirs = views.random_view(images, boxes, cifar_views)
     assert tuple(ours.shape) == (16, cifar_views.size, cifar_views.size, 3)
     np.testing.assert_allclose(to_np(ours), to_np(theirs), rtol=1e-6, atol=1e-6)
@@ -226,7 +260,7 @@ def test_a_deepcluster_run_equals_the_keras_calls_run(tmp_path):
             [logs[key] for logs in our_logs], [logs[key] for logs in their_logs], rtol=1e-4
         )
     # The direct run took the short training step; the other Keras's own.
-    assert model._torch_step is True and keras_model._torch_step is False
+    assert short_step(model) and not short_step(keras_model)
     np.testing.assert_allclose(ours["loss"], theirs["loss"], rtol=1e-4)
     np.testing.assert_allclose(ours["cross_entropy"], theirs["cross_entropy"], rtol=1e-4)
     np.testing.assert_allclose(ours["weight_decay"], theirs["weight_decay"], rtol=1e-4)
@@ -240,7 +274,7 @@ def test_a_deepcluster_run_equals_the_keras_calls_run(tmp_path):
     x = np.random.default_rng(3).normal(size=(2, 32, 32, 1)).astype("float32")
     np.testing.assert_allclose(to_np(loaded(x)), to_np(model(x)), rtol=1e-5, atol=1e-6)
     loaded.fit(data, epochs=1, verbose=0, callbacks=[Reclustering(data, seed=0)])
-    assert loaded._torch_step is True  # the compile config's loss is the default one
+    assert short_step(loaded)  # the compile config's loss is the default one
 
 
 @torch_only
@@ -273,7 +307,7 @@ def test_the_short_training_step_keeps_keras_step_where_it_cannot_apply():
         history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
         models.append((model, history.history))
     (short, short_logs), (full, full_logs) = models
-    assert short._torch_step is True and full._torch_step is False
+    assert short_step(short) and not short_step(full)
     for key in ("loss", "cross_entropy", "weight_decay"):
         np.testing.assert_allclose(short_logs[key], full_logs[key], rtol=1e-5)
     np.testing.assert_allclose(
@@ -284,9 +318,9 @@ def test_the_short_training_step_keeps_keras_step_where_it_cannot_apply():
     scaled = DeepCluster(backbones.lenet(seed=0), num_clusters=4, weight_decay=1e-4)
     scaled.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01)))
     scaled.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    assert scaled._torch_step is False  # the decay's gradient would miss the loss scale
+    assert not short_step(scaled)  # the decay's gradient would miss the loss scale
     regularized = DeepCluster(backbones.lenet(seed=0), num_clusters=4)
     regularized.head.kernel.regularizer = keras.regularizers.L2(0.1)
     regularized.compile(optimizer="sgd")
     regularized.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    assert regularized._torch_step is False
+    assert not short_step(regularized)
