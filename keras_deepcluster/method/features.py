@@ -9,7 +9,7 @@ import numpy as np
 
 from keras_deepcluster.method.pseudo_label_dataset import check_images
 from keras_deepcluster.method.views import FixedView, ImageViews
-from keras_deepcluster.platform import devices, model_routes, processes
+from keras_deepcluster.platform import batched_inference, model_routes
 from keras_deepcluster.platform.compilation import compiled
 
 
@@ -23,15 +23,8 @@ class FeatureExtractor:
     batch after batch without waiting: each batch's features are copied to
     the host while the next one computes, into one preallocated float32
     array (N, D), or, with ``on_device=True``, stay on the device as one
-    (N, D) tensor for the k-means there. The last batch is zero-padded to
-    `batch_size`, so the compiled function sees one input shape; fewer images
-    than a batch are padded only to the next power of two (a few shapes, at
-    most twice the work, not a whole batch of 256 for 8 images). A model
-    distributed over several devices (`devices.data_parallel`) runs through
-    Keras's `predict_on_batch`, which splits each batch over them;
-    `batch_size` must then be a multiple of their number. With several
-    processes (`processes`) each process extracts the images it is given on
-    its own first device, with its copy of the weights.
+    (N, D) tensor for the k-means there. Batching, padding, several devices and
+    several processes are `platform.batched_inference.run`'s.
 
     Args:
         model: Any Keras model taking the views' images (a backbone).
@@ -85,37 +78,9 @@ class FeatureExtractor:
         images = check_images(images, self.views.channels)
         dtype = "uint8" if images.dtype == np.uint8 else "float32"
         network, forward = self._network(images.shape[1:], dtype)
-        # With several processes each extracts its own images on its own device.
-        distributed = devices.replica_count(network) > 1 and processes.process_count() == 1
-        weights = [[processes.local(v.value) for v in network.trainable_variables]]
-        weights.append([processes.local(v.value) for v in network.non_trainable_variables])
-        n = len(images)
-        batch_size = _padded_batch_size(n, batch_size, devices.replica_count(network))
-        features = None if on_device and not distributed else np.empty((n, self.dim), np.float32)
-        on_host, pending = [], None
-        padded = np.zeros((batch_size,) + images.shape[1:], dtype)
-        for start in range(0, n, batch_size):
-            batch = images[start : start + batch_size].astype(dtype, copy=False)
-            count = len(batch)
-            if count < batch_size:
-                padded[:count] = batch
-                batch = padded
-            if distributed:
-                out = network.predict_on_batch(_distributed_input(network, batch))
-                features[start : start + count] = np.reshape(out, (batch_size, -1))[:count]
-            else:
-                out = forward(*weights, keras.ops.convert_to_tensor(batch))
-                if features is None:
-                    on_host.append(out[:count] if count < batch_size else out)
-                else:  # copy the previous batch while this one computes
-                    if pending is not None:
-                        _copy(features, *pending)
-                    pending = (start, count, out)
-            if on_batch is not None:
-                on_batch(start + count, n)
-        if pending is not None:
-            _copy(features, *pending)
-        return keras.ops.concatenate(on_host) if features is None else features
+        return batched_inference.run(
+            network, forward, images, dtype, self.dim, batch_size, on_batch, on_device
+        )
 
     def _network(self, image_shape: tuple, dtype: str) -> tuple:
         """The view + model network for this input, and its compiled stateless forward pass."""
@@ -171,35 +136,3 @@ def layer_model(backbone: keras.Model, layer: str) -> keras.Model:
             f"{', '.join(names)}."
         )
     return keras.Model(backbone.input, backbone.get_layer(layer).output, name=backbone.name)
-
-
-def _copy(features: np.ndarray, start: int, count: int, out) -> None:
-    features[start : start + count] = keras.ops.convert_to_numpy(out)[:count]
-
-
-def _distributed_input(model, batch):
-    """`batch` as a distributed model's `predict_on_batch` should get it.
-
-    Keras's TensorFlow `predict_on_batch` would give every replica of a
-    distributed model the whole batch, so it is split over them here (on JAX
-    the distribution shards the batch itself).
-    """
-    strategy = getattr(model, "distribute_strategy", None)
-    if strategy is None or strategy.num_replicas_in_sync == 1:
-        return batch
-    shards = np.split(batch, strategy.num_replicas_in_sync)
-    return strategy.experimental_distribute_values_from_function(
-        lambda context: shards[context.replica_id_in_sync_group]
-    )
-
-
-def _padded_batch_size(n: int, batch_size: int, replicas: int) -> int:
-    """The batch the compiled pass sees: `batch_size`, or less for fewer images.
-
-    For ``n < batch_size`` the next power of two, rounded up to a multiple of
-    the replicas (each takes an equal share).
-    """
-    if n >= batch_size:
-        return batch_size
-    size = 1 << max(0, n - 1).bit_length()
-    return min(batch_size, -(-size // replicas) * replicas)

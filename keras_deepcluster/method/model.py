@@ -10,6 +10,7 @@ from keras_deepcluster.method.pseudo_label_dataset import PseudoLabelDataset
 from keras_deepcluster.method.reclustering import Reclustering
 from keras_deepcluster.method.views import ImageViews, random_view, views_config, views_from_config
 from keras_deepcluster.platform import array_ops, devices, model_routes
+from keras_deepcluster.settings import check_setting
 
 
 @keras.saving.register_keras_serializable(package="keras_deepcluster")
@@ -72,14 +73,8 @@ class DeepCluster(keras.Model):
                 "backbone must be a functional keras.Model (built from keras.Input); "
                 f"got {type(backbone).__name__}."
             )
-        if (
-            isinstance(num_clusters, bool)
-            or not isinstance(num_clusters, (int, np.integer))
-            or num_clusters < 2
-        ):
-            raise ValueError(f"num_clusters must be an integer >= 2; got {num_clusters!r}.")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0; got {weight_decay}.")
+        check_setting("num_clusters", num_clusters)
+        check_setting("weight_decay", weight_decay)
         super().__init__(**kwargs)
         if feature_layer is not None:
             backbone = layer_model(backbone, feature_layer)

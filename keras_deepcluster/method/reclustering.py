@@ -389,13 +389,7 @@ class Reclustering(keras.callbacks.Callback):
                 f"{n}: PCA gives at most as many dimensions as there are images; use at most "
                 f"{n} (`pca_dim={n}`) or none (`pca_dim=None`)."
             )
-        backend = self.config.kmeans_backend
-        if processes.process_count() > 1 and backend not in ("auto", "keras"):
-            raise ValueError(
-                f"kmeans_backend={backend!r} clusters in one process; with "
-                f"{processes.process_count()} processes k-means runs in keras.ops over their "
-                "shards: use 'auto' or 'keras'."
-            )
+        feature_routes.check_kmeans_backend(self.config.kmeans_backend)
         self._check_memory(model)
         replicas = devices.replica_count(model)
         for name, size in (

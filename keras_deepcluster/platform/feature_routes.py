@@ -29,6 +29,7 @@ from keras_deepcluster.settings import (
     KMEANS_BACKEND,
     KMEANS_BACKENDS,
     KMEANS_ITERATIONS,
+    PCA_BACKEND,
     PCA_BACKENDS,
 )
 
@@ -75,7 +76,7 @@ class FeatureRoute(abc.ABC):
     def count_nonfinite(self, features) -> int:
         """The number of rows holding NaN or inf (over every process's shard)."""
 
-    def fit_whitening(self, features, dim: int, backend: str = "faiss", seed: int = 0):
+    def fit_whitening(self, features, dim: int, backend: str = PCA_BACKEND, seed: int = 0):
         """Fits the PCA-whitening of `features` and applies it.
 
         Args:
@@ -295,12 +296,7 @@ class DeviceRoute(FeatureRoute):
 
     def _kmeans(self, features, k, seed, iterations, backend):
         if backend in ("faiss", "sklearn"):
-            if processes.process_count() > 1:
-                raise ValueError(
-                    f"kmeans_backend={backend!r} clusters in one process; with "
-                    f"{processes.process_count()} processes k-means runs in keras.ops over "
-                    "their shards: use 'auto' or 'keras'."
-                )
+            check_kmeans_backend(backend)
             return HOST.kmeans(self.to_host(features), k, seed, iterations, backend)
         labels, objective = keras_kmeans(features, k, seed, iterations)
         return processes.gather_shards(labels), objective
@@ -321,6 +317,20 @@ class DeviceRoute(FeatureRoute):
 
 HOST = HostRoute()
 DEVICE = DeviceRoute()
+
+
+def check_kmeans_backend(backend: str) -> None:
+    """Raises ValueError for a k-means back end that cannot cluster these processes' shards.
+
+    faiss and scikit-learn cluster in one process; with several, k-means runs in
+    `keras.ops` over their shards.
+    """
+    if processes.process_count() > 1 and backend not in ("auto", "keras"):
+        raise ValueError(
+            f"kmeans_backend={backend!r} clusters in one process; with "
+            f"{processes.process_count()} processes k-means runs in keras.ops over their "
+            "shards: use 'auto' or 'keras'."
+        )
 
 
 def place(features) -> tuple[FeatureRoute, object]:

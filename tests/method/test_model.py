@@ -127,8 +127,8 @@ def test_fit_refuses_data_with_other_views(shapes):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_clusters=1), "num_clusters must be an integer >= 2; got 1"),
-        (dict(num_clusters=2.5), "num_clusters must be an integer >= 2; got 2.5"),
+        (dict(num_clusters=1), "num_clusters must be >= 2; got 1"),
+        (dict(num_clusters=2.5), "num_clusters must be an integer; got 2.5"),
         (
             dict(num_clusters=5, feature_layer="conv_9"),
             "has no layer 'conv_9'; its layers are: image, conv_1",
