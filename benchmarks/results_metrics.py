@@ -38,7 +38,7 @@ def untrained_scores(recipe: kdc.Recipe, data) -> dict:
         seed=kmeans_seed(recipe.seed, 0),
         pca_dim=recipe.pca,
         kmeans_backend=recipe.kmeans,
-        iterations=recipe.kmeans_iterations,
+        kmeans_iterations=recipe.kmeans_iterations,
     )
     clusters, _ = model.assign(extractor(data.x_test))
     return kdc.evaluation.cluster_scores(clusters, data.y_test)

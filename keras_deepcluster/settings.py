@@ -18,8 +18,11 @@ layers, the views' presets), which live here for both.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 KMEANS_BACKENDS = ("auto", "faiss", "sklearn", "keras")
@@ -197,3 +200,39 @@ def check_setting(keyword: str, value: Any) -> None:
         SETTINGS[keyword].check(value, none="None")
     except SettingError as error:
         raise ValueError(f"{keyword} {error}") from None
+
+
+def renamed_keywords(**new_names: str) -> Callable[[Callable], Callable]:
+    """Lets a function's renamed keywords (``old=new``) still be passed by their old names.
+
+    The old name gives a `DeprecationWarning` and the value goes to the new one, so a
+    setting keeps one name from the recipe to the functions that take it.
+
+    Examples:
+        >>> @renamed_keywords(k="num_clusters")
+        ... def f(num_clusters):
+        ...     return num_clusters
+        >>> f(k=3)  # warns: k is now num_clusters
+        3
+    """
+
+    def rename(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def with_old_names(*args, **kwargs):
+            for old, new in new_names.items():
+                if old not in kwargs:
+                    continue
+                if new in kwargs:
+                    raise TypeError(f"{function.__name__}() got both {old}= and {new}=.")
+                warnings.warn(
+                    f"{function.__name__}({old}=...) is now {function.__name__}({new}=...); "
+                    "the old name will be removed in a future version.",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+
+        return with_old_names
+
+    return rename

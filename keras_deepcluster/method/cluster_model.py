@@ -19,7 +19,12 @@ import numpy as np
 
 from keras_deepcluster.method import clustering
 from keras_deepcluster.platform.feature_routes import HOST, Whitening
-from keras_deepcluster.settings import KMEANS_BACKEND, KMEANS_ITERATIONS, PCA_BACKEND
+from keras_deepcluster.settings import (
+    KMEANS_BACKEND,
+    KMEANS_ITERATIONS,
+    PCA_BACKEND,
+    renamed_keywords,
+)
 
 # Rows per block of the assignment's distance computation (block x k floats).
 ASSIGN_BLOCK = 4096
@@ -40,6 +45,7 @@ class ClusterModel:
     projection: np.ndarray | None = None
 
     @classmethod
+    @renamed_keywords(iterations="kmeans_iterations")
     def fit(
         cls,
         features: np.ndarray,
@@ -47,7 +53,7 @@ class ClusterModel:
         seed: int,
         pca_dim: int | None = None,
         kmeans_backend: str = KMEANS_BACKEND,
-        iterations: int = KMEANS_ITERATIONS,
+        kmeans_iterations: int = KMEANS_ITERATIONS,
         pca_backend: str = PCA_BACKEND,
     ) -> tuple[ClusterModel, np.ndarray]:
         """Clusters `features` (N, d) as `Reclustering` does; returns the model and the labels."""
@@ -58,7 +64,7 @@ class ClusterModel:
             pca_dim,
             pca_backend,
             kmeans_backend,
-            iterations,
+            kmeans_iterations,
             keep_points=True,
         )
         centroids = _centroids(result.points, result.labels, num_clusters)

@@ -24,6 +24,7 @@ from keras_deepcluster.settings import (  # noqa: F401 - the choices, named here
     KMEANS_ITERATIONS,
     PCA_BACKEND,
     PCA_BACKENDS,
+    renamed_keywords,
 )
 
 # Independent random streams derived from the run's seed, one per use.
@@ -181,14 +182,15 @@ def _principal_axis(points: np.ndarray, iterations: int = 20) -> np.ndarray:
     return axis
 
 
+@renamed_keywords(k="num_clusters", iterations="kmeans_iterations")
 def cluster_features(
     features,
-    k: int,
+    num_clusters: int,
     seed: int,
     pca_dim: int | None = None,
     pca_backend: str = PCA_BACKEND,
     kmeans_backend: str = KMEANS_BACKEND,
-    iterations: int = KMEANS_ITERATIONS,
+    kmeans_iterations: int = KMEANS_ITERATIONS,
     keep_points: bool = False,
 ) -> Clustering:
     """PCA-whiten (optional), L2-normalise and k-means `features`.
@@ -201,7 +203,7 @@ def cluster_features(
 
     Examples:
         >>> x = np.random.default_rng(0).normal(size=(100, 8)).astype("float32")
-        >>> result = cluster_features(x, k=4, seed=0)
+        >>> result = cluster_features(x, num_clusters=4, seed=0)
         >>> sorted(np.unique(result.labels))
         [0, 1, 2, 3]
     """
@@ -219,8 +221,10 @@ def cluster_features(
     seconds_pca = time.perf_counter() - start
     start = time.perf_counter()
     features = route.l2_normalize(features)
-    labels, objective = route.kmeans(features, k, seed, iterations, kmeans_backend)
-    labels, empty = fill_empty_clusters(labels, features, k)
+    labels, objective = route.kmeans(
+        features, num_clusters, seed, kmeans_iterations, kmeans_backend
+    )
+    labels, empty = fill_empty_clusters(labels, features, num_clusters)
     seconds_kmeans = time.perf_counter() - start
     points = route.to_host(features) if keep_points else None
     return Clustering(labels, objective, empty, seconds_pca, seconds_kmeans, whitening, points)

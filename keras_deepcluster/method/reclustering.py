@@ -268,7 +268,7 @@ class Reclustering(keras.callbacks.Callback):
                 pca_dim=config.pca_dim,
                 pca_backend=config.pca_backend,
                 kmeans_backend=config.kmeans_backend,
-                iterations=config.kmeans_iterations,
+                kmeans_iterations=config.kmeans_iterations,
             )
         except FloatingPointError as error:
             raise FloatingPointError(f"Epoch {epoch}, re-clustering: {error}") from None

@@ -211,7 +211,7 @@ class RunRecorder(keras.callbacks.Callback):
             seed=kmeans_seed(settings.seed, epochs),
             pca_dim=settings.pca_dim,
             kmeans_backend=settings.kmeans_backend,
-            iterations=settings.kmeans_iterations,
+            kmeans_iterations=settings.kmeans_iterations,
             pca_backend=settings.pca_backend,
         )
         known, kept = _known(reclustering), None

@@ -174,11 +174,11 @@ def test_nan_loss_stops_with_the_epoch_and_step(tmp_path):
 
 def test_degenerate_features_fall_back_to_split_clusters():
     identical = np.ones((50, 8), np.float32)
-    result = clustering.cluster_features(identical, k=5, seed=0)
+    result = clustering.cluster_features(identical, num_clusters=5, seed=0)
     assert sorted(np.unique(result.labels)) == [0, 1, 2, 3, 4]
     assert result.empty_clusters >= 1
     few = np.repeat(np.eye(3, 8, dtype=np.float32), 10, axis=0)  # 3 distinct points, k=5
-    result = clustering.cluster_features(few, k=5, seed=0)
+    result = clustering.cluster_features(few, num_clusters=5, seed=0)
     assert sorted(np.unique(result.labels)) == [0, 1, 2, 3, 4]
 
 

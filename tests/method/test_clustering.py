@@ -268,7 +268,7 @@ def test_keras_kmeans_repairs_empty_clusters_like_faiss():
         clustering.kmeans(x, 4, seed=0, backend="faiss"),
     ):
         assert nmi(labels, truth) == pytest.approx(1.0)
-    result = clustering.cluster_features(x, k=6, seed=0, kmeans_backend="keras")
+    result = clustering.cluster_features(x, num_clusters=6, seed=0, kmeans_backend="keras")
     assert sorted(np.unique(result.labels)) == list(range(6))
 
 
@@ -320,3 +320,13 @@ def test_the_host_and_device_routes_take_the_same_steps():
     on_device = feature_routes.DEVICE.whiten(device, whitening)
     on_host = feature_routes.HOST.whiten(host, whitening)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(on_device), on_host, atol=1e-6)
+
+
+def test_cluster_features_takes_its_old_keyword_names_with_a_warning():
+    x = np.random.default_rng(0).normal(size=(60, 5)).astype("float32")
+    new = clustering.cluster_features(x, num_clusters=4, seed=0, kmeans_iterations=3)
+    with pytest.warns(DeprecationWarning, match=r"k=\.\.\.\) is now cluster_features\(num_clusters"):
+        old = clustering.cluster_features(x, k=4, seed=0, iterations=3)
+    np.testing.assert_array_equal(old.labels, new.labels)
+    with pytest.raises(TypeError, match="got both k= and num_clusters="):
+        clustering.cluster_features(x, k=4, num_clusters=4, seed=0)
