@@ -422,7 +422,7 @@ def test_select_without_labels_chooses_k_by_a_label_free_score(tmp_path):
     args = ["--labelled", "0", "-k", "3,5", "--trial-epochs", "2", "--epochs", "2", *DIGITS]
     result = invoke("select", "digits", *args, "--choose-only", "--out", out)
     assert result.exit_code == 0, result.output
-    assert "no label-free score chose k better than chance" in " ".join(result.output.split())
+    assert "no label-free score chose k as well as the largest" in " ".join(result.output.split())
     selection = json.loads((out / "selection.json").read_text())
     chosen, recipe = selection["chosen"], load_recipe("digits")
     assert selection["labelled"] == 0 and selection["criterion"] == "generalization"

@@ -201,6 +201,19 @@ def test_a_format_this_backend_cannot_write_is_refused_naming_what_it_can(sobel_
     assert os.listdir(tmp_path) == []
 
 
+def test_a_format_whose_packages_are_missing_is_refused_naming_what_to_install(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    pip_names = {"litert_torch": "litert-torch"}
+    needing = {f: p[BACKEND] for f, p in deployment.PRODUCERS.items() if p.get(BACKEND)}
+    assert needing  # every backend writes a format that needs packages
+    for file_format, packages in needing.items():
+        install = " ".join(pip_names.get(name, name) for name in packages)
+        with pytest.raises(deployment.ExportError, match=f"pip install {install}\\.$"):
+            deployment.check_format(file_format)
+
+
 def test_bad_paths_and_formats_are_refused_before_anything_is_written(sobel_run, tmp_path):
     refusals = {
         "model.h5": "no model format has the suffix '.h5'",

@@ -21,6 +21,7 @@ from keras_deepcluster.runs.diagnostics import (
     scalar_tag,
 )
 from keras_deepcluster.runs.recipe import RecipeError
+from keras_deepcluster.runs.run_directory import RunDirectory
 
 # A tiny `train digits`: two epochs, so that NMI(t, t-1) has a value in the second.
 RECIPE = dict(limit=60, epochs=2, clusters=5)
@@ -102,7 +103,7 @@ def test_sweep_writes_one_tensorboard_folder_per_run(tmp_path):
     assert sorted(path.name for path in (tmp_path / "tb" / "grid").iterdir()) == names
     for name in names:
         check_against_history(
-            kdc.Run.open(tmp_path / "grid" / name), tmp_path / "tb" / "grid" / name
+            RunDirectory(tmp_path / "grid" / name), tmp_path / "tb" / "grid" / name
         )
     # The two seeds' curves differ: each folder holds its own run's record.
     losses = [
