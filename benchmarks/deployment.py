@@ -63,8 +63,13 @@ def runner(file_format: str, path: Path):
             import tensorflow as tf
 
             Interpreter = tf.lite.Interpreter
-        signature = Interpreter(model_path=str(path)).get_signature_runner()
-        return lambda images: signature(images=images)
+        interpreter = Interpreter(model_path=str(path))
+        signature = interpreter.get_signature_runner()
+        (name,) = interpreter.get_signature_list()["serving_default"]["inputs"]
+        if interpreter.get_input_details()[0]["shape_signature"][0] == 1:
+            # litert-torch's file takes one image per call (its batch is fixed at one).
+            return lambda images: [signature(**{name: image[None]}) for image in images]
+        return lambda images: signature(**{name: images})
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(path))

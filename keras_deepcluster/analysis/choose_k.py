@@ -21,17 +21,34 @@ k is only as good as its correction:
   at any k; it favours the k that k-means finds again, which few coarse
   clusters often are (stability is no proof of the right k).
 
+The null-corrected criteria subtract the trend instead of hoping it is
+absent, as the gap statistic (Tibshirani, Walther and Hastie, 2001) does:
+each score is also computed on `REFERENCES` reference sets with the
+structure removed (`null_references`: the clustering's points with each
+column permuted independently, then L2-normalised again), clustered by
+k-means at the same k, and the criterion is the score minus the references'
+mean; its standard error (``<criterion>_se``, the references' standard
+deviation times sqrt(1 + 1/B)) says how much of a difference between
+candidates is noise.
+
+* ``gap``: the gap statistic, mean log k-means objective of the references
+  minus the log objective of the clustering (mean squared distance to the
+  cluster means).
+* ``silhouette_gap``: the silhouette minus the references' silhouette.
+
 Measured (`benchmarks/k_without_labels.py`, docs/results.md "Choosing k
-without labels"): on short runs on Fashion-MNIST and digits each fell as k
-grew, chose mostly the smallest candidate, and had a higher regret than a
-random k; the largest candidate k, or NMI or AMI on 100 labelled images,
-chose well. At one k, ``generalization`` chose the seed better than random.
+without labels"): on short runs on Fashion-MNIST, MNIST and digits, none chose
+k as well as the largest candidate; most chose the smallest, with a higher
+regret than a random k. The null-corrected ones did not change that: ``gap``
+beat a random k on digits only. Each run's features were trained to form its
+own k clusters, a trend that no reference without structure removes. At one
+k, ``generalization_kappa`` chose the seed better than random on all three.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -45,7 +62,15 @@ CRITERIA = {
     "seed_agreement_nmi": "NMI of two k-means seeds on the run's features; its chance level "
     "rises with k",
     "seed_agreement_ari": "ARI of two k-means seeds (chance-corrected); favours the stablest k",
+    "gap": "gap statistic: log k-means objective of column-permuted references at the same k "
+    "minus the clustering's",
+    "silhouette_gap": "silhouette minus that of k-means on column-permuted references at the "
+    "same k",
 }
+# The criteria corrected against null references; each also has a ``<name>_se`` score.
+NULL_CORRECTED = ("gap", "silhouette_gap")
+# Reference sets per null-corrected score (the gap statistic's B).
+REFERENCES = 10
 
 # Training images a run is scored on, a seeded sample of them (embedding is the slow part).
 RUN_SAMPLE = 10_000
@@ -83,8 +108,11 @@ def label_free_k_scores(
     Returns:
         ``{criterion: score}``: ``silhouette`` in [-1, 1], ``generalization``
         in [0, 1], ``generalization_kappa`` in [-1, 1], ``seed_agreement_nmi``
-        in [0, 1], ``seed_agreement_ari`` in [-0.5, 1]; NaN where the
-        clustering has a single cluster (silhouette, generalization).
+        in [0, 1], ``seed_agreement_ari`` in [-0.5, 1], ``silhouette_gap`` in
+        [-2, 2], ``gap`` any real (0: no more structure than the references);
+        NaN where the clustering has a single cluster (silhouette,
+        generalization, gap); and the standard error of each of
+        `NULL_CORRECTED` as ``<criterion>_se``.
 
     Raises:
         ValueError: k below 2 or above half the points.
@@ -100,7 +128,87 @@ def label_free_k_scores(
         ),
         "seed_agreement_nmi": label_free.seed_agreement(points, num_clusters, seed, "nmi"),
         "seed_agreement_ari": label_free.seed_agreement(points, num_clusters, seed, "ari"),
+        **null_corrected_scores(points, labels, num_clusters, seed),
     }
+
+
+def null_references(points: np.ndarray, count: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """`count` structureless twins of `points`, for the null-corrected criteria.
+
+    Each column is permuted independently, which keeps every coordinate's
+    distribution (the whitening's unit variance, its tails) and removes the
+    dependence between coordinates that clusters are; the rows are then
+    L2-normalised again, back onto the sphere k-means clustered on. A
+    coordinate with several modes keeps them, so the reference keeps some
+    structure and the correction errs towards smaller scores.
+
+    Args:
+        points: float (N, d) in the clustering's space.
+        count: How many references.
+        seed: Seed of the permutations.
+    """
+    from keras_deepcluster.method import clustering
+
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        yield clustering.l2_normalize(rng.permuted(np.asarray(points, np.float32), axis=0))
+
+
+def null_corrected_scores(
+    points: np.ndarray,
+    labels: np.ndarray,
+    num_clusters: int,
+    seed: int = 0,
+    references: int = REFERENCES,
+) -> dict[str, float]:
+    """Each criterion of `NULL_CORRECTED` and its standard error (``<criterion>_se``).
+
+    The clustering's score minus the mean of the same score of k-means at
+    `num_clusters` on each of `references` `null_references`; the standard
+    error is their standard deviation times sqrt(1 + 1/references), as the gap
+    statistic's.
+
+    Args:
+        points: float (N, d) in the clustering's space.
+        labels: int (N,) cluster ids of the clustering.
+        num_clusters: The k of the references' k-means.
+        seed: Seed of the references, their k-means and the silhouette's sample.
+        references: Reference sets (the gap statistic's B), at least 2.
+
+    Raises:
+        ValueError: fewer than 2 references.
+    """
+    from keras_deepcluster.evaluation import label_free
+    from keras_deepcluster.method import clustering
+
+    if references < 2:
+        raise ValueError(f"{references} null references give no standard error; use at least 2.")
+    scores = {
+        "gap": -_log_objective(points, labels) if len(np.unique(labels)) > 1 else math.nan,
+        "silhouette_gap": label_free.silhouette(points, labels, seed),
+    }
+    null = {name: [] for name in scores}
+    for index, reference in enumerate(null_references(points, references, seed)):
+        reference_labels, _ = clustering.kmeans(reference, num_clusters, seed=seed + index)
+        null["gap"].append(-_log_objective(reference, reference_labels))
+        null["silhouette_gap"].append(label_free.silhouette(reference, reference_labels, seed))
+    result = {}
+    for name, score in scores.items():
+        values = np.asarray(null[name])
+        result[name] = float(score - values.mean())
+        result[f"{name}_se"] = float(values.std() * math.sqrt(1 + 1 / references))
+    return result
+
+
+def _log_objective(points: np.ndarray, labels: np.ndarray) -> float:
+    """Log of the k-means objective of a partition: mean squared distance to its cluster means."""
+    points = np.asarray(points, np.float64)
+    _, labels = np.unique(labels, return_inverse=True)
+    sums = np.zeros((labels.max() + 1, points.shape[1]))
+    np.add.at(sums, labels, points)
+    means = sums / np.bincount(labels)[:, None]
+    objective = np.mean(np.sum((points - means[labels]) ** 2, axis=1))
+    return math.log(max(objective, np.finfo(np.float64).tiny))  # duplicate points: objective 0
 
 
 def label_free_run_scores(

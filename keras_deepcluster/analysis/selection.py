@@ -227,7 +227,8 @@ def choose_clusters(
             recipe, data if labelled is None else labelled.data, run, devices=devices
         )
         scores_file = TRIAL_SCORES if labelled is not None else LABEL_FREE_SCORES
-        if not (run.path / scores_file).is_file():
+        kept = run.read_json(scores_file) if (run.path / scores_file).is_file() else {}
+        if set(criteria) - set(kept):  # none kept, or kept before a criterion was added
             if labelled is not None:
                 step(f"scoring trial k={k} with the labelled images")
                 trial_score = trial_scores(run, trial, labelled)

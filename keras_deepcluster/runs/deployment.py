@@ -32,16 +32,23 @@ SUFFIXES = {"keras": ".keras", "onnx": ".onnx", "litert": ".tflite", "saved_mode
 # Keras's `Model.export` name of each format.
 _KERAS_FORMATS = {"onnx": "onnx", "litert": "litert", "saved_model": "tf_saved_model"}
 # The backends that write each format here, and the packages each needs, as measured with
-# Keras 3.15, TensorFlow 2.21, JAX 0.10 and PyTorch 2.13 (docs/guides/after-training.md).
-# Not listed: ONNX on JAX (jax2onnx 0.17 writes max pooling as a 4-D MaxPool that onnxruntime
-# refuses), LiteRT on JAX (Keras refuses it) and on PyTorch (Keras converts through
-# litert-torch, which this project neither installs nor tests), SavedModel on PyTorch.
+# Keras 3.15, TensorFlow 2.21, JAX 0.10, PyTorch 2.13, jax2onnx 0.17 and litert-torch 0.10
+# (docs/guides/after-training.md). Not listed: LiteRT on JAX and SavedModel on PyTorch (Keras
+# 3.15 refuses both). LiteRT from PyTorch takes one image per call: litert-torch traces the
+# model on a batch of one, which torch.export fixes to a constant (a dynamic batch fails in
+# its converter).
 PRODUCERS = {
     "keras": {"tensorflow": (), "jax": (), "torch": ()},
-    "onnx": {"tensorflow": ("tf2onnx", "onnx"), "torch": ("onnx", "onnxscript")},
-    "litert": {"tensorflow": ()},
+    "onnx": {
+        "tensorflow": ("tf2onnx", "onnx"),
+        "jax": ("jax2onnx", "onnx"),
+        "torch": ("onnx", "onnxscript"),
+    },
+    "litert": {"tensorflow": (), "torch": ("litert_torch",)},
     "saved_model": {"tensorflow": (), "jax": ("tensorflow",)},
 }
+# The pip name of each package of `PRODUCERS` whose import name differs.
+_PIP_NAMES = {"litert_torch": "litert-torch"}
 # The model's outputs, in this order.
 OUTPUTS = ("cluster", "distance", "embedding")
 
@@ -168,7 +175,11 @@ def check_format(file_format: str) -> None:
             f"{keras.__version__}); it exports {', '.join(own)}. Export {file_format} on the "
             f"{' or '.join(producers)} backend (KERAS_BACKEND={next(iter(producers))})."
         )
-    missing = [name for name in producers[backend] if importlib.util.find_spec(name) is None]
+    missing = [
+        _PIP_NAMES.get(name, name)
+        for name in producers[backend]
+        if importlib.util.find_spec(name) is None
+    ]
     if missing:
         raise ExportError(
             f"Exporting {file_format} on the {backend} backend needs the package"
@@ -261,23 +272,80 @@ def export_model(model: keras.Model, path: str | Path, file_format: str | None =
 
 
 def _finish_onnx(path: Path) -> None:
-    """Makes the ONNX model at `path` one file whose outputs are named as `OUTPUTS`.
+    """Makes the ONNX model at `path` one file onnxruntime runs, its outputs named `OUTPUTS`.
 
     An exporter may write the weights into a ``.data`` file beside the model,
     by a name the model records, so the model is saved again with them
-    inside; PyTorch's exporter names the outputs after its graph's values, so
-    ``Identity`` nodes give them the model's names (Keras flattens the
-    outputs in the order of their sorted names, `OUTPUTS`'s).
+    inside; the PyTorch and JAX exporters name the outputs after their
+    graphs' values, so ``Identity`` nodes give them the model's names (Keras
+    flattens the outputs in the order of their sorted names, `OUTPUTS`'s);
+    max pooling from JAX is made one onnxruntime can run (`_spatial_max_pools`).
     """
     import onnx
 
     model = onnx.load(path)  # with the external data
+    _spatial_max_pools(model.graph)
     outputs = model.graph.output
     if sorted(output.name for output in outputs) != sorted(OUTPUTS):
         for output, name in zip(outputs, OUTPUTS):
             model.graph.node.append(onnx.helper.make_node("Identity", [output.name], [name]))
             output.name = name
     onnx.save(model, path)
+
+
+def _spatial_max_pools(graph) -> None:
+    """Rewrites, in place, each max pooling over all four axes of NHWC images as a 2-D one.
+
+    jax2onnx writes JAX's max pooling (a ``reduce_window`` over (N, H, W, C)
+    with a window of 1 on N and C) as an ONNX ``MaxPool`` with four spatial
+    axes, on the images unsqueezed to (1, 1, N, H, W, C); onnxruntime pools
+    over at most three. Such a node becomes: squeeze to NHWC, transpose to
+    NCHW, ``MaxPool`` over H and W, and back. Other ``MaxPool`` nodes are
+    left as they are.
+    """
+    from onnx import helper, numpy_helper
+
+    nodes = list(graph.node)
+    del graph.node[:]
+    for node in nodes:
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        kernel = list(attributes.get("kernel_shape", ()))
+        strides = list(attributes.get("strides", [1] * len(kernel)))
+        pads = list(attributes.get("pads", [0] * 2 * len(kernel)))
+        dilations = list(attributes.get("dilations", [1] * len(kernel)))
+        unbatched = (
+            len(kernel) == 4
+            and all(values[0] == values[3] == 1 for values in (kernel, strides, dilations))
+            and not any(pads[i] for i in (0, 3, 4, 7))
+            and attributes.get("auto_pad", b"NOTSET") == b"NOTSET"
+            and len(node.output) == 1  # no indices asked for
+        )
+        if node.op_type != "MaxPool" or not unbatched:
+            graph.node.append(node)
+            continue
+        name = node.name or node.output[0]
+        axes = f"{name}_outer_axes"
+        graph.initializer.append(numpy_helper.from_array(np.array([0, 1], np.int64), axes))
+        nhwc, nchw, pooled, back = (f"{name}_{step}" for step in ("nhwc", "nchw", "pooled", "back"))
+        graph.node.extend(
+            [
+                helper.make_node("Squeeze", [node.input[0], axes], [nhwc]),
+                helper.make_node("Transpose", [nhwc], [nchw], perm=[0, 3, 1, 2]),
+                helper.make_node(
+                    "MaxPool",
+                    [nchw],
+                    [pooled],
+                    name=name,
+                    kernel_shape=kernel[1:3],
+                    strides=strides[1:3],
+                    pads=pads[1:3] + pads[5:7],
+                    dilations=dilations[1:3],
+                    ceil_mode=attributes.get("ceil_mode", 0),
+                ),
+                helper.make_node("Transpose", [pooled], [back], perm=[0, 2, 3, 1]),
+                helper.make_node("Unsqueeze", [back, axes], [node.output[0]]),
+            ]
+        )
 
 
 def _frozen_dense(x, kernel: np.ndarray, bias: np.ndarray, name: str):

@@ -8,10 +8,13 @@ import pytest
 import keras_deepcluster as kdc
 from keras_deepcluster.analysis.choose_k import (
     CRITERIA,
+    NULL_CORRECTED,
     check_candidates,
     choose,
     label_free_k_scores,
     label_free_run_scores,
+    null_corrected_scores,
+    null_references,
 )
 from keras_deepcluster.evaluation.label_free import seed_agreement
 from keras_deepcluster.method import clustering
@@ -23,7 +26,10 @@ RANGES = {
     "generalization_kappa": (-1, 1),
     "seed_agreement_nmi": (0, 1),
     "seed_agreement_ari": (-0.5, 1),
+    "silhouette_gap": (-2, 2),
 }
+# Every key of a clustering's scores: the criteria and the null-corrected ones' standard errors.
+SCORE_KEYS = set(CRITERIA) | {f"{name}_se" for name in NULL_CORRECTED}
 
 
 def four_blobs(n=400, dim=16, seed=1):
@@ -46,8 +52,14 @@ def scores_by_k():
 
 @pytest.mark.backend_independent
 def test_criteria_on_four_blobs_prefer_four_where_they_can_tell(scores_by_k):
-    assert set(scores_by_k[4]) == set(CRITERIA)
+    assert set(scores_by_k[4]) == SCORE_KEYS
     assert choose(scores_by_k, "silhouette") == 4
+    # Corrected against structureless references, both null-corrected criteria choose 4,
+    # clear of the next candidate by several standard errors.
+    for name in NULL_CORRECTED:
+        assert choose(scores_by_k, name) == 4
+        nearest = max(scores_by_k[k][name] for k in (2, 8))
+        assert scores_by_k[4][name] - nearest > 3 * scores_by_k[4][f"{name}_se"], name
     # Two clusters of two blobs each are as learnable as four (a tie, the first of equals
     # wins); eight, splitting blobs, are not.
     assert scores_by_k[4]["generalization"] == pytest.approx(1.0)
@@ -87,10 +99,31 @@ def test_k_larger_than_the_data_is_refused_with_the_candidates_named():
         seed_agreement(points, 4, metric="ami")
 
 
+@pytest.mark.backend_independent
+def test_null_references_keep_each_column_and_lose_the_structure():
+    points = four_blobs()
+    reference = next(null_references(points, 1, seed=3))
+    assert reference.shape == points.shape
+    np.testing.assert_allclose(np.linalg.norm(reference, axis=1), 1, atol=1e-5)
+    # Each column of the reference is a permutation of the points' column, up to the norm.
+    unnormalised = np.random.default_rng(3).permuted(points, axis=0)
+    np.testing.assert_allclose(np.sort(unnormalised, axis=0), np.sort(points, axis=0))
+    # Points without structure (Gaussian directions) score about 0 at every k; the blobs do not.
+    noise = clustering.l2_normalize(np.random.default_rng(4).normal(size=(400, 16)))
+    for k in (2, 4, 8):
+        scores = null_corrected_scores(noise, clustering.kmeans(noise, k, seed=0)[0], k, seed=5)
+        for name in NULL_CORRECTED:
+            assert abs(scores[name]) < 3 * scores[f"{name}_se"] + 0.01, (k, name)
+    blobs = null_corrected_scores(points, clustering.kmeans(points, 4, seed=0)[0], 4, seed=5)
+    assert blobs["gap"] > 0.5 and blobs["silhouette_gap"] > 0.3
+    with pytest.raises(ValueError, match="1 null references give no standard error"):
+        null_corrected_scores(points, clustering.kmeans(points, 4, seed=0)[0], 4, references=1)
+
+
 def test_label_free_run_scores_of_a_tiny_run_are_finite_and_in_range(trained):
     run = kdc.Run.open(trained[0].path)
     scores = label_free_run_scores(run, seed=0)
-    assert set(scores) == set(CRITERIA)
+    assert set(scores) == SCORE_KEYS
     for criterion, (low, high) in RANGES.items():
         assert math.isfinite(scores[criterion]) and low <= scores[criterion] <= high, criterion
     # A sample smaller than twice the run's k cannot score it.

@@ -325,7 +325,9 @@ def test_the_host_and_device_routes_take_the_same_steps():
 def test_cluster_features_takes_its_old_keyword_names_with_a_warning():
     x = np.random.default_rng(0).normal(size=(60, 5)).astype("float32")
     new = clustering.cluster_features(x, num_clusters=4, seed=0, kmeans_iterations=3)
-    with pytest.warns(DeprecationWarning, match=r"k=\.\.\.\) is now cluster_features\(num_clusters"):
+    with pytest.warns(
+        DeprecationWarning, match=r"k=\.\.\.\) is now cluster_features\(num_clusters"
+    ):
         old = clustering.cluster_features(x, k=4, seed=0, iterations=3)
     np.testing.assert_array_equal(old.labels, new.labels)
     with pytest.raises(TypeError, match="got both k= and num_clusters="):

@@ -145,12 +145,16 @@ def _litert_interpreter(path):
 @_writes("litert")
 def test_litert_runs_in_the_interpreter_and_gives_assigns_clusters(sobel_run, tmp_path):
     interpreter = _litert_interpreter(sobel_run.export_model(tmp_path / "model.tflite"))
+    # litert-torch names the input after the traced argument and fixes the batch to one image.
+    name, batch = ("images", 64) if BACKEND == "tensorflow" else ("args_0", 1)
     assert interpreter.get_signature_list()["serving_default"] == {
-        "inputs": ["images"],
+        "inputs": [name],
         "outputs": ["cluster", "distance", "embedding"],
     }
     images = shapes_rgb()
-    outputs = interpreter.get_signature_runner()(images=images)
+    runner = interpreter.get_signature_runner()
+    parts = [runner(**{name: images[i : i + batch]}) for i in range(0, len(images), batch)]
+    outputs = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     assert_matches_assign(outputs, sobel_run, images)
 
 
@@ -179,6 +183,19 @@ def test_a_format_this_backend_cannot_write_is_refused_naming_what_it_can(sobel_
         assert f"it exports {', '.join(own)}" in str(refusal.value)
         assert f"on the {producers} backend" in str(refusal.value)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_format_whose_packages_are_missing_is_refused_naming_what_to_install(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    pip_names = {"litert_torch": "litert-torch"}
+    needing = {f: p[BACKEND] for f, p in deployment.PRODUCERS.items() if p.get(BACKEND)}
+    assert needing  # every backend writes a format that needs packages
+    for file_format, packages in needing.items():
+        install = " ".join(pip_names.get(name, name) for name in packages)
+        with pytest.raises(deployment.ExportError, match=f"pip install {install}\\.$"):
+            deployment.check_format(file_format)
 
 
 def test_bad_paths_and_formats_are_refused_before_anything_is_written(sobel_run, tmp_path):

@@ -21,6 +21,7 @@ from keras_deepcluster.runs.diagnostics import (
     scalar_tag,
 )
 from keras_deepcluster.runs.recipe import RecipeError
+from keras_deepcluster.runs.run_directory import RunDirectory
 
 # A tiny `train digits`: two epochs, so that NMI(t, t-1) has a value in the second.
 RECIPE = dict(limit=60, epochs=2, clusters=5)
@@ -90,6 +91,36 @@ def test_train_writes_the_history_for_tensorboard_and_as_json_lines(tmp_path):
     recipe = kdc.load_recipe("digits").replace(tensorboard=str(tmp_path / "tb"), **RECIPE)
     run = kdc.train(recipe, tmp_path / "run")
     check_against_history(run, tmp_path / "tb" / "run")
+
+
+def test_sweep_writes_one_tensorboard_folder_per_run(tmp_path):
+    result = invoke(
+        "sweep", "digits", "-k", "5", "--seeds", "0,1", "--limit", "60", "--epochs", "2",
+        "--tensorboard", tmp_path / "tb", "--out", tmp_path / "grid",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    names = ["k5-seed0-haltnone-pcanone", "k5-seed1-haltnone-pcanone"]
+    assert sorted(path.name for path in (tmp_path / "tb" / "grid").iterdir()) == names
+    for name in names:
+        check_against_history(
+            RunDirectory(tmp_path / "grid" / name), tmp_path / "tb" / "grid" / name
+        )
+    # The two seeds' curves differ: each folder holds its own run's record.
+    losses = [
+        read_tensorboard(tmp_path / "tb" / "grid" / name)[0]["training/loss"] for name in names
+    ]
+    assert losses[0] != losses[1]
+
+
+@pytest.mark.backend_independent
+def test_sweep_refuses_a_tensorboard_folder_inside_a_file_before_anything(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    result = invoke(
+        "sweep", "digits", "--tensorboard", tmp_path / "file" / "tb", "--out", tmp_path / "grid"
+    )
+    assert result.exit_code == 1, result.output
+    assert "cannot be created" in result.output and "(--tensorboard)" in result.output
+    assert not (tmp_path / "grid").exists()
 
 
 def test_a_resumed_run_continues_the_same_record(tmp_path, monkeypatch):
