@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_deepcluster.platform.tensorflow_import import without_tensorflow
+
 
 def loss_tracker(model: keras.Model) -> keras.metrics.Mean | None:
     """The `Mean` Keras logs a compiled `model`'s loss in, where `train_step` can stand for
@@ -40,10 +42,12 @@ def loss_tracker(model: keras.Model) -> keras.metrics.Mean | None:
         return None
     default = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     loss, optimizer = model.loss, model.optimizer
+    with without_tensorflow():  # serialising the config would import TensorFlow if installed
+        loss_weights = model.get_compile_config().get("loss_weights")
     applies = (
         type(loss) is type(default)
         and loss.get_config() == default.get_config()
-        and not model.get_compile_config().get("loss_weights")
+        and not loss_weights
         and not model.losses
         and getattr(optimizer, "loss_scale_factor", None) is None
         and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
