@@ -110,3 +110,8 @@ def test_a_wheel_carries_the_recipes_and_the_command_line(tmp_path):
     recipes = {path.name for path in (root / "recipes").glob("*.toml")}
     assert recipes and {f"keras_deepcluster/recipes/{name}" for name in recipes} <= names
     assert "keras_deepcluster_cli/main.py" in names
+    # Every module of the library and of the command line, sub-packages included.
+    modules = {str(path.relative_to(root)) for path in (root / "keras_deepcluster").rglob("*.py")}
+    modules |= {f"keras_deepcluster_cli/{path.name}" for path in (root / "cli").glob("*.py")}
+    modules -= {name for name in modules if name.startswith("keras_deepcluster/recipes/")}
+    assert sorted(modules - names) == []
