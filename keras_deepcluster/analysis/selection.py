@@ -282,10 +282,9 @@ def trial_scores(run: RunDirectory, recipe: Recipe, labelled: LabelledImages) ->
     import keras
 
     from keras_deepcluster import evaluation
-    from keras_deepcluster.platform.layer_acceleration import accelerate
     from keras_deepcluster.runs.recipe_data import image_views
 
-    backbone = accelerate(keras.saving.load_model(run.path / RunDirectory.MODEL)).backbone
+    backbone = keras.saving.load_model(run.path / RunDirectory.MODEL).backbone
     views = image_views(recipe)
     x, y, held = labelled.images, labelled.labels, labelled.held_out
     probe = evaluation.linear_probe(

@@ -10,6 +10,7 @@ from keras_deepcluster.method.pseudo_label_dataset import PseudoLabelDataset
 from keras_deepcluster.method.reclustering import Reclustering
 from keras_deepcluster.method.views import ImageViews, random_view, views_config, views_from_config
 from keras_deepcluster.platform import array_ops, devices, model_routes
+from keras_deepcluster.platform.layer_acceleration import accelerate
 from keras_deepcluster.settings import check_setting
 
 
@@ -78,7 +79,8 @@ class DeepCluster(keras.Model):
         super().__init__(**kwargs)
         if feature_layer is not None:
             backbone = layer_model(backbone, feature_layer)
-        self.backbone = backbone
+        # The package's formulas in its layers (Sobel, JAX-CPU pooling), never in the saved file.
+        self.backbone = accelerate(backbone)
         self.head_relu = keras.layers.ReLU(name="head_relu")
         self.head_flatten = keras.layers.Flatten(name="head_flatten")
         self.head = keras.layers.Dense(

@@ -1,9 +1,9 @@
 """The package's own formulas put into a live model's layers at run time, never saved.
 
 A backbone holds only Keras's layers, so its saved file loads in plain Keras.
-Where the package trains or extracts with a model it replaces, on the layer
-instances, the `call` of two kinds of layer by its own formula of the same
-function:
+`DeepCluster` (built, or loaded from a file) and `runs.build.build_backbone` have it
+replace, on the layer instances of their backbone, the `call` of two kinds of layer by the
+package's own formula of the same function:
 
 * the Sobel front end (`backbones.sobel.sobel_convolutions`) by
   `sobel_by_slices`, on every backend: the package's Sobel numbers are these

@@ -12,7 +12,6 @@ from keras_deepcluster import evaluation
 from keras_deepcluster.data.disk_images import take_rows
 from keras_deepcluster.data.image_data import ImageData
 from keras_deepcluster.method.features import FeatureExtractor, layer_model
-from keras_deepcluster.platform.layer_acceleration import accelerate
 from keras_deepcluster.runs.build import build_backbone
 from keras_deepcluster.runs.recipe import Recipe, RecipeError
 from keras_deepcluster.runs.recipe_data import image_views
@@ -141,7 +140,7 @@ def _probe_setup(recipe, data, run, layer, random, what):
             "the run did not finish. Probe its untrained network with `random=True`, or "
             "train it again."
         )
-    return layer, accelerate(run.load_model()).backbone, views
+    return layer, run.load_model().backbone, views
 
 
 def _probe_splits(data, seed):

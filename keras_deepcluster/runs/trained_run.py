@@ -18,7 +18,6 @@ import tomllib
 from keras_deepcluster import data as data_sources
 from keras_deepcluster.method.cluster_model import ClusterModel
 from keras_deepcluster.method.features import FeatureExtractor, layer_model
-from keras_deepcluster.platform.layer_acceleration import accelerate
 from keras_deepcluster.runs import deployment
 from keras_deepcluster.runs.recipe import Recipe, RecipeError, load_recipe
 from keras_deepcluster.runs.recipe_data import recorded_data
@@ -85,7 +84,7 @@ class Run:
             with directory.reading(RunDirectory.CONFIG):
                 if "fit" not in tomllib.loads(directory.read_config()):
                     raise ValueError(str(error).split(": ", 1)[-1]) from None
-        model = accelerate(directory.load_model())
+        model = directory.load_model()
         with directory.reading(RunDirectory.CLUSTERING):
             cluster_model = ClusterModel.load(directory.path / RunDirectory.CLUSTERING)
         return cls(directory, recipe, model, cluster_model)

@@ -11,7 +11,7 @@ from keras_deepcluster import backbones
 from keras_deepcluster.backbones.sobel import is_sobel_front_end, sobel_by_slices
 from keras_deepcluster.platform import devices
 from keras_deepcluster.platform.layer_acceleration import accelerate
-from keras_deepcluster.runs.pretraining import build_backbone
+from keras_deepcluster.runs.build import build_backbone
 
 BACKEND = keras.backend.backend()
 JAX_CPU = BACKEND == "jax" and not devices.accelerator_available()
@@ -113,3 +113,10 @@ def test_the_package_accelerates_what_it_builds_and_loads(shared_digits_run):
     assert replaced(backbone.get_layer("sobel"))
     run = kdc.Run.open(shared_digits_run)
     assert [replaced(pool) for pool in pools(run.backbone)] == [JAX_CPU] * 2
+
+
+def test_deep_cluster_accelerates_the_backbone_it_is_given():
+    """From Python as from the command line: a DeepCluster's Sobel is the package's."""
+    model = kdc.DeepCluster(backbones.alexnet_micro(seed=0), num_clusters=3)
+    assert replaced(model.backbone.get_layer("sobel"))
+    assert [replaced(pool) for pool in pools(model.backbone)] == [JAX_CPU] * 3
