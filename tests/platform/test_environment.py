@@ -9,6 +9,8 @@ import sys
 import keras
 import pytest
 
+from keras_deepcluster.runs.diagnostics import EVENT_FILE_SUFFIX
+
 pytest.importorskip("tensorflow")
 
 # TensorFlow answers whether its oneDNN kernels are on (`IsMKLEnabled` in
@@ -63,13 +65,15 @@ def test_an_explicit_tf_enable_onednn_opts_0_is_kept():
 
 # A run from Python as the CLI makes it: seeded, trained, saved as the run directory's
 # model and checkpoint, loaded again.
+# With TensorBoard diagnostics on: their writer (tensorboardX) needs no TensorFlow either.
 TRAIN_SAVE_LOAD = """
 import sys
 import numpy as np
 import keras_deepcluster as kdc
-run = kdc.train(kdc.load_recipe("digits").replace(limit=40, epochs=1), out="run")
+recipe = kdc.load_recipe("digits").replace(limit=40, epochs=1, tensorboard="tb")
+run = kdc.train(recipe, out="run")
 clusters, _ = kdc.Run.open(run.path).assign(np.zeros((3, 8, 8, 1), np.uint8))
-print(len(clusters), "tensorflow" in sys.modules)
+print(len(clusters), *(name in sys.modules for name in ("tensorflow", "torch", "tensorboardX")))
 """
 
 
@@ -87,5 +91,8 @@ def test_training_on_jax_or_torch_never_imports_tensorflow(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "3 False", result.stdout[-2000:]
+    torch_loaded = keras.backend.backend() == "torch"  # the backend's, not the writer's
+    expected = f"3 False {torch_loaded} True"
+    assert result.stdout.strip().splitlines()[-1] == expected, result.stdout[-2000:]
     assert (tmp_path / "run" / "model.keras").is_file()
+    assert list((tmp_path / "tb" / "run").glob(f"events.out.tfevents.*{EVENT_FILE_SUFFIX}"))
